@@ -1,0 +1,77 @@
+// Runs generation requests to completion in one process: continuous
+// batching over one Engine, detokenization and stopping per request. It is
+// the monolithic reference that the disaggregated path must match token
+// for token, and what `tandem generate` uses.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/engine/engine.h"
+#include "common/sampling/sampler.h"
+#include "common/sampling/sampling_params.h"
+#include "common/sampling/stop_checker.h"
+#include "common/tokenizer/tokenizer.h"
+
+namespace tandem {
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;
+  SamplingParams sampling;
+  StoppingParams stopping;
+  bool skip_special_tokens = false;
+  int32_t priority = 0;  // larger is preempted last
+};
+
+// One generated token of request `request`, or the end of that request.
+struct GenerationEvent {
+  size_t request = 0;
+  SampleResult sample;   // valid unless `token` < 0
+  int32_t token = -1;    // -1 on a final event that carries no token
+  std::string text;      // text released by this event (after stop-string hold-back)
+  bool finished = false;
+  FinishReason finish_reason = FinishReason::kNone;
+  std::string matched_stop;
+  absl::Status error;    // set when the request failed (finish_reason kError)
+};
+
+struct LocalGeneratorOptions {
+  int32_t max_batch_size = 64;
+  // Tokens one iteration may compute (prefill chunks plus decode steps).
+  int64_t max_batch_tokens = 8192;
+};
+
+// Scheduling policy, per iteration: running sequences first; then waiting
+// ones in order of (priority desc, arrival) while the batch size, token
+// budget and free KV blocks allow. When the KV cache runs out mid-step the
+// running sequence with the lowest priority, newest first, is preempted:
+// its blocks are freed and it is recomputed later from its tokens (the
+// backend is batch-invariant, so recomputation yields the same tokens).
+class LocalGenerator {
+ public:
+  LocalGenerator(Engine& engine, const Tokenizer& tokenizer, LocalGeneratorOptions options = {});
+
+  // Calls `on_event` from this thread, in order, for every token and for the
+  // end of every request. Requests with invalid parameters end with an
+  // error event; the run itself fails only on backend errors.
+  absl::Status Run(std::span<const GenerationRequest> requests,
+                   const std::function<void(const GenerationEvent&)>& on_event);
+
+  // Total preemptions so far (for tests and logs).
+  int64_t num_preemptions() const { return num_preemptions_; }
+  // Largest batch run so far.
+  int32_t max_batch_seen() const { return max_batch_seen_; }
+
+ private:
+  Engine& engine_;
+  const Tokenizer& tokenizer_;
+  LocalGeneratorOptions options_;
+  int64_t num_preemptions_ = 0;
+  int32_t max_batch_seen_ = 0;
+};
+
+}  // namespace tandem

@@ -1,0 +1,70 @@
+#include "common/engine/model_loader.h"
+
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/default_model/default_model.h"
+#include "common/engine/cpu_backend.h"
+#include "common/util/logging.h"
+#include "common/util/status_macros.h"
+
+namespace tandem {
+
+absl::StatusOr<LoadedModel> LoadModel(const ModelSource& source) {
+  LoadedModel m;
+  if (source.model_dir.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(m.dir, EnsureDefaultModel());
+    m.name = "tandem-default";
+  } else {
+    m.dir = source.model_dir;
+    m.name = std::filesystem::path(source.model_dir).lexically_normal().filename().string();
+    if (m.name.empty()) m.name = std::filesystem::path(source.model_dir).parent_path().filename();
+  }
+  if (!std::filesystem::is_directory(m.dir)) {
+    return absl::NotFoundError(absl::StrCat("model directory ", m.dir, " does not exist"));
+  }
+  TANDEM_LOG(INFO) << "loading model " << m.name << " from " << m.dir
+                   << (source.dummy_weights ? " (dummy weights)" : "");
+  TANDEM_ASSIGN_OR_RETURN(m.config, LoadModelConfig(m.dir + "/config.json"));
+  TANDEM_ASSIGN_OR_RETURN(m.tokenizer, Tokenizer::FromDir(m.dir));
+  if (source.dummy_weights) {
+    m.weights = MakeDummyWeightStore(m.config, source.dummy_seed, m.config.torch_dtype);
+  } else {
+    TANDEM_ASSIGN_OR_RETURN(m.weights, OpenSafetensorsDir(m.dir));
+    TANDEM_RETURN_IF_ERROR(ValidateWeights(*m.weights, m.config));
+  }
+  TANDEM_LOG(INFO) << m.config.architecture << ": " << m.config.num_hidden_layers << " layers, hidden "
+                   << m.config.hidden_size << ", " << m.config.num_attention_heads << "/"
+                   << m.config.num_key_value_heads << " heads, vocab " << m.config.vocab_size
+                   << ", " << m.config.NumParameters() << " parameters";
+  return m;
+}
+
+absl::StatusOr<std::unique_ptr<ModelBackend>> CreateBackend(const LoadedModel& model,
+                                                            const BackendOptions& options) {
+  switch (options.device) {
+    case BackendOptions::Device::kCpu: {
+      CpuBackendOptions cpu;
+      cpu.block_size = options.block_size;
+      cpu.num_kv_blocks = options.num_kv_blocks;
+      cpu.num_threads = options.num_threads > 0
+                            ? options.num_threads
+                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+      TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<CpuBackend> backend,
+                              CpuBackend::Create(model.config, *model.weights, cpu));
+      TANDEM_LOG(INFO) << "CPU backend: " << cpu.num_threads << " threads, KV pool "
+                       << cpu.num_kv_blocks << " blocks of " << cpu.block_size << " tokens ("
+                       << backend->kv_pool().layout().block_bytes_all_layers() * cpu.num_kv_blocks /
+                              (1 << 20)
+                       << " MiB)";
+      return std::unique_ptr<ModelBackend>(std::move(backend));
+    }
+    case BackendOptions::Device::kCuda:
+      return absl::UnimplementedError(
+          "this build has no CUDA backend yet; use --device=cpu");
+  }
+  return absl::InvalidArgumentError("unknown device");
+}
+
+}  // namespace tandem

@@ -1,0 +1,52 @@
+// Turns "which model" (a checkpoint directory, the built-in default, or
+// random weights for a config) into the pieces a process serves with: the
+// config, a weight store, the tokenizer, and a backend over them.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/engine/model_backend.h"
+#include "common/model/model_config.h"
+#include "common/model/weight_store.h"
+#include "common/tokenizer/tokenizer.h"
+
+namespace tandem {
+
+struct ModelSource {
+  // A Hugging Face model directory (config.json, *.safetensors,
+  // tokenizer.json). Empty: tandem's built-in default model.
+  std::string model_dir;
+  // Random weights of the config's shapes instead of the safetensors files
+  // (vLLM's load_format=dummy): the directory needs only config.json and
+  // tokenizer.json.
+  bool dummy_weights = false;
+  uint64_t dummy_seed = 0;
+};
+
+struct LoadedModel {
+  std::string name;  // the directory's base name, or "tandem-default"
+  std::string dir;
+  ModelConfig config;
+  std::unique_ptr<WeightStore> weights;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+
+// Reads and validates config, tokenizer and (unless dummy) every tensor's
+// name and shape, so a bad checkpoint fails here with a clear message.
+absl::StatusOr<LoadedModel> LoadModel(const ModelSource& source);
+
+struct BackendOptions {
+  enum class Device { kCpu, kCuda };
+  Device device = Device::kCpu;
+  int32_t block_size = 16;
+  int32_t num_kv_blocks = 1024;
+  int num_threads = 0;  // 0: hardware concurrency
+};
+
+absl::StatusOr<std::unique_ptr<ModelBackend>> CreateBackend(const LoadedModel& model,
+                                                            const BackendOptions& options);
+
+}  // namespace tandem

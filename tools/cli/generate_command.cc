@@ -1,0 +1,185 @@
+#include "tools/cli/generate_command.h"
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/engine/engine.h"
+#include "common/engine/local_generator.h"
+#include "common/engine/model_loader.h"
+#include "common/util/logging.h"
+#include "nlohmann/json.hpp"
+
+ABSL_FLAG(std::string, model, "", "Hugging Face model directory; empty: the built-in default model");
+ABSL_FLAG(bool, dummy_weights, false, "random weights of the config's shapes (needs config.json and tokenizer.json only)");
+ABSL_FLAG(uint64_t, dummy_seed, 0, "seed of --dummy_weights");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
+ABSL_FLAG(int32_t, block_size, 16, "tokens per KV block");
+ABSL_FLAG(int32_t, num_kv_blocks, 2048, "KV blocks in the pool");
+ABSL_FLAG(int32_t, threads, 0, "CPU threads; 0: all cores");
+ABSL_FLAG(int32_t, max_batch_size, 64, "most sequences in one batch");
+ABSL_FLAG(int64_t, max_batch_tokens, 8192, "most tokens computed in one step");
+ABSL_FLAG(bool, token_ids, false, "prompts are comma-separated token ids, not text");
+ABSL_FLAG(bool, add_special_tokens, true, "add BOS (etc.) to text prompts");
+ABSL_FLAG(std::string, output, "text", "text: stream the text; jsonl: one JSON object per token and per finish");
+
+ABSL_FLAG(float, temperature, 1.0f, "0: greedy");
+ABSL_FLAG(int32_t, top_k, 0, "0: disabled");
+ABSL_FLAG(float, top_p, 1.0f, "nucleus sampling mass, (0, 1]");
+ABSL_FLAG(float, min_p, 0.0f, "drop tokens below min_p * p(most likely)");
+ABSL_FLAG(int64_t, seed, -1, "sampling seed; -1: random");
+ABSL_FLAG(float, repetition_penalty, 1.0f, "> 0; 1: off");
+ABSL_FLAG(float, presence_penalty, 0.0f, "[-2, 2]");
+ABSL_FLAG(float, frequency_penalty, 0.0f, "[-2, 2]");
+ABSL_FLAG(int32_t, logprobs, -1, "top-n alternatives to report with each token; -1: none");
+ABSL_FLAG(int32_t, max_new_tokens, 16, "most tokens to generate");
+ABSL_FLAG(int32_t, min_new_tokens, 0, "EOS and stop ids do not stop before this many tokens");
+ABSL_FLAG(std::vector<std::string>, stop, {}, "stop strings (comma-separated)");
+ABSL_FLAG(std::vector<std::string>, stop_token_ids, {}, "stop token ids (comma-separated)");
+ABSL_FLAG(bool, ignore_eos, false, "do not stop at EOS");
+ABSL_FLAG(bool, skip_special_tokens, true, "leave special tokens out of the text");
+
+namespace tandem::cli {
+namespace {
+
+absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& s) {
+  std::vector<int32_t> ids;
+  for (absl::string_view part : absl::StrSplit(s, ',', absl::SkipWhitespace())) {
+    int32_t id;
+    if (!absl::SimpleAtoi(part, &id)) {
+      return absl::InvalidArgumentError(absl::StrCat("not a token id: '", part, "'"));
+    }
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+absl::StatusOr<GenerationRequest> RequestFromFlags(const Tokenizer& tokenizer,
+                                                   const std::string& prompt) {
+  GenerationRequest r;
+  if (absl::GetFlag(FLAGS_token_ids)) {
+    TANDEM_ASSIGN_OR_RETURN(r.prompt, ParseIds(prompt));
+  } else {
+    r.prompt = tokenizer.Encode(prompt, absl::GetFlag(FLAGS_add_special_tokens));
+  }
+  r.sampling.temperature = absl::GetFlag(FLAGS_temperature);
+  r.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+  r.sampling.top_p = absl::GetFlag(FLAGS_top_p);
+  r.sampling.min_p = absl::GetFlag(FLAGS_min_p);
+  if (absl::GetFlag(FLAGS_seed) >= 0) r.sampling.seed = absl::GetFlag(FLAGS_seed);
+  r.sampling.repetition_penalty = absl::GetFlag(FLAGS_repetition_penalty);
+  r.sampling.presence_penalty = absl::GetFlag(FLAGS_presence_penalty);
+  r.sampling.frequency_penalty = absl::GetFlag(FLAGS_frequency_penalty);
+  r.sampling.logprobs = absl::GetFlag(FLAGS_logprobs);
+  r.stopping.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  r.stopping.min_new_tokens = absl::GetFlag(FLAGS_min_new_tokens);
+  r.stopping.stop = absl::GetFlag(FLAGS_stop);
+  TANDEM_ASSIGN_OR_RETURN(r.stopping.stop_token_ids,
+                          ParseIds(absl::StrJoin(absl::GetFlag(FLAGS_stop_token_ids), ",")));
+  r.stopping.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  r.skip_special_tokens = absl::GetFlag(FLAGS_skip_special_tokens);
+  return r;
+}
+
+int Fail(const absl::Status& s) {
+  std::cerr << "tandem generate: " << s << "\n";
+  return 1;
+}
+
+}  // namespace
+
+int RunGenerate(const std::vector<std::string>& prompts) {
+  SetLogRole("generate");
+  if (prompts.empty()) {
+    std::cerr << "tandem generate: give at least one prompt\n";
+    return 2;
+  }
+  const std::string output = absl::GetFlag(FLAGS_output);
+  if (output != "text" && output != "jsonl") {
+    return Fail(absl::InvalidArgumentError("--output must be text or jsonl"));
+  }
+  ModelSource source{absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_dummy_weights),
+                     absl::GetFlag(FLAGS_dummy_seed)};
+  absl::StatusOr<LoadedModel> model = LoadModel(source);
+  if (!model.ok()) return Fail(model.status());
+
+  BackendOptions options;
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (device == "cpu") {
+    options.device = BackendOptions::Device::kCpu;
+  } else if (device == "cuda") {
+    options.device = BackendOptions::Device::kCuda;
+  } else {
+    return Fail(absl::InvalidArgumentError("--device must be cpu or cuda"));
+  }
+  options.block_size = absl::GetFlag(FLAGS_block_size);
+  options.num_kv_blocks = absl::GetFlag(FLAGS_num_kv_blocks);
+  options.num_threads = absl::GetFlag(FLAGS_threads);
+  absl::StatusOr<std::unique_ptr<ModelBackend>> backend = CreateBackend(*model, options);
+  if (!backend.ok()) return Fail(backend.status());
+  Engine engine(std::move(*backend));
+
+  std::vector<GenerationRequest> requests;
+  for (const std::string& p : prompts) {
+    absl::StatusOr<GenerationRequest> r = RequestFromFlags(*model->tokenizer, p);
+    if (!r.ok()) return Fail(r.status());
+    requests.push_back(std::move(*r));
+  }
+
+  LocalGenerator generator(engine, *model->tokenizer,
+                           {absl::GetFlag(FLAGS_max_batch_size), absl::GetFlag(FLAGS_max_batch_tokens)});
+  std::vector<int> generated(requests.size(), 0);
+  const absl::Time start = absl::Now();
+  int failures = 0;
+  // With one prompt the text streams as one piece; with several, each
+  // request's text is printed when it finishes so outputs do not interleave.
+  std::vector<std::string> texts(requests.size());
+  absl::Status run = generator.Run(requests, [&](const GenerationEvent& e) {
+    if (e.token >= 0) ++generated[e.request];
+    if (output == "jsonl") {
+      nlohmann::json j;
+      j["request"] = e.request;
+      if (e.token >= 0) {
+        j["token"] = e.token;
+        if (e.sample.logprob_valid) {
+          j["logprob"] = e.sample.logprob;
+        }
+      }
+      j["text"] = e.text;
+      if (e.finished) {
+        j["finish_reason"] = FinishReasonName(e.finish_reason);
+        j["completion_tokens"] = generated[e.request];
+        if (!e.matched_stop.empty()) j["matched_stop"] = e.matched_stop;
+        if (!e.error.ok()) j["error"] = e.error.ToString();
+      }
+      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+      std::cout.flush();
+    } else if (requests.size() == 1) {
+      std::cout << e.text << std::flush;
+      if (e.finished) std::cout << "\n";
+    } else {
+      texts[e.request] += e.text;
+      if (e.finished) std::cout << "[" << e.request << "] " << texts[e.request] << "\n";
+    }
+    if (e.finished && !e.error.ok()) {
+      ++failures;
+      std::cerr << "request " << e.request << ": " << e.error << "\n";
+    }
+  });
+  if (!run.ok()) return Fail(run);
+  const double secs = absl::ToDoubleSeconds(absl::Now() - start);
+  int total = 0;
+  for (int g : generated) total += g;
+  TANDEM_LOG(INFO) << requests.size() << " request(s), " << total << " tokens in " << secs << " s ("
+                   << (secs > 0 ? total / secs : 0) << " tok/s), " << generator.num_preemptions()
+                   << " preemption(s)";
+  return failures ? 1 : 0;
+}
+
+}  // namespace tandem::cli

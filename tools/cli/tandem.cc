@@ -1,0 +1,36 @@
+// The `tandem` command line: one binary, one subcommand per job.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "tools/cli/default_model_command.h"
+#include "tools/cli/generate_command.h"
+
+namespace {
+
+constexpr char kUsage[] = R"(usage: tandem COMMAND [flags] [args]
+
+commands:
+  generate [flags] PROMPT...     generate in this process (the monolithic engine)
+  write-default-model --out DIR  write the built-in default model to DIR
+
+`tandem --helpfull` lists every flag.)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() < 2) {
+    std::cerr << kUsage << "\n";
+    return 2;
+  }
+  const std::string command = positional[1];
+  std::vector<std::string> args(positional.begin() + 2, positional.end());
+  if (command == "generate") return tandem::cli::RunGenerate(args);
+  if (command == "write-default-model") return tandem::cli::RunWriteDefaultModel();
+  std::cerr << "tandem: unknown command '" << command << "'\n\n" << kUsage << "\n";
+  return 2;
+}
