@@ -1,0 +1,194 @@
+#include "router/worker_registry.h"
+
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/util/logging.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+
+namespace tandem::router {
+namespace {
+
+std::string RoleName(v1::WorkerRole role) {
+  switch (role) {
+    case v1::WORKER_ROLE_PREFILL: return "prefill";
+    case v1::WORKER_ROLE_DECODE: return "decode";
+    default: return "unknown";
+  }
+}
+
+bool SameLayout(const v1::KvLayoutSpec& a, const v1::KvLayoutSpec& b) {
+  return a.num_layers() == b.num_layers() && a.num_kv_heads() == b.num_kv_heads() &&
+         a.head_dim() == b.head_dim() && a.block_size() == b.block_size() && a.dtype() == b.dtype();
+}
+
+}  // namespace
+
+WorkerRegistry::WorkerRegistry(WorkerRegistryOptions options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info) {
+  if (info.role() != v1::WORKER_ROLE_PREFILL && info.role() != v1::WORKER_ROLE_DECODE) {
+    return absl::InvalidArgumentError("worker role must be prefill or decode");
+  }
+  if (info.address().empty() || info.address().find(':') == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("bad worker address '", info.address(), "'"));
+  }
+  if (!options_.model_name.empty() && info.model_name() != options_.model_name) {
+    return absl::FailedPreconditionError(absl::StrCat("worker serves model '", info.model_name(),
+                                                      "', the router serves '", options_.model_name, "'"));
+  }
+  absl::MutexLock lock(&mu_);
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    const WorkerView& w = it->second.view;
+    if (w.address == info.address()) {
+      TANDEM_LOG(INFO) << "worker " << w.id << " at " << w.address << " registered again";
+      workers_.erase(it++);
+      continue;
+    }
+    if (w.info.model_fingerprint() != info.model_fingerprint()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "worker's model fingerprint ", info.model_fingerprint(), " differs from worker ", w.id,
+          "'s ", w.info.model_fingerprint(), ": all workers must load the same checkpoint"));
+    }
+    if (!SameLayout(w.info.kv_layout(), info.kv_layout())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "worker's KV layout differs from worker ", w.id, "'s: ", info.kv_layout().ShortDebugString(),
+          " vs ", w.info.kv_layout().ShortDebugString()));
+    }
+    ++it;
+  }
+  Entry e;
+  e.view.id = absl::StrCat(RoleName(info.role()), "-", next_id_++);
+  e.view.address = info.address();
+  e.view.role = info.role();
+  e.view.info = info;
+  e.view.load.set_kv_blocks_free(info.kv_blocks_total());
+  auto channel = grpc::CreateChannel(info.address(), grpc::InsecureChannelCredentials());
+  if (info.role() == v1::WORKER_ROLE_DECODE) {
+    e.view.decode_stub = v1::DecodeService::NewStub(channel);
+  } else {
+    e.view.prefill_stub = v1::PrefillService::NewStub(channel);
+  }
+  e.last_seen = absl::Now();
+  const std::string id = e.view.id;
+  TANDEM_LOG(INFO) << "registered " << id << " at " << info.address() << " ("
+                   << info.kv_blocks_total() << " KV blocks, transports "
+                   << absl::StrJoin(info.transports(), ",") << ")";
+  workers_.emplace(id, std::move(e));
+  return id;
+}
+
+bool WorkerRegistry::Report(const v1::LoadReport& report) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(report.worker_id());
+  if (it == workers_.end()) return false;
+  it->second.view.load = report;
+  it->second.last_seen = absl::Now();
+  return true;
+}
+
+void WorkerRegistry::Remove(const std::string& id, const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  if (workers_.erase(id) > 0) {
+    TANDEM_LOG(WARNING) << "took " << id << " out of placement: " << reason;
+  }
+}
+
+std::vector<std::string> WorkerRegistry::ExpireStale(absl::Time now) {
+  std::vector<std::string> expired;
+  absl::MutexLock lock(&mu_);
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (now - it->second.last_seen > options_.liveness_timeout) {
+      TANDEM_LOG(WARNING) << "worker " << it->first << " at " << it->second.view.address
+                          << " stopped reporting; taken out of placement";
+      expired.push_back(it->first);
+      workers_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  return expired;
+}
+
+absl::StatusOr<WorkerView> WorkerRegistry::PickDecode(int64_t blocks_needed) {
+  absl::MutexLock lock(&mu_);
+  Entry* best = nullptr;
+  int64_t best_free = std::numeric_limits<int64_t>::min();
+  int64_t most_free = 0;
+  int live = 0;
+  for (auto& [id, e] : workers_) {
+    const WorkerView& w = e.view;
+    if (w.role != v1::WORKER_ROLE_DECODE || w.load.draining()) continue;
+    ++live;
+    // Blocks the router placed since the last report are not in its count.
+    const int64_t free = w.load.kv_blocks_free() - w.inflight_tokens;
+    most_free = std::max(most_free, free);
+    if (free < blocks_needed) continue;
+    if (best == nullptr || free > best_free ||
+        (free == best_free && w.load.running_requests() < best->view.load.running_requests())) {
+      best = &e;
+      best_free = free;
+    }
+  }
+  if (live == 0) return absl::UnavailableError("no decode worker is available");
+  if (best == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "no decode worker has room: the request needs ", blocks_needed,
+        " KV blocks, the most free on any decode worker is ", most_free));
+  }
+  best->view.inflight += 1;
+  best->view.inflight_tokens += blocks_needed;
+  return best->view;
+}
+
+absl::StatusOr<WorkerView> WorkerRegistry::PickPrefill(int64_t prompt_tokens) {
+  absl::MutexLock lock(&mu_);
+  Entry* best = nullptr;
+  int64_t best_queue = 0;
+  for (auto& [id, e] : workers_) {
+    const WorkerView& w = e.view;
+    if (w.role != v1::WORKER_ROLE_PREFILL || w.load.draining()) continue;
+    const int64_t queue = w.load.queued_prompt_tokens() + w.inflight_tokens;
+    if (best == nullptr || queue < best_queue) {
+      best = &e;
+      best_queue = queue;
+    }
+  }
+  if (best == nullptr) return absl::UnavailableError("no prefill worker is available");
+  best->view.inflight += 1;
+  best->view.inflight_tokens += prompt_tokens;
+  return best->view;
+}
+
+void WorkerRegistry::Done(const std::string& id, int64_t tokens) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(id);
+  if (it == workers_.end()) return;
+  it->second.view.inflight = std::max(0, it->second.view.inflight - 1);
+  it->second.view.inflight_tokens = std::max<int64_t>(0, it->second.view.inflight_tokens - tokens);
+}
+
+std::vector<WorkerView> WorkerRegistry::Snapshot() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<WorkerView> out;
+  for (const auto& [id, e] : workers_) out.push_back(e.view);
+  return out;
+}
+
+std::optional<WorkerView> WorkerRegistry::Find(const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(id);
+  if (it == workers_.end()) return std::nullopt;
+  return it->second.view;
+}
+
+int32_t WorkerRegistry::CountLive(v1::WorkerRole role) const {
+  absl::MutexLock lock(&mu_);
+  int32_t n = 0;
+  for (const auto& [id, e] : workers_) n += e.view.role == role ? 1 : 0;
+  return n;
+}
+
+}  // namespace tandem::router

@@ -1,0 +1,85 @@
+// The router's view of its workers: who registered, their last load report,
+// and which are alive. Placement decisions read it; registration and load
+// report RPCs write it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "tandem/v1/worker.grpc.pb.h"
+
+namespace tandem::router {
+
+// A worker as placement sees it. `stub` is shared with in-flight calls, so
+// it outlives the worker's removal from the registry.
+struct WorkerView {
+  std::string id;
+  std::string address;
+  v1::WorkerRole role = v1::WORKER_ROLE_UNSPECIFIED;
+  v1::WorkerInfo info;
+  v1::LoadReport load;
+  // Requests the router has placed on it that the last report may not show.
+  int32_t inflight = 0;
+  int64_t inflight_tokens = 0;
+  std::shared_ptr<v1::DecodeService::Stub> decode_stub;
+  std::shared_ptr<v1::PrefillService::Stub> prefill_stub;
+};
+
+struct WorkerRegistryOptions {
+  std::string model_name;
+  // A worker that has not reported for this long is taken out of placement.
+  absl::Duration liveness_timeout = absl::Seconds(5);
+  absl::Duration report_interval = absl::Seconds(1);
+};
+
+// Thread-safe: gRPC handler threads register, report and place concurrently.
+class WorkerRegistry {
+ public:
+  explicit WorkerRegistry(WorkerRegistryOptions options);
+
+  // INVALID_ARGUMENT for a bad role or address, FAILED_PRECONDITION when
+  // the worker serves another model or its KV layout differs from workers
+  // already registered. Re-registering an address replaces the old entry.
+  absl::StatusOr<std::string> Register(const v1::WorkerInfo& info);
+  // False when the id is unknown (the worker must register again).
+  bool Report(const v1::LoadReport& report);
+  // Takes a worker out of placement at once (it failed a call), with why.
+  void Remove(const std::string& id, const std::string& reason);
+  // Drops workers whose reports stopped; returns their ids.
+  std::vector<std::string> ExpireStale(absl::Time now);
+
+  // The decode worker with the most free KV blocks (after what the router
+  // already placed there), that can hold `blocks_needed`, least busy first
+  // on ties. RESOURCE_EXHAUSTED with the reason when none has room;
+  // UNAVAILABLE when there is no live decode worker.
+  absl::StatusOr<WorkerView> PickDecode(int64_t blocks_needed);
+  // The prefill worker with the fewest queued prompt tokens.
+  absl::StatusOr<WorkerView> PickPrefill(int64_t prompt_tokens);
+  // Undoes the router-side accounting of a Pick*().
+  void Done(const std::string& id, int64_t tokens);
+
+  std::vector<WorkerView> Snapshot() const;
+  std::optional<WorkerView> Find(const std::string& id) const;
+  int32_t CountLive(v1::WorkerRole role) const;
+  const WorkerRegistryOptions& options() const { return options_; }
+
+ private:
+  struct Entry {
+    WorkerView view;
+    absl::Time last_seen;
+  };
+  const WorkerRegistryOptions options_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Entry> workers_ ABSL_GUARDED_BY(mu_);
+  int64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace tandem::router
