@@ -123,7 +123,7 @@ absl::StatusOr<WorkerView> WorkerRegistry::PickDecode(int64_t blocks_needed) {
     if (w.role != v1::WORKER_ROLE_DECODE || w.load.draining()) continue;
     ++live;
     // Blocks the router placed since the last report are not in its count.
-    const int64_t free = w.load.kv_blocks_free() - w.inflight_tokens;
+    const int64_t free = w.load.kv_blocks_free() - w.inflight_load;
     most_free = std::max(most_free, free);
     if (free < blocks_needed) continue;
     if (best == nullptr || free > best_free ||
@@ -139,7 +139,7 @@ absl::StatusOr<WorkerView> WorkerRegistry::PickDecode(int64_t blocks_needed) {
         " KV blocks, the most free on any decode worker is ", most_free));
   }
   best->view.inflight += 1;
-  best->view.inflight_tokens += blocks_needed;
+  best->view.inflight_load += blocks_needed;
   return best->view;
 }
 
@@ -150,7 +150,7 @@ absl::StatusOr<WorkerView> WorkerRegistry::PickPrefill(int64_t prompt_tokens) {
   for (auto& [id, e] : workers_) {
     const WorkerView& w = e.view;
     if (w.role != v1::WORKER_ROLE_PREFILL || w.load.draining()) continue;
-    const int64_t queue = w.load.queued_prompt_tokens() + w.inflight_tokens;
+    const int64_t queue = w.load.queued_prompt_tokens() + w.inflight_load;
     if (best == nullptr || queue < best_queue) {
       best = &e;
       best_queue = queue;
@@ -158,16 +158,16 @@ absl::StatusOr<WorkerView> WorkerRegistry::PickPrefill(int64_t prompt_tokens) {
   }
   if (best == nullptr) return absl::UnavailableError("no prefill worker is available");
   best->view.inflight += 1;
-  best->view.inflight_tokens += prompt_tokens;
+  best->view.inflight_load += prompt_tokens;
   return best->view;
 }
 
-void WorkerRegistry::Done(const std::string& id, int64_t tokens) {
+void WorkerRegistry::Done(const std::string& id, int64_t load) {
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(id);
   if (it == workers_.end()) return;
   it->second.view.inflight = std::max(0, it->second.view.inflight - 1);
-  it->second.view.inflight_tokens = std::max<int64_t>(0, it->second.view.inflight_tokens - tokens);
+  it->second.view.inflight_load = std::max<int64_t>(0, it->second.view.inflight_load - load);
 }
 
 std::vector<WorkerView> WorkerRegistry::Snapshot() const {

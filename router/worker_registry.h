@@ -28,7 +28,8 @@ struct WorkerView {
   v1::LoadReport load;
   // Requests the router has placed on it that the last report may not show.
   int32_t inflight = 0;
-  int64_t inflight_tokens = 0;
+  // KV blocks (decode workers) or prompt tokens (prefill workers) placed.
+  int64_t inflight_load = 0;
   std::shared_ptr<v1::DecodeService::Stub> decode_stub;
   std::shared_ptr<v1::PrefillService::Stub> prefill_stub;
 };
@@ -64,7 +65,7 @@ class WorkerRegistry {
   // The prefill worker with the fewest queued prompt tokens.
   absl::StatusOr<WorkerView> PickPrefill(int64_t prompt_tokens);
   // Undoes the router-side accounting of a Pick*().
-  void Done(const std::string& id, int64_t tokens);
+  void Done(const std::string& id, int64_t load);
 
   std::vector<WorkerView> Snapshot() const;
   std::optional<WorkerView> Find(const std::string& id) const;
