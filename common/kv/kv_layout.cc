@@ -6,7 +6,7 @@ namespace tandem {
 
 std::string KvLayout::DebugString() const {
   return absl::StrCat("layers=", num_layers, " kv_heads=", num_kv_heads, " head_dim=", head_dim,
-                      " block_size=", block_size, " dtype=", DTypeName(dtype));
+                      " block_size=", block_size, " dtype=", std::string(DTypeName(dtype)));
 }
 
 KvLayout KvLayoutFor(const ModelConfig& config, int32_t block_size, DType dtype) {
