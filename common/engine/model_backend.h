@@ -48,6 +48,9 @@ struct ForwardOutput {
 
 // Host-visible access to the KV pool, for transports and tests. Pointers
 // are into backend-owned memory (device memory for GPU backends).
+// Invariant every backend keeps: the blocks of one layer's K (and of its V)
+// are contiguous, block b at KeyBlock(layer, 0) + b * layout().block_bytes(),
+// so a transport can register each layer's array as one region.
 class KvPoolView {
  public:
   virtual ~KvPoolView() = default;

@@ -1,0 +1,97 @@
+// Moving a request's KV blocks from a prefill worker's pool into the blocks
+// a decode worker reserved for it. One interface, several transports: UCX
+// (host memory, between processes and hosts), in-process (unit tests), and
+// later CUDA IPC and NCCL for GPU pools.
+//
+// Data flow: the decode worker calls ExportPool() once and hands the
+// descriptor out with every reservation (ReserveKvResponse.pool). The
+// router passes it to the prefill worker, which calls StartTransfer() for
+// the request, SendLayer(l) from the forward pass's on_layer_done hook as
+// each layer's KV lands in its own pool, and Finish() before it reports the
+// prefill done. Only after Finish() returns OK may the decode worker read
+// the blocks (the router calls Decode after Prefill succeeded).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/engine/model_backend.h"
+#include "common/kv/kv_layout.h"
+#include "proto/tandem/v1/worker.pb.h"
+
+namespace tandem {
+
+// Who is on this side of a transfer; both sides must serve the same model.
+struct KvEndpointInfo {
+  std::string worker_id;
+  std::string model_fingerprint;
+};
+
+// One request's KV on its way. Used by one thread (the prefill loop).
+class KvTransfer {
+ public:
+  virtual ~KvTransfer() = default;
+  // Starts copying layer `layer` (K and V) of the source blocks into the
+  // destination blocks. Non-blocking.
+  virtual absl::Status SendLayer(int layer) = 0;
+  // Blocks until every started copy is complete in the destination's
+  // memory. DEADLINE_EXCEEDED past the transfer's deadline; UNAVAILABLE if
+  // the peer is gone. After an error the transfer is abandoned (the decode
+  // worker frees the reservation).
+  virtual absl::Status Finish() = 0;
+  virtual int64_t bytes_sent() const = 0;
+  virtual const std::string& id() const = 0;
+};
+
+struct KvTransferSpec {
+  std::string transfer_id;
+  std::vector<int32_t> src_blocks;  // in the local pool, in token order
+  std::vector<int32_t> dst_blocks;  // in the destination pool, same length
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+// Thread-safe: connections are cached per peer under a lock.
+class KvTransport {
+ public:
+  virtual ~KvTransport() = default;
+  virtual std::string_view name() const = 0;
+
+  // Decode side: makes `pool` writable by peers for the transport's life
+  // and returns what peers need to reach it. `pool` must outlive the
+  // transport.
+  virtual absl::StatusOr<v1::KvPoolDescriptor> ExportPool(KvPoolView& pool,
+                                                          const KvEndpointInfo& self) = 0;
+
+  // Prefill side: connects to (or reuses the connection to) the pool
+  // described by `dest`, refusing with FAILED_PRECONDITION when it does not
+  // match `pool`'s layout or `self`'s model (CheckKvCompatible), and
+  // returns the transfer. `pool` must outlive the transfer.
+  virtual absl::StatusOr<std::unique_ptr<KvTransfer>> StartTransfer(
+      KvPoolView& pool, const KvEndpointInfo& self, const v1::KvPoolDescriptor& dest,
+      KvTransferSpec spec) = 0;
+
+  // Drops the cached connection to a peer (it left or failed).
+  virtual void Disconnect(std::string_view worker_id) = 0;
+};
+
+// "ucx" or "inproc".
+absl::StatusOr<std::unique_ptr<KvTransport>> CreateKvTransport(std::string_view name);
+
+v1::KvLayoutSpec ToProto(const KvLayout& layout);
+
+// The handshake: OK when `remote` describes a pool this side may write
+// into; otherwise FAILED_PRECONDITION naming the field that differs and
+// both values ("KV layout mismatch with decode worker d0: block_size is 16
+// here but 32 there"). Also checks the descriptor is self-consistent
+// (a base address per layer, destination blocks in range).
+absl::Status CheckKvCompatible(const KvEndpointInfo& self, const KvLayout& local,
+                               const v1::KvPoolDescriptor& remote);
+absl::Status CheckBlocksInRange(const v1::KvPoolDescriptor& remote,
+                                const std::vector<int32_t>& dst_blocks);
+
+}  // namespace tandem
