@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "common/engine/continuous_batcher.h"
 #include "common/engine/engine.h"
 #include "common/sampling/sampler.h"
 #include "common/sampling/sampling_params.h"
@@ -39,18 +40,24 @@ struct GenerationEvent {
   absl::Status error;    // set when the request failed (finish_reason kError)
 };
 
+// The model's end-of-sequence ids: config.json's, else the tokenizer's.
+std::vector<int32_t> ModelEosIds(const ModelConfig& config, const Tokenizer& tokenizer);
+
+// Checks a request against the model and the KV pool before it is queued:
+// INVALID_ARGUMENT for bad parameters or token ids, RESOURCE_EXHAUSTED for a
+// prompt that could never fit the pool.
+absl::Status ValidateGenerationRequest(const ModelConfig& config, const KvCacheManager& kv,
+                                       std::span<const int32_t> prompt, const SamplingParams& sampling,
+                                       const StoppingParams& stopping);
+
 struct LocalGeneratorOptions {
   int32_t max_batch_size = 64;
   // Tokens one iteration may compute (prefill chunks plus decode steps).
   int64_t max_batch_tokens = 8192;
 };
 
-// Scheduling policy, per iteration: running sequences first; then waiting
-// ones in order of (priority desc, arrival) while the batch size, token
-// budget and free KV blocks allow. When the KV cache runs out mid-step the
-// running sequence with the lowest priority, newest first, is preempted:
-// its blocks are freed and it is recomputed later from its tokens (the
-// backend is batch-invariant, so recomputation yields the same tokens).
+// Scheduling is ContinuousBatcher's (admission by budget and free blocks,
+// preemption of the lowest priority, newest first, by recompute).
 class LocalGenerator {
  public:
   LocalGenerator(Engine& engine, const Tokenizer& tokenizer, LocalGeneratorOptions options = {});
