@@ -22,7 +22,7 @@
 #include "absl/time/time.h"
 #include "common/engine/model_backend.h"
 #include "common/kv/kv_layout.h"
-#include "proto/tandem/v1/worker.pb.h"
+#include "tandem/v1/worker.pb.h"
 
 namespace tandem {
 
