@@ -1,0 +1,99 @@
+#include "common/rpc/worker_registration.h"
+
+#include <chrono>
+
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "common/util/logging.h"
+
+namespace tandem {
+
+WorkerRegistration::WorkerRegistration(std::string router_address, v1::WorkerInfo info,
+                                       std::function<v1::LoadReport()> load)
+    : router_address_(std::move(router_address)), info_(std::move(info)), load_(std::move(load)) {
+  stub_ = v1::WorkerRegistry::NewStub(
+      grpc::CreateChannel(router_address_, grpc::InsecureChannelCredentials()));
+}
+
+WorkerRegistration::~WorkerRegistration() { Stop(); }
+
+void WorkerRegistration::Start() { thread_ = std::thread([this] { Loop(); }); }
+
+void WorkerRegistration::ReportNow() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    report_now_ = true;
+  }
+  cv_.notify_all();
+}
+
+void WorkerRegistration::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::string WorkerRegistration::worker_id() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return worker_id_;
+}
+
+bool WorkerRegistration::Register() {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::RegisterWorkerResponse resp;
+  grpc::Status s = stub_->RegisterWorker(&ctx, info_, &resp);
+  if (!s.ok()) {
+    // A refusal (wrong model, KV layout mismatch) is worth seeing every
+    // time; an unreachable router at start is normal while it comes up.
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE) {
+      TANDEM_LOG(ERROR) << "router " << router_address_ << " refused registration: "
+                        << s.error_message();
+    }
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  worker_id_ = resp.worker_id();
+  if (resp.report_interval_seconds() > 0) interval_seconds_ = resp.report_interval_seconds();
+  TANDEM_LOG(INFO) << "registered with router " << router_address_ << " as " << worker_id_;
+  return true;
+}
+
+void WorkerRegistration::Loop() {
+  double retry = 0.05;
+  for (;;) {
+    if (!registered_) {
+      if (Register()) {
+        registered_ = true;
+        retry = 0.05;
+      } else {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, std::chrono::duration<double>(retry), [this] { return stop_; });
+        if (stop_) return;
+        retry = std::min(retry * 2, 2.0);
+        continue;
+      }
+    }
+    v1::LoadReport report = load_();
+    report.set_worker_id(worker_id());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    v1::LoadReportResponse resp;
+    grpc::Status s = stub_->ReportLoad(&ctx, report, &resp);
+    if (s.ok() && !resp.known()) {
+      TANDEM_LOG(WARNING) << "router forgot worker " << worker_id() << "; registering again";
+      registered_ = false;
+      continue;
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::duration<double>(interval_seconds_),
+                 [this] { return stop_ || report_now_; });
+    if (stop_) return;
+    report_now_ = false;
+  }
+}
+
+}  // namespace tandem
