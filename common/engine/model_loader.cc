@@ -30,6 +30,7 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelSource& source) {
   TANDEM_ASSIGN_OR_RETURN(m.tokenizer, Tokenizer::FromDir(m.dir));
   if (source.dummy_weights) {
     m.weights = MakeDummyWeightStore(m.config, source.dummy_seed, m.config.torch_dtype);
+    m.dummy_seed = source.dummy_seed;
   } else {
     TANDEM_ASSIGN_OR_RETURN(m.weights, OpenSafetensorsDir(m.dir));
     TANDEM_RETURN_IF_ERROR(ValidateWeights(*m.weights, m.config));
@@ -39,6 +40,33 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelSource& source) {
                    << m.config.num_key_value_heads << " heads, vocab " << m.config.vocab_size
                    << ", " << m.config.NumParameters() << " parameters";
   return m;
+}
+
+std::string ModelFingerprint(const LoadedModel& model) {
+  // FNV-1a over a canonical description; collisions only matter between
+  // deployments that would otherwise mix models by mistake.
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](std::string_view s) {
+    for (unsigned char c : s) {
+      h ^= c;
+      h *= 1099511628211ull;
+    }
+    h ^= 0xff;
+    h *= 1099511628211ull;
+  };
+  mix(ModelConfigToJson(model.config));
+  for (const TensorSpec& t : ExpectedTensors(model.config)) {
+    mix(t.name);
+    // Dummy tensors are generated on first Get(); their shapes are the spec's.
+    if (model.dummy_seed) continue;
+    absl::StatusOr<HostTensor> tensor = model.weights->Get(t.name);
+    if (tensor.ok()) {
+      mix(std::string(DTypeName(tensor->dtype)));
+      for (int64_t d : tensor->shape) mix(std::to_string(d));
+    }
+  }
+  if (model.dummy_seed) mix(absl::StrCat("dummy-seed:", *model.dummy_seed));
+  return absl::StrCat(model.name, "-", absl::Hex(h, absl::kZeroPad16));
 }
 
 absl::StatusOr<std::unique_ptr<ModelBackend>> CreateBackend(const LoadedModel& model,

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -32,11 +33,19 @@ struct LoadedModel {
   ModelConfig config;
   std::unique_ptr<WeightStore> weights;
   std::unique_ptr<Tokenizer> tokenizer;
+  // Set for dummy weights (part of the fingerprint).
+  std::optional<uint64_t> dummy_seed;
 };
 
 // Reads and validates config, tokenizer and (unless dummy) every tensor's
 // name and shape, so a bad checkpoint fails here with a clear message.
 absl::StatusOr<LoadedModel> LoadModel(const ModelSource& source);
+
+// Identifies the weights a process serves, so that a prefill and a decode
+// worker only exchange KV when they run the same model: a hash of the
+// config, the tensor names, shapes and types, and for dummy weights their
+// seed.
+std::string ModelFingerprint(const LoadedModel& model);
 
 struct BackendOptions {
   enum class Device { kCpu, kCuda };

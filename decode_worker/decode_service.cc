@@ -1,0 +1,119 @@
+#include "decode_worker/decode_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/rpc/proto_convert.h"
+#include "common/rpc/status_convert.h"
+#include "common/sampling/sampling_params.h"
+#include "common/util/logging.h"
+
+namespace tandem {
+
+DecodeServiceImpl::DecodeServiceImpl(const ModelConfig& config, const KvLayout& layout,
+                                     KvReservations& reservations, DecodeLoop& loop)
+    : config_(config), layout_(layout), reservations_(reservations), loop_(loop) {}
+
+void DecodeServiceImpl::SetPool(v1::KvPoolDescriptor pool) {
+  absl::MutexLock lock(&pool_mu_);
+  pool_ = std::move(pool);
+}
+
+grpc::Status DecodeServiceImpl::ReserveKv(grpc::ServerContext*, const v1::ReserveKvRequest* req,
+                                          v1::ReserveKvResponse* resp) {
+  if (draining_) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "decode worker is draining");
+  }
+  std::optional<v1::KvPoolDescriptor> pool;
+  {
+    absl::MutexLock lock(&pool_mu_);
+    pool = pool_;
+  }
+  if (!pool) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "decode worker is starting");
+  if (req->prompt_tokens() <= 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "prompt_tokens must be positive");
+  }
+  const double ttl = req->ttl_seconds() > 0 ? req->ttl_seconds() : 30.0;
+  const std::string transfer_id =
+      absl::StrCat(req->request_id(), "#", next_transfer_.fetch_add(1));
+  absl::StatusOr<std::vector<int32_t>> blocks = reservations_.Reserve(
+      transfer_id, layout_.BlocksForTokens(req->prompt_tokens()), absl::Now() + absl::Seconds(ttl));
+  if (!blocks.ok()) {
+    return ToGrpcStatus(absl::Status(blocks.status().code(),
+                                     absl::StrCat("decode worker ", pool->worker_id(), ": ",
+                                                  blocks.status().message())));
+  }
+  resp->set_transfer_id(transfer_id);
+  for (int32_t b : *blocks) resp->add_block_ids(b);
+  *resp->mutable_pool() = std::move(*pool);
+  return grpc::Status::OK;
+}
+
+grpc::Status DecodeServiceImpl::ReleaseKv(grpc::ServerContext*, const v1::ReleaseKvRequest* req,
+                                          v1::ReleaseKvResponse*) {
+  reservations_.Release(req->transfer_id());
+  return grpc::Status::OK;
+}
+
+grpc::Status DecodeServiceImpl::Decode(grpc::ServerContext* ctx, const v1::DecodeRequest* req,
+                                       grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  DecodeJob job;
+  job.request_id = req->request_id();
+  job.sampling = FromProto(req->sampling(),
+                           req->has_logprobs() ? std::optional<int32_t>(req->logprobs()) : std::nullopt);
+  job.stopping = FromProto(req->stopping());
+  job.stopping.stop.clear();  // text-level stops are the router's
+  absl::Status valid = ValidateSamplingParams(job.sampling, config_.vocab_size);
+  if (valid.ok()) valid = ValidateStoppingParams(job.stopping, config_.vocab_size);
+  if (valid.ok() && req->prompt_token_ids().empty()) {
+    valid = absl::InvalidArgumentError("prompt_token_ids is empty");
+  }
+  if (!valid.ok()) {
+    reservations_.Release(req->transfer_id());
+    return ToGrpcStatus(valid);
+  }
+  absl::StatusOr<std::vector<int32_t>> blocks = reservations_.Claim(req->transfer_id());
+  if (!blocks.ok()) return ToGrpcStatus(blocks.status());
+  job.tokens.assign(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
+  job.prompt_len = static_cast<int32_t>(job.tokens.size());
+  job.tokens.push_back(req->first_token().id());
+  if (static_cast<int64_t>(blocks->size()) < layout_.BlocksForTokens(job.prompt_len)) {
+    reservations_.Release(req->transfer_id());
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("reservation ", req->transfer_id(), " holds ", blocks->size(),
+                                     " blocks, too few for a prompt of ", job.prompt_len, " tokens"));
+  }
+  job.blocks = std::move(*blocks);
+  job.seed = req->seed();
+  job.priority = req->priority();
+  job.stream = std::make_shared<DecodeStream>();
+  std::shared_ptr<DecodeStream> stream = job.stream;
+  const SeqId id = loop_.Submit(std::move(job));
+
+  for (;;) {
+    std::vector<DecodeEvent> events = stream->Take(absl::Milliseconds(50));
+    if (ctx->IsCancelled()) {
+      loop_.Cancel(id);
+      return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the router");
+    }
+    if (events.empty()) continue;
+    v1::GenerateResponse resp;
+    resp.set_request_id(req->request_id());
+    bool finished = false;
+    for (DecodeEvent& e : events) {
+      if (e.reason == FinishReason::kError || e.reason == FinishReason::kCancelled) {
+        return ToGrpcStatus(e.error);
+      }
+      if (e.sample.token >= 0) *resp.add_tokens() = ToProto(e.sample);
+      if (e.finished) {
+        resp.set_finish_reason(ToProto(e.reason));
+        finished = true;
+      }
+    }
+    if (!writer->Write(resp)) {
+      loop_.Cancel(id);
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the router went away");
+    }
+    if (finished) return grpc::Status::OK;
+  }
+}
+
+}  // namespace tandem

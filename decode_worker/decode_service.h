@@ -1,0 +1,48 @@
+// The decode worker's gRPC face (DecodeService in worker.proto): KV
+// reservations for incoming transfers, and the Decode stream that adopts a
+// transferred prompt into the continuous batch and streams its tokens.
+#pragma once
+
+#include <atomic>
+#include <optional>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+
+#include "common/engine/engine.h"
+#include "decode_worker/decode_loop.h"
+#include "decode_worker/kv_reservations.h"
+#include "tandem/v1/worker.grpc.pb.h"
+
+namespace tandem {
+
+class DecodeServiceImpl final : public v1::DecodeService::Service {
+ public:
+  DecodeServiceImpl(const ModelConfig& config, const KvLayout& layout, KvReservations& reservations,
+                    DecodeLoop& loop);
+  // The descriptor ExportPool gave for this worker's KV pool; it goes out
+  // with every reservation. Until it is set, reservations are refused.
+  void SetPool(v1::KvPoolDescriptor pool);
+
+  grpc::Status ReserveKv(grpc::ServerContext* ctx, const v1::ReserveKvRequest* req,
+                         v1::ReserveKvResponse* resp) override;
+  grpc::Status ReleaseKv(grpc::ServerContext* ctx, const v1::ReleaseKvRequest* req,
+                         v1::ReleaseKvResponse* resp) override;
+  grpc::Status Decode(grpc::ServerContext* ctx, const v1::DecodeRequest* req,
+                      grpc::ServerWriter<v1::GenerateResponse>* writer) override;
+
+  // Draining: new reservations are refused, running streams finish.
+  void SetDraining() { draining_ = true; }
+
+ private:
+  const ModelConfig& config_;
+  const KvLayout layout_;
+  KvReservations& reservations_;
+  DecodeLoop& loop_;
+  absl::Mutex pool_mu_;
+  std::optional<v1::KvPoolDescriptor> pool_ ABSL_GUARDED_BY(pool_mu_);
+  std::atomic<bool> draining_{false};
+  std::atomic<int64_t> next_transfer_{0};
+};
+
+}  // namespace tandem
