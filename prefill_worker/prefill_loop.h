@@ -1,0 +1,102 @@
+// The prefill worker's scheduling thread: batches queued prompts under a
+// token budget, runs their prefill, samples each first token, and ships
+// each prompt's KV to its decode worker layer by layer while later layers
+// still compute (KvTransfer::SendLayer from the on_layer_done hook). The
+// local KV blocks are scratch: freed as soon as the transfer is done.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "common/engine/engine.h"
+#include "common/transport/kv_transport.h"
+#include "tandem/v1/worker.pb.h"
+
+namespace tandem {
+
+struct PrefillResult {
+  absl::Status status;
+  SampleResult first_token;
+  double queue_seconds = 0;
+  double prefill_seconds = 0;
+  double transfer_seconds = 0;  // after the last layer computed, until the KV landed
+  int64_t kv_bytes = 0;
+};
+
+// Shared by the gRPC handler (waits, may cancel) and the loop (completes).
+class PrefillJob {
+ public:
+  std::string request_id;
+  std::vector<int32_t> prompt;
+  SamplingParams sampling;
+  uint64_t seed = 0;
+  int32_t priority = 0;
+  v1::ReserveKvResponse destination;
+  absl::Time deadline = absl::InfiniteFuture();
+  absl::Time enqueued;
+
+  void Complete(PrefillResult r);
+  // The result, or nullopt if not done within `timeout`.
+  std::optional<PrefillResult> Wait(absl::Duration timeout);
+  // A cancelled job that has not started is dropped; one already running
+  // completes, and its result is ignored.
+  void Cancel() { cancelled_ = true; }
+  bool cancelled() const { return cancelled_; }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<PrefillResult> result_;
+  std::atomic<bool> cancelled_{false};
+};
+
+struct PrefillLoopStats {
+  int32_t queued = 0;
+  int64_t queued_tokens = 0;
+  int32_t running = 0;
+};
+
+class PrefillLoop {
+ public:
+  // `max_batch_tokens`: prompt tokens per forward pass (a longer prompt
+  // runs alone).
+  PrefillLoop(Engine& engine, KvTransport& transport, KvEndpointInfo self, int64_t max_batch_tokens);
+  ~PrefillLoop();
+  // Before Start(): the id peers see in handshake messages (our address).
+  void set_worker_id(std::string id) { self_.worker_id = std::move(id); }
+  void Start();
+  // Fails queued jobs with UNAVAILABLE and joins the thread.
+  void Stop();
+
+  void Submit(std::shared_ptr<PrefillJob> job);
+  PrefillLoopStats stats() const;
+
+ private:
+  void Loop();
+  void RunBatch(std::vector<std::shared_ptr<PrefillJob>> jobs);
+
+  Engine& engine_;
+  KvTransport& transport_;
+  KvEndpointInfo self_;  // fixed once Start() ran
+  const int64_t max_batch_tokens_;
+  SeqId next_id_ = 1;  // loop thread only
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::deque<std::shared_ptr<PrefillJob>> queue_;
+  int64_t queued_tokens_ = 0;
+  int32_t running_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace tandem

@@ -1,0 +1,68 @@
+#include "prefill_worker/prefill_service.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/rpc/proto_convert.h"
+#include "common/rpc/status_convert.h"
+#include "common/sampling/sampling_params.h"
+
+namespace tandem {
+
+PrefillServiceImpl::PrefillServiceImpl(const ModelConfig& config, int32_t kv_blocks_total,
+                                       int32_t block_size, PrefillLoop& loop)
+    : config_(config), kv_blocks_total_(kv_blocks_total), block_size_(block_size), loop_(loop) {}
+
+grpc::Status PrefillServiceImpl::Prefill(grpc::ServerContext* ctx, const v1::PrefillRequest* req,
+                                         v1::PrefillResponse* resp) {
+  if (draining_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "prefill worker is draining");
+  auto job = std::make_shared<PrefillJob>();
+  job->request_id = req->request_id();
+  job->prompt.assign(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
+  job->sampling = FromProto(req->sampling(),
+                            req->has_logprobs() ? std::optional<int32_t>(req->logprobs()) : std::nullopt);
+  job->seed = req->seed();
+  job->priority = req->priority();
+  job->destination = req->destination();
+  job->enqueued = absl::Now();
+  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
+    job->deadline = absl::FromChrono(ctx->deadline());
+  }
+  absl::Status valid = ValidateSamplingParams(job->sampling, config_.vocab_size);
+  if (valid.ok() && job->prompt.empty()) valid = absl::InvalidArgumentError("the prompt is empty");
+  for (int32_t id : job->prompt) {
+    if (valid.ok() && (id < 0 || id >= config_.vocab_size)) {
+      valid = absl::InvalidArgumentError(absl::StrCat("prompt token id ", id,
+                                                      " is outside the vocabulary"));
+    }
+  }
+  const int64_t blocks = (static_cast<int64_t>(job->prompt.size()) + block_size_) / block_size_;
+  if (valid.ok() && blocks > kv_blocks_total_) {
+    valid = absl::ResourceExhaustedError(absl::StrCat("prompt of ", job->prompt.size(),
+                                                      " tokens exceeds the prefill worker's KV pool"));
+  }
+  if (valid.ok() && req->destination().block_ids().empty()) {
+    valid = absl::InvalidArgumentError("destination has no KV blocks");
+  }
+  if (!valid.ok()) return ToGrpcStatus(valid);
+
+  loop_.Submit(job);
+  for (;;) {
+    std::optional<PrefillResult> r = job->Wait(absl::Milliseconds(20));
+    if (!r && ctx->IsCancelled()) {
+      job->Cancel();
+      return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the router");
+    }
+    if (!r) continue;
+    if (!r->status.ok()) return ToGrpcStatus(r->status);
+    v1::GeneratedToken first = ToProto(r->first_token);
+    *resp->mutable_first_token() = first;
+    resp->set_queue_seconds(r->queue_seconds);
+    resp->set_prefill_seconds(r->prefill_seconds);
+    resp->set_transfer_seconds(r->transfer_seconds);
+    resp->set_kv_bytes(r->kv_bytes);
+    return grpc::Status::OK;
+  }
+}
+
+}  // namespace tandem

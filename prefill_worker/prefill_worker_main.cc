@@ -1,0 +1,133 @@
+// tandem-prefill-worker: computes prompts' KV and first tokens, and ships
+// the KV to the decode worker the router chose.
+#include <fstream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/engine/engine.h"
+#include "common/rpc/grpc_server.h"
+#include "common/rpc/worker_registration.h"
+#include "common/transport/kv_transport.h"
+#include "common/util/logging.h"
+#include "common/util/signals.h"
+#include "common/util/status_macros.h"
+#include "prefill_worker/prefill_loop.h"
+#include "prefill_worker/prefill_service.h"
+#include "prefill_worker/prefill_worker_config.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:0", "gRPC listen address host:port (port 0: any free port)");
+ABSL_FLAG(std::string, advertise_host, "127.0.0.1", "host name the router dials");
+ABSL_FLAG(std::string, router, "", "router address host:port");
+ABSL_FLAG(std::string, model, "", "Hugging Face model directory; empty: the built-in default model");
+ABSL_FLAG(bool, dummy_weights, false, "random weights of the config's shapes instead of safetensors");
+ABSL_FLAG(uint64_t, dummy_seed, 0, "seed of --dummy_weights");
+ABSL_FLAG(int32_t, num_kv_blocks, 1024, "scratch KV blocks for prompts being prefilled");
+ABSL_FLAG(int32_t, block_size, 16, "tokens per KV block (must match the decode workers')");
+ABSL_FLAG(int32_t, num_threads, 0, "CPU backend threads; 0: all cores");
+ABSL_FLAG(int64_t, max_batch_tokens, 4096, "prompt tokens per prefill batch");
+ABSL_FLAG(std::string, transport, "ucx", "KV transport: ucx or inproc");
+ABSL_FLAG(std::string, port_file, "", "write the bound gRPC port to this file once serving");
+ABSL_FLAG(double, drain_timeout_seconds, 30.0, "on SIGTERM, time to finish queued prompts");
+
+namespace tandem {
+namespace {
+
+PrefillWorkerConfig ConfigFromFlags() {
+  PrefillWorkerConfig c;
+  c.listen = absl::GetFlag(FLAGS_listen);
+  c.advertise_host = absl::GetFlag(FLAGS_advertise_host);
+  c.router = absl::GetFlag(FLAGS_router);
+  c.model.model_dir = absl::GetFlag(FLAGS_model);
+  c.model.dummy_weights = absl::GetFlag(FLAGS_dummy_weights);
+  c.model.dummy_seed = absl::GetFlag(FLAGS_dummy_seed);
+  c.backend.num_kv_blocks = absl::GetFlag(FLAGS_num_kv_blocks);
+  c.backend.block_size = absl::GetFlag(FLAGS_block_size);
+  c.backend.num_threads = absl::GetFlag(FLAGS_num_threads);
+  c.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  c.transport = absl::GetFlag(FLAGS_transport);
+  c.port_file = absl::GetFlag(FLAGS_port_file);
+  c.drain_timeout_seconds = absl::GetFlag(FLAGS_drain_timeout_seconds);
+  return c;
+}
+
+absl::Status Run(const PrefillWorkerConfig& c) {
+  TANDEM_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(c.model));
+  const std::string fingerprint = ModelFingerprint(model);
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> backend, CreateBackend(model, c.backend));
+  Engine engine(std::move(backend));
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransport> transport, CreateKvTransport(c.transport));
+
+  // The worker's id is its address, known once the port is bound; the
+  // loop starts (and so transfers begin) only after it is set.
+  PrefillLoop loop_storage(engine, *transport, KvEndpointInfo{"", fingerprint}, c.max_batch_tokens);
+  PrefillLoop* loop = &loop_storage;
+  PrefillServiceImpl service(model.config, engine.kv_cache().num_total_blocks(),
+                             engine.kv_cache().layout().block_size, *loop);
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server, GrpcServer::Start(c.listen, {&service}));
+  const std::string address = absl::StrCat(c.advertise_host, ":", server->port());
+  loop->set_worker_id(address);
+  loop->Start();
+  if (!c.port_file.empty()) std::ofstream(c.port_file) << server->port() << "\n";
+  TANDEM_LOG(INFO) << "prefill worker serving on " << address << " (" << transport->name()
+                   << " transport)";
+
+  v1::WorkerInfo info;
+  info.set_address(address);
+  info.set_role(v1::WORKER_ROLE_PREFILL);
+  info.set_model_name(model.name);
+  info.set_model_fingerprint(fingerprint);
+  *info.mutable_kv_layout() = ToProto(engine.kv_cache().layout());
+  info.set_kv_blocks_total(engine.kv_cache().num_total_blocks());
+  info.set_max_batch_tokens(static_cast<int32_t>(c.max_batch_tokens));
+  info.add_transports(std::string(transport->name()));
+  std::atomic<bool> draining{false};
+  WorkerRegistration registration(c.router, info, [&] {
+    v1::LoadReport r;
+    const PrefillLoopStats s = loop->stats();
+    r.set_kv_blocks_free(engine.kv_cache().num_free_blocks());
+    r.set_kv_blocks_used(engine.kv_cache().num_used_blocks());
+    r.set_running_requests(s.running);
+    r.set_waiting_requests(s.queued);
+    r.set_queued_prompt_tokens(s.queued_tokens);
+    r.set_draining(draining.load());
+    return r;
+  });
+  registration.Start();
+
+  const int sig = WaitForTerminationSignal();
+  TANDEM_LOG(INFO) << "signal " << sig << ": draining (taking no new prompts)";
+  draining = true;
+  service.SetDraining();
+  server->SetServing(false);
+  registration.ReportNow();
+  const absl::Time give_up = absl::Now() + absl::Seconds(c.drain_timeout_seconds);
+  while (absl::Now() < give_up) {
+    const PrefillLoopStats s = loop->stats();
+    if (s.queued == 0 && s.running == 0) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  server->Shutdown(absl::Seconds(1));
+  loop->Stop();
+  registration.Stop();
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace tandem
+
+int main(int argc, char** argv) {
+  tandem::BlockTerminationSignals();
+  absl::SetProgramUsageMessage("tandem prefill worker: --router host:port [--model DIR]");
+  absl::ParseCommandLine(argc, argv);
+  tandem::SetLogRole("prefill");
+  const tandem::PrefillWorkerConfig config = tandem::ConfigFromFlags();
+  absl::Status s = tandem::ValidatePrefillWorkerConfig(config);
+  if (s.ok()) s = tandem::Run(config);
+  if (!s.ok()) {
+    TANDEM_LOG(ERROR) << s;
+    return 1;
+  }
+  return 0;
+}
