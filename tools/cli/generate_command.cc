@@ -15,8 +15,8 @@
 #include "common/engine/model_loader.h"
 #include "common/util/logging.h"
 #include "nlohmann/json.hpp"
+#include "tools/cli/request_flags.h"
 
-ABSL_FLAG(std::string, model, "", "Hugging Face model directory; empty: the built-in default model");
 ABSL_FLAG(bool, dummy_weights, false, "random weights of the config's shapes (needs config.json and tokenizer.json only)");
 ABSL_FLAG(uint64_t, dummy_seed, 0, "seed of --dummy_weights");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
@@ -25,40 +25,9 @@ ABSL_FLAG(int32_t, num_kv_blocks, 2048, "KV blocks in the pool");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads; 0: all cores");
 ABSL_FLAG(int32_t, max_batch_size, 64, "most sequences in one batch");
 ABSL_FLAG(int64_t, max_batch_tokens, 8192, "most tokens computed in one step");
-ABSL_FLAG(bool, token_ids, false, "prompts are comma-separated token ids, not text");
-ABSL_FLAG(bool, add_special_tokens, true, "add BOS (etc.) to text prompts");
-ABSL_FLAG(std::string, output, "text", "text: stream the text; jsonl: one JSON object per token and per finish");
-
-ABSL_FLAG(float, temperature, 1.0f, "0: greedy");
-ABSL_FLAG(int32_t, top_k, 0, "0: disabled");
-ABSL_FLAG(float, top_p, 1.0f, "nucleus sampling mass, (0, 1]");
-ABSL_FLAG(float, min_p, 0.0f, "drop tokens below min_p * p(most likely)");
-ABSL_FLAG(int64_t, seed, -1, "sampling seed; -1: random");
-ABSL_FLAG(float, repetition_penalty, 1.0f, "> 0; 1: off");
-ABSL_FLAG(float, presence_penalty, 0.0f, "[-2, 2]");
-ABSL_FLAG(float, frequency_penalty, 0.0f, "[-2, 2]");
-ABSL_FLAG(int32_t, logprobs, -1, "top-n alternatives to report with each token; -1: none");
-ABSL_FLAG(int32_t, max_new_tokens, 16, "most tokens to generate");
-ABSL_FLAG(int32_t, min_new_tokens, 0, "EOS and stop ids do not stop before this many tokens");
-ABSL_FLAG(std::vector<std::string>, stop, {}, "stop strings (comma-separated)");
-ABSL_FLAG(std::vector<std::string>, stop_token_ids, {}, "stop token ids (comma-separated)");
-ABSL_FLAG(bool, ignore_eos, false, "do not stop at EOS");
-ABSL_FLAG(bool, skip_special_tokens, true, "leave special tokens out of the text");
 
 namespace tandem::cli {
 namespace {
-
-absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& s) {
-  std::vector<int32_t> ids;
-  for (absl::string_view part : absl::StrSplit(s, ',', absl::SkipWhitespace())) {
-    int32_t id;
-    if (!absl::SimpleAtoi(part, &id)) {
-      return absl::InvalidArgumentError(absl::StrCat("not a token id: '", part, "'"));
-    }
-    ids.push_back(id);
-  }
-  return ids;
-}
 
 absl::StatusOr<GenerationRequest> RequestFromFlags(const Tokenizer& tokenizer,
                                                    const std::string& prompt) {
@@ -68,22 +37,10 @@ absl::StatusOr<GenerationRequest> RequestFromFlags(const Tokenizer& tokenizer,
   } else {
     r.prompt = tokenizer.Encode(prompt, absl::GetFlag(FLAGS_add_special_tokens));
   }
-  r.sampling.temperature = absl::GetFlag(FLAGS_temperature);
-  r.sampling.top_k = absl::GetFlag(FLAGS_top_k);
-  r.sampling.top_p = absl::GetFlag(FLAGS_top_p);
-  r.sampling.min_p = absl::GetFlag(FLAGS_min_p);
-  if (absl::GetFlag(FLAGS_seed) >= 0) r.sampling.seed = absl::GetFlag(FLAGS_seed);
-  r.sampling.repetition_penalty = absl::GetFlag(FLAGS_repetition_penalty);
-  r.sampling.presence_penalty = absl::GetFlag(FLAGS_presence_penalty);
-  r.sampling.frequency_penalty = absl::GetFlag(FLAGS_frequency_penalty);
-  r.sampling.logprobs = absl::GetFlag(FLAGS_logprobs);
-  r.stopping.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
-  r.stopping.min_new_tokens = absl::GetFlag(FLAGS_min_new_tokens);
-  r.stopping.stop = absl::GetFlag(FLAGS_stop);
-  TANDEM_ASSIGN_OR_RETURN(r.stopping.stop_token_ids,
-                          ParseIds(absl::StrJoin(absl::GetFlag(FLAGS_stop_token_ids), ",")));
-  r.stopping.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  r.sampling = SamplingFromFlags();
+  TANDEM_ASSIGN_OR_RETURN(r.stopping, StoppingFromFlags());
   r.skip_special_tokens = absl::GetFlag(FLAGS_skip_special_tokens);
+  r.priority = absl::GetFlag(FLAGS_priority);
   return r;
 }
 

@@ -1,0 +1,231 @@
+#include "tools/cli/local_cluster.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "tandem/v1/generate.grpc.pb.h"
+#include "common/util/logging.h"
+#include "common/util/status_macros.h"
+
+namespace tandem {
+
+namespace fs = std::filesystem;
+
+std::string ExecutableDir() {
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? "." : exe.parent_path().string();
+}
+
+std::string LocalCluster::LogPath(const std::string& name) const {
+  return options_.log_dir.empty() ? "" : (fs::path(options_.log_dir) / (name + ".log")).string();
+}
+
+absl::StatusOr<LocalCluster::Child> LocalCluster::Spawn(const std::string& name,
+                                                        const std::string& binary,
+                                                        const std::vector<std::string>& args) {
+  const std::string path = (fs::path(options_.bin_dir) / binary).string();
+  if (access(path.c_str(), X_OK) != 0) {
+    return absl::NotFoundError(absl::StrCat("cannot run ", path, " (build it first)"));
+  }
+  std::vector<std::string> argv_s = {path};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string log = LogPath(name);
+  const pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", strerror(errno)));
+  if (pid == 0) {
+    // No child outlives the launcher, even if it is SIGKILLed.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(1);
+    // The launcher blocks SIGTERM/SIGINT to wait for them; children start
+    // with them unblocked.
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, nullptr);
+    if (!log.empty()) {
+      int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) {
+        dup2(fd, 2);
+        dup2(fd, 1);
+        close(fd);
+      }
+    }
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  TANDEM_LOG(INFO) << "started " << name << " (pid " << pid << "): " << absl::StrJoin(argv_s, " ");
+  return Child{name, pid, -1};
+}
+
+absl::StatusOr<int> LocalCluster::WaitForPortFile(const std::string& path, const Child& child) {
+  const absl::Time give_up = absl::Now() + options_.start_timeout;
+  while (absl::Now() < give_up) {
+    std::ifstream in(path);
+    int port = 0;
+    if (in >> port && port > 0) return port;
+    int status;
+    if (waitpid(child.pid, &status, WNOHANG) == child.pid) {
+      return absl::InternalError(absl::StrCat(child.name, " exited during start (status ", status,
+                                              ")", LogPath(child.name).empty() ? "" : "; see ",
+                                              LogPath(child.name)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return absl::DeadlineExceededError(absl::StrCat(child.name, " did not start within ",
+                                                  absl::FormatDuration(options_.start_timeout)));
+}
+
+absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOptions options) {
+  std::unique_ptr<LocalCluster> c(new LocalCluster());
+  if (options.bin_dir.empty()) options.bin_dir = ExecutableDir();
+  if (options.run_dir.empty()) {
+    char tmpl[] = "/tmp/tandem-cluster-XXXXXX";
+    if (!mkdtemp(tmpl)) return absl::InternalError("cannot create a run directory");
+    options.run_dir = tmpl;
+  }
+  c->options_ = options;
+  const std::string model_arg = absl::StrCat("--model=", options.model_dir);
+
+  const std::string router_port = (fs::path(options.run_dir) / "router.port").string();
+  std::vector<std::string> router_args = {absl::StrCat("--listen=", options.router_listen), model_arg,
+                                          absl::StrCat("--port_file=", router_port)};
+  router_args.insert(router_args.end(), options.router_args.begin(), options.router_args.end());
+  TANDEM_ASSIGN_OR_RETURN(c->router_, c->Spawn("router", "tandem-router", router_args));
+  TANDEM_ASSIGN_OR_RETURN(int port, c->WaitForPortFile(router_port, c->router_));
+  c->router_address_ = absl::StrCat("127.0.0.1:", port);
+
+  auto start_workers = [&](const std::string& role, const std::string& binary, int n,
+                           const std::vector<std::string>& common,
+                           const std::vector<std::vector<std::string>>& per,
+                           std::vector<Child>* children, std::vector<std::string>* addresses) -> absl::Status {
+    for (int i = 0; i < n; ++i) {
+      const std::string name = absl::StrCat(role, i);
+      const std::string port_file = (fs::path(options.run_dir) / (name + ".port")).string();
+      std::vector<std::string> args = {absl::StrCat("--router=", c->router_address_),
+                                       "--listen=127.0.0.1:0", model_arg,
+                                       absl::StrCat("--port_file=", port_file)};
+      args.insert(args.end(), common.begin(), common.end());
+      if (i < static_cast<int>(per.size())) args.insert(args.end(), per[i].begin(), per[i].end());
+      TANDEM_ASSIGN_OR_RETURN(Child child, c->Spawn(name, binary, args));
+      children->push_back(child);
+    }
+    for (int i = 0; i < n; ++i) {
+      const std::string port_file = (fs::path(options.run_dir) / absl::StrCat(role, i, ".port")).string();
+      TANDEM_ASSIGN_OR_RETURN(int p, c->WaitForPortFile(port_file, (*children)[i]));
+      addresses->push_back(absl::StrCat("127.0.0.1:", p));
+    }
+    return absl::OkStatus();
+  };
+  TANDEM_RETURN_IF_ERROR(start_workers("decode", "tandem-decode-worker", options.num_decode,
+                                       options.decode_args, options.per_decode_args, &c->decode_,
+                                       &c->decode_addresses_));
+  TANDEM_RETURN_IF_ERROR(start_workers("prefill", "tandem-prefill-worker", options.num_prefill,
+                                       options.prefill_args, options.per_prefill_args, &c->prefills_,
+                                       &c->prefill_addresses_));
+  if (!options.wait_for_workers) return c;
+
+  auto stub = v1::GenerationService::NewStub(
+      grpc::CreateChannel(c->router_address_, grpc::InsecureChannelCredentials()));
+  const absl::Time give_up = absl::Now() + options.start_timeout;
+  v1::ModelInfo info;
+  while (absl::Now() < give_up) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    if (stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).ok() &&
+        info.prefill_workers() == options.num_prefill && info.decode_workers() == options.num_decode) {
+      return c;
+    }
+    std::string dead;
+    if (!c->AllAlive(&dead)) {
+      return absl::InternalError(absl::StrCat(dead, " exited during start; see ", c->LogPath(dead)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return absl::DeadlineExceededError(absl::StrCat(
+      "workers did not all register with the router: ", info.prefill_workers(), "/",
+      options.num_prefill, " prefill, ", info.decode_workers(), "/", options.num_decode, " decode"));
+}
+
+bool LocalCluster::AllAlive(std::string* who) const {
+  auto alive = [](const Child& ch) { return ch.pid > 0 && kill(ch.pid, 0) == 0 && ch.exit_status < 0; };
+  auto check = [&](const Child& ch) {
+    if (ch.pid <= 0) return true;
+    int status;
+    if (waitpid(ch.pid, &status, WNOHANG) == ch.pid) {
+      const_cast<Child&>(ch).exit_status = status;
+      if (who) *who = ch.name;
+      return false;
+    }
+    if (!alive(ch)) {
+      if (who) *who = ch.name;
+      return false;
+    }
+    return true;
+  };
+  if (!check(router_)) return false;
+  for (const Child& ch : prefills_) if (!check(ch)) return false;
+  for (const Child& ch : decode_) if (!check(ch)) return false;
+  return true;
+}
+
+absl::Status LocalCluster::Stop(absl::Duration grace) {
+  if (stopped_) return absl::OkStatus();
+  stopped_ = true;
+  std::vector<Child*> order;
+  for (Child& ch : prefills_) order.push_back(&ch);
+  for (Child& ch : decode_) order.push_back(&ch);
+  order.push_back(&router_);
+  for (Child* ch : order) {
+    if (ch->pid > 0 && ch->exit_status < 0) kill(ch->pid, SIGTERM);
+  }
+  std::vector<std::string> bad;
+  const absl::Time give_up = absl::Now() + grace;
+  for (Child* ch : order) {
+    if (ch->pid <= 0) continue;
+    while (ch->exit_status < 0) {
+      int status;
+      pid_t r = waitpid(ch->pid, &status, WNOHANG);
+      if (r == ch->pid) {
+        ch->exit_status = status;
+        break;
+      }
+      if (r < 0) break;  // reaped elsewhere
+      if (absl::Now() > give_up) {
+        kill(ch->pid, SIGKILL);
+        waitpid(ch->pid, &status, 0);
+        ch->exit_status = status;
+        bad.push_back(absl::StrCat(ch->name, " did not stop within ", absl::FormatDuration(grace)));
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (ch->exit_status >= 0 &&
+        !(WIFEXITED(ch->exit_status) && WEXITSTATUS(ch->exit_status) == 0) &&
+        !(WIFSIGNALED(ch->exit_status) && WTERMSIG(ch->exit_status) == SIGKILL)) {
+      bad.push_back(absl::StrCat(ch->name, " exited with status ", ch->exit_status));
+    }
+  }
+  if (!bad.empty()) return absl::InternalError(absl::StrJoin(bad, "; "));
+  return absl::OkStatus();
+}
+
+LocalCluster::~LocalCluster() { Stop(absl::Seconds(10)).IgnoreError(); }
+
+}  // namespace tandem

@@ -1,0 +1,82 @@
+// A router, N prefill workers and M decode workers as real processes on
+// loopback: what `tandem up` runs and what the integration tests start.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace tandem {
+
+struct LocalClusterOptions {
+  int num_prefill = 1;
+  int num_decode = 1;
+  std::string model_dir;  // empty: the built-in default model
+  // Where tandem-router, tandem-prefill-worker and tandem-decode-worker
+  // are; empty: next to the running executable.
+  std::string bin_dir;
+  std::string router_listen = "127.0.0.1:0";
+  // Each process's stderr goes to <log_dir>/<name>.log; empty: inherited.
+  std::string log_dir;
+  // Scratch space for port files; empty: a fresh directory under /tmp.
+  std::string run_dir;
+  std::vector<std::string> router_args, prefill_args, decode_args;
+  // Per-worker extra args (index i applies to worker i), e.g. a different
+  // block size for one worker in a layout-mismatch test.
+  std::vector<std::vector<std::string>> per_prefill_args, per_decode_args;
+  absl::Duration start_timeout = absl::Seconds(60);
+  // Wait until every worker has registered with the router.
+  bool wait_for_workers = true;
+};
+
+// Owns the child processes: each is started with PR_SET_PDEATHSIG so none
+// outlives the owner, and the destructor stops them all.
+class LocalCluster {
+ public:
+  static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(LocalClusterOptions options);
+  ~LocalCluster();
+
+  const std::string& router_address() const { return router_address_; }
+  // Each worker's gRPC address ("127.0.0.1:port"), in start order.
+  const std::vector<std::string>& prefill_addresses() const { return prefill_addresses_; }
+  const std::vector<std::string>& decode_addresses() const { return decode_addresses_; }
+  pid_t router_pid() const { return router_.pid; }
+  pid_t prefill_pid(int i) const { return prefills_[i].pid; }
+  pid_t decode_pid(int i) const { return decode_[i].pid; }
+  std::string LogPath(const std::string& name) const;
+
+  // Sends SIGTERM to every process (workers first), waits up to `grace`,
+  // then SIGKILLs what is left. Returns an error naming every process that
+  // did not exit with status 0.
+  absl::Status Stop(absl::Duration grace = absl::Seconds(20));
+  // True while any process is alive; sets `who` to a dead one's name.
+  bool AllAlive(std::string* who) const;
+
+ private:
+  struct Child {
+    std::string name;
+    pid_t pid = -1;
+    int exit_status = -1;  // waitpid status once reaped
+  };
+  LocalCluster() = default;
+  absl::StatusOr<Child> Spawn(const std::string& name, const std::string& binary,
+                              const std::vector<std::string>& args);
+  absl::StatusOr<int> WaitForPortFile(const std::string& path, const Child& child);
+
+  LocalClusterOptions options_;
+  std::string router_address_;
+  std::vector<std::string> prefill_addresses_, decode_addresses_;
+  Child router_;
+  std::vector<Child> prefills_, decode_;
+  bool stopped_ = false;
+};
+
+// The directory of the running executable.
+std::string ExecutableDir();
+
+}  // namespace tandem

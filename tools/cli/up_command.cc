@@ -1,0 +1,50 @@
+#include "tools/cli/up_command.h"
+
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "common/util/logging.h"
+#include "common/util/signals.h"
+#include "tools/cli/local_cluster.h"
+#include "tools/cli/request_flags.h"
+
+ABSL_FLAG(int32_t, prefill, 1, "prefill workers to start");
+ABSL_FLAG(int32_t, decode, 1, "decode workers to start");
+ABSL_FLAG(std::string, listen, "127.0.0.1:8000", "router address for clients");
+ABSL_FLAG(std::string, log_dir, "", "write each process's log to DIR/<name>.log; empty: this terminal");
+ABSL_FLAG(std::string, bin_dir, "", "where the tandem-* binaries are; empty: next to `tandem`");
+
+namespace tandem::cli {
+
+int RunUp() {
+  SetLogRole("up");
+  LocalClusterOptions o;
+  o.num_prefill = absl::GetFlag(FLAGS_prefill);
+  o.num_decode = absl::GetFlag(FLAGS_decode);
+  o.model_dir = absl::GetFlag(FLAGS_model);
+  o.router_listen = absl::GetFlag(FLAGS_listen);
+  o.log_dir = absl::GetFlag(FLAGS_log_dir);
+  o.bin_dir = absl::GetFlag(FLAGS_bin_dir);
+  if (o.num_prefill < 1 || o.num_decode < 1) {
+    std::cerr << "tandem up: --prefill and --decode must be at least 1\n";
+    return 2;
+  }
+  absl::StatusOr<std::unique_ptr<LocalCluster>> cluster = LocalCluster::Start(o);
+  if (!cluster.ok()) {
+    std::cerr << "tandem up: " << cluster.status() << "\n";
+    return 1;
+  }
+  std::cerr << "tandem is up: router at " << (*cluster)->router_address() << " with " << o.num_prefill
+            << " prefill and " << o.num_decode << " decode worker(s). Try\n  tandem client --router "
+            << (*cluster)->router_address() << " \"Hello\"\nCtrl-C stops everything.\n";
+  WaitForTerminationSignal();
+  std::cerr << "stopping...\n";
+  absl::Status s = (*cluster)->Stop();
+  if (!s.ok()) {
+    std::cerr << "tandem up: " << s << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace tandem::cli
