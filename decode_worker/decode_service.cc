@@ -53,6 +53,13 @@ grpc::Status DecodeServiceImpl::ReleaseKv(grpc::ServerContext*, const v1::Releas
   return grpc::Status::OK;
 }
 
+grpc::Status DecodeServiceImpl::GetLoad(grpc::ServerContext*, const v1::GetLoadRequest*,
+                                        v1::LoadReport* resp) {
+  if (!load_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "decode worker is starting");
+  *resp = load_();
+  return grpc::Status::OK;
+}
+
 grpc::Status DecodeServiceImpl::Decode(grpc::ServerContext* ctx, const v1::DecodeRequest* req,
                                        grpc::ServerWriter<v1::GenerateResponse>* writer) {
   DecodeJob job;

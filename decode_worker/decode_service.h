@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -31,6 +32,12 @@ class DecodeServiceImpl final : public v1::DecodeService::Service {
   grpc::Status Decode(grpc::ServerContext* ctx, const v1::DecodeRequest* req,
                       grpc::ServerWriter<v1::GenerateResponse>* writer) override;
 
+  grpc::Status GetLoad(grpc::ServerContext* ctx, const v1::GetLoadRequest* req,
+                       v1::LoadReport* resp) override;
+
+  // The worker's load, as reported to the router (set before serving).
+  void SetLoadReporter(std::function<v1::LoadReport()> load) { load_ = std::move(load); }
+
   // Draining: new reservations are refused, running streams finish.
   void SetDraining() { draining_ = true; }
 
@@ -42,6 +49,7 @@ class DecodeServiceImpl final : public v1::DecodeService::Service {
   absl::Mutex pool_mu_;
   std::optional<v1::KvPoolDescriptor> pool_ ABSL_GUARDED_BY(pool_mu_);
   std::atomic<bool> draining_{false};
+  std::function<v1::LoadReport()> load_;
   std::atomic<int64_t> next_transfer_{0};
 };
 

@@ -92,7 +92,7 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   info.set_max_batch_tokens(static_cast<int32_t>(c.max_batch_tokens));
   info.add_transports(std::string(transport->name()));
   std::atomic<bool> draining{false};
-  WorkerRegistration registration(c.router, info, [&] {
+  auto load = [&] {
     v1::LoadReport r;
     const DecodeLoopStats s = loop.stats();
     r.set_kv_blocks_free(engine.kv_cache().num_free_blocks());
@@ -101,7 +101,9 @@ absl::Status Run(const DecodeWorkerConfig& c) {
     r.set_waiting_requests(s.waiting);
     r.set_draining(draining.load());
     return r;
-  });
+  };
+  service.SetLoadReporter(load);
+  WorkerRegistration registration(c.router, info, load);
   registration.Start();
 
   const int sig = WaitForTerminationSignal();

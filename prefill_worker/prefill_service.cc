@@ -13,6 +13,13 @@ PrefillServiceImpl::PrefillServiceImpl(const ModelConfig& config, int32_t kv_blo
                                        int32_t block_size, PrefillLoop& loop)
     : config_(config), kv_blocks_total_(kv_blocks_total), block_size_(block_size), loop_(loop) {}
 
+grpc::Status PrefillServiceImpl::GetLoad(grpc::ServerContext*, const v1::GetLoadRequest*,
+                                         v1::LoadReport* resp) {
+  if (!load_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "prefill worker is starting");
+  *resp = load_();
+  return grpc::Status::OK;
+}
+
 grpc::Status PrefillServiceImpl::Prefill(grpc::ServerContext* ctx, const v1::PrefillRequest* req,
                                          v1::PrefillResponse* resp) {
   if (draining_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "prefill worker is draining");

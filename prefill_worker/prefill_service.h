@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 
 #include "common/model/model_config.h"
 #include "prefill_worker/prefill_loop.h"
@@ -17,6 +18,10 @@ class PrefillServiceImpl final : public v1::PrefillService::Service {
                      PrefillLoop& loop);
   grpc::Status Prefill(grpc::ServerContext* ctx, const v1::PrefillRequest* req,
                        v1::PrefillResponse* resp) override;
+  grpc::Status GetLoad(grpc::ServerContext* ctx, const v1::GetLoadRequest* req,
+                       v1::LoadReport* resp) override;
+  // The worker's load, as reported to the router (set before serving).
+  void SetLoadReporter(std::function<v1::LoadReport()> load) { load_ = std::move(load); }
   void SetDraining() { draining_ = true; }
 
  private:
@@ -25,6 +30,7 @@ class PrefillServiceImpl final : public v1::PrefillService::Service {
   const int32_t block_size_;
   PrefillLoop& loop_;
   std::atomic<bool> draining_{false};
+  std::function<v1::LoadReport()> load_;
 };
 
 }  // namespace tandem

@@ -83,7 +83,7 @@ absl::Status Run(const PrefillWorkerConfig& c) {
   info.set_max_batch_tokens(static_cast<int32_t>(c.max_batch_tokens));
   info.add_transports(std::string(transport->name()));
   std::atomic<bool> draining{false};
-  WorkerRegistration registration(c.router, info, [&] {
+  auto load = [&] {
     v1::LoadReport r;
     const PrefillLoopStats s = loop->stats();
     r.set_kv_blocks_free(engine.kv_cache().num_free_blocks());
@@ -93,7 +93,9 @@ absl::Status Run(const PrefillWorkerConfig& c) {
     r.set_queued_prompt_tokens(s.queued_tokens);
     r.set_draining(draining.load());
     return r;
-  });
+  };
+  service.SetLoadReporter(load);
+  WorkerRegistration registration(c.router, info, load);
   registration.Start();
 
   const int sig = WaitForTerminationSignal();
