@@ -1,0 +1,150 @@
+#include "tests/integration/cluster_test_util.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "nlohmann/json.hpp"
+
+namespace tandem::testing {
+
+std::string BinDir() {
+  const char* b = std::getenv("TANDEM_BINARY_DIR");
+  return absl::StrCat(b ? b : ".", "/bin");
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+v1::GenerateRequest ToGenerateRequest(const RequestSpec& spec) {
+  v1::GenerateRequest r;
+  r.set_text(spec.prompt);
+  r.mutable_sampling()->set_temperature(spec.temperature);
+  r.mutable_sampling()->set_top_p(spec.top_p);
+  r.mutable_sampling()->set_top_k(spec.top_k);
+  if (spec.seed >= 0) r.mutable_sampling()->set_seed(static_cast<uint64_t>(spec.seed));
+  r.mutable_stopping()->set_max_new_tokens(spec.max_new_tokens);
+  r.mutable_stopping()->set_ignore_eos(spec.ignore_eos);
+  for (const std::string& s : spec.stop) r.mutable_stopping()->add_stop(s);
+  return r;
+}
+
+std::unique_ptr<v1::GenerationService::Stub> RouterStub(const std::string& address) {
+  return v1::GenerationService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+}
+
+StreamResult StreamGenerate(v1::GenerationService::Stub& stub, const v1::GenerateRequest& req,
+                            int cancel_after_tokens, absl::Duration deadline) {
+  StreamResult out;
+  grpc::ClientContext ctx;
+  if (deadline != absl::InfiniteDuration()) {
+    ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline));
+  }
+  auto reader = stub.Generate(&ctx, req);
+  v1::GenerateResponse resp;
+  while (reader->Read(&resp)) {
+    for (const v1::GeneratedToken& t : resp.tokens()) {
+      out.tokens.push_back(t.id());
+      out.text += t.text();
+    }
+    out.text += resp.text_tail();
+    if (resp.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+      out.finish_reason = resp.finish_reason();
+      out.decode_worker = resp.decode_worker();
+      out.prefill_worker = resp.prefill_worker();
+    }
+    if (cancel_after_tokens >= 0 && static_cast<int>(out.tokens.size()) >= cancel_after_tokens) {
+      ctx.TryCancel();
+    }
+  }
+  out.status = reader->Finish();
+  return out;
+}
+
+std::vector<std::vector<int32_t>> MonolithicTokens(const std::string& model_dir,
+                                                   const RequestSpec& spec,
+                                                   const std::vector<std::string>& prompts) {
+  std::vector<std::string> args = {
+      BinDir() + "/tandem", "generate", "--output=jsonl", "--model=" + model_dir,
+      absl::StrCat("--temperature=", spec.temperature), absl::StrCat("--top_p=", spec.top_p),
+      absl::StrCat("--top_k=", spec.top_k), absl::StrCat("--seed=", spec.seed),
+      absl::StrCat("--max_new_tokens=", spec.max_new_tokens),
+      absl::StrCat("--ignore_eos=", spec.ignore_eos ? "true" : "false"), "--threads=1"};
+  if (!spec.stop.empty()) args.push_back("--stop=" + absl::StrJoin(spec.stop, ","));
+  std::string cmd;
+  for (const std::string& a : args) cmd += "'" + a + "' ";
+  for (const std::string& p : prompts) cmd += "'" + p + "' ";
+  cmd += "2>/dev/null";
+  std::vector<std::vector<int32_t>> tokens(prompts.size());
+  FILE* f = popen(cmd.c_str(), "r");
+  if (!f) return tokens;
+  std::string line;
+  char buf[4096];
+  std::string all;
+  while (size_t n = fread(buf, 1, sizeof buf, f)) all.append(buf, n);
+  pclose(f);
+  std::istringstream in(all);
+  while (std::getline(in, line)) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("token")) continue;
+    tokens[j["request"].get<size_t>()].push_back(j["token"].get<int32_t>());
+  }
+  return tokens;
+}
+
+template <typename Service>
+absl::StatusOr<v1::LoadReport> GetLoad(const std::string& address) {
+  auto stub = Service::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::LoadReport r;
+  grpc::Status s = stub->GetLoad(&ctx, v1::GetLoadRequest(), &r);
+  if (!s.ok()) return absl::UnavailableError(absl::StrCat(address, ": ", s.error_message()));
+  return r;
+}
+
+absl::StatusOr<v1::LoadReport> DecodeLoad(const std::string& address) {
+  return GetLoad<v1::DecodeService>(address);
+}
+absl::StatusOr<v1::LoadReport> PrefillLoad(const std::string& address) {
+  return GetLoad<v1::PrefillService>(address);
+}
+
+absl::Status WaitForNoUsedBlocks(const std::vector<std::string>& decode,
+                                 const std::vector<std::string>& prefill, absl::Duration timeout) {
+  const absl::Time give_up = absl::Now() + timeout;
+  std::string last;
+  while (absl::Now() < give_up) {
+    last.clear();
+    for (const std::string& a : decode) {
+      absl::StatusOr<v1::LoadReport> r = DecodeLoad(a);
+      if (!r.ok() || r->kv_blocks_used() != 0) {
+        last += absl::StrCat(" decode ", a, ": ", r.ok() ? absl::StrCat(r->kv_blocks_used(), " used")
+                                                          : r.status().ToString());
+      }
+    }
+    for (const std::string& a : prefill) {
+      absl::StatusOr<v1::LoadReport> r = PrefillLoad(a);
+      if (!r.ok() || r->kv_blocks_used() != 0) {
+        last += absl::StrCat(" prefill ", a, ": ", r.ok() ? absl::StrCat(r->kv_blocks_used(), " used")
+                                                           : r.status().ToString());
+      }
+    }
+    if (last.empty()) return absl::OkStatus();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return absl::InternalError(absl::StrCat("KV blocks still in use:", last));
+}
+
+}  // namespace tandem::testing

@@ -1,0 +1,69 @@
+// Helpers for integration tests that run real tandem processes: a gRPC
+// client for the router, running `tandem generate` (the monolithic
+// reference), and reading workers' own load reports.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "tandem/v1/generate.grpc.pb.h"
+#include "tandem/v1/worker.grpc.pb.h"
+
+namespace tandem::testing {
+
+// The settings a test request uses, in both the router's proto and the
+// CLI's flags.
+struct RequestSpec {
+  std::string prompt;
+  float temperature = 0.0f;
+  float top_p = 1.0f;
+  int32_t top_k = 0;
+  int64_t seed = -1;
+  int32_t max_new_tokens = 12;
+  bool ignore_eos = true;
+  std::vector<std::string> stop;
+};
+
+struct StreamResult {
+  std::vector<int32_t> tokens;
+  std::string text;
+  v1::FinishReason finish_reason = v1::FINISH_REASON_UNSPECIFIED;
+  grpc::Status status;
+  std::string decode_worker;
+  std::string prefill_worker;
+};
+
+v1::GenerateRequest ToGenerateRequest(const RequestSpec& spec);
+
+// Streams one request. `cancel_after_tokens` >= 0 cancels the call after
+// that many tokens; `deadline` bounds the call.
+StreamResult StreamGenerate(v1::GenerationService::Stub& stub, const v1::GenerateRequest& req,
+                            int cancel_after_tokens = -1,
+                            absl::Duration deadline = absl::InfiniteDuration());
+
+std::unique_ptr<v1::GenerationService::Stub> RouterStub(const std::string& address);
+
+// Runs `bin/tandem generate --output jsonl` with `spec`'s flags on every
+// prompt and returns each prompt's token ids.
+std::vector<std::vector<int32_t>> MonolithicTokens(const std::string& model_dir,
+                                                   const RequestSpec& spec,
+                                                   const std::vector<std::string>& prompts);
+
+// The worker's own load report (DecodeService.GetLoad or
+// PrefillService.GetLoad).
+absl::StatusOr<v1::LoadReport> DecodeLoad(const std::string& address);
+absl::StatusOr<v1::LoadReport> PrefillLoad(const std::string& address);
+
+// Polls until every worker reports zero used KV blocks, or `timeout`.
+absl::Status WaitForNoUsedBlocks(const std::vector<std::string>& decode,
+                                 const std::vector<std::string>& prefill,
+                                 absl::Duration timeout = absl::Seconds(10));
+
+std::string BinDir();
+std::string ReadFile(const std::string& path);
+
+}  // namespace tandem::testing
