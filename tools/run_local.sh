@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs tandem on the built-in default model.
-# Extra arguments go to `tandem generate`.
+# Sets up, builds and starts a local disaggregated cluster on the built-in
+# default model: a router on 127.0.0.1:8000, one prefill and one decode
+# worker. Ctrl-C stops everything. Extra arguments go to `tandem up`
+# (e.g. --prefill 2 --decode 2). Then, from another terminal:
+#   ./build/bin/tandem client --router 127.0.0.1:8000 "Hello"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 bash tools/build.sh
-if (($#)); then
-  exec ./build/tools/tandem generate "$@"
-fi
-exec ./build/tools/tandem generate --max_new_tokens=32 "The quick brown fox"
+exec ./build/bin/tandem up --prefill 1 --decode 1 "$@"
