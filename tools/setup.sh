@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libabsl-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libucx-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libopenblas-dev nlohmann-json3-dev libpcre2-dev
+  libopenblas-dev nlohmann-json3-dev libpcre2-dev libicu-dev
   nodejs npm
 )
 
