@@ -14,6 +14,7 @@
 #include "common/transport/kv_transport.h"
 #include "common/util/logging.h"
 #include "common/util/signals.h"
+#include "common/util/status_macros.h"
 #include "decode_worker/decode_loop.h"
 #include "decode_worker/decode_service.h"
 #include "decode_worker/decode_worker_config.h"

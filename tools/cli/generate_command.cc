@@ -14,6 +14,7 @@
 #include "common/engine/local_generator.h"
 #include "common/engine/model_loader.h"
 #include "common/util/logging.h"
+#include "common/util/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "tools/cli/request_flags.h"
 

@@ -1,0 +1,120 @@
+#include "common/transport/inproc_transport.h"
+
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+
+#include "absl/strings/str_cat.h"
+#include "common/util/status_macros.h"
+
+namespace tandem {
+namespace {
+
+// Process-wide map from endpoint name to exported pool. An entry lives as
+// long as the transport that exported it.
+struct Registry {
+  std::mutex mu;
+  std::unordered_map<std::string, KvPoolView*> pools;
+};
+
+Registry& GlobalRegistry() {
+  static Registry* r = new Registry();
+  return *r;
+}
+
+class InProcessTransfer final : public KvTransfer {
+ public:
+  InProcessTransfer(KvPoolView& src, std::string endpoint, KvTransferSpec spec)
+      : src_(src), endpoint_(std::move(endpoint)), spec_(std::move(spec)) {}
+
+  absl::Status SendLayer(int layer) override {
+    Registry& r = GlobalRegistry();
+    std::lock_guard<std::mutex> lock(r.mu);
+    auto it = r.pools.find(endpoint_);
+    if (it == r.pools.end()) return absl::UnavailableError(absl::StrCat("KV pool ", endpoint_, " is gone"));
+    const size_t bytes = static_cast<size_t>(src_.layout().block_bytes());
+    for (size_t i = 0; i < spec_.src_blocks.size(); ++i) {
+      std::memcpy(it->second->KeyBlock(layer, spec_.dst_blocks[i]), src_.KeyBlock(layer, spec_.src_blocks[i]), bytes);
+      std::memcpy(it->second->ValueBlock(layer, spec_.dst_blocks[i]), src_.ValueBlock(layer, spec_.src_blocks[i]),
+                  bytes);
+      bytes_ += 2 * static_cast<int64_t>(bytes);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Finish() override {
+    if (absl::Now() > spec_.deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("KV transfer ", spec_.transfer_id, " missed its deadline"));
+    }
+    return absl::OkStatus();
+  }
+  int64_t bytes_sent() const override { return bytes_; }
+  const std::string& id() const override { return spec_.transfer_id; }
+
+ private:
+  KvPoolView& src_;
+  std::string endpoint_;
+  KvTransferSpec spec_;
+  int64_t bytes_ = 0;
+};
+
+class InProcessTransport final : public KvTransport {
+ public:
+  ~InProcessTransport() override {
+    Registry& r = GlobalRegistry();
+    std::lock_guard<std::mutex> lock(r.mu);
+    for (const std::string& e : exported_) r.pools.erase(e);
+  }
+  std::string_view name() const override { return "inproc"; }
+
+  absl::StatusOr<v1::KvPoolDescriptor> ExportPool(KvPoolView& pool, const KvEndpointInfo& self) override {
+    static std::atomic<int64_t> counter{0};
+    const std::string endpoint = absl::StrCat("inproc-", counter++);
+    {
+      Registry& r = GlobalRegistry();
+      std::lock_guard<std::mutex> lock(r.mu);
+      r.pools[endpoint] = &pool;
+    }
+    exported_.push_back(endpoint);
+    v1::KvPoolDescriptor d;
+    d.set_worker_id(self.worker_id);
+    d.set_model_fingerprint(self.model_fingerprint);
+    *d.mutable_layout() = ToProto(pool.layout());
+    d.set_num_blocks(pool.num_blocks());
+    d.set_transport("inproc");
+    d.set_endpoint(endpoint);
+    for (int l = 0; l < pool.layout().num_layers; ++l) {
+      d.add_key_base(reinterpret_cast<uint64_t>(pool.KeyBlock(l, 0)));
+      d.add_value_base(reinterpret_cast<uint64_t>(pool.ValueBlock(l, 0)));
+    }
+    d.set_block_stride(static_cast<uint64_t>(pool.layout().block_bytes()));
+    return d;
+  }
+
+  absl::StatusOr<std::unique_ptr<KvTransfer>> StartTransfer(KvPoolView& pool, const KvEndpointInfo& self,
+                                                            const v1::KvPoolDescriptor& dest,
+                                                            KvTransferSpec spec) override {
+    if (dest.transport() != "inproc") {
+      return absl::FailedPreconditionError(absl::StrCat("decode worker ", dest.worker_id(), " speaks ",
+                                                        dest.transport(), ", not inproc"));
+    }
+    TANDEM_RETURN_IF_ERROR(CheckKvCompatible(self, pool.layout(), dest));
+    TANDEM_RETURN_IF_ERROR(CheckBlocksInRange(dest, spec.dst_blocks));
+    if (spec.src_blocks.size() != spec.dst_blocks.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("transfer ", spec.transfer_id, ": ", spec.src_blocks.size(),
+                                                     " source blocks but ", spec.dst_blocks.size(), " destinations"));
+    }
+    return std::unique_ptr<KvTransfer>(new InProcessTransfer(pool, dest.endpoint(), std::move(spec)));
+  }
+
+  void Disconnect(std::string_view) override {}
+
+ private:
+  std::vector<std::string> exported_;
+};
+
+}  // namespace
+
+std::unique_ptr<KvTransport> MakeInProcessTransport() { return std::make_unique<InProcessTransport>(); }
+
+}  // namespace tandem
