@@ -130,12 +130,12 @@ TEST(EngineTest, SeedsMakeSamplingRepeatableAndDifferentSeedsDiffer) {
 
 TEST(EngineTest, ExhaustedKvCacheFailsTheStepWithoutChangingTokens) {
   auto engine = MakeEngine(/*num_blocks=*/5, /*block_size=*/4);
-  Sequence a = MakeSequence(1, Prompt(12, 1), 0.0f, 0);  // 4 blocks with its next token
-  Sequence b = MakeSequence(2, Prompt(6, 2), 0.0f, 0);   // 2 blocks
+  Sequence a = MakeSequence(1, Prompt(13, 1), 0.0f, 0);  // 4 blocks
+  Sequence b = MakeSequence(2, Prompt(6, 2), 0.0f, 0);   // 2 blocks: 6 > 5 in all
   Sequence* batch[] = {&a, &b};
   auto r = engine->Step(batch);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
-  EXPECT_EQ(a.tokens.size(), 12u);
+  EXPECT_EQ(a.tokens.size(), 13u);
   EXPECT_EQ(b.tokens.size(), 6u);
   EXPECT_EQ(a.num_computed, 0);
   engine->Release(a);
