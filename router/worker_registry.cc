@@ -19,9 +19,19 @@ std::string RoleName(v1::WorkerRole role) {
   }
 }
 
-bool SameLayout(const v1::KvLayoutSpec& a, const v1::KvLayoutSpec& b) {
-  return a.num_layers() == b.num_layers() && a.num_kv_heads() == b.num_kv_heads() &&
-         a.head_dim() == b.head_dim() && a.block_size() == b.block_size() && a.dtype() == b.dtype();
+// "" when the layouts agree, else the first differing field and both values.
+std::string LayoutDifference(const v1::KvLayoutSpec& mine, const v1::KvLayoutSpec& theirs) {
+  auto diff = [](const char* field, const auto& a, const auto& b) {
+    return absl::StrCat(field, " is ", a, " here but ", b, " there");
+  };
+  if (mine.num_layers() != theirs.num_layers()) return diff("num_layers", mine.num_layers(), theirs.num_layers());
+  if (mine.num_kv_heads() != theirs.num_kv_heads()) {
+    return diff("num_kv_heads", mine.num_kv_heads(), theirs.num_kv_heads());
+  }
+  if (mine.head_dim() != theirs.head_dim()) return diff("head_dim", mine.head_dim(), theirs.head_dim());
+  if (mine.block_size() != theirs.block_size()) return diff("block_size", mine.block_size(), theirs.block_size());
+  if (mine.dtype() != theirs.dtype()) return diff("dtype", mine.dtype(), theirs.dtype());
+  return "";
 }
 
 }  // namespace
@@ -52,10 +62,9 @@ absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info)
           "worker's model fingerprint ", info.model_fingerprint(), " differs from worker ", w.id,
           "'s ", w.info.model_fingerprint(), ": all workers must load the same checkpoint"));
     }
-    if (!SameLayout(w.info.kv_layout(), info.kv_layout())) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "worker's KV layout differs from worker ", w.id, "'s: ", info.kv_layout().ShortDebugString(),
-          " vs ", w.info.kv_layout().ShortDebugString()));
+    if (std::string field = LayoutDifference(info.kv_layout(), w.info.kv_layout()); !field.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat("KV layout mismatch with worker ", w.id, " at ",
+                                                        w.address, ": ", field));
     }
     ++it;
   }

@@ -1,0 +1,335 @@
+#include "router/generate_call.h"
+
+#include <chrono>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "common/rpc/proto_convert.h"
+#include "common/rpc/status_convert.h"
+#include "common/util/logging.h"
+
+namespace tandem::router {
+namespace {
+
+grpc::Status Grpc(const absl::Status& s) { return ToGrpcStatus(s); }
+
+uint64_t RandomSeed() {
+  static thread_local std::mt19937_64 gen(std::random_device{}());
+  return gen();
+}
+
+}  // namespace
+
+DownstreamCanceller::DownstreamCanceller(grpc::ServerContext* server) : server_(server) {
+  thread_ = std::thread([this] {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(10));
+      if (!gone_ && server_->IsCancelled()) {
+        gone_ = true;
+        if (active_ != nullptr) active_->TryCancel();
+      }
+    }
+  });
+}
+
+DownstreamCanceller::~DownstreamCanceller() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void DownstreamCanceller::Attach(grpc::ClientContext* client) {
+  std::lock_guard<std::mutex> lock(mu_);
+  active_ = client;
+  if (gone_) client->TryCancel();
+}
+
+void DownstreamCanceller::Detach() {
+  std::lock_guard<std::mutex> lock(mu_);
+  active_ = nullptr;
+}
+
+bool DownstreamCanceller::client_gone() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return gone_ || server_->IsCancelled();
+}
+
+GenerateCall::GenerateCall(RouterContext& router, grpc::ServerContext* ctx, const v1::GenerateRequest& req,
+                           grpc::ServerWriter<v1::GenerateResponse>* writer)
+    : router_(router), ctx_(ctx), req_(req), writer_(writer), canceller_(ctx), arrival_(absl::Now()) {}
+
+absl::Status GenerateCall::Prepare() {
+  request_id_ = req_.request_id().empty() ? absl::StrCat("req-", router_.next_request.fetch_add(1))
+                                          : req_.request_id();
+  const ModelConfig& m = router_.model;
+  switch (req_.prompt_case()) {
+    case v1::GenerateRequest::kText:
+      prompt_ = router_.tokenizer->Encode(req_.text(), req_.has_add_special_tokens() ? req_.add_special_tokens() : true);
+      break;
+    case v1::GenerateRequest::kTokenIds:
+      prompt_.assign(req_.token_ids().ids().begin(), req_.token_ids().ids().end());
+      for (int32_t id : prompt_) {
+        if (id < 0 || id >= m.vocab_size) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("prompt token id ", id, " is outside the vocabulary [0, ", m.vocab_size, ")"));
+        }
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError("the request has no prompt (set text or token_ids)");
+  }
+  if (prompt_.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  if (m.max_position_embeddings > 0 && static_cast<int64_t>(prompt_.size()) >= m.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt_.size(),
+                                                   " tokens leaves no room in the model's context of ",
+                                                   m.max_position_embeddings));
+  }
+  sampling_ = FromProto(req_.sampling(), req_.has_logprobs() ? std::optional<int32_t>(req_.logprobs()) : std::nullopt);
+  stopping_ = FromProto(req_.stopping());
+  if (absl::Status s = ValidateSamplingParams(sampling_, m.vocab_size); !s.ok()) return s;
+  if (absl::Status s = ValidateStoppingParams(stopping_, m.vocab_size); !s.ok()) return s;
+  // The context is a hard end, as in the single-process generator.
+  if (m.max_position_embeddings > 0) {
+    stopping_.max_new_tokens = static_cast<int32_t>(
+        std::min<int64_t>(stopping_.max_new_tokens, m.max_position_embeddings - static_cast<int64_t>(prompt_.size())));
+    stopping_.min_new_tokens = std::min(stopping_.min_new_tokens, stopping_.max_new_tokens);
+  }
+  seed_ = sampling_.seed.value_or(RandomSeed());
+  sampling_.seed = seed_;
+  return_text_ = req_.has_return_text() ? req_.return_text() : true;
+  detokenizer_.emplace(*router_.tokenizer, prompt_, req_.skip_special_tokens());
+  stop_.emplace(stopping_, router_.eos_ids);
+  return absl::OkStatus();
+}
+
+void GenerateCall::SetDeadline(grpc::ClientContext* c) const {
+  if (ctx_->deadline() != std::chrono::system_clock::time_point::max()) {
+    c->set_deadline(ctx_->deadline());
+  } else {
+    c->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(static_cast<int64_t>(router_.config.worker_timeout_seconds * 1000)));
+  }
+}
+
+grpc::Status GenerateCall::WorkerFailure(const WorkerView& w, const std::string& what, const grpc::Status& s) {
+  if (canceller_.client_gone()) {
+    if (absl::Now() >= absl::FromChrono(ctx_->deadline())) {
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed");
+    }
+    return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+  }
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    router_.registry->Remove(w.id, absl::StrCat(what, " failed: ", s.error_message()));
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        absl::StrCat(what, " on worker ", w.address, " failed: ", s.error_message()));
+  }
+  return grpc::Status(s.error_code(), absl::StrCat(what, " on worker ", w.address, ": ", s.error_message()));
+}
+
+absl::StatusOr<GenerateCall::Placement> GenerateCall::Reserve() {
+  v1::ReserveKvRequest r;
+  r.set_request_id(request_id_);
+  r.set_prompt_tokens(static_cast<int32_t>(prompt_.size()));
+  r.set_max_new_tokens(stopping_.max_new_tokens);
+  r.set_priority(req_.priority());
+  r.set_ttl_seconds(30);
+  absl::Status last = absl::UnavailableError("no decode worker is available");
+  // A worker's report can be stale: when the chosen one has no room after
+  // all, the next-best gets one try.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    int32_t block_size = 16;
+    for (const WorkerView& w : router_.registry->Snapshot()) {
+      if (w.role == v1::WORKER_ROLE_DECODE) block_size = std::max(1, w.info.kv_layout().block_size());
+    }
+    const int64_t blocks = (static_cast<int64_t>(prompt_.size()) + block_size - 1) / block_size;
+    absl::StatusOr<WorkerView> w = router_.registry->PickDecode(blocks);
+    if (!w.ok()) return attempt == 0 ? w.status() : last;
+    grpc::ClientContext c;
+    SetDeadline(&c);
+    canceller_.Attach(&c);
+    Placement p;
+    grpc::Status s = w->decode_stub->ReserveKv(&c, r, &p.reservation);
+    canceller_.Detach();
+    router_.registry->Done(w->id, blocks);
+    if (s.ok()) {
+      p.decode = *w;
+      return p;
+    }
+    grpc::Status failure = WorkerFailure(*w, "KV reservation", s);
+    last = FromGrpcStatus(failure);
+    if (s.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED && s.error_code() != grpc::StatusCode::UNAVAILABLE) {
+      return last;
+    }
+    if (canceller_.client_gone()) return last;
+  }
+  return last;
+}
+
+void GenerateCall::Release(const Placement& p) {
+  grpc::ClientContext c;
+  c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::ReleaseKvRequest r;
+  r.set_transfer_id(p.reservation.transfer_id());
+  v1::ReleaseKvResponse resp;
+  grpc::Status s = p.decode.decode_stub->ReleaseKv(&c, r, &resp);
+  if (!s.ok()) {
+    // The reservation expires on its own.
+    TANDEM_LOG(WARNING) << "ReleaseKv " << p.reservation.transfer_id() << " on " << p.decode.address
+                        << " failed: " << s.error_message();
+  }
+}
+
+bool GenerateCall::AddToken(const v1::GeneratedToken& token, v1::GenerateResponse* resp) {
+  ++completion_tokens_;
+  if (completion_tokens_ == 1) first_token_time_ = absl::Now();
+  last_decision_ = stop_->OnToken(token.id(), detokenizer_->Push(token.id()));
+  v1::GeneratedToken* out = resp->add_tokens();
+  *out = token;
+  out->set_special(router_.tokenizer->IsSpecial(token.id()));
+  if (return_text_) out->set_text(last_decision_.text);
+  if (return_text_) {
+    for (v1::TokenLogprob& alt : *out->mutable_top_logprobs()) {
+      const int32_t id = alt.token_id();
+      alt.set_text(router_.tokenizer->Decode(std::span<const int32_t>(&id, 1), false));
+    }
+  }
+  return last_decision_.finished;
+}
+
+void GenerateCall::Finish(v1::GenerateResponse* resp) {
+  const absl::Time end = absl::Now();
+  resp->set_finish_reason(ToProto(last_decision_.reason));
+  resp->set_matched_stop(last_decision_.matched_stop);
+  if (return_text_ && last_decision_.matched_stop.empty()) {
+    resp->set_text_tail(stop_->Flush() + detokenizer_->Flush());
+  }
+  resp->mutable_usage()->set_prompt_tokens(static_cast<int32_t>(prompt_.size()));
+  resp->mutable_usage()->set_completion_tokens(completion_tokens_);
+  v1::Timing* t = resp->mutable_timing();
+  t->set_queue_seconds(queue_seconds_);
+  t->set_prefill_seconds(prefill_seconds_);
+  t->set_transfer_seconds(transfer_seconds_);
+  t->set_ttft_seconds(absl::ToDoubleSeconds(first_token_time_ - arrival_));
+  t->set_decode_seconds(absl::ToDoubleSeconds(end - first_token_time_));
+  t->set_e2e_seconds(absl::ToDoubleSeconds(end - arrival_));
+  t->set_tpot_seconds(completion_tokens_ > 1 ? t->decode_seconds() / (completion_tokens_ - 1) : 0.0);
+  resp->set_prefill_worker(prefill_worker_);
+  resp->set_decode_worker(decode_worker_);
+}
+
+grpc::Status GenerateCall::Run() {
+  if (absl::Status s = Prepare(); !s.ok()) return Grpc(s);
+
+  absl::StatusOr<Placement> placement = Reserve();
+  if (!placement.ok()) return Grpc(placement.status());
+  decode_worker_ = placement->decode.address;
+
+  // Prefill, with the first token back at once.
+  absl::StatusOr<WorkerView> prefill = router_.registry->PickPrefill(static_cast<int64_t>(prompt_.size()));
+  if (!prefill.ok()) {
+    Release(*placement);
+    return Grpc(prefill.status());
+  }
+  prefill_worker_ = prefill->address;
+  v1::PrefillRequest pr;
+  pr.set_request_id(request_id_);
+  *pr.mutable_prompt_token_ids() = {prompt_.begin(), prompt_.end()};
+  *pr.mutable_sampling() = ToProto(sampling_);
+  if (sampling_.logprobs >= 0) pr.set_logprobs(sampling_.logprobs);
+  pr.set_seed(seed_);
+  pr.set_priority(req_.priority());
+  pr.set_decode_worker(placement->decode.address);
+  *pr.mutable_destination() = placement->reservation;
+  v1::PrefillResponse presp;
+  grpc::Status ps;
+  {
+    grpc::ClientContext c;
+    SetDeadline(&c);
+    canceller_.Attach(&c);
+    ps = prefill->prefill_stub->Prefill(&c, pr, &presp);
+    canceller_.Detach();
+  }
+  router_.registry->Done(prefill->id, static_cast<int64_t>(prompt_.size()));
+  if (!ps.ok()) {
+    Release(*placement);
+    return WorkerFailure(*prefill, "prefill", ps);
+  }
+  queue_seconds_ = absl::ToDoubleSeconds(absl::Now() - arrival_) - presp.prefill_seconds() - presp.transfer_seconds();
+  prefill_seconds_ = presp.prefill_seconds();
+  transfer_seconds_ = presp.transfer_seconds();
+
+  v1::GenerateResponse first;
+  first.set_request_id(request_id_);
+  first.set_prefill_worker(prefill_worker_);
+  first.set_decode_worker(decode_worker_);
+  if (AddToken(presp.first_token(), &first)) {
+    Release(*placement);
+    Finish(&first);
+    writer_->Write(first);
+    return grpc::Status::OK;
+  }
+  if (!writer_->Write(first)) {
+    Release(*placement);
+    return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+  }
+
+  // Decode: relay the worker's tokens through this request's text state.
+  v1::DecodeRequest dr;
+  dr.set_request_id(request_id_);
+  dr.set_transfer_id(placement->reservation.transfer_id());
+  *dr.mutable_prompt_token_ids() = {prompt_.begin(), prompt_.end()};
+  *dr.mutable_first_token() = presp.first_token();
+  *dr.mutable_sampling() = ToProto(sampling_);
+  *dr.mutable_stopping() = ToProto(stopping_);
+  if (sampling_.logprobs >= 0) dr.set_logprobs(sampling_.logprobs);
+  dr.set_skip_special_tokens(req_.skip_special_tokens());
+  dr.set_priority(req_.priority());
+  dr.set_seed(seed_);
+  grpc::ClientContext dc;
+  SetDeadline(&dc);
+  canceller_.Attach(&dc);
+  auto reader = placement->decode.decode_stub->Decode(&dc, dr);
+  v1::GenerateResponse in;
+  bool finished = false;
+  while (!finished && reader->Read(&in)) {
+    v1::GenerateResponse out;
+    out.set_request_id(request_id_);
+    for (const v1::GeneratedToken& t : in.tokens()) {
+      if (AddToken(t, &out)) {
+        finished = true;
+        break;
+      }
+    }
+    if (!finished && in.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+      // The worker's token-level rules ended it; the router's agree unless
+      // the context ran out first.
+      finished = true;
+      if (!last_decision_.finished) {
+        last_decision_.finished = true;
+        last_decision_.reason = FinishReason::kLength;
+      }
+    }
+    if (finished) Finish(&out);
+    if (!writer_->Write(out)) {
+      dc.TryCancel();
+      canceller_.Detach();
+      reader->Finish();
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+    }
+  }
+  if (finished) dc.TryCancel();  // a stop string: the worker may still be generating
+  grpc::Status ds = reader->Finish();
+  canceller_.Detach();
+  if (finished) return grpc::Status::OK;
+  if (ds.ok()) {
+    return grpc::Status(grpc::StatusCode::INTERNAL,
+                        absl::StrCat("decode worker ", decode_worker_, " ended the stream without a finish reason"));
+  }
+  return WorkerFailure(placement->decode, "decode", ds);
+}
+
+}  // namespace tandem::router

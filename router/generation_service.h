@@ -1,0 +1,47 @@
+// The public GenerationService: what clients call. Tokenize, Detokenize and
+// GetModelInfo are answered here; each Generate is a GenerateCall.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/model/model_config.h"
+#include "common/tokenizer/tokenizer.h"
+#include "router/router_config.h"
+#include "router/worker_registry.h"
+#include "tandem/v1/generate.grpc.pb.h"
+
+namespace tandem::router {
+
+// What every GenerateCall reads; immutable after start except the counters.
+struct RouterContext {
+  RouterConfig config;
+  std::string model_name;
+  ModelConfig model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::vector<int32_t> eos_ids;
+  WorkerRegistry* registry = nullptr;
+  std::atomic<int32_t> inflight{0};
+  std::atomic<int64_t> next_request{0};
+};
+
+class GenerationServiceImpl final : public v1::GenerationService::Service {
+ public:
+  explicit GenerationServiceImpl(RouterContext& ctx) : ctx_(ctx) {}
+
+  grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
+                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
+  grpc::Status Tokenize(grpc::ServerContext* ctx, const v1::TokenizeRequest* req,
+                        v1::TokenizeResponse* resp) override;
+  grpc::Status Detokenize(grpc::ServerContext* ctx, const v1::DetokenizeRequest* req,
+                          v1::DetokenizeResponse* resp) override;
+  grpc::Status GetModelInfo(grpc::ServerContext* ctx, const v1::GetModelInfoRequest* req,
+                            v1::ModelInfo* resp) override;
+
+ private:
+  RouterContext& ctx_;
+};
+
+}  // namespace tandem::router

@@ -1,0 +1,22 @@
+#include "router/registry_service.h"
+
+#include "common/rpc/status_convert.h"
+
+namespace tandem::router {
+
+grpc::Status RegistryService::RegisterWorker(grpc::ServerContext*, const v1::WorkerInfo* req,
+                                             v1::RegisterWorkerResponse* resp) {
+  absl::StatusOr<std::string> id = registry_.Register(*req);
+  if (!id.ok()) return ToGrpcStatus(id.status());
+  resp->set_worker_id(*id);
+  resp->set_report_interval_seconds(absl::ToDoubleSeconds(registry_.options().report_interval));
+  return grpc::Status::OK;
+}
+
+grpc::Status RegistryService::ReportLoad(grpc::ServerContext*, const v1::LoadReport* req,
+                                         v1::LoadReportResponse* resp) {
+  resp->set_known(registry_.Report(*req));
+  return grpc::Status::OK;
+}
+
+}  // namespace tandem::router

@@ -1,0 +1,20 @@
+#include "router/router_config.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace tandem::router {
+
+absl::Status ValidateRouterConfig(const RouterConfig& c) {
+  if (c.listen.find(':') == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("--listen '", c.listen, "' is not host:port"));
+  }
+  if (c.max_inflight_requests <= 0) return absl::InvalidArgumentError("--max_inflight_requests must be positive");
+  if (c.report_interval_seconds <= 0) return absl::InvalidArgumentError("--report_interval_seconds must be positive");
+  if (c.liveness_timeout_seconds <= c.report_interval_seconds) {
+    return absl::InvalidArgumentError("--liveness_timeout_seconds must exceed --report_interval_seconds");
+  }
+  if (c.worker_timeout_seconds <= 0) return absl::InvalidArgumentError("--worker_timeout_seconds must be positive");
+  return absl::OkStatus();
+}
+
+}  // namespace tandem::router

@@ -1,0 +1,27 @@
+// Everything the router process is configured with, in one struct filled
+// from flags (router_main.cc) and validated at start.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace tandem::router {
+
+struct RouterConfig {
+  std::string listen = "0.0.0.0:8000";
+  std::string model_dir;          // empty: the built-in default model
+  std::string served_model_name;  // empty: the directory's name
+  int32_t max_inflight_requests = 256;
+  double liveness_timeout_seconds = 5.0;
+  double report_interval_seconds = 0.5;
+  // Time a worker call may take when the client set no deadline.
+  double worker_timeout_seconds = 600.0;
+  std::string port_file;
+};
+
+// INVALID_ARGUMENT naming the flag.
+absl::Status ValidateRouterConfig(const RouterConfig& c);
+
+}  // namespace tandem::router

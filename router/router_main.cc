@@ -1,0 +1,107 @@
+// tandem-router: the public gRPC API in front of prefill and decode workers.
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "common/default_model/default_model.h"
+#include "common/rpc/grpc_server.h"
+#include "common/util/logging.h"
+#include "common/util/signals.h"
+#include "common/util/status_macros.h"
+#include "router/generation_service.h"
+#include "router/registry_service.h"
+#include "router/router_config.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:8000", "gRPC listen address host:port (port 0: any free port)");
+ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json, tokenizer.json); empty: built-in default");
+ABSL_FLAG(std::string, served_model_name, "", "model name clients see; empty: the directory's name");
+ABSL_FLAG(int32_t, max_inflight_requests, 256, "requests in flight beyond this are RESOURCE_EXHAUSTED");
+ABSL_FLAG(double, liveness_timeout_seconds, 5.0, "a worker silent this long is taken out of placement");
+ABSL_FLAG(double, report_interval_seconds, 0.5, "how often workers report load");
+ABSL_FLAG(double, worker_timeout_seconds, 600.0, "deadline of worker calls when the client sets none");
+ABSL_FLAG(std::string, port_file, "", "write the bound gRPC port to this file once serving");
+
+namespace tandem::router {
+namespace {
+
+RouterConfig ConfigFromFlags() {
+  RouterConfig c;
+  c.listen = absl::GetFlag(FLAGS_listen);
+  c.model_dir = absl::GetFlag(FLAGS_model);
+  c.served_model_name = absl::GetFlag(FLAGS_served_model_name);
+  c.max_inflight_requests = absl::GetFlag(FLAGS_max_inflight_requests);
+  c.liveness_timeout_seconds = absl::GetFlag(FLAGS_liveness_timeout_seconds);
+  c.report_interval_seconds = absl::GetFlag(FLAGS_report_interval_seconds);
+  c.worker_timeout_seconds = absl::GetFlag(FLAGS_worker_timeout_seconds);
+  c.port_file = absl::GetFlag(FLAGS_port_file);
+  return c;
+}
+
+absl::Status Run(const RouterConfig& c) {
+  RouterContext ctx;
+  ctx.config = c;
+  std::string dir = c.model_dir;
+  if (dir.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(dir, EnsureDefaultModel());
+  }
+  TANDEM_ASSIGN_OR_RETURN(ctx.model, LoadModelConfig(dir + "/config.json"));
+  TANDEM_ASSIGN_OR_RETURN(ctx.tokenizer, Tokenizer::FromDir(dir));
+  // Workers name the model the way the loader does: the directory's name,
+  // or "tandem-default" for the built-in model.
+  ctx.model_name = c.model_dir.empty()
+                       ? "tandem-default"
+                       : std::filesystem::path(c.model_dir).lexically_normal().filename().string();
+  if (ctx.model_name.empty()) ctx.model_name = std::filesystem::path(c.model_dir).parent_path().filename();
+  for (int64_t id : ctx.model.eos_token_ids) ctx.eos_ids.push_back(static_cast<int32_t>(id));
+  if (ctx.eos_ids.empty()) ctx.eos_ids = ctx.tokenizer->eos_ids();
+
+  WorkerRegistryOptions ro;
+  ro.model_name = ctx.model_name;
+  ro.liveness_timeout = absl::Seconds(c.liveness_timeout_seconds);
+  ro.report_interval = absl::Seconds(c.report_interval_seconds);
+  WorkerRegistry registry(ro);
+  ctx.registry = &registry;
+  GenerationServiceImpl generation(ctx);
+  RegistryService registry_service(registry);
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server,
+                          GrpcServer::Start(c.listen, {&generation, &registry_service}));
+  if (!c.port_file.empty()) std::ofstream(c.port_file) << server->port() << "\n";
+  const std::string served = c.served_model_name.empty() ? ctx.model_name : c.served_model_name;
+  TANDEM_LOG(INFO) << "router serving " << served << " on " << server->address();
+
+  std::atomic<bool> stop{false};
+  std::thread expiry([&] {
+    while (!stop) {
+      registry.ExpireStale(absl::Now());
+      absl::SleepFor(absl::Milliseconds(250));
+    }
+  });
+  const int sig = WaitForTerminationSignal();
+  TANDEM_LOG(INFO) << "signal " << sig << ": stopping the router";
+  server->SetServing(false);
+  server->Shutdown(absl::Seconds(5));
+  stop = true;
+  expiry.join();
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace tandem::router
+
+int main(int argc, char** argv) {
+  tandem::BlockTerminationSignals();
+  absl::SetProgramUsageMessage("tandem router: [--listen host:port] [--model DIR]");
+  absl::ParseCommandLine(argc, argv);
+  tandem::SetLogRole("router");
+  const tandem::router::RouterConfig config = tandem::router::ConfigFromFlags();
+  absl::Status s = tandem::router::ValidateRouterConfig(config);
+  if (s.ok()) s = tandem::router::Run(config);
+  if (!s.ok()) {
+    TANDEM_LOG(ERROR) << s;
+    return 1;
+  }
+  return 0;
+}
