@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/rpc/proto_convert.h"
 #include "common/rpc/status_convert.h"
+#include "common/tokenizer/byte_level.h"
 #include "common/util/logging.h"
 
 namespace tandem::router {
@@ -194,7 +195,7 @@ bool GenerateCall::AddToken(const v1::GeneratedToken& token, v1::GenerateRespons
   if (return_text_) {
     for (v1::TokenLogprob& alt : *out->mutable_top_logprobs()) {
       const int32_t id = alt.token_id();
-      alt.set_text(router_.tokenizer->Decode(std::span<const int32_t>(&id, 1), false));
+      alt.set_text(SanitizeUtf8(router_.tokenizer->Decode(std::span<const int32_t>(&id, 1), false)));
     }
   }
   return last_decision_.finished;

@@ -94,6 +94,26 @@ void AppendUtf8(char32_t c, std::string* out) {
   }
 }
 
+std::string SanitizeUtf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const size_t start = i;
+    const char32_t c = DecodeUtf8(s, i);
+    // Overlong forms and surrogates are invalid too.
+    const size_t n = i - start;
+    const bool invalid = (c == 0xFFFD && !(n == 3 && s.compare(start, 3, "\xEF\xBF\xBD") == 0)) ||
+                         (c >= 0xD800 && c <= 0xDFFF) || c > 0x10FFFF || (n == 2 && c < 0x80) ||
+                         (n == 3 && c < 0x800) || (n == 4 && c < 0x10000);
+    if (invalid) {
+      AppendUtf8(0xFFFD, &out);
+    } else {
+      out.append(s.substr(start, n));
+    }
+  }
+  return out;
+}
+
 size_t IncompleteUtf8Suffix(std::string_view s) {
   // Look back at most 3 bytes for a lead byte whose sequence runs past the end.
   for (size_t back = 1; back <= std::min<size_t>(3, s.size()); ++back) {

@@ -22,6 +22,9 @@ int Utf8SequenceLength(uint8_t lead);
 // Decodes the code point at s[i] (advancing i); invalid bytes yield U+FFFD.
 char32_t DecodeUtf8(std::string_view s, size_t& i);
 void AppendUtf8(char32_t c, std::string* out);
+// `s` with every byte that is not part of valid UTF-8 replaced by U+FFFD
+// (what decoding with errors="replace" gives).
+std::string SanitizeUtf8(std::string_view s);
 // Bytes at the end of `s` that start an incomplete UTF-8 sequence.
 size_t IncompleteUtf8Suffix(std::string_view s);
 

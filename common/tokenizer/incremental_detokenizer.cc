@@ -27,7 +27,7 @@ std::string IncrementalDetokenizer::Push(int32_t id) {
   }
   prefix_offset_ = read_offset_;
   read_offset_ = ids_.size();
-  return full.substr(prefix.size());
+  return SanitizeUtf8(full.substr(prefix.size()));
 }
 
 std::string IncrementalDetokenizer::Flush() {
@@ -37,7 +37,7 @@ std::string IncrementalDetokenizer::Flush() {
   const std::string full = tokenizer_.Decode(all.subspan(prefix_offset_), skip_special_tokens_);
   prefix_offset_ = read_offset_ = ids_.size();
   if (full.size() <= prefix.size() || full.compare(0, prefix.size(), prefix) != 0) return "";
-  return full.substr(prefix.size());
+  return SanitizeUtf8(full.substr(prefix.size()));
 }
 
 }  // namespace tandem

@@ -44,8 +44,10 @@ class Tokenizer {
 
 // Turns a growing token sequence into text deltas for streaming: a delta is
 // released only when it is complete UTF-8, and SentencePiece's leading-space
-// rules give the same text as decoding the whole sequence at once. The
-// concatenation of all deltas equals Decode(all ids).
+// rules give the same text as decoding the whole sequence at once. Deltas
+// are valid UTF-8: bytes that never form a character (random models emit
+// such tokens) come out as U+FFFD. For valid text, the concatenation of all
+// deltas and Flush() is what the generated ids add to the decoded prompt.
 class IncrementalDetokenizer {
  public:
   IncrementalDetokenizer(const Tokenizer& tokenizer, std::span<const int32_t> prompt_ids,
