@@ -12,13 +12,11 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/paths.h"
 
 namespace tandem::testing {
 
-std::string BinDir() {
-  const char* b = std::getenv("TANDEM_BINARY_DIR");
-  return absl::StrCat(b ? b : ".", "/bin");
-}
+std::string BinDir() { return BinaryDir() + "/bin"; }
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);

@@ -11,14 +11,12 @@
 #include "common/tokenizer/tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/paths.h"
 
 namespace tandem {
 namespace {
 
-std::string SourceDir() {
-  const char* d = std::getenv("TANDEM_SOURCE_DIR");
-  return d ? d : ".";
-}
+using testing::SourceDir;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
