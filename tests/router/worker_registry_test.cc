@@ -1,0 +1,104 @@
+// Placement and liveness in the router's worker registry.
+#include "router/worker_registry.h"
+
+#include "gtest/gtest.h"
+
+namespace tandem::router {
+namespace {
+
+v1::WorkerInfo Info(const std::string& address, v1::WorkerRole role, int64_t blocks = 100, int32_t block_size = 16) {
+  v1::WorkerInfo i;
+  i.set_address(address);
+  i.set_role(role);
+  i.set_model_name("m");
+  i.set_model_fingerprint("fp");
+  i.mutable_kv_layout()->set_num_layers(4);
+  i.mutable_kv_layout()->set_num_kv_heads(2);
+  i.mutable_kv_layout()->set_head_dim(16);
+  i.mutable_kv_layout()->set_block_size(block_size);
+  i.mutable_kv_layout()->set_dtype("float32");
+  i.set_kv_blocks_total(blocks);
+  return i;
+}
+
+WorkerRegistryOptions Options() {
+  WorkerRegistryOptions o;
+  o.model_name = "m";
+  o.liveness_timeout = absl::Seconds(5);
+  return o;
+}
+
+TEST(WorkerRegistryTest, DecodePlacementPrefersFreeBlocksAndCountsWhatItPlaced) {
+  WorkerRegistry r(Options());
+  const std::string a = *r.Register(Info("h:1", v1::WORKER_ROLE_DECODE, 100));
+  const std::string b = *r.Register(Info("h:2", v1::WORKER_ROLE_DECODE, 60));
+  auto first = r.PickDecode(50);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->id, a);
+  // a now has 50 free as far as the router knows; b has 60.
+  EXPECT_EQ(r.PickDecode(10)->id, b);
+  r.Done(a, 50);
+  r.Done(b, 10);
+  auto none = r.PickDecode(1000);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(none.status().message().find("1000"), std::string::npos);
+  // Load reports replace the registration's numbers.
+  v1::LoadReport rep;
+  rep.set_worker_id(a);
+  rep.set_kv_blocks_free(5);
+  EXPECT_TRUE(r.Report(rep));
+  EXPECT_EQ(r.PickDecode(20)->id, b);
+}
+
+TEST(WorkerRegistryTest, PrefillPlacementPrefersTheShortestQueue) {
+  WorkerRegistry r(Options());
+  const std::string a = *r.Register(Info("h:1", v1::WORKER_ROLE_PREFILL));
+  const std::string b = *r.Register(Info("h:2", v1::WORKER_ROLE_PREFILL));
+  v1::LoadReport rep;
+  rep.set_worker_id(a);
+  rep.set_queued_prompt_tokens(5000);
+  r.Report(rep);
+  EXPECT_EQ(r.PickPrefill(100)->id, b);
+  EXPECT_EQ(r.PickPrefill(100)->id, b);
+  EXPECT_EQ(r.CountLive(v1::WORKER_ROLE_PREFILL), 2);
+}
+
+TEST(WorkerRegistryTest, SilentAndRemovedWorkersLeavePlacement) {
+  WorkerRegistry r(Options());
+  const std::string a = *r.Register(Info("h:1", v1::WORKER_ROLE_DECODE));
+  EXPECT_TRUE(r.ExpireStale(absl::Now() + absl::Seconds(1)).empty());
+  EXPECT_EQ(r.ExpireStale(absl::Now() + absl::Seconds(6)), std::vector<std::string>{a});
+  EXPECT_EQ(r.PickDecode(1).status().code(), absl::StatusCode::kUnavailable);
+  v1::LoadReport rep;
+  rep.set_worker_id(a);
+  EXPECT_FALSE(r.Report(rep)) << "an expired worker must register again";
+  const std::string b = *r.Register(Info("h:2", v1::WORKER_ROLE_DECODE));
+  r.Remove(b, "test");
+  EXPECT_EQ(r.PickDecode(1).status().code(), absl::StatusCode::kUnavailable);
+  // Draining workers take no new requests.
+  const std::string c = *r.Register(Info("h:3", v1::WORKER_ROLE_DECODE));
+  rep.set_worker_id(c);
+  rep.set_kv_blocks_free(100);
+  rep.set_draining(true);
+  r.Report(rep);
+  EXPECT_EQ(r.PickDecode(1).status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(WorkerRegistryTest, MismatchedWorkersAreRefusedWithTheField) {
+  WorkerRegistry r(Options());
+  ASSERT_TRUE(r.Register(Info("h:1", v1::WORKER_ROLE_DECODE, 100, 16)).ok());
+  auto layout = r.Register(Info("h:2", v1::WORKER_ROLE_PREFILL, 100, 32));
+  EXPECT_EQ(layout.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(layout.status().message().find("block_size is 32 here but 16 there"), std::string::npos)
+      << layout.status();
+  v1::WorkerInfo other = Info("h:3", v1::WORKER_ROLE_PREFILL);
+  other.set_model_fingerprint("fp2");
+  EXPECT_NE(r.Register(other).status().message().find("fingerprint"), std::string::npos);
+  other = Info("h:4", v1::WORKER_ROLE_PREFILL);
+  other.set_model_name("other");
+  EXPECT_NE(r.Register(other).status().message().find("other"), std::string::npos);
+  EXPECT_EQ(r.Register(Info("nocolon", v1::WORKER_ROLE_DECODE)).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace tandem::router
