@@ -1,0 +1,141 @@
+// The `tandem` command line as users run it: generate streams JSON lines
+// matching the engine, bad checkpoints fail with a message naming the
+// problem, write-default-model writes a loadable checkpoint.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/default_model/default_model.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/testing/paths.h"
+#include "tests/testing/temp_dir.h"
+
+namespace tandem {
+namespace {
+
+struct Result {
+  int exit_code = -1;
+  std::string out;  // stdout and stderr together
+};
+
+Result RunTandem(const std::string& args) {
+  const std::string cmd = testing::BinaryDir() + "/bin/tandem " + args + " 2>&1";
+  Result r;
+  FILE* f = popen(cmd.c_str(), "r");
+  if (f == nullptr) return r;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, f)) r.out.append(buf, n);
+  const int status = pclose(f);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(WriteDefaultModel(model_.str()).ok()); }
+  testing::TempDir model_;
+};
+
+TEST_F(CliTest, GenerateStreamsJsonLinesAndIsReproducibleWithASeed) {
+  const std::string args = absl::StrCat("generate --model=", model_.str(),
+                                        " --output=jsonl --max_new_tokens=8 --ignore_eos --temperature=0.8 "
+                                        "--seed=5 --logprobs=2 'Hello there' 'Second prompt'");
+  Result a = RunTandem(args);
+  ASSERT_EQ(a.exit_code, 0) << a.out;
+  std::vector<int> tokens(2, 0), finishes(2, 0);
+  std::istringstream in(a.out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] != '{') continue;  // log lines
+    nlohmann::json j = nlohmann::json::parse(line);
+    const int req = j["request"];
+    if (j.contains("token")) {
+      ++tokens[req];
+      EXPECT_TRUE(j.contains("logprob"));
+      EXPECT_LE(j["logprob"].get<double>(), 0.0);
+    }
+    if (j.contains("finish_reason")) {
+      ++finishes[req];
+      EXPECT_EQ(j["finish_reason"], "length");
+      EXPECT_EQ(j["completion_tokens"], 8);
+    }
+  }
+  EXPECT_EQ(tokens, (std::vector<int>{8, 8}));
+  EXPECT_EQ(finishes, (std::vector<int>{1, 1}));
+  Result b = RunTandem(args);
+  auto json_lines = [](const std::string& s) {
+    std::string out;
+    std::istringstream in(s);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (!line.empty() && line[0] == '{') out += line + "\n";
+    }
+    return out;
+  };
+  EXPECT_EQ(json_lines(a.out), json_lines(b.out));
+}
+
+TEST_F(CliTest, BadCheckpointsFailWithTheProblemNamed) {
+  namespace fs = std::filesystem;
+  // A missing tensor.
+  testing::TempDir broken;
+  fs::copy(model_.path(), broken.path(), fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  {
+    std::ifstream in(broken.path() / "model.safetensors", std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    in.close();
+    std::ofstream(broken.path() / "model.safetensors", std::ios::binary | std::ios::trunc) << bytes.substr(0, 100);
+  }
+  Result truncated = RunTandem(absl::StrCat("generate --model=", broken.str(), " hi"));
+  EXPECT_NE(truncated.exit_code, 0);
+  EXPECT_NE(truncated.out.find("model.safetensors"), std::string::npos) << truncated.out;
+  EXPECT_NE(truncated.out.find("truncated header"), std::string::npos) << truncated.out;
+
+  // An unknown architecture.
+  std::ifstream cin(model_.path() / "config.json");
+  std::string config((std::istreambuf_iterator<char>(cin)), std::istreambuf_iterator<char>());
+  const size_t at = config.find("LlamaForCausalLM");
+  config.replace(at, std::string("LlamaForCausalLM").size(), "GPTBigCodeForCausalLM");
+  testing::TempDir arch;
+  fs::copy(model_.path(), arch.path(), fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  std::ofstream(arch.path() / "config.json", std::ios::trunc) << config;
+  Result unknown = RunTandem(absl::StrCat("generate --model=", arch.str(), " hi"));
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_NE(unknown.out.find("GPTBigCodeForCausalLM"), std::string::npos) << unknown.out;
+
+  Result missing = RunTandem("generate --model=/no/such/dir hi");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.out.find("/no/such/dir"), std::string::npos) << missing.out;
+}
+
+TEST_F(CliTest, DummyWeightsNeedOnlyConfigAndTokenizer) {
+  namespace fs = std::filesystem;
+  testing::TempDir dir;
+  fs::copy_file(model_.path() / "config.json", dir.path() / "config.json");
+  fs::copy_file(model_.path() / "tokenizer.json", dir.path() / "tokenizer.json");
+  Result r = RunTandem(absl::StrCat("generate --model=", dir.str(), " --dummy_weights --max_new_tokens=4 hi"));
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  Result no_weights = RunTandem(absl::StrCat("generate --model=", dir.str(), " hi"));
+  EXPECT_NE(no_weights.exit_code, 0);
+  EXPECT_NE(no_weights.out.find("no *.safetensors"), std::string::npos) << no_weights.out;
+}
+
+TEST_F(CliTest, WriteDefaultModelWritesALoadableCheckpoint) {
+  testing::TempDir out;
+  Result w = RunTandem(absl::StrCat("write-default-model --out=", out.str()));
+  ASSERT_EQ(w.exit_code, 0) << w.out;
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) {
+    EXPECT_TRUE(std::filesystem::exists(out.path() / f)) << f;
+  }
+  Result g = RunTandem(absl::StrCat("generate --model=", out.str(), " --max_new_tokens=3 hello"));
+  EXPECT_EQ(g.exit_code, 0) << g.out;
+  EXPECT_EQ(RunTandem("no-such-command").exit_code, 2);
+}
+
+}  // namespace
+}  // namespace tandem
