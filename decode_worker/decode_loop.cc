@@ -152,6 +152,9 @@ void DecodeLoop::Loop() {
         a->second.stream->Push(std::move(e));
       }
     }
+    if (it->preemptions > 0) {
+      TANDEM_LOG(DEBUG) << "KV pool full: preempted " << it->preemptions << " sequence(s) (recomputed later)";
+    }
     if (it->batch_size != last_batch) {
       TANDEM_LOG(DEBUG) << "decode batch size " << last_batch << " -> " << it->batch_size;
       last_batch = it->batch_size;

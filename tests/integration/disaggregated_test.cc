@@ -190,6 +190,38 @@ TEST_F(DisaggregatedTest, SixtyFourConcurrentRequestsJoinAndLeaveTheDecodeBatch)
   EXPECT_GT(max_batch, 4);
 }
 
+TEST_F(DisaggregatedTest, ADecodeWorkerOutOfBlocksPreemptsAndStillMatches) {
+  // 16 blocks of 16 tokens: six requests of ~80 tokens each cannot all fit,
+  // so the decode worker must preempt (and recompute) rather than fail.
+  setenv("TANDEM_LOG_LEVEL", "debug", 1);
+  auto cluster = StartCluster(1, 1, {"--num_kv_blocks=16"});
+  unsetenv("TANDEM_LOG_LEVEL");
+  ASSERT_NE(cluster, nullptr);
+  RequestSpec spec;
+  spec.max_new_tokens = 70;
+  spec.temperature = 0.7f;
+  spec.seed = 99;
+  std::vector<std::string> prompts;
+  std::vector<v1::GenerateRequest> reqs;
+  for (int i = 0; i < 6; ++i) {
+    prompts.push_back(absl::StrCat("preempt me please, number ", i));
+    RequestSpec s = spec;
+    s.prompt = prompts.back();
+    reqs.push_back(testing::ToGenerateRequest(s));
+  }
+  const auto want = testing::MonolithicTokens(model_dir_->str(), spec, prompts);
+  std::vector<StreamResult> got = RunConcurrently(cluster->router_address(), reqs);
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status.error_message();
+    EXPECT_EQ(got[i].tokens, want[i]) << "request " << i;
+  }
+  auto load = testing::DecodeLoad(cluster->decode_addresses()[0]);
+  ASSERT_TRUE(load.ok());
+  StopCluster(std::move(cluster));
+  const std::string log = testing::ReadFile(logs_.str() + "/decode0.log");
+  EXPECT_NE(log.find("preempt"), std::string::npos) << "no preemption happened; the test lost its point";
+}
+
 TEST_F(DisaggregatedTest, CancelledDeadlineAndNoRoomEndCleanly) {
   // 64 blocks of 16 tokens: 1024 positions on the decode worker.
   auto cluster = StartCluster(1, 1, {"--num_kv_blocks=64"});
