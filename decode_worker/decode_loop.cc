@@ -24,9 +24,10 @@ std::vector<DecodeEvent> DecodeStream::Take(absl::Duration timeout) {
 }
 
 DecodeLoop::DecodeLoop(Engine& engine, KvReservations& reservations, BatcherOptions options,
-                       std::vector<int32_t> eos_ids)
+                       std::vector<int32_t> eos_ids, DecodeMetrics* metrics)
     : engine_(engine),
       reservations_(reservations),
+      metrics_(metrics),
       eos_ids_(std::move(eos_ids)),
       batcher_(engine, options) {}
 
@@ -151,6 +152,13 @@ void DecodeLoop::Loop() {
       } else {
         a->second.stream->Push(std::move(e));
       }
+    }
+    if (metrics_ != nullptr) {
+      metrics_->batch_size->Set(it->batch_size);
+      metrics_->batch_size_per_iteration->Observe(it->batch_size);
+      metrics_->iterations->Increment();
+      metrics_->generated_tokens->Increment(static_cast<double>(it->sampled.size()));
+      if (it->preemptions > 0) metrics_->preemptions->Increment(it->preemptions);
     }
     if (it->preemptions > 0) {
       TANDEM_LOG(DEBUG) << "KV pool full: preempted " << it->preemptions << " sequence(s) (recomputed later)";

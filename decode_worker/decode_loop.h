@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "common/engine/continuous_batcher.h"
 #include "common/engine/engine.h"
+#include "common/metrics/serving_metrics.h"
 #include "common/sampling/stop_checker.h"
 #include "decode_worker/kv_reservations.h"
 
@@ -69,8 +70,9 @@ struct DecodeLoopStats {
 
 class DecodeLoop {
  public:
+  // `metrics` may be null (tests).
   DecodeLoop(Engine& engine, KvReservations& reservations, BatcherOptions options,
-             std::vector<int32_t> eos_ids);
+             std::vector<int32_t> eos_ids, DecodeMetrics* metrics = nullptr);
   ~DecodeLoop();
 
   void Start();
@@ -97,6 +99,7 @@ class DecodeLoop {
 
   Engine& engine_;
   KvReservations& reservations_;
+  DecodeMetrics* metrics_;
   const std::vector<int32_t> eos_ids_;
   ContinuousBatcher batcher_;  // loop thread only
   absl::flat_hash_map<SeqId, Active> active_;  // loop thread only

@@ -19,7 +19,8 @@ struct DecodeWorkerConfig {
   int32_t max_batch_size = 128;
   int64_t max_batch_tokens = 8192;
   std::string transport = "ucx";
-  std::string port_file;                // written with the bound port, if set
+  std::string port_file;                // written with the bound ports, if set
+  std::string metrics_listen = "0.0.0.0:0";
   double drain_timeout_seconds = 30.0;  // SIGTERM: time to finish running requests
 };
 

@@ -9,10 +9,12 @@
 #include "absl/strings/str_cat.h"
 #include "common/engine/engine.h"
 #include "common/engine/local_generator.h"
+#include "common/metrics/serving_metrics.h"
 #include "common/rpc/grpc_server.h"
 #include "common/rpc/worker_registration.h"
 #include "common/transport/kv_transport.h"
 #include "common/util/logging.h"
+#include "common/util/port_file.h"
 #include "common/util/signals.h"
 #include "common/util/status_macros.h"
 #include "decode_worker/decode_loop.h"
@@ -31,7 +33,8 @@ ABSL_FLAG(int32_t, num_threads, 0, "CPU backend threads; 0: all cores");
 ABSL_FLAG(int32_t, max_batch_size, 128, "most sequences in one decode iteration");
 ABSL_FLAG(int64_t, max_batch_tokens, 8192, "most tokens computed in one iteration (recompute after preemption)");
 ABSL_FLAG(std::string, transport, "ucx", "KV transport: ucx or inproc");
-ABSL_FLAG(std::string, port_file, "", "write the bound gRPC port to this file once serving");
+ABSL_FLAG(std::string, port_file, "", "write the bound gRPC and metrics ports (one per line) once serving");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:0", "Prometheus /metrics address (port 0: any free port)");
 ABSL_FLAG(double, drain_timeout_seconds, 30.0, "on SIGTERM, time to finish running requests");
 
 namespace tandem {
@@ -52,6 +55,7 @@ DecodeWorkerConfig ConfigFromFlags() {
   c.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   c.transport = absl::GetFlag(FLAGS_transport);
   c.port_file = absl::GetFlag(FLAGS_port_file);
+  c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   c.drain_timeout_seconds = absl::GetFlag(FLAGS_drain_timeout_seconds);
   return c;
 }
@@ -61,9 +65,12 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   const std::string fingerprint = ModelFingerprint(model);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> backend, CreateBackend(model, c.backend));
   Engine engine(std::move(backend));
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<MetricsServer> metrics_server,
+                          MetricsServer::Start(c.metrics_listen, {{"model", model.name}, {"role", "decode"}}));
+  DecodeMetrics metrics(*metrics_server);
   KvReservations reservations(engine.kv_cache().allocator());
   DecodeLoop loop(engine, reservations, {c.max_batch_size, c.max_batch_tokens},
-                  ModelEosIds(model.config, *model.tokenizer));
+                  ModelEosIds(model.config, *model.tokenizer), &metrics);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransport> transport, CreateKvTransport(c.transport));
 
   // The port is known only once the server is up, and the worker's id is
@@ -76,9 +83,7 @@ absl::Status Run(const DecodeWorkerConfig& c) {
                           transport->ExportPool(engine.backend().kv_pool(), {address, fingerprint}));
   service.SetPool(pool);
   loop.Start();
-  if (!c.port_file.empty()) {
-    std::ofstream(c.port_file) << server->port() << "\n";
-  }
+  if (!c.port_file.empty()) WritePortFile(c.port_file, server->port(), metrics_server->port());
   TANDEM_LOG(INFO) << "decode worker serving on " << address << " (" << transport->name()
                    << " transport, " << engine.kv_cache().num_total_blocks() << " KV blocks)";
 
@@ -101,6 +106,14 @@ absl::Status Run(const DecodeWorkerConfig& c) {
     r.set_running_requests(s.running);
     r.set_waiting_requests(s.waiting);
     r.set_draining(draining.load());
+    // The load report's numbers are the gauges' numbers.
+    metrics.requests_running->Set(s.running);
+    metrics.requests_waiting->Set(s.waiting);
+    metrics.kv_blocks_total->Set(engine.kv_cache().num_total_blocks());
+    metrics.kv_blocks_used->Set(r.kv_blocks_used());
+    metrics.kv_cache_utilization->Set(static_cast<double>(r.kv_blocks_used()) / engine.kv_cache().num_total_blocks());
+    metrics.kv_reservations->Set(static_cast<double>(reservations.size()));
+    metrics.draining->Set(draining ? 1 : 0);
     return r;
   };
   service.SetLoadReporter(load);

@@ -22,8 +22,12 @@ std::optional<PrefillResult> PrefillJob::Wait(absl::Duration timeout) {
 }
 
 PrefillLoop::PrefillLoop(Engine& engine, KvTransport& transport, KvEndpointInfo self,
-                         int64_t max_batch_tokens)
-    : engine_(engine), transport_(transport), self_(std::move(self)), max_batch_tokens_(max_batch_tokens) {}
+                         int64_t max_batch_tokens, PrefillMetrics* metrics)
+    : engine_(engine),
+      transport_(transport),
+      self_(std::move(self)),
+      max_batch_tokens_(max_batch_tokens),
+      metrics_(metrics) {}
 
 PrefillLoop::~PrefillLoop() { Stop(); }
 
@@ -140,6 +144,10 @@ void PrefillLoop::RunBatch(std::vector<std::shared_ptr<PrefillJob>> jobs) {
     return;
   }
   const absl::Time computed = absl::Now();
+  if (metrics_ != nullptr && sampled.ok()) {
+    metrics_->prefill_time->Observe(absl::ToDoubleSeconds(computed - start));
+    for (const Sequence& s : seqs) metrics_->prompt_tokens->Increment(s.prompt_len);
+  }
   for (size_t i = 0; i < jobs.size(); ++i) {
     PrefillResult r;
     r.queue_seconds = absl::ToDoubleSeconds(start - jobs[i]->enqueued);
@@ -154,6 +162,17 @@ void PrefillLoop::RunBatch(std::vector<std::shared_ptr<PrefillJob>> jobs) {
       r.first_token = (*sampled)[i];
     }
     r.transfer_seconds = absl::ToDoubleSeconds(absl::Now() - computed);
+    if (metrics_ != nullptr) {
+      if (r.status.ok()) {
+        metrics_->kv_transfer_time->Observe(r.transfer_seconds);
+        metrics_->kv_transfer_bytes->Increment(static_cast<double>(r.kv_bytes));
+        // Over the whole transfer, which began with layer 0 during prefill.
+        const double span = absl::ToDoubleSeconds(absl::Now() - start);
+        if (span > 0) metrics_->kv_transfer_bandwidth->Set(static_cast<double>(r.kv_bytes) / span);
+      } else if (sampled.ok()) {
+        metrics_->kv_transfers_failed->Increment();
+      }
+    }
     if (!r.status.ok()) {
       TANDEM_LOG(WARNING) << "prefill of " << jobs[i]->request_id << " failed: " << r.status;
     }

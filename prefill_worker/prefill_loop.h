@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "common/engine/engine.h"
+#include "common/metrics/serving_metrics.h"
 #include "common/transport/kv_transport.h"
 #include "tandem/v1/worker.pb.h"
 
@@ -69,7 +70,9 @@ class PrefillLoop {
  public:
   // `max_batch_tokens`: prompt tokens per forward pass (a longer prompt
   // runs alone).
-  PrefillLoop(Engine& engine, KvTransport& transport, KvEndpointInfo self, int64_t max_batch_tokens);
+  // `metrics` may be null (tests).
+  PrefillLoop(Engine& engine, KvTransport& transport, KvEndpointInfo self, int64_t max_batch_tokens,
+              PrefillMetrics* metrics = nullptr);
   ~PrefillLoop();
   // Before Start(): the id peers see in handshake messages (our address).
   void set_worker_id(std::string id) { self_.worker_id = std::move(id); }
@@ -88,6 +91,7 @@ class PrefillLoop {
   KvTransport& transport_;
   KvEndpointInfo self_;  // fixed once Start() ran
   const int64_t max_batch_tokens_;
+  PrefillMetrics* metrics_;
   SeqId next_id_ = 1;  // loop thread only
 
   mutable std::mutex mu_;

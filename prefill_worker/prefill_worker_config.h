@@ -19,6 +19,7 @@ struct PrefillWorkerConfig {
   int64_t max_batch_tokens = 4096;
   std::string transport = "ucx";
   std::string port_file;
+  std::string metrics_listen = "0.0.0.0:0";
   double drain_timeout_seconds = 30.0;
 };
 

@@ -7,10 +7,12 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "common/engine/engine.h"
+#include "common/metrics/serving_metrics.h"
 #include "common/rpc/grpc_server.h"
 #include "common/rpc/worker_registration.h"
 #include "common/transport/kv_transport.h"
 #include "common/util/logging.h"
+#include "common/util/port_file.h"
 #include "common/util/signals.h"
 #include "common/util/status_macros.h"
 #include "prefill_worker/prefill_loop.h"
@@ -28,7 +30,8 @@ ABSL_FLAG(int32_t, block_size, 16, "tokens per KV block (must match the decode w
 ABSL_FLAG(int32_t, num_threads, 0, "CPU backend threads; 0: all cores");
 ABSL_FLAG(int64_t, max_batch_tokens, 4096, "prompt tokens per prefill batch");
 ABSL_FLAG(std::string, transport, "ucx", "KV transport: ucx or inproc");
-ABSL_FLAG(std::string, port_file, "", "write the bound gRPC port to this file once serving");
+ABSL_FLAG(std::string, port_file, "", "write the bound gRPC and metrics ports (one per line) once serving");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:0", "Prometheus /metrics address (port 0: any free port)");
 ABSL_FLAG(double, drain_timeout_seconds, 30.0, "on SIGTERM, time to finish queued prompts");
 
 namespace tandem {
@@ -48,6 +51,7 @@ PrefillWorkerConfig ConfigFromFlags() {
   c.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   c.transport = absl::GetFlag(FLAGS_transport);
   c.port_file = absl::GetFlag(FLAGS_port_file);
+  c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   c.drain_timeout_seconds = absl::GetFlag(FLAGS_drain_timeout_seconds);
   return c;
 }
@@ -61,7 +65,10 @@ absl::Status Run(const PrefillWorkerConfig& c) {
 
   // The worker's id is its address, known once the port is bound; the
   // loop starts (and so transfers begin) only after it is set.
-  PrefillLoop loop_storage(engine, *transport, KvEndpointInfo{"", fingerprint}, c.max_batch_tokens);
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<MetricsServer> metrics_server,
+                          MetricsServer::Start(c.metrics_listen, {{"model", model.name}, {"role", "prefill"}}));
+  PrefillMetrics metrics(*metrics_server, std::string(transport->name()));
+  PrefillLoop loop_storage(engine, *transport, KvEndpointInfo{"", fingerprint}, c.max_batch_tokens, &metrics);
   PrefillLoop* loop = &loop_storage;
   PrefillServiceImpl service(model.config, engine.kv_cache().num_total_blocks(),
                              engine.kv_cache().layout().block_size, *loop);
@@ -69,7 +76,7 @@ absl::Status Run(const PrefillWorkerConfig& c) {
   const std::string address = absl::StrCat(c.advertise_host, ":", server->port());
   loop->set_worker_id(address);
   loop->Start();
-  if (!c.port_file.empty()) std::ofstream(c.port_file) << server->port() << "\n";
+  if (!c.port_file.empty()) WritePortFile(c.port_file, server->port(), metrics_server->port());
   TANDEM_LOG(INFO) << "prefill worker serving on " << address << " (" << transport->name()
                    << " transport)";
 
@@ -92,6 +99,13 @@ absl::Status Run(const PrefillWorkerConfig& c) {
     r.set_waiting_requests(s.queued);
     r.set_queued_prompt_tokens(s.queued_tokens);
     r.set_draining(draining.load());
+    metrics.requests_running->Set(s.running);
+    metrics.requests_waiting->Set(s.queued);
+    metrics.queued_prompt_tokens->Set(static_cast<double>(s.queued_tokens));
+    metrics.kv_blocks_total->Set(engine.kv_cache().num_total_blocks());
+    metrics.kv_blocks_used->Set(r.kv_blocks_used());
+    metrics.kv_cache_utilization->Set(static_cast<double>(r.kv_blocks_used()) / engine.kv_cache().num_total_blocks());
+    metrics.draining->Set(draining ? 1 : 0);
     return r;
   };
   service.SetLoadReporter(load);

@@ -186,7 +186,13 @@ void GenerateCall::Release(const Placement& p) {
 
 bool GenerateCall::AddToken(const v1::GeneratedToken& token, v1::GenerateResponse* resp) {
   ++completion_tokens_;
-  if (completion_tokens_ == 1) first_token_time_ = absl::Now();
+  const absl::Time now = absl::Now();
+  if (completion_tokens_ == 1) {
+    first_token_time_ = now;
+  } else {
+    router_.metrics->inter_token_latency->Observe(absl::ToDoubleSeconds(now - last_token_time_));
+  }
+  last_token_time_ = now;
   last_decision_ = stop_->OnToken(token.id(), detokenizer_->Push(token.id()));
   v1::GeneratedToken* out = resp->add_tokens();
   *out = token;
@@ -203,6 +209,7 @@ bool GenerateCall::AddToken(const v1::GeneratedToken& token, v1::GenerateRespons
 
 void GenerateCall::Finish(v1::GenerateResponse* resp) {
   const absl::Time end = absl::Now();
+  end_time_ = end;
   resp->set_finish_reason(ToProto(last_decision_.reason));
   resp->set_matched_stop(last_decision_.matched_stop);
   if (return_text_ && last_decision_.matched_stop.empty()) {
@@ -220,6 +227,53 @@ void GenerateCall::Finish(v1::GenerateResponse* resp) {
   t->set_tpot_seconds(completion_tokens_ > 1 ? t->decode_seconds() / (completion_tokens_ - 1) : 0.0);
   resp->set_prefill_worker(prefill_worker_);
   resp->set_decode_worker(decode_worker_);
+}
+
+namespace {
+
+std::string OutcomeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return "ok";
+    case grpc::StatusCode::CANCELLED: return "cancelled";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "invalid_argument";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "deadline_exceeded";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "resource_exhausted";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "failed_precondition";
+    case grpc::StatusCode::UNAVAILABLE: return "unavailable";
+    case grpc::StatusCode::NOT_FOUND: return "not_found";
+    default: return "internal";
+  }
+}
+
+}  // namespace
+
+void GenerateCall::RecordOutcome(const grpc::Status& status) {
+  RouterMetrics& m = *router_.metrics;
+  const bool done = status.ok() && last_decision_.finished;
+  m.Requests(OutcomeName(status.error_code()), done ? std::string(FinishReasonName(last_decision_.reason)) : "none")
+      .Increment();
+  if (!done) return;
+  const double ttft = absl::ToDoubleSeconds(first_token_time_ - arrival_);
+  const double e2e = absl::ToDoubleSeconds(end_time_ - arrival_);
+  m.ttft->Observe(ttft);
+  m.e2e_latency->Observe(e2e);
+  m.queue_time->Observe(std::max(0.0, queue_seconds_));
+  m.prefill_time->Observe(prefill_seconds_);
+  m.kv_transfer_time->Observe(transfer_seconds_);
+  m.prompt_tokens->Increment(static_cast<double>(prompt_.size()));
+  m.generation_tokens->Increment(completion_tokens_);
+  // Objectives: the request's own hints, else the router's defaults. A
+  // one-token answer has no TPOT and meets that objective trivially.
+  const double ttft_target = req_.slo().has_ttft_seconds() ? req_.slo().ttft_seconds() : router_.config.slo_ttft_seconds;
+  const double tpot_target = req_.slo().has_tpot_seconds() ? req_.slo().tpot_seconds() : router_.config.slo_tpot_seconds;
+  const double tpot = completion_tokens_ > 1
+                          ? absl::ToDoubleSeconds(last_token_time_ - first_token_time_) / (completion_tokens_ - 1)
+                          : 0.0;
+  if (completion_tokens_ > 1) m.tpot->Observe(tpot);
+  const bool ttft_ok = ttft <= ttft_target, tpot_ok = tpot <= tpot_target;
+  m.Slo("ttft", ttft_ok).Increment();
+  m.Slo("tpot", tpot_ok).Increment();
+  m.Slo("all", ttft_ok && tpot_ok).Increment();
 }
 
 grpc::Status GenerateCall::Run() {

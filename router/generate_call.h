@@ -45,6 +45,9 @@ class GenerateCall {
   GenerateCall(RouterContext& router, grpc::ServerContext* ctx, const v1::GenerateRequest& req,
                grpc::ServerWriter<v1::GenerateResponse>* writer);
   grpc::Status Run();
+  // Counts the request's outcome and, when it succeeded, its latencies and
+  // SLO attainment.
+  void RecordOutcome(const grpc::Status& status);
 
  private:
   struct Placement {
@@ -83,6 +86,8 @@ class GenerateCall {
 
   absl::Time arrival_;
   absl::Time first_token_time_;
+  absl::Time last_token_time_;
+  absl::Time end_time_;
   double queue_seconds_ = 0, prefill_seconds_ = 0, transfer_seconds_ = 0;
   std::string prefill_worker_, decode_worker_;
 };

@@ -11,12 +11,16 @@ grpc::Status GenerationServiceImpl::Generate(grpc::ServerContext* ctx, const v1:
   const int32_t inflight = ctx_.inflight.fetch_add(1) + 1;
   if (inflight > ctx_.config.max_inflight_requests) {
     ctx_.inflight.fetch_sub(1);
+    ctx_.metrics->Requests("resource_exhausted", "none").Increment();
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                         absl::StrCat("router has ", inflight - 1, " requests in flight (limit ",
                                      ctx_.config.max_inflight_requests, ")"));
   }
+  ctx_.metrics->requests_running->Increment();
   GenerateCall call(ctx_, ctx, *req, writer);
   grpc::Status s = call.Run();
+  call.RecordOutcome(s);
+  ctx_.metrics->requests_running->Decrement();
   ctx_.inflight.fetch_sub(1);
   return s;
 }

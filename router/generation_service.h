@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/metrics/serving_metrics.h"
 #include "common/model/model_config.h"
 #include "common/tokenizer/tokenizer.h"
 #include "router/router_config.h"
@@ -23,6 +24,7 @@ struct RouterContext {
   std::unique_ptr<Tokenizer> tokenizer;
   std::vector<int32_t> eos_ids;
   WorkerRegistry* registry = nullptr;
+  RouterMetrics* metrics = nullptr;
   std::atomic<int32_t> inflight{0};
   std::atomic<int64_t> next_request{0};
 };

@@ -19,6 +19,10 @@ struct RouterConfig {
   // Time a worker call may take when the client set no deadline.
   double worker_timeout_seconds = 600.0;
   std::string port_file;
+  std::string metrics_listen = "0.0.0.0:0";  // Prometheus /metrics; port 0 picks one
+  // Default objectives, when a request carries no SloHints.
+  double slo_ttft_seconds = 1.0;
+  double slo_tpot_seconds = 0.1;
 };
 
 // INVALID_ARGUMENT naming the flag.

@@ -7,8 +7,10 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "common/default_model/default_model.h"
+#include "common/metrics/serving_metrics.h"
 #include "common/rpc/grpc_server.h"
 #include "common/util/logging.h"
+#include "common/util/port_file.h"
 #include "common/util/signals.h"
 #include "common/util/status_macros.h"
 #include "router/generation_service.h"
@@ -22,7 +24,10 @@ ABSL_FLAG(int32_t, max_inflight_requests, 256, "requests in flight beyond this a
 ABSL_FLAG(double, liveness_timeout_seconds, 5.0, "a worker silent this long is taken out of placement");
 ABSL_FLAG(double, report_interval_seconds, 0.5, "how often workers report load");
 ABSL_FLAG(double, worker_timeout_seconds, 600.0, "deadline of worker calls when the client sets none");
-ABSL_FLAG(std::string, port_file, "", "write the bound gRPC port to this file once serving");
+ABSL_FLAG(std::string, port_file, "", "write the bound gRPC and metrics ports (one per line) once serving");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:0", "Prometheus /metrics address (port 0: any free port)");
+ABSL_FLAG(double, slo_ttft_seconds, 1.0, "default time-to-first-token objective (requests may set their own)");
+ABSL_FLAG(double, slo_tpot_seconds, 0.1, "default time-per-output-token objective");
 
 namespace tandem::router {
 namespace {
@@ -37,6 +42,9 @@ RouterConfig ConfigFromFlags() {
   c.report_interval_seconds = absl::GetFlag(FLAGS_report_interval_seconds);
   c.worker_timeout_seconds = absl::GetFlag(FLAGS_worker_timeout_seconds);
   c.port_file = absl::GetFlag(FLAGS_port_file);
+  c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  c.slo_ttft_seconds = absl::GetFlag(FLAGS_slo_ttft_seconds);
+  c.slo_tpot_seconds = absl::GetFlag(FLAGS_slo_tpot_seconds);
   return c;
 }
 
@@ -58,6 +66,14 @@ absl::Status Run(const RouterConfig& c) {
   for (int64_t id : ctx.model.eos_token_ids) ctx.eos_ids.push_back(static_cast<int32_t>(id));
   if (ctx.eos_ids.empty()) ctx.eos_ids = ctx.tokenizer->eos_ids();
 
+  const std::string served = c.served_model_name.empty() ? ctx.model_name : c.served_model_name;
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<MetricsServer> metrics_server,
+                          MetricsServer::Start(c.metrics_listen, {{"model", served}, {"role", "router"}}));
+  RouterMetrics metrics(*metrics_server);
+  metrics.ttft_target->Set(c.slo_ttft_seconds);
+  metrics.tpot_target->Set(c.slo_tpot_seconds);
+  ctx.metrics = &metrics;
+
   WorkerRegistryOptions ro;
   ro.model_name = ctx.model_name;
   ro.liveness_timeout = absl::Seconds(c.liveness_timeout_seconds);
@@ -68,9 +84,9 @@ absl::Status Run(const RouterConfig& c) {
   RegistryService registry_service(registry);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server,
                           GrpcServer::Start(c.listen, {&generation, &registry_service}));
-  if (!c.port_file.empty()) std::ofstream(c.port_file) << server->port() << "\n";
-  const std::string served = c.served_model_name.empty() ? ctx.model_name : c.served_model_name;
-  TANDEM_LOG(INFO) << "router serving " << served << " on " << server->address();
+  if (!c.port_file.empty()) WritePortFile(c.port_file, server->port(), metrics_server->port());
+  TANDEM_LOG(INFO) << "router serving " << served << " on " << server->address() << ", metrics on port "
+                   << metrics_server->port();
 
   std::atomic<bool> stop{false};
   std::thread expiry([&] {

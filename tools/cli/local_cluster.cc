@@ -74,12 +74,12 @@ absl::StatusOr<LocalCluster::Child> LocalCluster::Spawn(const std::string& name,
   return Child{name, pid, -1};
 }
 
-absl::StatusOr<int> LocalCluster::WaitForPortFile(const std::string& path, const Child& child) {
+absl::StatusOr<std::pair<int, int>> LocalCluster::WaitForPortFile(const std::string& path, const Child& child) {
   const absl::Time give_up = absl::Now() + options_.start_timeout;
   while (absl::Now() < give_up) {
     std::ifstream in(path);
-    int port = 0;
-    if (in >> port && port > 0) return port;
+    int port = 0, metrics = 0;
+    if (in >> port >> metrics && port > 0) return std::make_pair(port, metrics);
     int status;
     if (waitpid(child.pid, &status, WNOHANG) == child.pid) {
       return absl::InternalError(absl::StrCat(child.name, " exited during start (status ", status,
@@ -105,12 +105,15 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
 
   const std::string router_port = (fs::path(options.run_dir) / "router.port").string();
   std::vector<std::string> router_args = {absl::StrCat("--listen=", options.router_listen), model_arg,
-                                          absl::StrCat("--port_file=", router_port)};
+                                          absl::StrCat("--port_file=", router_port),
+                                          "--metrics_listen=127.0.0.1:0"};
   router_args.insert(router_args.end(), options.router_args.begin(), options.router_args.end());
   TANDEM_ASSIGN_OR_RETURN(c->router_, c->Spawn("router", "tandem-router", router_args));
-  TANDEM_ASSIGN_OR_RETURN(int port, c->WaitForPortFile(router_port, c->router_));
-  c->router_address_ = absl::StrCat("127.0.0.1:", port);
+  TANDEM_ASSIGN_OR_RETURN(auto ports, c->WaitForPortFile(router_port, c->router_));
+  c->router_address_ = absl::StrCat("127.0.0.1:", ports.first);
+  c->metrics_addresses_.push_back(absl::StrCat("127.0.0.1:", ports.second));
 
+  std::vector<std::string> metrics_by_role;
   auto start_workers = [&](const std::string& role, const std::string& binary, int n,
                            const std::vector<std::string>& common,
                            const std::vector<std::vector<std::string>>& per,
@@ -120,7 +123,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
       const std::string port_file = (fs::path(options.run_dir) / (name + ".port")).string();
       std::vector<std::string> args = {absl::StrCat("--router=", c->router_address_),
                                        "--listen=127.0.0.1:0", model_arg,
-                                       absl::StrCat("--port_file=", port_file)};
+                                       absl::StrCat("--port_file=", port_file), "--metrics_listen=127.0.0.1:0"};
       args.insert(args.end(), common.begin(), common.end());
       if (i < static_cast<int>(per.size())) args.insert(args.end(), per[i].begin(), per[i].end());
       TANDEM_ASSIGN_OR_RETURN(Child child, c->Spawn(name, binary, args));
@@ -128,17 +131,22 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
     }
     for (int i = 0; i < n; ++i) {
       const std::string port_file = (fs::path(options.run_dir) / absl::StrCat(role, i, ".port")).string();
-      TANDEM_ASSIGN_OR_RETURN(int p, c->WaitForPortFile(port_file, (*children)[i]));
-      addresses->push_back(absl::StrCat("127.0.0.1:", p));
+      TANDEM_ASSIGN_OR_RETURN(auto p, c->WaitForPortFile(port_file, (*children)[i]));
+      addresses->push_back(absl::StrCat("127.0.0.1:", p.first));
+      metrics_by_role.push_back(absl::StrCat("127.0.0.1:", p.second));
     }
     return absl::OkStatus();
   };
   TANDEM_RETURN_IF_ERROR(start_workers("decode", "tandem-decode-worker", options.num_decode,
                                        options.decode_args, options.per_decode_args, &c->decode_,
                                        &c->decode_addresses_));
+  std::vector<std::string> decode_metrics;
+  decode_metrics.swap(metrics_by_role);
   TANDEM_RETURN_IF_ERROR(start_workers("prefill", "tandem-prefill-worker", options.num_prefill,
                                        options.prefill_args, options.per_prefill_args, &c->prefills_,
                                        &c->prefill_addresses_));
+  c->metrics_addresses_.insert(c->metrics_addresses_.end(), metrics_by_role.begin(), metrics_by_role.end());
+  c->metrics_addresses_.insert(c->metrics_addresses_.end(), decode_metrics.begin(), decode_metrics.end());
   if (!options.wait_for_workers) return c;
 
   auto stub = v1::GenerationService::NewStub(

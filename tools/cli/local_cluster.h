@@ -45,6 +45,9 @@ class LocalCluster {
   // Each worker's gRPC address ("127.0.0.1:port"), in start order.
   const std::vector<std::string>& prefill_addresses() const { return prefill_addresses_; }
   const std::vector<std::string>& decode_addresses() const { return decode_addresses_; }
+  // host:port of every process's /metrics, router first, then prefill and
+  // decode workers in start order.
+  const std::vector<std::string>& metrics_addresses() const { return metrics_addresses_; }
   pid_t router_pid() const { return router_.pid; }
   pid_t prefill_pid(int i) const { return prefills_[i].pid; }
   pid_t decode_pid(int i) const { return decode_[i].pid; }
@@ -66,11 +69,12 @@ class LocalCluster {
   LocalCluster() = default;
   absl::StatusOr<Child> Spawn(const std::string& name, const std::string& binary,
                               const std::vector<std::string>& args);
-  absl::StatusOr<int> WaitForPortFile(const std::string& path, const Child& child);
+  // The (gRPC, metrics) ports a child wrote once listening.
+  absl::StatusOr<std::pair<int, int>> WaitForPortFile(const std::string& path, const Child& child);
 
   LocalClusterOptions options_;
   std::string router_address_;
-  std::vector<std::string> prefill_addresses_, decode_addresses_;
+  std::vector<std::string> prefill_addresses_, decode_addresses_, metrics_addresses_;
   Child router_;
   std::vector<Child> prefills_, decode_;
   bool stopped_ = false;
