@@ -16,6 +16,7 @@ struct DecodeWorkerConfig {
   std::string router;                   // router host:port (required)
   ModelSource model;
   BackendOptions backend;
+  std::string device = "cpu";  // backend.device, as spelled on the command line
   int32_t max_batch_size = 128;
   int64_t max_batch_tokens = 8192;
   std::string transport = "ucx";

@@ -30,6 +30,7 @@ ABSL_FLAG(uint64_t, dummy_seed, 0, "seed of --dummy_weights");
 ABSL_FLAG(int32_t, num_kv_blocks, 2048, "KV cache blocks in the pool");
 ABSL_FLAG(int32_t, block_size, 16, "tokens per KV block");
 ABSL_FLAG(int32_t, num_threads, 0, "CPU backend threads; 0: all cores");
+ABSL_FLAG(std::string, device, "cpu", "engine backend: cpu or cuda");
 ABSL_FLAG(int32_t, max_batch_size, 128, "most sequences in one decode iteration");
 ABSL_FLAG(int64_t, max_batch_tokens, 8192, "most tokens computed in one iteration (recompute after preemption)");
 ABSL_FLAG(std::string, transport, "ucx", "KV transport: ucx or inproc");
@@ -51,6 +52,7 @@ DecodeWorkerConfig ConfigFromFlags() {
   c.backend.num_kv_blocks = absl::GetFlag(FLAGS_num_kv_blocks);
   c.backend.block_size = absl::GetFlag(FLAGS_block_size);
   c.backend.num_threads = absl::GetFlag(FLAGS_num_threads);
+  c.device = absl::GetFlag(FLAGS_device);
   c.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   c.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   c.transport = absl::GetFlag(FLAGS_transport);
@@ -63,7 +65,9 @@ DecodeWorkerConfig ConfigFromFlags() {
 absl::Status Run(const DecodeWorkerConfig& c) {
   TANDEM_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(c.model));
   const std::string fingerprint = ModelFingerprint(model);
-  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> backend, CreateBackend(model, c.backend));
+  BackendOptions backend_options = c.backend;
+  backend_options.device = c.device == "cuda" ? BackendOptions::Device::kCuda : BackendOptions::Device::kCpu;
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> backend, CreateBackend(model, backend_options));
   Engine engine(std::move(backend));
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<MetricsServer> metrics_server,
                           MetricsServer::Start(c.metrics_listen, {{"model", model.name}, {"role", "decode"}}));

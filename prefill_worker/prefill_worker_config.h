@@ -15,7 +15,8 @@ struct PrefillWorkerConfig {
   std::string advertise_host = "127.0.0.1";
   std::string router;
   ModelSource model;
-  BackendOptions backend;  // its KV pool is scratch for prompts in flight
+  BackendOptions backend;
+  std::string device = "cpu";  // backend.device, as spelled on the command line  // its KV pool is scratch for prompts in flight
   int64_t max_batch_tokens = 4096;
   std::string transport = "ucx";
   std::string port_file;

