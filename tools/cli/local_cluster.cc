@@ -193,6 +193,28 @@ bool LocalCluster::AllAlive(std::string* who) const {
   return true;
 }
 
+absl::StatusOr<int> LocalCluster::Terminate(const std::string& name, absl::Duration timeout) {
+  Child* ch = nullptr;
+  for (Child* c : {&router_}) if (c->name == name) ch = c;
+  for (Child& c : prefills_) if (c.name == name) ch = &c;
+  for (Child& c : decode_) if (c.name == name) ch = &c;
+  if (ch == nullptr) return absl::NotFoundError(absl::StrCat("no process named ", name));
+  if (ch->exit_status < 0) kill(ch->pid, SIGTERM);
+  const absl::Time give_up = absl::Now() + timeout;
+  while (ch->exit_status < 0) {
+    int status;
+    if (waitpid(ch->pid, &status, WNOHANG) == ch->pid) {
+      ch->exit_status = status;
+      break;
+    }
+    if (absl::Now() > give_up) {
+      return absl::DeadlineExceededError(absl::StrCat(name, " did not exit within ", absl::FormatDuration(timeout)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return WIFEXITED(ch->exit_status) ? WEXITSTATUS(ch->exit_status) : -1;
+}
+
 absl::Status LocalCluster::Stop(absl::Duration grace) {
   if (stopped_) return absl::OkStatus();
   stopped_ = true;

@@ -57,6 +57,11 @@ class LocalCluster {
   // then SIGKILLs what is left. Returns an error naming every process that
   // did not exit with status 0.
   absl::Status Stop(absl::Duration grace = absl::Seconds(20));
+  // Sends SIGTERM to one process ("router", "prefill0", "decode1", ...)
+  // and waits for it to exit; returns its exit code (-1 if killed by a
+  // signal).
+  absl::StatusOr<int> Terminate(const std::string& name, absl::Duration timeout = absl::Seconds(30));
+
   // True while any process is alive; sets `who` to a dead one's name.
   bool AllAlive(std::string* who) const;
 
