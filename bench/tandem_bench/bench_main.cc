@@ -1,0 +1,182 @@
+// tandem-bench: load a router the way the field measures serving systems.
+//   tandem-bench --router HOST:PORT --rates 1,2,4,8 --num_requests 200 \
+//       --input_len 512 --output_len 128 --out_dir results/
+//   tandem-bench --router HOST:PORT --concurrency 1,8,32 ...
+//   tandem-bench compare before.json after.json --out compare.svg
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "bench/tandem_bench/load_runner.h"
+#include "bench/tandem_bench/report.h"
+#include "bench/tandem_bench/run_stats.h"
+#include "bench/tandem_bench/workload.h"
+
+ABSL_FLAG(std::string, router, "127.0.0.1:8000", "router address");
+ABSL_FLAG(std::vector<std::string>, rates, {}, "open-loop Poisson request rates (req/s) to sweep, e.g. 1,2,4,8");
+ABSL_FLAG(std::vector<std::string>, concurrency, {}, "closed-loop concurrency levels to sweep (instead of --rates)");
+ABSL_FLAG(int32_t, num_requests, 100, "requests per run");
+ABSL_FLAG(int32_t, warmup, 4, "requests sent (and not counted) before the first run");
+ABSL_FLAG(std::string, input_len, "128", "prompt tokens: N, LO:HI (uniform) or sharegpt");
+ABSL_FLAG(std::string, output_len, "64", "output tokens: N, LO:HI (uniform) or sharegpt");
+ABSL_FLAG(std::string, dataset, "", "JSON-lines dataset instead of generated lengths (docs/benchmarks.md)");
+ABSL_FLAG(double, slo_ttft, 1.0, "TTFT objective in seconds, for attainment and goodput");
+ABSL_FLAG(double, slo_tpot, 0.1, "TPOT objective in seconds");
+ABSL_FLAG(double, attainment_target, 0.9, "goodput: the highest rate at which this share meets both objectives");
+ABSL_FLAG(double, deadline, 0, "per-request deadline in seconds; 0: none");
+ABSL_FLAG(std::string, out_dir, "bench-results", "where results.json and the plots go");
+ABSL_FLAG(uint64_t, seed, 0, "seed of the workload and the arrivals");
+ABSL_FLAG(bool, progress, true, "show a progress bar");
+ABSL_FLAG(std::string, out, "compare.svg", "compare: the plot to write");
+ABSL_FLAG(std::vector<std::string>, names, {}, "compare: names of the two result files (default: file names)");
+
+namespace tandem::bench {
+namespace {
+
+int Fail(const std::string& msg) {
+  std::cerr << "tandem-bench: " << msg << "\n";
+  return 1;
+}
+
+int Compare(const std::vector<std::string>& files) {
+  if (files.size() != 2) return Fail("compare takes two results.json files");
+  nlohmann::json j[2];
+  for (int i = 0; i < 2; ++i) {
+    std::ifstream in(files[i]);
+    j[i] = nlohmann::json::parse(in, nullptr, false);
+    if (j[i].is_discarded() || !j[i].contains("runs")) return Fail(files[i] + " is not a tandem-bench result");
+  }
+  std::vector<std::string> names = absl::GetFlag(FLAGS_names);
+  if (names.size() != 2) {
+    names = {std::filesystem::path(files[0]).parent_path().filename().string(),
+             std::filesystem::path(files[1]).parent_path().filename().string()};
+    if (names[0].empty() || names[0] == names[1]) names = {files[0], files[1]};
+  }
+  absl::Status s = WriteComparePlot(j[0], names[0], j[1], names[1], absl::GetFlag(FLAGS_out));
+  if (!s.ok()) return Fail(std::string(s.message()));
+  std::cout << "wrote " << absl::GetFlag(FLAGS_out) << "\n";
+  return 0;
+}
+
+std::vector<double> ParseList(const std::vector<std::string>& v, bool* ok) {
+  std::vector<double> out;
+  for (const std::string& s : v) {
+    double x;
+    if (!absl::SimpleAtod(s, &x) || x <= 0) *ok = false;
+    out.push_back(x);
+  }
+  return out;
+}
+
+int Run() {
+  bool ok = true;
+  const std::vector<double> rates = ParseList(absl::GetFlag(FLAGS_rates), &ok);
+  const std::vector<double> conc = ParseList(absl::GetFlag(FLAGS_concurrency), &ok);
+  if (!ok) return Fail("--rates and --concurrency take positive numbers");
+  if (rates.empty() == conc.empty()) return Fail("give exactly one of --rates or --concurrency");
+
+  auto stub = ConnectRouter(absl::GetFlag(FLAGS_router));
+  v1::ModelInfo info;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
+    if (!s.ok()) return Fail("cannot reach the router at " + absl::GetFlag(FLAGS_router) + ": " + s.error_message());
+  }
+  WorkloadOptions w;
+  w.num_requests = absl::GetFlag(FLAGS_num_requests);
+  auto in = LengthSpec::Parse(absl::GetFlag(FLAGS_input_len), "input_len");
+  auto out = LengthSpec::Parse(absl::GetFlag(FLAGS_output_len), "output_len");
+  if (!in.ok()) return Fail(std::string(in.status().message()));
+  if (!out.ok()) return Fail(std::string(out.status().message()));
+  w.input = *in;
+  w.output = *out;
+  w.vocab_size = info.vocab_size();
+  w.max_input = static_cast<int32_t>(std::max<int64_t>(16, info.max_context_length() / 2));
+  w.max_output = static_cast<int32_t>(std::max<int64_t>(16, info.max_context_length() / 4));
+  w.seed = absl::GetFlag(FLAGS_seed);
+  w.dataset = absl::GetFlag(FLAGS_dataset);
+  auto requests = MakeWorkload(w);
+  if (!requests.ok()) return Fail(std::string(requests.status().message()));
+
+  const SloTargets slo{absl::GetFlag(FLAGS_slo_ttft), absl::GetFlag(FLAGS_slo_tpot)};
+  LoadOptions lo;
+  lo.progress = absl::GetFlag(FLAGS_progress);
+  lo.deadline_seconds = absl::GetFlag(FLAGS_deadline);
+  if (absl::GetFlag(FLAGS_warmup) > 0) {
+    std::vector<BenchRequest> warm(requests->begin(),
+                                   requests->begin() + std::min<size_t>(absl::GetFlag(FLAGS_warmup), requests->size()));
+    LoadOptions wo = lo;
+    wo.concurrency = static_cast<int32_t>(warm.size());
+    wo.label = "warm-up";
+    RunLoad(*stub, warm, wo, w.seed);
+  }
+
+  std::vector<RunStats> runs;
+  const std::vector<double>& loads = rates.empty() ? conc : rates;
+  for (double load : loads) {
+    LoadOptions o = lo;
+    if (!rates.empty()) {
+      o.rate = load;
+      o.label = absl::StrFormat("%7.2f req/s", load);
+    } else {
+      o.concurrency = static_cast<int32_t>(load);
+      o.label = absl::StrFormat("c=%-4d", o.concurrency);
+    }
+    RunStats s = ComputeStats(RunLoad(*stub, *requests, o, w.seed), slo);
+    s.rate = o.rate;
+    s.concurrency = rates.empty() ? o.concurrency : 0;
+    runs.push_back(std::move(s));
+  }
+
+  std::cout << FormatTable(runs, slo);
+  nlohmann::json result;
+  result["router"] = absl::GetFlag(FLAGS_router);
+  result["model"] = info.name();
+  result["config"] = {{"num_requests", w.num_requests},
+                      {"input_len", absl::GetFlag(FLAGS_input_len)},
+                      {"output_len", absl::GetFlag(FLAGS_output_len)},
+                      {"dataset", w.dataset},
+                      {"seed", w.seed},
+                      {"slo_ttft_s", slo.ttft_seconds},
+                      {"slo_tpot_s", slo.tpot_seconds},
+                      {"attainment_target", absl::GetFlag(FLAGS_attainment_target)}};
+  for (const RunStats& r : runs) result["runs"].push_back(ToJson(r));
+  if (!rates.empty()) {
+    const double g = GoodputRate(runs, absl::GetFlag(FLAGS_attainment_target));
+    result["goodput_rate"] = g;
+    std::cout << absl::StrFormat("goodput: %.2f req/s (highest swept rate with >= %.0f%% attainment)\n", g,
+                                 100 * absl::GetFlag(FLAGS_attainment_target));
+  }
+  const std::string dir = absl::GetFlag(FLAGS_out_dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/results.json") << result.dump(1) << "\n";
+  absl::Status s = WritePlots(runs, slo, dir);
+  if (!s.ok()) return Fail(std::string(s.message()));
+  std::cout << "wrote " << dir << "/results.json and plots\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace tandem::bench
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "tandem-bench --router HOST:PORT (--rates R1,R2,... | --concurrency C1,...) [flags]\n"
+      "tandem-bench compare A/results.json B/results.json --out compare.svg");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() >= 2 && std::string(args[1]) == "compare") {
+    return tandem::bench::Compare(std::vector<std::string>(args.begin() + 2, args.end()));
+  }
+  if (args.size() >= 2 && std::string(args[1]) != "run") {
+    std::cerr << "tandem-bench: unknown command '" << args[1] << "'\n";
+    return 2;
+  }
+  return tandem::bench::Run();
+}

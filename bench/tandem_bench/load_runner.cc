@@ -1,0 +1,129 @@
+#include "bench/tandem_bench/load_runner.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+
+#include <unistd.h>
+
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+
+namespace tandem::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+RequestRecord RunOne(v1::GenerationService::Stub& stub, const BenchRequest& r, Clock::time_point t0,
+                     double deadline_seconds) {
+  RequestRecord rec;
+  v1::GenerateRequest req;
+  for (int32_t id : r.prompt) req.mutable_token_ids()->add_ids(id);
+  req.mutable_sampling()->set_temperature(0.0f);
+  req.mutable_stopping()->set_max_new_tokens(r.output_tokens);
+  req.mutable_stopping()->set_ignore_eos(true);
+  req.set_return_text(false);
+  rec.prompt_tokens = static_cast<int32_t>(r.prompt.size());
+  grpc::ClientContext ctx;
+  if (deadline_seconds > 0) {
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(static_cast<int64_t>(deadline_seconds * 1000)));
+  }
+  const Clock::time_point sent = Clock::now();
+  rec.sent = std::chrono::duration<double>(sent - t0).count();
+  auto reader = stub.Generate(&ctx, req);
+  v1::GenerateResponse resp;
+  while (reader->Read(&resp)) {
+    const double at = Since(sent);
+    for (int i = 0; i < resp.tokens_size(); ++i) rec.tokens.push_back(at);
+  }
+  grpc::Status s = reader->Finish();
+  rec.ok = s.ok();
+  if (!s.ok()) rec.error = s.error_message();
+  return rec;
+}
+
+// A bar redrawn in place on a terminal; on a pipe or a log file, a line
+// at each quarter.
+class Progress {
+ public:
+  Progress(bool on, size_t total, std::string label)
+      : on_(on), tty_(isatty(2) != 0), total_(total), label_(std::move(label)) {}
+  void Done() {
+    const size_t n = ++done_;
+    if (!on_) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!tty_) {
+      if (n * 4 / total_ != (n - 1) * 4 / total_) {
+        std::fprintf(stderr, "%s: %zu/%zu requests done\n", label_.c_str(), n, total_);
+      }
+      return;
+    }
+    const int width = 30, filled = static_cast<int>(width * n / total_);
+    std::fprintf(stderr, "\r%s [%.*s%*s] %zu/%zu", label_.c_str(), filled, "==============================",
+                 width - filled, "", n, total_);
+    if (n == total_) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  }
+
+ private:
+  bool on_;
+  bool tty_;
+  size_t total_;
+  std::string label_;
+  std::atomic<size_t> done_{0};
+  std::mutex mu_;
+};
+
+}  // namespace
+
+std::unique_ptr<v1::GenerationService::Stub> ConnectRouter(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return v1::GenerationService::NewStub(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+}
+
+LoadResult RunLoad(v1::GenerationService::Stub& stub, const std::vector<BenchRequest>& requests,
+                   const LoadOptions& options, uint64_t seed) {
+  LoadResult result;
+  result.records.resize(requests.size());
+  Progress progress(options.progress, requests.size(), options.label);
+  const Clock::time_point t0 = Clock::now();
+  std::vector<std::thread> threads;
+  if (options.rate > 0) {
+    // Open loop: each request leaves at its Poisson arrival time.
+    const std::vector<double> arrivals = PoissonArrivals(static_cast<int>(requests.size()), options.rate, seed);
+    for (size_t i = 0; i < requests.size(); ++i) {
+      std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(arrivals[i])));
+      threads.emplace_back([&, i] {
+        result.records[i] = RunOne(stub, requests[i], t0, options.deadline_seconds);
+        progress.Done();
+      });
+    }
+  } else {
+    // Closed loop: `concurrency` clients, each sending its next request as
+    // soon as the previous one finished.
+    std::atomic<size_t> next{0};
+    for (int c = 0; c < std::max(1, options.concurrency); ++c) {
+      threads.emplace_back([&] {
+        for (size_t i = next++; i < requests.size(); i = next++) {
+          result.records[i] = RunOne(stub, requests[i], t0, options.deadline_seconds);
+          progress.Done();
+        }
+      });
+    }
+  }
+  for (std::thread& t : threads) t.join();
+  double end = 0;
+  for (const RequestRecord& r : result.records) end = std::max(end, r.sent + r.e2e());
+  result.duration = end;
+  return result;
+}
+
+}  // namespace tandem::bench
