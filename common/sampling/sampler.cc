@@ -2,13 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
-
-#include "absl/container/flat_hash_map.h"
+#include <initializer_list>
+#include <limits>
 
 namespace tandem {
 namespace {
 
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// splitmix64's finalizer: a bijective 64-bit mix with full avalanche.
 uint64_t Mix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -16,28 +18,56 @@ uint64_t Mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// A NaN logit would break the strict weak ordering the sorts rely on; it is
+// treated as impossible (-inf) instead.
+std::vector<float> SanitizedCopy(std::span<const float> raw) {
+  std::vector<float> out(raw.begin(), raw.end());
+  for (float& x : out) {
+    if (std::isnan(x)) x = kNegInf;
+  }
+  return out;
+}
+
+// The in-vocabulary ids of `spans`, sorted (with repeats): the penalties
+// work from this instead of a vocabulary-sized table, so their cost follows
+// the history length, not the vocabulary.
+std::vector<int32_t> SortedIds(std::initializer_list<std::span<const int32_t>> spans, int64_t vocab) {
+  std::vector<int32_t> ids;
+  size_t n = 0;
+  for (auto s : spans) n += s.size();
+  ids.reserve(n);
+  for (auto s : spans) {
+    for (int32_t t : s) {
+      if (t >= 0 && t < vocab) ids.push_back(t);
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
 void ApplyPenalties(std::vector<float>& logits, const SamplingParams& p, const TokenHistory& h) {
-  const int64_t v = static_cast<int64_t>(logits.size());
+  const int64_t vocab = static_cast<int64_t>(logits.size());
   if (p.repetition_penalty != 1.0f) {
-    std::vector<bool> seen(logits.size(), false);
-    for (auto span : {h.prompt, h.output}) {
-      for (int32_t t : span) {
-        if (t < 0 || t >= v || seen[t]) continue;
-        seen[t] = true;
-        logits[t] = logits[t] > 0 ? logits[t] / p.repetition_penalty : logits[t] * p.repetition_penalty;
-      }
+    std::vector<int32_t> seen = SortedIds({h.prompt, h.output}, vocab);
+    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+    for (int32_t t : seen) {
+      float& l = logits[t];
+      l = l > 0 ? l / p.repetition_penalty : l * p.repetition_penalty;
     }
   }
   if (p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f) {
-    absl::flat_hash_map<int32_t, int32_t> counts;
-    for (int32_t t : h.output) {
-      if (t >= 0 && t < v) ++counts[t];
-    }
-    for (auto [t, n] : counts) {
-      logits[t] -= p.frequency_penalty * static_cast<float>(n) + p.presence_penalty;
+    const std::vector<int32_t> out = SortedIds({h.output}, vocab);
+    for (size_t i = 0; i < out.size();) {
+      size_t j = i;
+      while (j < out.size() && out[j] == out[i]) ++j;
+      logits[out[i]] -= p.frequency_penalty * static_cast<float>(j - i) + p.presence_penalty;
+      i = j;
     }
   }
 }
+
+// "a ranks before b": higher logit first, ties to the lower id.
+bool Before(float la, int32_t a, float lb, int32_t b) { return la != lb ? la > lb : a < b; }
 
 int32_t Argmax(const std::vector<float>& x) {
   int32_t best = 0;
@@ -47,101 +77,151 @@ int32_t Argmax(const std::vector<float>& x) {
   return best;
 }
 
-void FillLogprobs(std::span<const float> raw, int32_t chosen, int32_t n, SampleResult* r) {
-  float max = -INFINITY;
+// A token still in the running, with its unnormalized probability at the
+// request's temperature (the most likely candidate has weight 1).
+struct Candidate {
+  double weight;
+  float logit;
+  int32_t id;
+};
+
+bool CandidateBefore(const Candidate& a, const Candidate& b) { return Before(a.logit, a.id, b.logit, b.id); }
+
+// top-k: the k best, sorted. Otherwise every token, in id order.
+std::vector<Candidate> TopKCandidates(const std::vector<float>& logits, int32_t top_k, bool* sorted) {
+  std::vector<Candidate> c(logits.size());
+  for (size_t i = 0; i < c.size(); ++i) c[i] = {0.0, logits[i], static_cast<int32_t>(i)};
+  *sorted = false;
+  if (top_k > 0 && static_cast<size_t>(top_k) < c.size()) {
+    std::nth_element(c.begin(), c.begin() + top_k, c.end(), CandidateBefore);
+    c.resize(static_cast<size_t>(top_k));
+    std::sort(c.begin(), c.end(), CandidateBefore);
+    *sorted = true;
+  }
+  return c;
+}
+
+// Fills the weights exp((logit - max) / t) and returns their sum. Written
+// so that no input makes a NaN: the max itself gets exactly 1 (also when it
+// is +-inf), and a tiny t sends the others to 0 rather than to inf * 0.
+double FillWeights(std::vector<Candidate>& c, double temperature) {
+  float max = kNegInf;
+  for (const Candidate& x : c) max = std::max(max, x.logit);
+  double total = 0;
+  for (Candidate& x : c) {
+    x.weight = x.logit == max ? 1.0 : std::exp((static_cast<double>(x.logit) - max) / temperature);
+    total += x.weight;
+  }
+  return total;
+}
+
+// top-p: keeps the smallest best-first prefix whose mass reaches
+// top_p * total (at least one token). Unsorted candidates are sorted only as
+// far as needed, in growing chunks, since a peaked distribution reaches the
+// mass within a few tokens of a 128k vocabulary.
+void ApplyTopP(std::vector<Candidate>& c, double top_p, double total, bool sorted) {
+  const double target = top_p * total;
+  const size_t n = c.size();
+  size_t ordered = sorted ? n : 0;
+  size_t chunk = sorted ? n : std::min<size_t>(n, 256);
+  double mass = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (i == ordered) {
+      std::partial_sort(c.begin() + i, c.begin() + chunk, c.end(), CandidateBefore);
+      ordered = chunk;
+      chunk = std::min(n, chunk * 4);
+    }
+    mass += c[i].weight;
+    if (mass >= target) {
+      c.resize(i + 1);
+      return;
+    }
+  }
+  // Rounding kept the mass just under the target: everything stays.
+}
+
+// min-p: drops p < min_p * p_max. The best candidate has weight 1 (it is
+// never removed by top-k or top-p), so the rule is weight < min_p.
+void ApplyMinP(std::vector<Candidate>& c, double min_p) {
+  double max_weight = 0;
+  for (const Candidate& x : c) max_weight = std::max(max_weight, x.weight);
+  const double threshold = min_p * max_weight;
+  c.erase(std::remove_if(c.begin(), c.end(), [&](const Candidate& x) { return x.weight < threshold; }), c.end());
+}
+
+// Inverse CDF over the kept candidates in their current order. A
+// zero-weight candidate can never be chosen: the CDF does not rise at it.
+int32_t Draw(const std::vector<Candidate>& c, double uniform) {
+  double total = 0;
+  for (const Candidate& x : c) total += x.weight;
+  const double u = uniform * total;
+  double cdf = 0;
+  for (const Candidate& x : c) {
+    cdf += x.weight;
+    if (u < cdf) return x.id;
+  }
+  // uniform * total can round up to total itself: clamp to the last kept
+  // candidate that has any mass.
+  for (auto it = c.rbegin(); it != c.rend(); ++it) {
+    if (it->weight > 0) return it->id;
+  }
+  return c.front().id;
+}
+
+// Logprobs of the raw logits (vLLM's default "raw_logprobs"): before the
+// penalties, temperature and truncation.
+void FillLogprobs(const std::vector<float>& raw, int32_t chosen, int32_t n, SampleResult* r) {
+  float max = kNegInf;
   for (float x : raw) max = std::max(max, x);
   double sum = 0;
-  for (float x : raw) sum += std::exp(static_cast<double>(x) - max);
-  const float log_z = max + static_cast<float>(std::log(sum));
+  for (float x : raw) sum += x == max ? 1.0 : std::exp(static_cast<double>(x) - max);
+  const double log_z = static_cast<double>(max) + std::log(sum);
+  auto logprob = [&](int32_t id) {
+    return raw[id] == max ? static_cast<float>(-std::log(sum)) : static_cast<float>(raw[id] - log_z);
+  };
   r->logprob_valid = true;
-  r->logprob = raw[chosen] - log_z;
+  r->logprob = logprob(chosen);
   int32_t rank = 1;
   for (int32_t i = 0; i < static_cast<int32_t>(raw.size()); ++i) {
-    if (raw[i] > raw[chosen] || (raw[i] == raw[chosen] && i < chosen)) ++rank;
+    if (Before(raw[i], i, raw[chosen], chosen)) ++rank;
   }
   r->rank = rank;
-  if (n > 0) {
-    std::vector<int32_t> ids(raw.size());
-    std::iota(ids.begin(), ids.end(), 0);
-    const size_t k = std::min<size_t>(static_cast<size_t>(n), ids.size());
-    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) {
-      return raw[a] != raw[b] ? raw[a] > raw[b] : a < b;
-    });
-    for (size_t i = 0; i < k; ++i) r->top.push_back({ids[i], raw[ids[i]] - log_z});
+  // The n best, kept sorted while scanning (n <= 20, so insertion is cheap
+  // and nothing vocabulary-sized is allocated).
+  std::vector<int32_t> best;
+  best.reserve(static_cast<size_t>(n) + 1);
+  for (int32_t i = 0; n > 0 && i < static_cast<int32_t>(raw.size()); ++i) {
+    if (best.size() == static_cast<size_t>(n) && !Before(raw[i], i, raw[best.back()], best.back())) continue;
+    auto pos = std::find_if(best.begin(), best.end(), [&](int32_t b) { return Before(raw[i], i, raw[b], b); });
+    best.insert(pos, i);
+    if (best.size() > static_cast<size_t>(n)) best.pop_back();
   }
+  for (int32_t id : best) r->top.push_back({id, logprob(id)});
 }
 
 }  // namespace
 
 double SamplingUniform(uint64_t seed, uint64_t step) {
-  // 53 random bits of a hash of (seed, step).
+  // The top 53 bits of a hash of (seed, step): exactly representable, in [0, 1).
   return static_cast<double>(Mix(Mix(seed) ^ (step * 0xd1342543de82ef95ull + 1)) >> 11) * 0x1.0p-53;
 }
 
-SampleResult Sampler::Sample(std::span<const float> raw, const SamplingParams& p,
+SampleResult Sampler::Sample(std::span<const float> raw_logits, const SamplingParams& p,
                              const TokenHistory& history, uint64_t seed, uint64_t step) const {
-  std::vector<float> logits(raw.begin(), raw.end());
-  ApplyPenalties(logits, p, history);
   SampleResult r;
+  if (raw_logits.empty()) return r;
+  const std::vector<float> raw = SanitizedCopy(raw_logits);
+  std::vector<float> logits = raw;
+  ApplyPenalties(logits, p, history);
   if (p.greedy()) {
     r.token = Argmax(logits);
   } else {
-    // Candidates sorted by logit (descending, ties by id), then truncated.
-    std::vector<int32_t> ids(logits.size());
-    std::iota(ids.begin(), ids.end(), 0);
-    auto by_logit = [&](int32_t a, int32_t b) { return logits[a] != logits[b] ? logits[a] > logits[b] : a < b; };
-    size_t keep = ids.size();
-    if (p.top_k > 0 && static_cast<size_t>(p.top_k) < keep) {
-      keep = static_cast<size_t>(p.top_k);
-      std::partial_sort(ids.begin(), ids.begin() + keep, ids.end(), by_logit);
-      ids.resize(keep);
-    } else {
-      std::sort(ids.begin(), ids.end(), by_logit);
-    }
-    // Probabilities at this temperature over the candidates (the max is
-    // ids[0], so exp never overflows).
-    const double inv_t = 1.0 / p.temperature;
-    const double top = logits[ids[0]];
-    std::vector<double> prob(ids.size());
-    double z = 0;
-    for (size_t i = 0; i < ids.size(); ++i) z += prob[i] = std::exp((logits[ids[i]] - top) * inv_t);
-    for (double& q : prob) q /= z;
-    // top-p: the smallest prefix whose mass reaches top_p.
-    if (p.top_p < 1.0f) {
-      double mass = 0;
-      size_t n = 0;
-      while (n < prob.size()) {
-        mass += prob[n++];
-        if (mass >= p.top_p) break;
-      }
-      keep = std::max<size_t>(1, n);
-      prob.resize(keep);
-      ids.resize(keep);
-    }
-    // min-p: relative to the most likely token's probability.
-    if (p.min_p > 0.0f) {
-      const double threshold = p.min_p * prob[0];
-      size_t n = 1;
-      while (n < prob.size() && prob[n] >= threshold) ++n;
-      prob.resize(n);
-      ids.resize(n);
-    }
-    double total = 0;
-    for (double q : prob) total += q;
-    const double u = SamplingUniform(seed, step) * total;
-    double cdf = 0;
-    // Should rounding leave u past the last step of the CDF, the draw lands
-    // on the last kept token with non-zero probability.
-    for (size_t i = 0; i < prob.size(); ++i) {
-      if (prob[i] > 0) r.token = ids[i];
-    }
-    for (size_t i = 0; i < prob.size(); ++i) {
-      cdf += prob[i];
-      if (u < cdf) {
-        r.token = ids[i];
-        break;
-      }
-    }
+    bool sorted = false;
+    std::vector<Candidate> c = TopKCandidates(logits, p.top_k, &sorted);
+    const double total = FillWeights(c, p.temperature);
+    if (p.top_p < 1.0f) ApplyTopP(c, p.top_p, total, sorted);
+    if (p.min_p > 0.0f) ApplyMinP(c, p.min_p);
+    r.token = Draw(c, SamplingUniform(seed, step));
   }
   if (p.logprobs >= 0) FillLogprobs(raw, r.token, p.logprobs, &r);
   return r;

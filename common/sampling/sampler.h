@@ -28,7 +28,9 @@ struct SampleResult {
   // truncation: vLLM's default), of the chosen token.
   float logprob = 0.0f;
   int32_t rank = 0;  // 1 = most likely under the raw logits
-  std::vector<TokenLogprob> top;  // params.logprobs most likely, descending
+  // The params.logprobs most likely under the raw logits, descending, ties
+  // to the lower id (the same order `rank` counts in).
+  std::vector<TokenLogprob> top;
 };
 
 // Stateless and thread-safe.
