@@ -23,7 +23,9 @@ StopChecker::StopChecker(const StoppingParams& params, std::vector<int32_t> eos_
 StopDecision StopChecker::OnToken(int32_t token, std::string_view delta) {
   StopDecision d;
   if (finished_) {
+    // Tokens after the end (a caller still draining a batch) change nothing.
     d.finished = true;
+    d.reason = reason_;
     return d;
   }
   ++generated_;
@@ -49,6 +51,7 @@ StopDecision StopChecker::OnToken(int32_t token, std::string_view delta) {
       d.reason = FinishReason::kStop;
       d.matched_stop = *best_stop;
       finished_ = true;
+      reason_ = d.reason;
       return d;
     }
   }
@@ -65,12 +68,15 @@ StopDecision StopChecker::OnToken(int32_t token, std::string_view delta) {
   }
   if (d.finished) {
     finished_ = true;
+    reason_ = d.reason;
     d.text = std::move(pending_);
     pending_.clear();
     return d;
   }
   // Release everything except the longest suffix that is a proper prefix
-  // of some stop string.
+  // of some stop string (so shorter than max_stop_len_): no stop string can
+  // start in the released part, since it would have been found above or its
+  // start would lie in that suffix.
   size_t hold = 0;
   for (const std::string& s : params_.stop) {
     for (size_t len = std::min(s.size() - 1, pending_.size()); len > hold; --len) {

@@ -43,8 +43,11 @@ class StopChecker {
   std::vector<int32_t> eos_ids_;
   size_t max_stop_len_ = 0;
   int32_t generated_ = 0;
-  std::string pending_;  // text not yet released
+  // Text not yet released: shorter than max_stop_len_ between calls, which
+  // keeps the stop-string search incremental.
+  std::string pending_;
   bool finished_ = false;
+  FinishReason reason_ = FinishReason::kNone;
 };
 
 }  // namespace tandem
