@@ -2,6 +2,7 @@
 // of the text first (longest match), the rest goes through the normalizer,
 // pre-tokenizer and BPE model, and the post-processor adds BOS (etc.).
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -58,11 +59,15 @@ class HfTokenizer final : public Tokenizer {
       added_by_content_[t.content] = t.id;
       added_.push_back(t);
     }
-    // Longest first, so that matching at a position prefers the longest.
-    match_order_.resize(added_.size());
-    for (size_t i = 0; i < added_.size(); ++i) match_order_[i] = i;
-    std::sort(match_order_.begin(), match_order_.end(),
-              [&](size_t a, size_t b) { return added_[a].content.size() > added_[b].content.size(); });
+    // Candidates per first byte, longest first, so that matching at a
+    // position prefers the longest and looks only at plausible tokens.
+    for (size_t i = 0; i < added_.size(); ++i) {
+      match_by_first_byte_[static_cast<uint8_t>(added_[i].content[0])].push_back(i);
+    }
+    for (auto& bucket : match_by_first_byte_) {
+      std::stable_sort(bucket.begin(), bucket.end(),
+                       [&](size_t a, size_t b) { return added_[a].content.size() > added_[b].content.size(); });
+    }
     vocab_size_ = model_.max_id() + 1;
     for (const AddedToken& t : added_) vocab_size_ = std::max<int64_t>(vocab_size_, t.id + 1);
 
@@ -71,8 +76,8 @@ class HfTokenizer final : public Tokenizer {
     if (!s.ok()) return s;
 
     if (config.is_object()) {
-      if (auto bos = TokenToId(TokenName(config.value("bos_token", Json())))) bos_ = bos;
-      if (auto eos = TokenToId(TokenName(config.value("eos_token", Json())))) eos_.push_back(*eos);
+      absl::Status cs = ReadConfig(config, src);
+      if (!cs.ok()) return cs;
     }
     if (!bos_ && !prefix_.empty()) bos_ = prefix_.front();
     return absl::OkStatus();
@@ -95,7 +100,7 @@ class HfTokenizer final : public Tokenizer {
     };
     while (i < text.size()) {
       const AddedToken* hit = nullptr;
-      for (size_t k : match_order_) {
+      for (size_t k : match_by_first_byte_[static_cast<uint8_t>(text[i])]) {
         const AddedToken& t = added_[k];
         if (text.compare(i, t.content.size(), t.content) == 0) {
           hit = &t;
@@ -203,11 +208,66 @@ class HfTokenizer final : public Tokenizer {
     return absl::OkStatus();
   }
 
+  // tokenizer_config.json: bos_token / eos_token (a string, an object
+  // {"content": ...} or null), and add_bos_token / add_eos_token, which, as
+  // in transformers' Llama tokenizers, override what the post-processor adds.
+  absl::Status ReadConfig(const Json& config, const std::string& src) {
+    const std::string where = absl::StrCat(src, " (tokenizer_config.json)");
+    std::optional<int32_t> config_bos, config_eos;
+    for (const char* field : {"bos_token", "eos_token"}) {
+      if (!config.contains(field) || config[field].is_null()) continue;
+      const std::string name = TokenName(config[field]);
+      if (name.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": ", field, " is neither a string nor an object with a string \"content\""));
+      }
+      std::optional<int32_t> id = TokenToId(name);
+      if (!id) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": ", field, " '", name, "' is not in the vocabulary"));
+      }
+      (std::string_view(field) == "bos_token" ? config_bos : config_eos) = id;
+    }
+    if (config_bos) bos_ = config_bos;
+    if (config_eos) eos_.push_back(*config_eos);
+    for (const char* field : {"add_bos_token", "add_eos_token"}) {
+      if (!config.contains(field) || config[field].is_null()) continue;
+      if (!config[field].is_boolean()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": ", field, " is not a boolean"));
+      }
+      const bool add = config[field].get<bool>();
+      const bool is_bos = std::string_view(field) == "add_bos_token";
+      const std::optional<int32_t> token = is_bos ? config_bos : config_eos;
+      if (!token) {
+        if (add) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, ": ", field, " is true but ", is_bos ? "bos_token" : "eos_token", " is not set"));
+        }
+        continue;
+      }
+      std::vector<int32_t>& ends = is_bos ? prefix_ : suffix_;
+      const bool present = !ends.empty() && (is_bos ? ends.front() : ends.back()) == *token;
+      if (add && !present) {
+        if (is_bos) {
+          ends.insert(ends.begin(), *token);
+        } else {
+          ends.push_back(*token);
+        }
+      } else if (!add && present) {
+        if (is_bos) {
+          ends.erase(ends.begin());
+        } else {
+          ends.pop_back();
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
   BpeModel model_;
   std::unique_ptr<TextSplitter> splitter_;
   std::unique_ptr<TokenDecoder> decoder_;
   std::vector<AddedToken> added_;
-  std::vector<size_t> match_order_;
+  std::array<std::vector<size_t>, 256> match_by_first_byte_;  // indices into added_
   std::unordered_map<int32_t, size_t> added_by_id_;
   std::unordered_map<std::string, int32_t> added_by_content_;
   std::vector<int32_t> prefix_, suffix_;
