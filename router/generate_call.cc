@@ -139,15 +139,18 @@ absl::StatusOr<GenerateCall::Placement> GenerateCall::Reserve() {
   r.set_priority(req_.priority());
   r.set_ttl_seconds(30);
   absl::Status last = absl::UnavailableError("no decode worker is available");
+  // The reservation covers the prompt and the first token's slot; the
+  // decode worker grows it as the answer does.
+  int32_t block_size = 16;
+  for (const WorkerView& w : router_.registry->Snapshot()) {
+    if (w.role == v1::WORKER_ROLE_DECODE) block_size = std::max(1, w.info.kv_layout().block_size());
+  }
+  const int64_t blocks = (static_cast<int64_t>(prompt_.size()) + 1 + block_size - 1) / block_size;
   // A worker's report can be stale: when the chosen one has no room after
-  // all, the next-best gets one try.
+  // all, the next-best (another worker) gets one try.
+  std::vector<std::string> refused;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    int32_t block_size = 16;
-    for (const WorkerView& w : router_.registry->Snapshot()) {
-      if (w.role == v1::WORKER_ROLE_DECODE) block_size = std::max(1, w.info.kv_layout().block_size());
-    }
-    const int64_t blocks = (static_cast<int64_t>(prompt_.size()) + block_size - 1) / block_size;
-    absl::StatusOr<WorkerView> w = router_.registry->PickDecode(blocks);
+    absl::StatusOr<WorkerView> w = router_.registry->PickDecode(blocks, refused);
     if (!w.ok()) return attempt == 0 ? w.status() : last;
     grpc::ClientContext c;
     SetDeadline(&c);
@@ -166,6 +169,7 @@ absl::StatusOr<GenerateCall::Placement> GenerateCall::Reserve() {
       return last;
     }
     if (canceller_.client_gone()) return last;
+    refused.push_back(w->id);
   }
   return last;
 }

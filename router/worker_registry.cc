@@ -1,5 +1,6 @@
 #include "router/worker_registry.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -121,7 +122,8 @@ std::vector<std::string> WorkerRegistry::ExpireStale(absl::Time now) {
   return expired;
 }
 
-absl::StatusOr<WorkerView> WorkerRegistry::PickDecode(int64_t blocks_needed) {
+absl::StatusOr<WorkerView> WorkerRegistry::PickDecode(int64_t blocks_needed,
+                                                      const std::vector<std::string>& exclude) {
   absl::MutexLock lock(&mu_);
   Entry* best = nullptr;
   int64_t best_free = std::numeric_limits<int64_t>::min();
@@ -131,6 +133,7 @@ absl::StatusOr<WorkerView> WorkerRegistry::PickDecode(int64_t blocks_needed) {
     const WorkerView& w = e.view;
     if (w.role != v1::WORKER_ROLE_DECODE || w.load.draining()) continue;
     ++live;
+    if (std::find(exclude.begin(), exclude.end(), id) != exclude.end()) continue;
     // Blocks the router placed since the last report are not in its count.
     const int64_t free = w.load.kv_blocks_free() - w.inflight_load;
     most_free = std::max(most_free, free);
@@ -144,7 +147,8 @@ absl::StatusOr<WorkerView> WorkerRegistry::PickDecode(int64_t blocks_needed) {
   if (live == 0) return absl::UnavailableError("no decode worker is available");
   if (best == nullptr) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "no decode worker has room: the request needs ", blocks_needed,
+        exclude.empty() ? "no decode worker has room" : "no other decode worker has room",
+        ": the request needs ", blocks_needed,
         " KV blocks, the most free on any decode worker is ", most_free));
   }
   best->view.inflight += 1;

@@ -60,8 +60,9 @@ class WorkerRegistry {
   // The decode worker with the most free KV blocks (after what the router
   // already placed there), that can hold `blocks_needed`, least busy first
   // on ties. RESOURCE_EXHAUSTED with the reason when none has room;
-  // UNAVAILABLE when there is no live decode worker.
-  absl::StatusOr<WorkerView> PickDecode(int64_t blocks_needed);
+  // UNAVAILABLE when there is no live decode worker. Workers in `exclude`
+  // (ids that already refused this request) are not chosen.
+  absl::StatusOr<WorkerView> PickDecode(int64_t blocks_needed, const std::vector<std::string>& exclude = {});
   // The prefill worker with the fewest queued prompt tokens.
   absl::StatusOr<WorkerView> PickPrefill(int64_t prompt_tokens);
   // Undoes the router-side accounting of a Pick*().
