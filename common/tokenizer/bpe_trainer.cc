@@ -1,6 +1,8 @@
 #include "common/tokenizer/bpe_trainer.h"
 
+#include <cstdint>
 #include <map>
+#include <unordered_map>
 
 #include "common/tokenizer/byte_level.h"
 #include "common/tokenizer/pre_tokenizer.h"
@@ -24,54 +26,98 @@ nlohmann::ordered_json PreTokenizerJson() {
 
 std::string TrainByteLevelBpeTokenizerJson(std::string_view corpus, int vocab_size,
                                            const std::vector<std::string>& special_tokens) {
-  // Words (byte-level strings) with their counts, as symbol sequences.
+  // Distinct words (byte-level strings) with their counts; symbols are
+  // token ids, starting as the ids of the words' bytes.
   auto splitter = TextSplitter::FromJson(nullptr, PreTokenizerJson(), "trainer");
-  std::map<std::string, int> word_counts;
+  std::map<std::string, int64_t> word_counts;
   for (const std::string& w : (*splitter)->Split(corpus, true)) ++word_counts[w];
-  std::vector<std::pair<std::vector<std::string>, int>> words;
+  std::vector<std::vector<int32_t>> words;
+  std::vector<int64_t> counts;
   for (const auto& [w, n] : word_counts) {
-    std::vector<std::string> symbols;
-    for (size_t i = 0; i < w.size();) {
-      const size_t start = i;
-      DecodeUtf8(w, i);
-      symbols.push_back(w.substr(start, i - start));
+    std::vector<int32_t> symbols;
+    for (size_t i = 0; i < w.size();) symbols.push_back(*UnicodeToByte(DecodeUtf8(w, i)));
+    words.push_back(std::move(symbols));
+    counts.push_back(n);
+  }
+
+  std::vector<std::string> token_text;  // id -> byte-level string
+  std::unordered_map<std::string, int32_t> token_id;
+  for (int b = 0; b < 256; ++b) {
+    token_text.push_back(ByteToUnicode(static_cast<uint8_t>(b)));
+    token_id[token_text.back()] = b;
+  }
+
+  // Pair counts are kept up to date incrementally: a merge only rewrites
+  // the words that contain its pair (`occurs_in` may list a word that no
+  // longer does; rewriting it is then a no-op).
+  std::unordered_map<uint64_t, int64_t> pair_count;
+  std::unordered_map<uint64_t, std::vector<size_t>> occurs_in;
+  auto key = [](int32_t a, int32_t b) { return (static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b); };
+  auto count_pairs = [&](size_t w, int64_t sign) {
+    const std::vector<int32_t>& sym = words[w];
+    for (size_t i = 0; i + 1 < sym.size(); ++i) {
+      const uint64_t k = key(sym[i], sym[i + 1]);
+      pair_count[k] += sign * counts[w];
+      if (sign > 0) occurs_in[k].push_back(w);
     }
-    words.emplace_back(std::move(symbols), n);
+  };
+  for (size_t w = 0; w < words.size(); ++w) count_pairs(w, +1);
+
+  nlohmann::ordered_json merges = nlohmann::ordered_json::array();
+  const int target = vocab_size - static_cast<int>(special_tokens.size());
+  std::vector<size_t> last_rewritten(words.size(), SIZE_MAX);
+  for (size_t step = 0; static_cast<int>(token_text.size()) < target; ++step) {
+    // The most frequent pair; ties go to the lexicographically smallest
+    // (left, right) pair of strings, so the result does not depend on
+    // hash order.
+    uint64_t best = 0;
+    int64_t best_count = 0;
+    for (const auto& [k, n] : pair_count) {
+      if (n <= 0) continue;
+      if (n > best_count) {
+        best = k;
+        best_count = n;
+        continue;
+      }
+      if (n < best_count) continue;
+      const std::string& a = token_text[k >> 32];
+      const std::string& best_a = token_text[best >> 32];
+      const int c = a.compare(best_a);
+      if (c < 0 || (c == 0 && token_text[k & 0xFFFFFFFF] < token_text[best & 0xFFFFFFFF])) best = k;
+    }
+    if (best_count == 0) break;  // every word is a single token
+    const int32_t a = static_cast<int32_t>(best >> 32), b = static_cast<int32_t>(best & 0xFFFFFFFF);
+    const std::string merged = token_text[a] + token_text[b];
+    merges.push_back(token_text[a] + " " + token_text[b]);
+    auto [it, inserted] = token_id.emplace(merged, static_cast<int32_t>(token_text.size()));
+    if (inserted) token_text.push_back(merged);
+    const int32_t merged_id = it->second;
+
+    const std::vector<size_t> affected = std::move(occurs_in[best]);
+    occurs_in.erase(best);
+    for (size_t w : affected) {
+      if (last_rewritten[w] == step) continue;
+      last_rewritten[w] = step;
+      count_pairs(w, -1);
+      std::vector<int32_t>& sym = words[w];
+      std::vector<int32_t> out;
+      out.reserve(sym.size());
+      for (size_t i = 0; i < sym.size(); ++i) {
+        if (i + 1 < sym.size() && sym[i] == a && sym[i + 1] == b) {
+          out.push_back(merged_id);
+          ++i;
+        } else {
+          out.push_back(sym[i]);
+        }
+      }
+      sym.swap(out);
+      count_pairs(w, +1);
+    }
   }
 
   nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
-  for (int b = 0; b < 256; ++b) vocab[ByteToUnicode(static_cast<uint8_t>(b))] = b;
-  int next_id = 256;
-  nlohmann::ordered_json merges = nlohmann::ordered_json::array();
-  const int target = vocab_size - static_cast<int>(special_tokens.size());
-  while (next_id < target) {
-    std::map<std::pair<std::string, std::string>, int> pairs;
-    for (const auto& [symbols, n] : words) {
-      for (size_t i = 0; i + 1 < symbols.size(); ++i) pairs[{symbols[i], symbols[i + 1]}] += n;
-    }
-    if (pairs.empty()) break;
-    auto best = pairs.begin();
-    for (auto it = pairs.begin(); it != pairs.end(); ++it) {
-      if (it->second > best->second) best = it;  // map order breaks ties
-    }
-    const auto [a, b] = best->first;
-    const std::string merged = a + b;
-    merges.push_back(a + " " + b);
-    if (!vocab.contains(merged)) vocab[merged] = next_id++;
-    for (auto& [symbols, n] : words) {
-      std::vector<std::string> out;
-      for (size_t i = 0; i < symbols.size(); ++i) {
-        if (i + 1 < symbols.size() && symbols[i] == a && symbols[i + 1] == b) {
-          out.push_back(merged);
-          ++i;
-        } else {
-          out.push_back(symbols[i]);
-        }
-      }
-      symbols.swap(out);
-    }
-  }
-
+  for (size_t id = 0; id < token_text.size(); ++id) vocab[token_text[id]] = id;
+  int next_id = static_cast<int>(token_text.size());
   nlohmann::ordered_json added = nlohmann::ordered_json::array();
   for (const std::string& s : special_tokens) {
     added.push_back({{"id", next_id++},
