@@ -1,5 +1,7 @@
 #include "common/transport/inproc_transport.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cstring>
 #include <mutex>
@@ -12,7 +14,8 @@ namespace tandem {
 namespace {
 
 // Process-wide map from endpoint name to exported pool. An entry lives as
-// long as the transport that exported it.
+// long as the transport that exported it. Copies run under the lock, so a
+// transport cannot be destroyed (and its pool freed) mid-copy.
 struct Registry {
   std::mutex mu;
   std::unordered_map<std::string, KvPoolView*> pools;
@@ -32,7 +35,13 @@ class InProcessTransfer final : public KvTransfer {
     Registry& r = GlobalRegistry();
     std::lock_guard<std::mutex> lock(r.mu);
     auto it = r.pools.find(endpoint_);
-    if (it == r.pools.end()) return absl::UnavailableError(absl::StrCat("KV pool ", endpoint_, " is gone"));
+    if (it == r.pools.end()) {
+      return absl::UnavailableError(absl::StrCat("KV transfer ", spec_.transfer_id, ": pool ", endpoint_, " is gone"));
+    }
+    if (layer < 0 || layer >= src_.layout().num_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec_.transfer_id, ": layer ", layer,
+                                                     " out of range"));
+    }
     const size_t bytes = static_cast<size_t>(src_.layout().block_bytes());
     for (size_t i = 0; i < spec_.src_blocks.size(); ++i) {
       std::memcpy(it->second->KeyBlock(layer, spec_.dst_blocks[i]), src_.KeyBlock(layer, spec_.src_blocks[i]), bytes);
@@ -69,13 +78,16 @@ class InProcessTransport final : public KvTransport {
 
   absl::StatusOr<v1::KvPoolDescriptor> ExportPool(KvPoolView& pool, const KvEndpointInfo& self) override {
     static std::atomic<int64_t> counter{0};
-    const std::string endpoint = absl::StrCat("inproc-", counter++);
+    if (pool.on_device()) {
+      return absl::UnimplementedError("the in-process KV transport copies host memory only; the pool is on a GPU");
+    }
+    const std::string endpoint = absl::StrCat("inproc-", getpid(), "-", counter++);
     {
       Registry& r = GlobalRegistry();
       std::lock_guard<std::mutex> lock(r.mu);
       r.pools[endpoint] = &pool;
+      exported_.push_back(endpoint);
     }
-    exported_.push_back(endpoint);
     v1::KvPoolDescriptor d;
     d.set_worker_id(self.worker_id);
     d.set_model_fingerprint(self.model_fingerprint);
@@ -98,11 +110,28 @@ class InProcessTransport final : public KvTransport {
       return absl::FailedPreconditionError(absl::StrCat("decode worker ", dest.worker_id(), " speaks ",
                                                         dest.transport(), ", not inproc"));
     }
+    if (pool.on_device()) {
+      return absl::UnimplementedError("the in-process KV transport copies host memory only; the pool is on a GPU");
+    }
     TANDEM_RETURN_IF_ERROR(CheckKvCompatible(self, pool.layout(), dest));
     TANDEM_RETURN_IF_ERROR(CheckBlocksInRange(dest, spec.dst_blocks));
     if (spec.src_blocks.size() != spec.dst_blocks.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("transfer ", spec.transfer_id, ": ", spec.src_blocks.size(),
+      return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec.transfer_id, ": ", spec.src_blocks.size(),
                                                      " source blocks but ", spec.dst_blocks.size(), " destinations"));
+    }
+    for (int32_t b : spec.src_blocks) {
+      if (b < 0 || b >= pool.num_blocks()) {
+        return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec.transfer_id, ": source block ", b,
+                                                       " is outside the local pool (", pool.num_blocks(), " blocks)"));
+      }
+    }
+    {
+      Registry& r = GlobalRegistry();
+      std::lock_guard<std::mutex> lock(r.mu);
+      if (r.pools.find(dest.endpoint()) == r.pools.end()) {
+        return absl::UnavailableError(absl::StrCat("KV pool of decode worker ", dest.worker_id(), " (",
+                                                   dest.endpoint(), ") is not exported in this process any more"));
+      }
     }
     return std::unique_ptr<KvTransfer>(new InProcessTransfer(pool, dest.endpoint(), std::move(spec)));
   }
@@ -110,7 +139,7 @@ class InProcessTransport final : public KvTransport {
   void Disconnect(std::string_view) override {}
 
  private:
-  std::vector<std::string> exported_;
+  std::vector<std::string> exported_;  // guarded by the registry's mutex
 };
 
 }  // namespace

@@ -1,71 +1,80 @@
 #include "common/transport/ucx_transport.h"
 
-#include <ucp/api/ucp.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
+#include "common/transport/ucx_handles.h"
+#include "common/transport/ucx_remote_keys.h"
 #include "common/util/logging.h"
 #include "common/util/status_macros.h"
 
 namespace tandem {
 namespace {
 
-absl::Status UcxError(std::string_view what, ucs_status_t s) {
-  return absl::UnavailableError(absl::StrCat(std::string(what), ": ", ucs_status_string(s)));
-}
+// How long the target's progress thread sleeps in poll() at most; wakeups
+// normally come through the worker's event fd, this only bounds a missed one.
+constexpr int kProgressPollMs = 10;
+// A peer that does not complete the connection handshake in this time is
+// treated as unreachable.
+constexpr absl::Duration kConnectTimeout = absl::Seconds(5);
 
-// Waits for a non-blocking UCX request, progressing the worker; frees it.
-// DEADLINE_EXCEEDED past `deadline`, UNAVAILABLE if `failed` turns true.
-absl::Status Wait(ucp_worker_h worker, ucs_status_ptr_t req, absl::Time deadline, const std::atomic<bool>* failed,
-                  std::string_view what) {
-  if (req == nullptr) return absl::OkStatus();
-  if (UCS_PTR_IS_ERR(req)) return UcxError(what, UCS_PTR_STATUS(req));
-  ucs_status_t s;
-  // After the peer's error handler fired, requests should complete with an
-  // error promptly; give them a second before giving up on them.
-  absl::Time give_up_failed = absl::InfiniteFuture();
-  while ((s = ucp_request_check_status(req)) == UCS_INPROGRESS) {
-    if (ucp_worker_progress(worker) != 0) continue;
-    if (failed != nullptr && failed->load() && give_up_failed == absl::InfiniteFuture()) {
-      give_up_failed = absl::Now() + absl::Seconds(1);
-    }
-    const absl::Time now = absl::Now();
-    if (now > deadline || now > give_up_failed) {
-      ucp_request_cancel(worker, req);
-      while (ucp_request_check_status(req) == UCS_INPROGRESS) ucp_worker_progress(worker);
-      ucp_request_free(req);
-      if (now > deadline) return absl::DeadlineExceededError(absl::StrCat(std::string(what), " missed its deadline"));
-      return absl::UnavailableError(absl::StrCat(std::string(what), ": the peer is unreachable"));
-    }
-    std::this_thread::yield();
-  }
-  ucp_request_free(req);
-  if (s != UCS_OK) return UcxError(what, s);
-  return absl::OkStatus();
-}
-
-// A connection to one decode worker's pool: the endpoint and the unpacked
-// remote key. `failed` is set by UCX's error handler when the peer dies.
+// A connection to one decode worker's pool. Every member except `failed`
+// is guarded by the owning transport's send mutex, and so is the last
+// release of a shared_ptr<Peer> (destroying it closes the endpoint, which
+// progresses the send worker).
 struct Peer {
-  std::string endpoint;  // the worker address it was created from
-  ucp_ep_h ep = nullptr;
-  ucp_rkey_h rkey = nullptr;
+  struct Region {
+    uint64_t address = 0;
+    uint64_t length = 0;
+    UcxRemoteKey key;
+  };
+
+  std::string worker_id;
+  std::string address;     // the UCX worker address it was created from
+  std::string remote_key;  // the descriptor's remote_key it was created from
+  // Set by UCX's error handler (inside ucp_worker_progress) when the peer dies.
   std::atomic<bool> failed{false};
+  bool closed = false;
+  std::optional<UcxEndpoint> ep;
+  std::vector<Region> regions;  // destroyed before `ep` (see Close)
+
+  // The remote key and region covering [address, address + length), or null.
+  ucp_rkey_h KeyFor(uint64_t address, uint64_t length) const {
+    for (const Region& r : regions) {
+      if (address >= r.address && address + length <= r.address + r.length) return r.key.get();
+    }
+    return nullptr;
+  }
+
+  void Close(bool force) {
+    if (closed) return;
+    closed = true;
+    regions.clear();  // rkeys must go before their endpoint
+    if (ep) ep->Close(force || failed.load());
+    ep.reset();
+  }
+
+  ~Peer() { Close(/*force=*/true); }
 };
 
 void OnPeerError(void* arg, ucp_ep_h, ucs_status_t status) {
   auto* peer = static_cast<Peer*>(arg);
   peer->failed = true;
-  TANDEM_LOG(WARNING) << "UCX endpoint error: " << ucs_status_string(status);
+  TANDEM_LOG(WARNING) << "UCX connection to decode worker " << peer->worker_id
+                      << " failed: " << ucs_status_string(status);
 }
 
 class UcxTransport;
 
+// One request's puts to one peer. Used by one thread; every UCX call goes
+// through the transport's send mutex.
 class UcxTransfer final : public KvTransfer {
  public:
   UcxTransfer(UcxTransport& transport, std::shared_ptr<Peer> peer, KvPoolView& src, v1::KvPoolDescriptor dest,
@@ -74,245 +83,385 @@ class UcxTransfer final : public KvTransfer {
   ~UcxTransfer() override;
 
   absl::Status SendLayer(int layer) override;
-  absl::Status Finish() override;
+  absl::Status Finish() override { return FinishBy(spec_.deadline); }
   int64_t bytes_sent() const override { return bytes_; }
   const std::string& id() const override { return spec_.transfer_id; }
+  // For a transfer created past its deadline (and without a peer).
+  void MarkLate() { result_ = absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline")); }
 
  private:
+  absl::Status FinishBy(absl::Time deadline);
+  // Issues one put of `length` bytes; the request, if any, is released at
+  // once: the endpoint flush in Finish is what waits for completion.
+  absl::Status Put(const void* local, uint64_t remote, uint64_t length);
+  // Records a failure; the connection is dropped so no later transfer
+  // reuses an endpoint with puts of unknown fate.
+  absl::Status Fail(absl::Status status);
+  std::string Describe() const {
+    return absl::StrCat("KV transfer ", spec_.transfer_id, " to decode worker ", dest_.worker_id());
+  }
+
   UcxTransport& transport_;
-  std::shared_ptr<Peer> peer_;
+  std::shared_ptr<Peer> peer_;  // null only for a transfer born late
   KvPoolView& src_;
   v1::KvPoolDescriptor dest_;
   KvTransferSpec spec_;
-  std::vector<ucs_status_ptr_t> pending_;
   int64_t bytes_ = 0;
+  bool puts_in_flight_ = false;
+  std::optional<absl::Status> result_;  // set once Finish or a failure decided it
 };
 
 class UcxTransport final : public KvTransport {
  public:
   static absl::StatusOr<std::unique_ptr<UcxTransport>> Create() {
     std::unique_ptr<UcxTransport> t(new UcxTransport());
-    ucp_config_t* config = nullptr;
-    ucs_status_t s = ucp_config_read(nullptr, nullptr, &config);
-    if (s != UCS_OK) return UcxError("ucp_config_read", s);
-    ucp_params_t params = {};
-    params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
-    params.features = UCP_FEATURE_RMA;
-    params.mt_workers_shared = 1;
-    s = ucp_init(&params, config, &t->context_);
-    ucp_config_release(config);
-    if (s != UCS_OK) return UcxError("ucp_init", s);
-    ucp_worker_params_t wp = {};
-    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-    wp.thread_mode = UCS_THREAD_MODE_MULTI;
-    s = ucp_worker_create(t->context_, &wp, &t->worker_);
-    if (s != UCS_OK) return UcxError("ucp_worker_create", s);
+    TANDEM_ASSIGN_OR_RETURN(t->context_, CreateUcxContext(UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP));
     return t;
   }
 
   ~UcxTransport() override {
-    stop_ = true;
-    if (progress_thread_.joinable()) progress_thread_.join();
+    if (progress_thread_.joinable()) {
+      stop_ = true;
+      ucp_worker_signal(target_worker_.get());
+      progress_thread_.join();
+    }
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      for (auto& [id, peer] : peers_) ClosePeer(*peer);
+      std::lock_guard<std::mutex> lock(send_mu_);
+      for (auto& [id, peer] : peers_) peer->Close(/*force=*/true);
       peers_.clear();
     }
-    if (memh_ != nullptr) ucp_mem_unmap(context_, memh_);
-    if (worker_ != nullptr) ucp_worker_destroy(worker_);
-    if (context_ != nullptr) ucp_cleanup(context_);
+    // Children before parents: mappings and workers before the context.
+    regions_.clear();
+    target_worker_.reset();
+    send_worker_.reset();
+    context_.reset();
   }
 
   std::string_view name() const override { return "ucx"; }
-  ucp_worker_h worker() const { return worker_; }
 
-  absl::StatusOr<v1::KvPoolDescriptor> ExportPool(KvPoolView& pool, const KvEndpointInfo& self) override {
-    if (memh_ != nullptr) return absl::FailedPreconditionError("this UCX transport already exports a pool");
-    const KvLayout& layout = pool.layout();
-    const uint64_t region = static_cast<uint64_t>(layout.block_bytes()) * pool.num_blocks();
-    // All of the pool's per-layer arrays must lie in one allocation, which
-    // is mapped (and so registered) once.
-    uint64_t lo = UINT64_MAX, hi = 0;
-    for (int l = 0; l < layout.num_layers; ++l) {
-      for (void* base : {pool.KeyBlock(l, 0), pool.ValueBlock(l, 0)}) {
-        lo = std::min(lo, reinterpret_cast<uint64_t>(base));
-        hi = std::max(hi, reinterpret_cast<uint64_t>(base) + region);
-      }
-    }
-    if (hi - lo != 2 * region * layout.num_layers) {
-      return absl::UnimplementedError("the UCX transport needs the KV pool in one contiguous allocation");
-    }
-    ucp_mem_map_params_t mp = {};
-    mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
-    mp.address = reinterpret_cast<void*>(lo);
-    mp.length = hi - lo;
-    ucs_status_t s = ucp_mem_map(context_, &mp, &memh_);
-    if (s != UCS_OK) return UcxError("ucp_mem_map of the KV pool", s);
-    void* rkey_buf = nullptr;
-    size_t rkey_size = 0;
-    s = ucp_rkey_pack(context_, memh_, &rkey_buf, &rkey_size);
-    if (s != UCS_OK) return UcxError("ucp_rkey_pack", s);
-    ucp_address_t* addr = nullptr;
-    size_t addr_len = 0;
-    s = ucp_worker_get_address(worker_, &addr, &addr_len);
-    if (s != UCS_OK) {
-      ucp_rkey_buffer_release(rkey_buf);
-      return UcxError("ucp_worker_get_address", s);
-    }
-    v1::KvPoolDescriptor d;
-    d.set_worker_id(self.worker_id);
-    d.set_model_fingerprint(self.model_fingerprint);
-    *d.mutable_layout() = ToProto(layout);
-    d.set_num_blocks(pool.num_blocks());
-    d.set_transport("ucx");
-    d.set_endpoint(std::string(reinterpret_cast<const char*>(addr), addr_len));
-    d.set_remote_key(std::string(static_cast<const char*>(rkey_buf), rkey_size));
-    for (int l = 0; l < layout.num_layers; ++l) {
-      d.add_key_base(reinterpret_cast<uint64_t>(pool.KeyBlock(l, 0)));
-      d.add_value_base(reinterpret_cast<uint64_t>(pool.ValueBlock(l, 0)));
-    }
-    d.set_block_stride(static_cast<uint64_t>(layout.block_bytes()));
-    ucp_worker_release_address(worker_, addr);
-    ucp_rkey_buffer_release(rkey_buf);
-    // Transports without native RMA (TCP) emulate puts with messages the
-    // target must progress.
-    progress_thread_ = std::thread([this] {
-      while (!stop_) {
-        if (ucp_worker_progress(worker_) == 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
-      }
-    });
-    return d;
-  }
-
+  absl::StatusOr<v1::KvPoolDescriptor> ExportPool(KvPoolView& pool, const KvEndpointInfo& self) override;
   absl::StatusOr<std::unique_ptr<KvTransfer>> StartTransfer(KvPoolView& pool, const KvEndpointInfo& self,
                                                             const v1::KvPoolDescriptor& dest,
-                                                            KvTransferSpec spec) override {
-    if (dest.transport() != "ucx") {
-      return absl::FailedPreconditionError(absl::StrCat("decode worker ", dest.worker_id(), " speaks ",
-                                                        dest.transport(), ", not ucx"));
-    }
-    TANDEM_RETURN_IF_ERROR(CheckKvCompatible(self, pool.layout(), dest));
-    TANDEM_RETURN_IF_ERROR(CheckBlocksInRange(dest, spec.dst_blocks));
-    if (spec.src_blocks.size() != spec.dst_blocks.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("transfer ", spec.transfer_id, ": ", spec.src_blocks.size(),
-                                                     " source blocks but ", spec.dst_blocks.size(), " destinations"));
-    }
-    TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<Peer> peer, Connect(dest));
-    return std::unique_ptr<KvTransfer>(new UcxTransfer(*this, std::move(peer), pool, dest, std::move(spec)));
-  }
+                                                            KvTransferSpec spec) override;
 
   void Disconnect(std::string_view worker_id) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(send_mu_);
     auto it = peers_.find(std::string(worker_id));
     if (it == peers_.end()) return;
-    ClosePeer(*it->second);
+    it->second->Close(/*force=*/false);
     peers_.erase(it);
   }
 
  private:
+  friend class UcxTransfer;
   UcxTransport() = default;
 
-  absl::StatusOr<std::shared_ptr<Peer>> Connect(const v1::KvPoolDescriptor& dest) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = peers_.find(dest.worker_id());
-    if (it != peers_.end()) {
-      if (!it->second->failed && it->second->endpoint == dest.endpoint()) return it->second;
-      ClosePeer(*it->second);  // the worker restarted or failed
-      peers_.erase(it);
-    }
-    auto peer = std::make_shared<Peer>();
-    peer->endpoint = dest.endpoint();
-    ucp_ep_params_t ep = {};
-    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLER;
-    ep.address = reinterpret_cast<const ucp_address_t*>(dest.endpoint().data());
-    ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-    ep.err_handler.cb = OnPeerError;
-    ep.err_handler.arg = peer.get();
-    ucs_status_t s = ucp_ep_create(worker_, &ep, &peer->ep);
-    if (s != UCS_OK) return UcxError(absl::StrCat("connecting to decode worker ", dest.worker_id()), s);
-    s = ucp_ep_rkey_unpack(peer->ep, dest.remote_key().data(), &peer->rkey);
-    if (s != UCS_OK) {
-      ClosePeer(*peer);
-      return UcxError(absl::StrCat("remote key of decode worker ", dest.worker_id()), s);
-    }
-    peers_[dest.worker_id()] = peer;
-    return peer;
+  // The cached connection to `dest`'s worker, or a new one, established by
+  // `deadline` (at most kConnectTimeout from now).
+  absl::StatusOr<std::shared_ptr<Peer>> Connect(const v1::KvPoolDescriptor& dest, absl::Time deadline);
+  void ProgressLoop(int event_fd);
+
+  // Force-closes `peer` and forgets it, unless the cache already holds a
+  // newer connection to the same worker. Called with send_mu_ held.
+  void DropPeerLocked(const std::shared_ptr<Peer>& peer) {
+    peer->Close(/*force=*/true);
+    auto it = peers_.find(peer->worker_id);
+    if (it != peers_.end() && it->second == peer) peers_.erase(it);
   }
 
-  // Called with mu_ held (or from the destructor).
-  void ClosePeer(Peer& peer) {
-    if (peer.rkey != nullptr) ucp_rkey_destroy(peer.rkey);
-    peer.rkey = nullptr;
-    if (peer.ep == nullptr) return;
-    ucp_request_param_t p = {};
-    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
-    Wait(worker_, ucp_ep_close_nbx(peer.ep, &p), absl::Now() + absl::Seconds(2), nullptr, "closing a UCX endpoint")
-        .IgnoreError();
-    peer.ep = nullptr;
-  }
+  UcxContext context_;
 
-  friend class UcxTransfer;
-  ucp_context_h context_ = nullptr;
-  ucp_worker_h worker_ = nullptr;
-  ucp_mem_h memh_ = nullptr;
+  // Decode side. The target worker is driven only by the progress thread
+  // once that runs (MULTI mode still lets ExportPool read its address and
+  // the destructor signal it from other threads).
+  std::mutex export_mu_;  // guards the members below against concurrent ExportPool
+  UcxWorker target_worker_;
+  std::string target_address_;
+  std::vector<UcxMemoryRegion> regions_;
   std::atomic<bool> stop_{false};
   std::thread progress_thread_;
-  std::mutex mu_;
+
+  // Prefill side: the send worker, the peer cache, and every Peer's UCX
+  // objects are used only under send_mu_ (the worker is SERIALIZED).
+  std::mutex send_mu_;
+  UcxWorker send_worker_;
   std::unordered_map<std::string, std::shared_ptr<Peer>> peers_;
 };
 
-UcxTransfer::~UcxTransfer() {
-  // An abandoned transfer's puts must not outlive their requests.
-  for (ucs_status_ptr_t r : pending_) {
-    if (r != nullptr && !UCS_PTR_IS_ERR(r)) {
-      ucp_request_cancel(transport_.worker(), r);
-      while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(transport_.worker());
-      ucp_request_free(r);
+absl::StatusOr<v1::KvPoolDescriptor> UcxTransport::ExportPool(KvPoolView& pool, const KvEndpointInfo& self) {
+  if (pool.on_device()) {
+    return absl::UnimplementedError("the UCX KV transport of this build moves host memory only; the pool is on a GPU");
+  }
+  const KvLayout& layout = pool.layout();
+  const uint64_t array_bytes = static_cast<uint64_t>(layout.block_bytes()) * pool.num_blocks();
+  if (layout.num_layers <= 0 || array_bytes == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot export an empty KV pool (", layout.DebugString(), ", ",
+                                                   pool.num_blocks(), " blocks)"));
+  }
+  std::lock_guard<std::mutex> lock(export_mu_);
+  if (target_worker_ == nullptr) {
+    TANDEM_ASSIGN_OR_RETURN(UcxWorker worker, CreateUcxWorker(context_.get(), UCS_THREAD_MODE_MULTI));
+    TANDEM_ASSIGN_OR_RETURN(target_address_, UcxWorkerAddress(worker.get()));
+    int event_fd = -1;
+    ucs_status_t s = ucp_worker_get_efd(worker.get(), &event_fd);
+    if (s != UCS_OK) return UcxError("ucp_worker_get_efd", s);
+    target_worker_ = std::move(worker);
+    // Without native RMA (TCP) puts are emulated with messages that this
+    // side must progress for them to land.
+    progress_thread_ = std::thread([this, event_fd] { ProgressLoop(event_fd); });
+  }
+
+  // Each layer's K and V array is contiguous; adjacent arrays (one
+  // allocation, as in the CPU backend) merge into a single registration.
+  std::vector<AddressRange> arrays;
+  for (int l = 0; l < layout.num_layers; ++l) {
+    arrays.push_back({reinterpret_cast<uint64_t>(pool.KeyBlock(l, 0)), array_bytes});
+    arrays.push_back({reinterpret_cast<uint64_t>(pool.ValueBlock(l, 0)), array_bytes});
+  }
+  std::vector<UcxRemoteRegion> published;
+  std::vector<UcxMemoryRegion> mapped;
+  for (const AddressRange& range : MergeAddressRanges(std::move(arrays))) {
+    TANDEM_ASSIGN_OR_RETURN(UcxMemoryRegion region,
+                            UcxMemoryRegion::Map(context_.get(), reinterpret_cast<void*>(range.address),
+                                                 range.length));
+    TANDEM_ASSIGN_OR_RETURN(std::string key, region.PackRemoteKey());
+    published.push_back({range.address, range.length, std::move(key)});
+    mapped.push_back(std::move(region));
+  }
+  for (UcxMemoryRegion& r : mapped) regions_.push_back(std::move(r));
+
+  v1::KvPoolDescriptor d;
+  d.set_worker_id(self.worker_id);
+  d.set_model_fingerprint(self.model_fingerprint);
+  *d.mutable_layout() = ToProto(layout);
+  d.set_num_blocks(pool.num_blocks());
+  d.set_transport("ucx");
+  d.set_endpoint(target_address_);
+  d.set_remote_key(EncodeUcxRemoteRegions(published));
+  for (int l = 0; l < layout.num_layers; ++l) {
+    d.add_key_base(reinterpret_cast<uint64_t>(pool.KeyBlock(l, 0)));
+    d.add_value_base(reinterpret_cast<uint64_t>(pool.ValueBlock(l, 0)));
+  }
+  d.set_block_stride(static_cast<uint64_t>(layout.block_bytes()));
+  return d;
+}
+
+void UcxTransport::ProgressLoop(int event_fd) {
+  ucp_worker_h worker = target_worker_.get();
+  while (!stop_.load()) {
+    while (ucp_worker_progress(worker) != 0) {
     }
+    // Arm the event fd; BUSY means events arrived meanwhile: progress again.
+    const ucs_status_t s = ucp_worker_arm(worker);
+    if (s == UCS_ERR_BUSY) continue;
+    if (s != UCS_OK) {
+      TANDEM_LOG(WARNING) << "ucp_worker_arm: " << ucs_status_string(s);
+      std::this_thread::sleep_for(std::chrono::milliseconds(kProgressPollMs));
+      continue;
+    }
+    pollfd p = {event_fd, POLLIN, 0};
+    poll(&p, 1, kProgressPollMs);
   }
 }
 
-absl::Status UcxTransfer::SendLayer(int layer) {
-  if (peer_->failed) {
-    return absl::UnavailableError(absl::StrCat("decode worker ", dest_.worker_id(), " is unreachable"));
+absl::StatusOr<std::unique_ptr<KvTransfer>> UcxTransport::StartTransfer(KvPoolView& pool,
+                                                                        const KvEndpointInfo& self,
+                                                                        const v1::KvPoolDescriptor& dest,
+                                                                        KvTransferSpec spec) {
+  if (dest.transport() != "ucx") {
+    return absl::FailedPreconditionError(absl::StrCat("decode worker ", dest.worker_id(), " exported its KV pool over '",
+                                                      dest.transport(), "', not ucx"));
   }
-  const uint64_t bytes = dest_.block_stride();
-  ucp_request_param_t p = {};
-  for (size_t i = 0; i < spec_.src_blocks.size(); ++i) {
-    const uint64_t offset = static_cast<uint64_t>(spec_.dst_blocks[i]) * bytes;
-    const std::pair<void*, uint64_t> puts[] = {
-        {src_.KeyBlock(layer, spec_.src_blocks[i]), dest_.key_base(layer) + offset},
-        {src_.ValueBlock(layer, spec_.src_blocks[i]), dest_.value_base(layer) + offset}};
-    for (const auto& [local, remote] : puts) {
-      ucs_status_ptr_t r = ucp_put_nbx(peer_->ep, local, bytes, remote, peer_->rkey, &p);
-      if (UCS_PTR_IS_ERR(r)) return UcxError(absl::StrCat("put to ", dest_.worker_id()), UCS_PTR_STATUS(r));
-      if (r != nullptr) pending_.push_back(r);
-      bytes_ += static_cast<int64_t>(bytes);
+  if (pool.on_device()) {
+    return absl::UnimplementedError("the UCX KV transport of this build moves host memory only; the pool is on a GPU");
+  }
+  TANDEM_RETURN_IF_ERROR(CheckKvCompatible(self, pool.layout(), dest));
+  TANDEM_RETURN_IF_ERROR(CheckBlocksInRange(dest, spec.dst_blocks));
+  if (spec.src_blocks.size() != spec.dst_blocks.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec.transfer_id, ": ", spec.src_blocks.size(),
+                                                   " source blocks but ", spec.dst_blocks.size(), " destinations"));
+  }
+  for (int32_t b : spec.src_blocks) {
+    if (b < 0 || b >= pool.num_blocks()) {
+      return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec.transfer_id, ": source block ", b,
+                                                     " is outside the local pool (", pool.num_blocks(), " blocks)"));
     }
   }
-  // Let the transports move data while later layers compute.
-  ucp_worker_progress(transport_.worker());
+  if (absl::Now() > spec.deadline) {
+    // Nothing to connect for: the transfer reports the deadline from Finish.
+    auto late = std::make_unique<UcxTransfer>(*this, nullptr, pool, dest, std::move(spec));
+    late->MarkLate();
+    return std::unique_ptr<KvTransfer>(std::move(late));
+  }
+  TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<Peer> peer, Connect(dest, spec.deadline));
+  return std::unique_ptr<KvTransfer>(new UcxTransfer(*this, std::move(peer), pool, dest, std::move(spec)));
+}
+
+absl::StatusOr<std::shared_ptr<Peer>> UcxTransport::Connect(const v1::KvPoolDescriptor& dest, absl::Time deadline) {
+  TANDEM_ASSIGN_OR_RETURN(std::vector<UcxRemoteRegion> published,
+                          DecodeUcxRemoteRegions(dest.remote_key(), dest.worker_id()));
+  std::lock_guard<std::mutex> lock(send_mu_);
+  if (send_worker_ == nullptr) {
+    TANDEM_ASSIGN_OR_RETURN(send_worker_, CreateUcxWorker(context_.get(), UCS_THREAD_MODE_SERIALIZED));
+  }
+  auto it = peers_.find(dest.worker_id());
+  if (it != peers_.end()) {
+    const Peer& cached = *it->second;
+    if (!cached.failed && !cached.closed && cached.address == dest.endpoint() &&
+        cached.remote_key == dest.remote_key()) {
+      return it->second;
+    }
+    // The worker restarted (new address or keys) or its connection failed.
+    DropPeerLocked(it->second);
+  }
+  auto peer = std::make_shared<Peer>();
+  peer->worker_id = dest.worker_id();
+  peer->address = dest.endpoint();
+  peer->remote_key = dest.remote_key();
+  absl::StatusOr<UcxEndpoint> ep = UcxEndpoint::Connect(send_worker_.get(), dest.endpoint(), OnPeerError, peer.get());
+  if (!ep.ok()) {
+    return absl::Status(ep.status().code(),
+                        absl::StrCat("connecting to decode worker ", dest.worker_id(), ": ", ep.status().message()));
+  }
+  peer->ep.emplace(std::move(*ep));
+  for (const UcxRemoteRegion& r : published) {
+    absl::StatusOr<UcxRemoteKey> key = UnpackUcxRemoteKey(peer->ep->get(), r.packed_key);
+    if (!key.ok()) {
+      return absl::Status(key.status().code(), absl::StrCat("remote key of decode worker ", dest.worker_id(), ": ",
+                                                            key.status().message()));
+    }
+    peer->regions.push_back({r.address, r.length, std::move(*key)});
+  }
+  // Completes the connection handshake now. Closing an endpoint whose
+  // handshake is still in flight leaves a reply pending on the peer's
+  // worker, which UCX 1.13 asserts on when that worker is destroyed.
+  ucp_request_param_t params = {};
+  absl::Status connected = WaitForUcxRequest(send_worker_.get(), ucp_ep_flush_nbx(peer->ep->get(), &params),
+                                             std::min(deadline, absl::Now() + kConnectTimeout),
+                                             absl::StrCat("connecting to decode worker ", dest.worker_id()));
+  if (!connected.ok()) {
+    peer->failed = true;
+    return connected;
+  }
+  peers_[dest.worker_id()] = peer;
+  return peer;
+}
+
+UcxTransfer::~UcxTransfer() {
+  // Puts still in flight read the source blocks, which the prefill worker
+  // frees after this; wait for them (briefly) before letting go.
+  if (puts_in_flight_ && !result_.has_value()) {
+    FinishBy(std::min(spec_.deadline, absl::Now() + absl::Seconds(2))).IgnoreError();
+  }
+  std::lock_guard<std::mutex> lock(transport_.send_mu_);
+  peer_.reset();
+}
+
+absl::Status UcxTransfer::Fail(absl::Status status) {
+  if (peer_ != nullptr) {
+    std::lock_guard<std::mutex> lock(transport_.send_mu_);
+    transport_.DropPeerLocked(peer_);
+  }
+  result_ = status;
+  return status;
+}
+
+absl::Status UcxTransfer::Put(const void* local, uint64_t remote, uint64_t length) {
+  ucp_rkey_h key = peer_->KeyFor(remote, length);
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(Describe(), ": destination range [", remote, ", +", length,
+                                                   ") is outside every region the pool descriptor registered"));
+  }
+  ucp_request_param_t params = {};
+  ucs_status_ptr_t request = ucp_put_nbx(peer_->ep->get(), local, length, remote, key, &params);
+  if (UCS_PTR_IS_ERR(request)) return UcxError(absl::StrCat(Describe(), ": ucp_put_nbx"), UCS_PTR_STATUS(request));
+  if (request != nullptr) ucp_request_free(request);
+  puts_in_flight_ = true;
+  bytes_ += static_cast<int64_t>(length);
   return absl::OkStatus();
 }
 
-absl::Status UcxTransfer::Finish() {
-  const std::string what = absl::StrCat("KV transfer ", spec_.transfer_id, " to ", dest_.worker_id());
+absl::Status UcxTransfer::SendLayer(int layer) {
+  if (result_.has_value()) {
+    return result_->ok() ? absl::FailedPreconditionError(absl::StrCat(Describe(), ": SendLayer after Finish"))
+                         : *result_;
+  }
+  if (layer < 0 || layer >= dest_.key_base_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(Describe(), ": layer ", layer, " out of range"));
+  }
   absl::Status status;
-  for (ucs_status_ptr_t& r : pending_) {
-    absl::Status s = Wait(transport_.worker(), r, spec_.deadline, &peer_->failed, what);
-    r = nullptr;
-    if (status.ok()) status = s;
+  {
+    std::lock_guard<std::mutex> lock(transport_.send_mu_);
+    if (peer_->closed || peer_->failed) {
+      status = absl::UnavailableError(absl::StrCat(Describe(), ": the connection is gone"));
+    }
+    const uint64_t stride = dest_.block_stride();
+    const std::vector<int32_t>& src = spec_.src_blocks;
+    const std::vector<int32_t>& dst = spec_.dst_blocks;
+    // A run of blocks consecutive on both sides is one put per K and V.
+    for (size_t i = 0; status.ok() && i < src.size();) {
+      size_t run = 1;
+      while (i + run < src.size() && src[i + run] == src[i] + static_cast<int32_t>(run) &&
+             dst[i + run] == dst[i] + static_cast<int32_t>(run)) {
+        ++run;
+      }
+      const uint64_t offset = static_cast<uint64_t>(dst[i]) * stride;
+      status = Put(src_.KeyBlock(layer, src[i]), dest_.key_base(layer) + offset, run * stride);
+      if (status.ok()) status = Put(src_.ValueBlock(layer, src[i]), dest_.value_base(layer) + offset, run * stride);
+      i += run;
+    }
+    // Let the transports move data while the next layers compute.
+    if (status.ok()) ucp_worker_progress(transport_.send_worker_.get());
   }
-  pending_.clear();
-  if (status.ok()) {
-    // Puts are complete locally; the flush makes them complete remotely.
-    ucp_request_param_t p = {};
-    status = Wait(transport_.worker(), ucp_ep_flush_nbx(peer_->ep, &p), spec_.deadline, &peer_->failed, what);
+  if (!status.ok()) return Fail(status);
+  return absl::OkStatus();
+}
+
+absl::Status UcxTransfer::FinishBy(absl::Time deadline) {
+  if (result_.has_value()) return *result_;
+  if (absl::Now() > deadline) {
+    return Fail(absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline")));
   }
-  if (!status.ok()) transport_.Disconnect(dest_.worker_id());
-  return status;
+  ucs_status_ptr_t flush;
+  {
+    std::lock_guard<std::mutex> lock(transport_.send_mu_);
+    if (peer_->closed || peer_->failed) {
+      flush = UCS_STATUS_PTR(UCS_ERR_CONNECTION_RESET);
+    } else {
+      ucp_request_param_t params = {};
+      flush = ucp_ep_flush_nbx(peer_->ep->get(), &params);
+    }
+  }
+  if (UCS_PTR_IS_ERR(flush)) return Fail(UcxError(absl::StrCat(Describe(), ": flush"), UCS_PTR_STATUS(flush)));
+  // The flush completes once every put is complete in the peer's memory.
+  // The lock is taken per round so other threads may use the worker.
+  int idle_rounds = 0;
+  while (flush != nullptr) {
+    std::unique_lock<std::mutex> lock(transport_.send_mu_);
+    const bool progressed = ucp_worker_progress(transport_.send_worker_.get()) != 0;
+    const ucs_status_t s = ucp_request_check_status(flush);
+    if (s != UCS_INPROGRESS) {
+      ucp_request_free(flush);
+      lock.unlock();
+      if (s != UCS_OK) return Fail(UcxError(absl::StrCat(Describe(), ": flush"), s));
+      break;
+    }
+    if (absl::Now() > deadline) {
+      ucp_request_free(flush);  // completes (with an error) when the endpoint closes
+      lock.unlock();
+      return Fail(absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline")));
+    }
+    lock.unlock();
+    idle_rounds = progressed ? 0 : idle_rounds + 1;
+    if (idle_rounds > 1000) {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    } else {
+      std::this_thread::yield();
+    }
+  }
+  puts_in_flight_ = false;
+  result_ = absl::OkStatus();
+  return absl::OkStatus();
 }
 
 }  // namespace
