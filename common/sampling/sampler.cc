@@ -19,14 +19,8 @@ uint64_t Mix(uint64_t x) {
 }
 
 // A NaN logit would break the strict weak ordering the sorts rely on; it is
-// treated as impossible (-inf) instead.
-std::vector<float> SanitizedCopy(std::span<const float> raw) {
-  std::vector<float> out(raw.begin(), raw.end());
-  for (float& x : out) {
-    if (std::isnan(x)) x = kNegInf;
-  }
-  return out;
-}
+// read as impossible (-inf) everywhere instead.
+float Clean(float x) { return std::isnan(x) ? kNegInf : x; }
 
 // The in-vocabulary ids of `spans`, sorted (with repeats): the penalties
 // work from this instead of a vocabulary-sized table, so their cost follows
@@ -43,6 +37,10 @@ std::vector<int32_t> SortedIds(std::initializer_list<std::span<const int32_t>> s
   }
   std::sort(ids.begin(), ids.end());
   return ids;
+}
+
+bool HasPenalties(const SamplingParams& p) {
+  return p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f;
 }
 
 void ApplyPenalties(std::vector<float>& logits, const SamplingParams& p, const TokenHistory& h) {
@@ -69,10 +67,15 @@ void ApplyPenalties(std::vector<float>& logits, const SamplingParams& p, const T
 // "a ranks before b": higher logit first, ties to the lower id.
 bool Before(float la, int32_t a, float lb, int32_t b) { return la != lb ? la > lb : a < b; }
 
-int32_t Argmax(const std::vector<float>& x) {
+// Ties go to the lowest id; NaN never wins (every comparison with it fails).
+int32_t Argmax(std::span<const float> x) {
   int32_t best = 0;
+  float best_value = Clean(x[0]);
   for (int32_t i = 1; i < static_cast<int32_t>(x.size()); ++i) {
-    if (x[i] > x[best]) best = i;
+    if (x[i] > best_value) {
+      best = i;
+      best_value = x[i];
+    }
   }
   return best;
 }
@@ -80,7 +83,7 @@ int32_t Argmax(const std::vector<float>& x) {
 // A token still in the running, with its unnormalized probability at the
 // request's temperature (the most likely candidate has weight 1).
 struct Candidate {
-  double weight;
+  float weight;
   float logit;
   int32_t id;
 };
@@ -88,9 +91,9 @@ struct Candidate {
 bool CandidateBefore(const Candidate& a, const Candidate& b) { return Before(a.logit, a.id, b.logit, b.id); }
 
 // top-k: the k best, sorted. Otherwise every token, in id order.
-std::vector<Candidate> TopKCandidates(const std::vector<float>& logits, int32_t top_k, bool* sorted) {
+std::vector<Candidate> TopKCandidates(std::span<const float> logits, int32_t top_k, bool* sorted) {
   std::vector<Candidate> c(logits.size());
-  for (size_t i = 0; i < c.size(); ++i) c[i] = {0.0, logits[i], static_cast<int32_t>(i)};
+  for (size_t i = 0; i < c.size(); ++i) c[i] = {0.0f, Clean(logits[i]), static_cast<int32_t>(i)};
   *sorted = false;
   if (top_k > 0 && static_cast<size_t>(top_k) < c.size()) {
     std::nth_element(c.begin(), c.begin() + top_k, c.end(), CandidateBefore);
@@ -104,48 +107,62 @@ std::vector<Candidate> TopKCandidates(const std::vector<float>& logits, int32_t 
 // Fills the weights exp((logit - max) / t) and returns their sum. Written
 // so that no input makes a NaN: the max itself gets exactly 1 (also when it
 // is +-inf), and a tiny t sends the others to 0 rather than to inf * 0.
-double FillWeights(std::vector<Candidate>& c, double temperature) {
+// Single precision (a weight under 1e-38 of the best is 0), summed in double.
+double FillWeights(std::vector<Candidate>& c, float temperature) {
   float max = kNegInf;
   for (const Candidate& x : c) max = std::max(max, x.logit);
   double total = 0;
   for (Candidate& x : c) {
-    x.weight = x.logit == max ? 1.0 : std::exp((static_cast<double>(x.logit) - max) / temperature);
+    x.weight = x.logit == max ? 1.0f : std::exp((x.logit - max) / temperature);
     total += x.weight;
   }
   return total;
 }
 
 // top-p: keeps the smallest best-first prefix whose mass reaches
-// top_p * total (at least one token). Unsorted candidates are sorted only as
-// far as needed, in growing chunks, since a peaked distribution reaches the
-// mass within a few tokens of a 128k vocabulary.
+// top_p * total (at least one token). Unsorted candidates are not sorted: a
+// bisection by nth_element finds the cut in expected linear time, leaving
+// the kept ones (in no particular, but deterministic, order) at the front.
 void ApplyTopP(std::vector<Candidate>& c, double top_p, double total, bool sorted) {
   const double target = top_p * total;
-  const size_t n = c.size();
-  size_t ordered = sorted ? n : 0;
-  size_t chunk = sorted ? n : std::min<size_t>(n, 256);
-  double mass = 0;
-  for (size_t i = 0; i < n; ++i) {
-    if (i == ordered) {
-      std::partial_sort(c.begin() + i, c.begin() + chunk, c.end(), CandidateBefore);
-      ordered = chunk;
-      chunk = std::min(n, chunk * 4);
+  // Invariant: [0, lo) holds the lo best candidates and `base` is their
+  // mass (< target); [lo, hi) holds the next ones; the cut lies in [lo, hi).
+  size_t lo = 0;
+  size_t hi = c.size();
+  double base = 0;
+  if (!sorted) {
+    while (hi - lo > 64) {
+      const size_t mid = lo + (hi - lo) / 2;
+      std::nth_element(c.begin() + lo, c.begin() + mid, c.begin() + hi, CandidateBefore);
+      double mass = base;
+      for (size_t i = lo; i <= mid; ++i) mass += c[i].weight;
+      if (mass >= target) {
+        hi = mid + 1;
+      } else {
+        base = mass;
+        lo = mid + 1;
+      }
     }
-    mass += c[i].weight;
-    if (mass >= target) {
+    std::sort(c.begin() + lo, c.begin() + hi, CandidateBefore);
+  }
+  for (size_t i = lo; i < hi; ++i) {
+    base += c[i].weight;
+    if (base >= target) {
       c.resize(i + 1);
       return;
     }
   }
-  // Rounding kept the mass just under the target: everything stays.
+  // Only rounding (a different summation order) gets here: the bisection
+  // saw the mass reach the target by hi, or the target is the whole mass.
+  c.resize(hi);
 }
 
 // min-p: drops p < min_p * p_max. The best candidate has weight 1 (it is
 // never removed by top-k or top-p), so the rule is weight < min_p.
-void ApplyMinP(std::vector<Candidate>& c, double min_p) {
-  double max_weight = 0;
+void ApplyMinP(std::vector<Candidate>& c, float min_p) {
+  float max_weight = 0;
   for (const Candidate& x : c) max_weight = std::max(max_weight, x.weight);
-  const double threshold = min_p * max_weight;
+  const float threshold = min_p * max_weight;
   c.erase(std::remove_if(c.begin(), c.end(), [&](const Candidate& x) { return x.weight < threshold; }), c.end());
 }
 
@@ -170,29 +187,35 @@ int32_t Draw(const std::vector<Candidate>& c, double uniform) {
 
 // Logprobs of the raw logits (vLLM's default "raw_logprobs"): before the
 // penalties, temperature and truncation.
-void FillLogprobs(const std::vector<float>& raw, int32_t chosen, int32_t n, SampleResult* r) {
+void FillLogprobs(std::span<const float> raw, int32_t chosen, int32_t n, SampleResult* r) {
+  const int32_t vocab = static_cast<int32_t>(raw.size());
   float max = kNegInf;
-  for (float x : raw) max = std::max(max, x);
+  for (float x : raw) max = std::max(max, Clean(x));
   double sum = 0;
-  for (float x : raw) sum += x == max ? 1.0 : std::exp(static_cast<double>(x) - max);
-  const double log_z = static_cast<double>(max) + std::log(sum);
+  for (float x : raw) sum += Clean(x) == max ? 1.0f : std::exp(Clean(x) - max);
+  const double log_sum = std::log(sum);
+  // Relative to the max, so a +-inf max still gives finite logprobs for
+  // the tokens equal to it.
   auto logprob = [&](int32_t id) {
-    return raw[id] == max ? static_cast<float>(-std::log(sum)) : static_cast<float>(raw[id] - log_z);
+    const float x = Clean(raw[id]);
+    return x == max ? static_cast<float>(-log_sum) : static_cast<float>((x - max) - log_sum);
   };
+  const float chosen_logit = Clean(raw[chosen]);
   r->logprob_valid = true;
   r->logprob = logprob(chosen);
   int32_t rank = 1;
-  for (int32_t i = 0; i < static_cast<int32_t>(raw.size()); ++i) {
-    if (Before(raw[i], i, raw[chosen], chosen)) ++rank;
+  for (int32_t i = 0; i < vocab; ++i) {
+    if (Before(Clean(raw[i]), i, chosen_logit, chosen)) ++rank;
   }
   r->rank = rank;
   // The n best, kept sorted while scanning (n <= 20, so insertion is cheap
   // and nothing vocabulary-sized is allocated).
   std::vector<int32_t> best;
   best.reserve(static_cast<size_t>(n) + 1);
-  for (int32_t i = 0; n > 0 && i < static_cast<int32_t>(raw.size()); ++i) {
-    if (best.size() == static_cast<size_t>(n) && !Before(raw[i], i, raw[best.back()], best.back())) continue;
-    auto pos = std::find_if(best.begin(), best.end(), [&](int32_t b) { return Before(raw[i], i, raw[b], b); });
+  for (int32_t i = 0; n > 0 && i < vocab; ++i) {
+    const float x = Clean(raw[i]);
+    if (best.size() == static_cast<size_t>(n) && !Before(x, i, Clean(raw[best.back()]), best.back())) continue;
+    auto pos = std::find_if(best.begin(), best.end(), [&](int32_t b) { return Before(x, i, Clean(raw[b]), b); });
     best.insert(pos, i);
     if (best.size() > static_cast<size_t>(n)) best.pop_back();
   }
@@ -206,13 +229,19 @@ double SamplingUniform(uint64_t seed, uint64_t step) {
   return static_cast<double>(Mix(Mix(seed) ^ (step * 0xd1342543de82ef95ull + 1)) >> 11) * 0x1.0p-53;
 }
 
-SampleResult Sampler::Sample(std::span<const float> raw_logits, const SamplingParams& p,
-                             const TokenHistory& history, uint64_t seed, uint64_t step) const {
+SampleResult Sampler::Sample(std::span<const float> raw, const SamplingParams& p, const TokenHistory& history,
+                             uint64_t seed, uint64_t step) const {
   SampleResult r;
-  if (raw_logits.empty()) return r;
-  const std::vector<float> raw = SanitizedCopy(raw_logits);
-  std::vector<float> logits = raw;
-  ApplyPenalties(logits, p, history);
+  if (raw.empty()) return r;
+  // Penalties need a private copy; without them the raw row is read in place.
+  std::vector<float> penalized;
+  std::span<const float> logits = raw;
+  if (HasPenalties(p)) {
+    penalized.assign(raw.begin(), raw.end());
+    for (float& x : penalized) x = Clean(x);
+    ApplyPenalties(penalized, p, history);
+    logits = penalized;
+  }
   if (p.greedy()) {
     r.token = Argmax(logits);
   } else {

@@ -174,5 +174,106 @@ TEST(SamplerTest, FrequenciesMatchTheTargetDistribution) {
   EXPECT_GT(ChiSquare(counts, Target(0.75, 0.9), n), ChiSquareCritical(dof));
 }
 
+
+// Target of temperature t, top-k and min-p over kLogits, computed directly.
+std::map<int32_t, double> TargetTopKMinP(double t, int top_k, double min_p) {
+  std::vector<int32_t> ids(kLogits.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  std::sort(ids.begin(), ids.end(), [](int32_t a, int32_t b) { return kLogits[a] > kLogits[b]; });
+  ids.resize(static_cast<size_t>(top_k));
+  const double best = std::exp(kLogits[ids[0]] / t);
+  std::map<int32_t, double> p;
+  double z = 0;
+  for (int32_t id : ids) {
+    const double w = std::exp(kLogits[id] / t);
+    if (w >= min_p * best) z += p[id] = w;
+  }
+  for (auto& [id, q] : p) q /= z;
+  return p;
+}
+
+TEST(SamplerTest, TopKAndMinPFrequenciesMatchTheTarget) {
+  SamplingParams p;
+  p.temperature = 1.3f;
+  // top-k 6 keeps 1, 9, 3, 5, 7, 0; at t = 1.3 their weights relative to
+  // the best are 1, .93, .68, .46, .32, .21, so min-p 0.3 then drops 0.
+  p.top_k = 6;
+  p.min_p = 0.3f;
+  const int n = 100000;
+  std::map<int32_t, int> counts;
+  for (int step = 0; step < n; ++step) ++counts[Draw(p, 99, static_cast<uint64_t>(step)).token];
+  const auto target = TargetTopKMinP(1.3, 6, 0.3);
+  for (const auto& [id, c] : counts) EXPECT_TRUE(target.contains(id)) << "token " << id << " was truncated";
+  const int dof = static_cast<int>(target.size()) - 1;
+  ASSERT_EQ(dof, 4);
+  EXPECT_LT(ChiSquare(counts, target, n), ChiSquareCritical(dof));
+  EXPECT_GT(ChiSquare(counts, TargetTopKMinP(1.0, 6, 0.3), n), ChiSquareCritical(dof));
+}
+
+TEST(SamplerTest, PenaltyDetails) {
+  // A repetition penalty counts a token once however often it repeats:
+  // 2.0 / 1.2 = 1.67 > 1.5, where compounding three times (2.0 / 1.728 =
+  // 1.16) would hand the argmax to token 1.
+  SamplingParams rep;
+  rep.temperature = 0;
+  rep.repetition_penalty = 1.2f;
+  EXPECT_EQ(Draw(rep, 0, 0, {2.0f, 1.5f}, {0, 0}, {0}).token, 0);
+  // It covers output tokens as well as the prompt.
+  EXPECT_EQ(Draw(rep, 0, 0, {2.0f, 1.8f}, {}, {0}).token, 1);
+  // Repetition, then frequency, on output {1, 9}: 1 -> 3.0/1.2 - 0.1 = 2.4,
+  // 9 -> 2.9/1.2 - 0.1 = 2.32, so 3 (2.5, untouched) wins; without the
+  // repetition penalty token 1 (2.9) would.
+  SamplingParams both;
+  both.temperature = 0;
+  both.repetition_penalty = 1.2f;
+  both.frequency_penalty = 0.1f;
+  EXPECT_EQ(Draw(both, 0, 0, kLogits, {}, {1, 9}).token, 3);
+  both.repetition_penalty = 1.0f;
+  EXPECT_EQ(Draw(both, 0, 0, kLogits, {}, {1, 9}).token, 1);
+  // A negative presence penalty raises a token: 2.5 + 0.6 = 3.1 > 3.0.
+  SamplingParams pres;
+  pres.temperature = 0;
+  pres.presence_penalty = -0.6f;
+  pres.logprobs = 0;
+  const SampleResult r = Draw(pres, 0, 0, kLogits, {}, {3});
+  EXPECT_EQ(r.token, 3);
+  // Logprobs stay those of the raw logits, whatever the penalties did:
+  // under the raw logits token 3 (2.5) ranks after 1 (3.0) and 9 (2.9).
+  double z = 0;
+  for (float l : kLogits) z += std::exp(static_cast<double>(l));
+  EXPECT_NEAR(r.logprob, 2.5 - std::log(z), 1e-5);
+  EXPECT_EQ(r.rank, 3);
+  EXPECT_TRUE(r.top.empty());
+}
+
+TEST(SamplerTest, LogprobTiesRankByLowerIdAndTopMatchesLogSoftmax) {
+  const std::vector<float> logits = {0.5f, 2.0f, -1.0f, 2.0f, 1.0f};
+  SamplingParams p;
+  p.temperature = 0;
+  p.logprobs = 5;
+  const SampleResult r = Draw(p, 0, 0, logits);
+  EXPECT_EQ(r.token, 1);
+  EXPECT_EQ(r.rank, 1);
+  double z = 0;
+  for (float l : logits) z += std::exp(static_cast<double>(l));
+  const std::vector<int32_t> order = {1, 3, 4, 0, 2};
+  ASSERT_EQ(r.top.size(), order.size());
+  for (size_t i = 0; i < order.size(); ++i) {
+    EXPECT_EQ(r.top[i].token, order[i]) << i;
+    EXPECT_NEAR(r.top[i].logprob, logits[order[i]] - std::log(z), 1e-6) << i;
+  }
+  // The rank of token 3 (tied with 1, higher id) is 2.
+  SamplingParams rep;
+  rep.temperature = 0;
+  rep.logprobs = 1;
+  rep.repetition_penalty = 4.0f;  // 1 drops to 0.5: token 3 is the argmax
+  const SampleResult s = Draw(rep, 0, 0, logits, {1});
+  EXPECT_EQ(s.token, 3);
+  EXPECT_EQ(s.rank, 2);
+  ASSERT_EQ(s.top.size(), 1u);
+  EXPECT_EQ(s.top[0].token, 1);
+  EXPECT_NEAR(s.logprob, 2.0 - std::log(z), 1e-6);
+}
+
 }  // namespace
 }  // namespace tandem
