@@ -22,6 +22,8 @@ struct RopeScaling {
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   int64_t original_max_position_embeddings = 8192;
+
+  bool operator==(const RopeScaling&) const = default;
 };
 
 struct ModelConfig {
@@ -48,12 +50,16 @@ struct ModelConfig {
   int64_t kv_size() const { return num_key_value_heads * head_dim; }
   // Parameter count including embeddings (and lm_head unless tied).
   int64_t NumParameters() const;
+
+  bool operator==(const ModelConfig&) const = default;
 };
 
 // Parses config.json text. `source` names the file in error messages.
 // Unknown architectures, missing required fields and inconsistent shapes
 // (heads not dividing hidden size, kv heads not dividing heads) are errors
-// naming the field.
+// naming the field. Both the transformers 4 spelling (torch_dtype,
+// rope_scaling, rope_theta) and the transformers 5 one (dtype,
+// rope_parameters) are read.
 absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::string_view source);
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path);
 

@@ -5,10 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 
 namespace tandem {
@@ -31,6 +33,10 @@ class Mapping {
   size_t size_;
 };
 
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
 absl::Status Bad(const std::string& path, std::string_view problem) {
   return absl::DataLossError(absl::StrCat(path, ": ", std::string(problem)));
 }
@@ -52,14 +58,21 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
     close(fd);
     return absl::InternalError(absl::StrCat(path, ": cannot stat: ", strerror(errno)));
   }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  }
   const size_t size = static_cast<size_t>(st.st_size);
   if (size < 8) {
     close(fd);
     return Bad(path, absl::StrCat("file of ", size, " bytes is too short for a safetensors header"));
   }
   void* data = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  close(fd);
-  if (data == MAP_FAILED) return absl::InternalError(absl::StrCat(path, ": mmap failed: ", strerror(errno)));
+  const int mmap_errno = errno;
+  close(fd);  // the mapping keeps the file's pages reachable on its own
+  if (data == MAP_FAILED) {
+    return absl::InternalError(absl::StrCat(path, ": mmap failed: ", strerror(mmap_errno)));
+  }
   auto mapping = std::make_shared<Mapping>(data, size);
 
   uint64_t header_len = 0;
@@ -101,14 +114,19 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
     t.name = name;
     t.dtype = *dtype;
     t.source = path;
-    int64_t numel = 1;
+    // numel is bounded by the file size as it grows, so a hostile shape
+    // cannot overflow the byte count checked below.
+    uint64_t numel = 1;
+    bool too_big = false;
     if (!entry["shape"].is_array()) return Bad(path, absl::StrCat(where, ": shape is not a list"));
     for (const auto& d : entry["shape"]) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0) {
+      if (!d.is_number_unsigned() || d.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
         return Bad(path, absl::StrCat(where, ": shape holds a negative or non-integer size"));
       }
-      t.shape.push_back(d.get<int64_t>());
-      numel *= d.get<int64_t>();
+      const uint64_t dim = d.get<uint64_t>();
+      t.shape.push_back(static_cast<int64_t>(dim));
+      if (dim != 0 && numel > data_size / dim) too_big = true;
+      numel = too_big ? 0 : numel * dim;
     }
     const auto& off = entry["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
@@ -120,7 +138,14 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
                                     ") fall outside the data section of ", data_size,
                                     " bytes (is the file truncated?)"));
     }
-    const uint64_t expected = static_cast<uint64_t>(numel) * DTypeSize(t.dtype);
+    // A zero dimension anywhere makes the tensor empty however large the
+    // others are.
+    const bool empty = std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end();
+    if (too_big && !empty) {
+      return Bad(path, absl::StrCat(where, ": shape ", ShapeString(t.shape),
+                                    " needs more bytes than the data section holds (", data_size, ")"));
+    }
+    const uint64_t expected = empty ? 0 : numel * DTypeSize(t.dtype);
     if (end - begin != expected) {
       return Bad(path, absl::StrCat(where, ": data_offsets span ", end - begin, " bytes but shape and dtype need ",
                                     expected));

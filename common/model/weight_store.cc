@@ -4,11 +4,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <mutex>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "common/model/safetensors_reader.h"
 #include "common/util/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -71,7 +71,9 @@ class DummyStore final : public WeightStore {
     if (spec == specs_.end()) {
       return absl::NotFoundError(absl::StrCat("tensor '", std::string(name), "' is not part of this model"));
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    // Generation runs under the lock: concurrent first Gets of one tensor
+    // must not fill two buffers, and backends load tensors once at startup.
+    absl::MutexLock lock(&mu_);
     auto cached = cache_.find(spec->first);
     if (cached != cache_.end()) return cached->second;
     HostTensor t = Generate(spec->first, spec->second);
@@ -118,8 +120,8 @@ class DummyStore final : public WeightStore {
   const DType dtype_;
   const float scale_;
   std::map<std::string, std::vector<int64_t>> specs_;
-  mutable std::mutex mu_;
-  mutable std::map<std::string, HostTensor> cache_;
+  mutable absl::Mutex mu_;
+  mutable std::map<std::string, HostTensor> cache_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
@@ -183,32 +185,48 @@ absl::Status ValidateWeights(const WeightStore& store, const ModelConfig& config
 
 absl::StatusOr<std::unique_ptr<WeightStore>> OpenSafetensorsDir(const std::string& dir) {
   namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    return absl::NotFoundError(absl::StrCat(dir, ": not a directory"));
+  }
   std::vector<std::string> files;
+  // weight_map of the index: tensor name -> file path, checked against what
+  // the files actually hold once they are read.
+  std::map<std::string, std::string> index_map;
   const fs::path index = fs::path(dir) / "model.safetensors.index.json";
-  if (fs::exists(index)) {
+  const bool has_index = fs::exists(index, ec);
+  if (has_index) {
     std::ifstream in(index);
     std::stringstream ss;
     ss << in.rdbuf();
     nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
-    if (j.is_discarded() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
+    if (!in || j.is_discarded() || !j.is_object()) {
+      return absl::DataLossError(absl::StrCat(index.string(), ": not a valid JSON object"));
+    }
+    auto wm = j.find("weight_map");
+    if (wm == j.end() || !wm->is_object()) {
       return absl::DataLossError(absl::StrCat(index.string(), ": weight_map is missing or not an object"));
     }
-    for (auto& [name, file] : j["weight_map"].items()) {
-      if (!file.is_string()) {
-        return absl::DataLossError(absl::StrCat(index.string(), ": weight_map['", name, "'] is not a file name"));
+    for (auto& [name, file] : wm->items()) {
+      if (!file.is_string() || file.get<std::string>().empty()) {
+        return absl::DataLossError(
+            absl::StrCat(index.string(), ": weight_map['", name, "'] is not a file name"));
       }
-      files.push_back((fs::path(dir) / file.get<std::string>()).string());
+      const std::string path = (fs::path(dir) / file.get<std::string>()).string();
+      files.push_back(path);
+      index_map.emplace(name, path);
     }
   } else {
-    std::error_code ec;
     for (const auto& e : fs::directory_iterator(dir, ec)) {
-      if (e.path().extension() == ".safetensors") files.push_back(e.path().string());
+      if (e.path().extension() == ".safetensors" && e.is_regular_file()) files.push_back(e.path().string());
     }
     if (ec) return absl::NotFoundError(absl::StrCat(dir, ": ", ec.message()));
   }
   std::sort(files.begin(), files.end());
   files.erase(std::unique(files.begin(), files.end()), files.end());
-  if (files.empty()) return absl::NotFoundError(absl::StrCat(dir, ": no *.safetensors file"));
+  if (files.empty()) {
+    return absl::NotFoundError(absl::StrCat(dir, ": no *.safetensors file (and no model.safetensors.index.json)"));
+  }
   std::map<std::string, HostTensor> all;
   for (const std::string& f : files) {
     TANDEM_ASSIGN_OR_RETURN(SafetensorsFile file, ReadSafetensors(f));
@@ -218,6 +236,19 @@ absl::StatusOr<std::unique_ptr<WeightStore>> OpenSafetensorsDir(const std::strin
         return absl::DataLossError(absl::StrCat("tensor '", name, "' is in both ", it->second.source,
                                                 " and ", f));
       }
+    }
+  }
+  // A stale index (a shard re-exported without updating it) would make
+  // tensors silently come from the wrong file or go missing.
+  for (const auto& [name, path] : index_map) {
+    auto it = all.find(name);
+    if (it == all.end()) {
+      return absl::DataLossError(absl::StrCat(index.string(), ": tensor '", name, "' is mapped to ", path,
+                                              " but that file does not hold it"));
+    }
+    if (it->second.source != path) {
+      return absl::DataLossError(absl::StrCat(index.string(), ": tensor '", name, "' is mapped to ", path,
+                                              " but is in ", it->second.source));
     }
   }
   return std::unique_ptr<WeightStore>(new SafetensorsStore(std::move(all)));
