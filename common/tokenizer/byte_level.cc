@@ -94,17 +94,38 @@ void AppendUtf8(char32_t c, std::string* out) {
   }
 }
 
+namespace {
+
+// Decodes the character at s[i] (advancing i); false if it is not valid
+// UTF-8 (including overlong forms and surrogates).
+bool NextValidChar(std::string_view s, size_t& i) {
+  const size_t start = i;
+  const char32_t c = DecodeUtf8(s, i);
+  const size_t n = i - start;
+  return !((c == 0xFFFD && !(n == 3 && s.compare(start, 3, "\xEF\xBF\xBD") == 0)) ||
+           (c >= 0xD800 && c <= 0xDFFF) || c > 0x10FFFF || (n == 2 && c < 0x80) || (n == 3 && c < 0x800) ||
+           (n == 4 && c < 0x10000));
+}
+
+}  // namespace
+
+size_t ValidUtf8PrefixLength(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t next = i;
+    if (!NextValidChar(s, next)) break;
+    i = next;
+  }
+  return i;
+}
+
 std::string SanitizeUtf8(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size();) {
     const size_t start = i;
-    const char32_t c = DecodeUtf8(s, i);
-    // Overlong forms and surrogates are invalid too.
+    const bool invalid = !NextValidChar(s, i);
     const size_t n = i - start;
-    const bool invalid = (c == 0xFFFD && !(n == 3 && s.compare(start, 3, "\xEF\xBF\xBD") == 0)) ||
-                         (c >= 0xD800 && c <= 0xDFFF) || c > 0x10FFFF || (n == 2 && c < 0x80) ||
-                         (n == 3 && c < 0x800) || (n == 4 && c < 0x10000);
     if (invalid) {
       AppendUtf8(0xFFFD, &out);
     } else {

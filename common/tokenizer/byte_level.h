@@ -25,6 +25,8 @@ void AppendUtf8(char32_t c, std::string* out);
 // `s` with every byte that is not part of valid UTF-8 replaced by U+FFFD
 // (what decoding with errors="replace" gives).
 std::string SanitizeUtf8(std::string_view s);
+// Length of the longest prefix of `s` that is valid UTF-8.
+size_t ValidUtf8PrefixLength(std::string_view s);
 // Bytes at the end of `s` that start an incomplete UTF-8 sequence.
 size_t IncompleteUtf8Suffix(std::string_view s);
 

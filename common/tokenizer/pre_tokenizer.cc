@@ -45,24 +45,33 @@ class Regex {
   }
   ~Regex() { pcre2_code_free(code_); }
 
-  // Calls fn(begin, end) for each non-empty match, left to right.
+  // Calls fn(begin, end) for each non-empty match, left to right. Bytes
+  // that are not valid UTF-8 never match: the valid runs between them are
+  // matched separately. Linear in the text: the subject's UTF-8 is
+  // validated here once, not by pcre2_match on every call.
   template <typename Fn>
   void ForEachMatch(std::string_view text, Fn fn) const {
     pcre2_match_data* md = pcre2_match_data_create_from_pattern(code_, nullptr);
-    size_t start = 0;
-    while (start <= text.size()) {
-      int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), start, 0, md, nullptr);
-      if (rc < 0) break;
-      PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
-      if (ov[1] == ov[0]) {  // empty match: step one character
-        size_t i = start;
-        if (i >= text.size()) break;
-        DecodeUtf8(text, i);
-        start = i;
-        continue;
+    for (size_t run = 0; run < text.size();) {
+      const size_t run_end = run + ValidUtf8PrefixLength(text.substr(run));
+      const std::string_view valid = text.substr(run, run_end - run);
+      size_t start = 0;
+      while (start < valid.size()) {
+        const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(valid.data()), valid.size(), start,
+                                   PCRE2_NO_UTF_CHECK, md, nullptr);
+        if (rc < 0) break;
+        const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+        if (ov[1] == ov[0]) {  // empty match: step one character
+          size_t i = ov[0] > start ? ov[0] : start;
+          if (i >= valid.size()) break;
+          DecodeUtf8(valid, i);
+          start = i;
+          continue;
+        }
+        fn(run + ov[0], run + ov[1]);
+        start = ov[1];
       }
-      fn(ov[0], ov[1]);
-      start = ov[1];
+      run = run_end + (run_end < text.size() ? 1 : 0);  // skip one invalid byte
     }
     pcre2_match_data_free(md);
   }
@@ -154,7 +163,14 @@ class ByteLevelStep : public Step {
       std::string p = pieces[k];
       if (add_prefix_space_ && k == 0 && first && !p.empty() && p[0] != ' ') p = " " + p;
       if (gpt2_) {
-        gpt2_->ForEachMatch(p, [&](size_t b, size_t e) { out.push_back(BytesToByteLevel(p.substr(b, e - b))); });
+        // Isolated split: text between matches (invalid UTF-8) stays too.
+        size_t last = 0;
+        gpt2_->ForEachMatch(p, [&](size_t b, size_t e) {
+          if (b > last) out.push_back(BytesToByteLevel(p.substr(last, b - last)));
+          out.push_back(BytesToByteLevel(p.substr(b, e - b)));
+          last = e;
+        });
+        if (last < p.size()) out.push_back(BytesToByteLevel(p.substr(last)));
       } else {
         out.push_back(BytesToByteLevel(p));
       }
