@@ -64,6 +64,12 @@ absl::Status WaitForNoUsedBlocks(const std::vector<std::string>& decode,
                                  const std::vector<std::string>& prefill,
                                  absl::Duration timeout = absl::Seconds(10));
 
+// GET http://<address><path>; the body, or an error.
+absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path);
+// Sum of a metric's samples in Prometheus text format whose line starts
+// with `name` followed by "{" or " " and contains every `label` string.
+double SumMetric(const std::string& text, const std::string& name, const std::vector<std::string>& labels = {});
+
 std::string BinDir();
 std::string ReadFile(const std::string& path);
 

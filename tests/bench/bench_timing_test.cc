@@ -1,0 +1,78 @@
+// tandem-bench's client-side timing against a server with known delays:
+// a fake GenerationService sends the first token after `ttft` and each
+// next one `tpot` later; the measured TTFT and TPOT must match within 5%.
+#include <thread>
+
+#include "bench/tandem_bench/load_runner.h"
+#include "bench/tandem_bench/run_stats.h"
+#include "common/rpc/grpc_server.h"
+#include "gtest/gtest.h"
+
+namespace tandem::bench {
+namespace {
+
+class DelayingService final : public v1::GenerationService::Service {
+ public:
+  DelayingService(absl::Duration ttft, absl::Duration tpot) : ttft_(ttft), tpot_(tpot) {}
+  grpc::Status Generate(grpc::ServerContext*, const v1::GenerateRequest* req,
+                        grpc::ServerWriter<v1::GenerateResponse>* writer) override {
+    const int n = req->stopping().max_new_tokens();
+    absl::SleepFor(ttft_);
+    for (int i = 0; i < n; ++i) {
+      if (i > 0) absl::SleepFor(tpot_);
+      v1::GenerateResponse r;
+      r.add_tokens()->set_id(i);
+      if (i == n - 1) r.set_finish_reason(v1::FINISH_REASON_LENGTH);
+      writer->Write(r);
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  absl::Duration ttft_, tpot_;
+};
+
+TEST(BenchTimingTest, MeasuredTtftAndTpotMatchAKnownServerDelay) {
+  DelayingService service(absl::Milliseconds(50), absl::Milliseconds(20));
+  auto server = GrpcServer::Start("127.0.0.1:0", {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = ConnectRouter((*server)->address());
+  std::vector<BenchRequest> requests(12, BenchRequest{{1, 2, 3}, 25});
+  LoadOptions o;
+  o.concurrency = 4;
+  o.progress = false;
+  const RunStats s = ComputeStats(RunLoad(*stub, requests, o, 1), SloTargets{});
+  EXPECT_EQ(s.completed, 12);
+  EXPECT_EQ(s.output_tokens, 12 * 25);
+  EXPECT_NEAR(s.tpot.mean, 0.020, 0.020 * 0.05);
+  EXPECT_NEAR(s.tpot.p90, 0.020, 0.020 * 0.05);
+  EXPECT_NEAR(s.ttft.p50, 0.050, 0.050 * 0.05);
+  EXPECT_NEAR(s.itl.p50, 0.020, 0.020 * 0.05);
+  // Attainment follows the targets: TPOT of 20 ms misses a 15 ms objective.
+  const RunStats strict = ComputeStats(RunLoad(*stub, {requests[0]}, o, 1), SloTargets{1.0, 0.015});
+  EXPECT_EQ(strict.attainment_tpot, 0.0);
+  EXPECT_EQ(strict.attainment_ttft, 1.0);
+  (*server)->Shutdown(absl::Seconds(1));
+}
+
+TEST(BenchTimingTest, OpenLoopKeepsTheOfferedRateWhateverTheServerSpeed) {
+  // A slow server (each request takes ~0.3 s) offered 20 req/s: requests
+  // are still sent at their arrival times, so sends span ~1 s, not ~6 s.
+  DelayingService service(absl::Milliseconds(100), absl::Milliseconds(20));
+  auto server = GrpcServer::Start("127.0.0.1:0", {&service});
+  ASSERT_TRUE(server.ok());
+  auto stub = ConnectRouter((*server)->address());
+  std::vector<BenchRequest> requests(20, BenchRequest{{1}, 10});
+  LoadOptions o;
+  o.rate = 20;
+  o.progress = false;
+  const LoadResult r = RunLoad(*stub, requests, o, 3);
+  double last_send = 0;
+  for (const RequestRecord& rec : r.records) last_send = std::max(last_send, rec.sent);
+  const std::vector<double> arrivals = PoissonArrivals(20, 20, 3);
+  EXPECT_NEAR(last_send, arrivals.back(), 0.05);
+  (*server)->Shutdown(absl::Seconds(1));
+}
+
+}  // namespace
+}  // namespace tandem::bench
