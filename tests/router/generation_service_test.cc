@@ -44,8 +44,18 @@ class GenerationServiceTest : public ::testing::Test {
   static void SetUpTestSuite() {
     model_dir_ = new tandem::testing::TempDir();
     ASSERT_TRUE(WriteDefaultModel(model_dir_->str()).ok());
+    // One metrics endpoint for the suite: stopping its HTTP server takes
+    // seconds.
+    auto metrics_server = MetricsServer::Start("127.0.0.1:0", {{"role", "router"}});
+    ASSERT_TRUE(metrics_server.ok()) << metrics_server.status();
+    metrics_server_ = metrics_server->release();
+    metrics_ = new RouterMetrics(*metrics_server_);
   }
-  static void TearDownTestSuite() { delete model_dir_; }
+  static void TearDownTestSuite() {
+    delete metrics_;
+    delete metrics_server_;
+    delete model_dir_;
+  }
 
   void SetUp() override {
     ctx_.config.max_inflight_requests = 8;
@@ -58,11 +68,8 @@ class GenerationServiceTest : public ::testing::Test {
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
     ctx_.tokenizer = std::move(*tokenizer);
     for (int64_t id : ctx_.model.eos_token_ids) ctx_.eos_ids.push_back(static_cast<int32_t>(id));
-    auto metrics_server = MetricsServer::Start("127.0.0.1:0", {{"role", "router"}});
-    ASSERT_TRUE(metrics_server.ok()) << metrics_server.status();
-    metrics_server_ = std::move(*metrics_server);
-    metrics_ = std::make_unique<RouterMetrics>(*metrics_server_);
-    ctx_.metrics = metrics_.get();
+    ASSERT_NE(metrics_, nullptr);
+    ctx_.metrics = metrics_;
     WorkerRegistryOptions ro;
     ro.model_name = "m";
     registry_ = std::make_unique<WorkerRegistry>(ro);
@@ -154,9 +161,9 @@ class GenerationServiceTest : public ::testing::Test {
   std::string Decode(const std::vector<int32_t>& ids) { return ctx_.tokenizer->Decode(ids, false); }
 
   static tandem::testing::TempDir* model_dir_;
+  static MetricsServer* metrics_server_;
+  static RouterMetrics* metrics_;
   RouterContext ctx_;
-  std::unique_ptr<MetricsServer> metrics_server_;
-  std::unique_ptr<RouterMetrics> metrics_;
   std::unique_ptr<WorkerRegistry> registry_;
   std::unique_ptr<GenerationServiceImpl> generation_;
   std::unique_ptr<RegistryService> registry_service_;
@@ -166,6 +173,8 @@ class GenerationServiceTest : public ::testing::Test {
 };
 
 tandem::testing::TempDir* GenerationServiceTest::model_dir_ = nullptr;
+MetricsServer* GenerationServiceTest::metrics_server_ = nullptr;
+RouterMetrics* GenerationServiceTest::metrics_ = nullptr;
 
 TEST_F(GenerationServiceTest, RelaysPrefillTokenAtOnceThenDecodeTokensInOrderWithText) {
   const std::vector<int32_t> answer = Encode(" the quick brown fox jumps over the lazy dog");

@@ -50,6 +50,34 @@ TEST(WorkerRegistryTest, DecodePlacementPrefersFreeBlocksAndCountsWhatItPlaced) 
   EXPECT_EQ(r.PickDecode(20)->id, b);
 }
 
+TEST(WorkerRegistryTest, DecodePlacementSkipsWorkersThatRefusedTheRequest) {
+  WorkerRegistry r(Options());
+  const std::string a = *r.Register(Info("h:1", v1::WORKER_ROLE_DECODE, 100));
+  const std::string b = *r.Register(Info("h:2", v1::WORKER_ROLE_DECODE, 60));
+  auto next = r.PickDecode(10, {a});
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->id, b);
+  r.Done(b, 10);
+  auto none = r.PickDecode(10, {a, b});
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(none.status().message().find("no other decode worker"), std::string::npos) << none.status();
+  // Excluding only b leaves a, the best anyway.
+  EXPECT_EQ(r.PickDecode(10, {b})->id, a);
+}
+
+TEST(WorkerRegistryTest, RegisteringAnAddressAgainReplacesTheOldEntry) {
+  WorkerRegistry r(Options());
+  const std::string old_id = *r.Register(Info("h:1", v1::WORKER_ROLE_DECODE, 100));
+  const std::string new_id = *r.Register(Info("h:1", v1::WORKER_ROLE_DECODE, 40));
+  EXPECT_NE(old_id, new_id);
+  EXPECT_EQ(r.CountLive(v1::WORKER_ROLE_DECODE), 1);
+  EXPECT_FALSE(r.Find(old_id).has_value());
+  v1::LoadReport rep;
+  rep.set_worker_id(old_id);
+  EXPECT_FALSE(r.Report(rep));
+  EXPECT_EQ(r.PickDecode(50).status().code(), absl::StatusCode::kResourceExhausted);
+}
+
 TEST(WorkerRegistryTest, PrefillPlacementPrefersTheShortestQueue) {
   WorkerRegistry r(Options());
   const std::string a = *r.Register(Info("h:1", v1::WORKER_ROLE_PREFILL));
