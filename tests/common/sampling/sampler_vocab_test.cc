@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <ostream>
 #include <random>
 #include <set>
 
@@ -62,6 +63,8 @@ struct VocabCase {
   float top_p;
   float min_p;
 };
+
+void PrintTo(const VocabCase& c, std::ostream* os) { *os << c.name; }
 
 class LargeVocabTest : public testing::TestWithParam<VocabCase> {};
 
