@@ -341,6 +341,10 @@ absl::StatusOr<std::shared_ptr<Peer>> UcxTransport::Connect(const v1::KvPoolDesc
                                              absl::StrCat("connecting to decode worker ", dest.worker_id()));
   if (!connected.ok()) {
     peer->failed = true;
+    if (absl::IsDeadlineExceeded(connected) && absl::Now() <= deadline) {
+      return absl::UnavailableError(absl::StrCat("decode worker ", dest.worker_id(), " did not answer within ",
+                                                 absl::FormatDuration(kConnectTimeout)));
+    }
     return connected;
   }
   peers_[dest.worker_id()] = peer;

@@ -1,0 +1,190 @@
+// UCX between two real processes, as between a prefill and a decode worker:
+// the decode side is a forked child (forked before this process creates
+// any UCX context) that exports its pool and sends the descriptor over a
+// pipe. The child checks the bytes it received itself and reports through
+// its exit status.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
+#include "common/transport/kv_transport.h"
+#include "gtest/gtest.h"
+#include "tests/common/transport/test_pool.h"
+
+namespace tandem {
+namespace {
+
+const KvEndpointInfo kPrefill{"prefill-a", "model-1"};
+const KvEndpointInfo kDecode{"decode-b", "model-1"};
+constexpr float kSourceTag = 1000.0f;
+constexpr float kDestTag = -500000.0f;
+
+// Child exit codes.
+enum : int { kChildOk = 0, kNoTransport = 10, kNoExport, kPipe, kWrongBytes };
+
+bool WriteAll(int fd, const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = write(fd, p, n);
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+bool ReadAll(int fd, void* data, size_t n) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    const ssize_t r = read(fd, p, n);
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// The decode worker of these tests, run in the child. Exports a pool,
+// sends its descriptor, waits for one byte per transfer the parent made,
+// and then checks: block 5 holds the parent's block 2, block 0 its block 3,
+// every other block is untouched. With `exit_after_export` it dies right
+// after sending the descriptor (a crashed decode worker).
+int RunDecodeChild(int to_parent, int from_parent, bool exit_after_export) {
+  auto receiver = CreateKvTransport("ucx");
+  if (!receiver.ok()) return kNoTransport;
+  TestPool dst(SmallLayout(), 6, kDestTag);
+  auto desc = (*receiver)->ExportPool(dst, kDecode);
+  if (!desc.ok()) return kNoExport;
+  const std::string bytes = desc->SerializeAsString();
+  const uint64_t n = bytes.size();
+  if (!WriteAll(to_parent, &n, sizeof(n)) || !WriteAll(to_parent, bytes.data(), n)) return kPipe;
+  if (exit_after_export) return kChildOk;
+  char done;
+  if (!ReadAll(from_parent, &done, 1)) return kPipe;
+  TestPool src(SmallLayout(), 6, kSourceTag);  // what the parent sent from
+  TestPool pristine(SmallLayout(), 6, kDestTag);
+  const size_t block_bytes = static_cast<size_t>(SmallLayout().block_bytes());
+  for (int l = 0; l < SmallLayout().num_layers; ++l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      for (int32_t b = 0; b < 6; ++b) {
+        const float* want = b == 5 ? src.At(l, kv, 2) : b == 0 ? src.At(l, kv, 3) : pristine.At(l, kv, b);
+        if (std::memcmp(dst.At(l, kv, b), want, block_bytes) != 0) return kWrongBytes;
+      }
+    }
+  }
+  return kChildOk;
+}
+
+class DecodeChild {
+ public:
+  // Forks the child; false (with a gtest failure) if that failed.
+  bool Start(bool exit_after_export) {
+    int to_parent[2], to_child[2];
+    if (pipe(to_parent) != 0 || pipe(to_child) != 0) return false;
+    pid_ = fork();
+    if (pid_ < 0) return false;
+    if (pid_ == 0) {
+      close(to_parent[0]);
+      close(to_child[1]);
+      _exit(RunDecodeChild(to_parent[1], to_child[0], exit_after_export));
+    }
+    close(to_parent[1]);
+    close(to_child[0]);
+    from_child_ = to_parent[0];
+    to_child_ = to_child[1];
+    return true;
+  }
+  ~DecodeChild() {
+    if (pid_ > 0) {
+      close(to_child_);  // a child still waiting reads EOF and exits
+      Wait();
+    }
+  }
+
+  bool ReadDescriptor(v1::KvPoolDescriptor* desc) {
+    uint64_t n = 0;
+    if (!ReadAll(from_child_, &n, sizeof(n)) || n > (1u << 20)) return false;
+    std::string bytes(n, '\0');
+    return ReadAll(from_child_, bytes.data(), n) && desc->ParseFromString(bytes);
+  }
+  bool SignalDone() { return WriteAll(to_child_, "x", 1); }
+  // The child's exit code, or -1 if it did not exit normally.
+  int Wait() {
+    int status = 0;
+    const pid_t waited = waitpid(pid_, &status, 0);
+    pid_ = -1;
+    close(from_child_);
+    if (waited <= 0 || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int from_child_ = -1, to_child_ = -1;
+};
+
+absl::Status RunTransfer(KvTransport& sender, TestPool& src, const v1::KvPoolDescriptor& desc,
+                         KvTransferSpec spec) {
+  auto t = sender.StartTransfer(src, kPrefill, desc, std::move(spec));
+  if (!t.ok()) return t.status();
+  for (int l = 0; l < SmallLayout().num_layers; ++l) {
+    absl::Status s = (*t)->SendLayer(l);
+    if (!s.ok()) return s;
+  }
+  return (*t)->Finish();
+}
+
+TEST(UcxTwoProcessTest, BlocksArriveInAnotherProcess) {
+  DecodeChild child;
+  ASSERT_TRUE(child.Start(/*exit_after_export=*/false));
+  v1::KvPoolDescriptor desc;
+  ASSERT_TRUE(child.ReadDescriptor(&desc));
+  auto sender = CreateKvTransport("ucx");
+  ASSERT_TRUE(sender.ok()) << sender.status();
+  TestPool src(SmallLayout(), 6, kSourceTag);
+  // Two transfers over the one cached connection.
+  absl::Status s = RunTransfer(**sender, src, desc, {"a", {2}, {5}, absl::Now() + absl::Seconds(20)});
+  ASSERT_TRUE(s.ok()) << s;
+  s = RunTransfer(**sender, src, desc, {"b", {3}, {0}, absl::Now() + absl::Seconds(20)});
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_TRUE(child.SignalDone());
+  EXPECT_EQ(child.Wait(), kChildOk) << "the child found wrong bytes or failed to set up";
+}
+
+TEST(UcxTwoProcessTest, ADeadDecodeProcessIsAnErrorNotAHang) {
+  DecodeChild child;
+  ASSERT_TRUE(child.Start(/*exit_after_export=*/true));
+  v1::KvPoolDescriptor desc;
+  ASSERT_TRUE(child.ReadDescriptor(&desc));
+  ASSERT_EQ(child.Wait(), kChildOk);  // gone now
+  auto sender = CreateKvTransport("ucx");
+  ASSERT_TRUE(sender.ok()) << sender.status();
+  TestPool src(SmallLayout(), 6, kSourceTag);
+  const absl::Time start = absl::Now();
+  absl::Status s = RunTransfer(**sender, src, desc, {"a", {2}, {5}, absl::Now() + absl::Seconds(60)});
+  EXPECT_FALSE(s.ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10)) << s;
+}
+
+TEST(UcxTwoProcessTest, ADecodeProcessDyingAfterATransferFailsTheNext) {
+  DecodeChild child;
+  ASSERT_TRUE(child.Start(/*exit_after_export=*/false));
+  v1::KvPoolDescriptor desc;
+  ASSERT_TRUE(child.ReadDescriptor(&desc));
+  auto sender = CreateKvTransport("ucx");
+  ASSERT_TRUE(sender.ok()) << sender.status();
+  TestPool src(SmallLayout(), 6, kSourceTag);
+  absl::Status s = RunTransfer(**sender, src, desc, {"a", {2}, {5}, absl::Now() + absl::Seconds(20)});
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_TRUE(child.SignalDone());
+  child.Wait();  // exits (its check fails: block 0 was never sent)
+  const absl::Time start = absl::Now();
+  s = RunTransfer(**sender, src, desc, {"b", {3}, {0}, absl::Now() + absl::Seconds(60)});
+  EXPECT_FALSE(s.ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(15)) << s;
+}
+
+}  // namespace
+}  // namespace tandem
