@@ -9,6 +9,8 @@
 #include <sstream>
 
 #include "common/tokenizer/tokenizer.h"
+
+#include "common/tokenizer/byte_level.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/paths.h"
@@ -82,6 +84,42 @@ TEST_P(JsReferenceTest, DecodeOfEncodeGivesTheTextBack) {
     if (GetParam() == "llama2" && text.find("</s>") != std::string::npos) continue;
     EXPECT_EQ((*tok)->Decode((*tok)->Encode(text, false), false), text) << GetParam() << " corpus[" << i << "]";
   }
+}
+
+// Streaming each corpus string as if generated after a chat prompt gives
+// whole-UTF-8 deltas that add up to what decoding the whole sequence adds
+// to the decoded prompt (SentencePiece's leading space included).
+TEST_P(JsReferenceTest, IncrementalDetokenizationMatchesWholeDecoding) {
+  const nlohmann::json& ref = (*reference_)[GetParam()];
+  auto tok = Tokenizer::FromJson(ReadFile(ref["tokenizer_json"]), ReadFile(ref["config_json"]), "reference");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::vector<int32_t> prompt = (*tok)->Encode("Answer in one line:", true);
+  int held_back = 0;
+  for (bool skip_special : {false, true}) {
+    for (size_t i = 0; i < corpus_->size(); ++i) {
+      const std::vector<int32_t> generated = (*tok)->Encode((*corpus_)[i].get<std::string>(), false);
+      std::vector<int32_t> all = prompt;
+      all.insert(all.end(), generated.begin(), generated.end());
+      const std::string prompt_text = (*tok)->Decode(prompt, skip_special);
+      const std::string whole = (*tok)->Decode(all, skip_special);
+      ASSERT_EQ(whole.compare(0, prompt_text.size(), prompt_text), 0) << GetParam() << " corpus[" << i << "]";
+
+      IncrementalDetokenizer detok(**tok, prompt, skip_special);
+      std::string streamed;
+      for (int32_t id : generated) {
+        const std::string delta = detok.Push(id);
+        EXPECT_EQ(SanitizeUtf8(delta), delta) << GetParam() << " corpus[" << i << "]: a delta is not whole UTF-8";
+        held_back += delta.empty();
+        streamed += delta;
+      }
+      streamed += detok.Flush();
+      EXPECT_EQ(streamed, whole.substr(prompt_text.size()))
+          << GetParam() << " corpus[" << i << "] skip_special=" << skip_special;
+    }
+  }
+  // Emoji and CJK characters span several byte tokens in every one of these
+  // vocabularies, so some pushes must have held text back.
+  EXPECT_GT(held_back, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Tokenizers, JsReferenceTest, ::testing::Values("llama3", "qwen3", "llama2"));
