@@ -137,6 +137,19 @@ absl::StatusOr<UcxEndpoint> UcxEndpoint::Connect(ucp_worker_h worker, std::strin
   params.err_handler.arg = arg;
   ucp_ep_h ep = nullptr;
   ucs_status_t s = ucp_ep_create(worker, &params, &ep);
+  if (s == UCS_ERR_UNREACHABLE) {
+    // No enabled transport can detect peer failure (UCX_TLS=shm,cma,self:
+    // only TCP and IB can). Connect without it; waits are then bounded by
+    // the callers' deadlines alone.
+    params.field_mask &= ~static_cast<uint64_t>(UCP_EP_PARAM_FIELD_ERR_HANDLER);
+    params.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+    s = ucp_ep_create(worker, &params, &ep);
+    if (s == UCS_OK) {
+      UcxEndpoint endpoint(worker, ep);
+      endpoint.detects_peer_failure_ = false;
+      return endpoint;
+    }
+  }
   if (s != UCS_OK) return UcxError("ucp_ep_create", s);
   return UcxEndpoint(worker, ep);
 }
@@ -148,6 +161,7 @@ UcxEndpoint& UcxEndpoint::operator=(UcxEndpoint&& other) noexcept {
     Close(/*force=*/true);
     worker_ = std::exchange(other.worker_, nullptr);
     ep_ = std::exchange(other.ep_, nullptr);
+    detects_peer_failure_ = other.detects_peer_failure_;
   }
   return *this;
 }
@@ -156,7 +170,8 @@ void UcxEndpoint::Close(bool force) {
   if (ep_ == nullptr) return;
   ucp_request_param_t params = {};
   params.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-  params.flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+  // UCX allows a forced close only on endpoints with peer error handling.
+  params.flags = force && detects_peer_failure_ ? UCP_EP_CLOSE_FLAG_FORCE : 0;
   // Errors here mean the peer is already gone, which is what closing wants.
   WaitForUcxRequest(worker_, ucp_ep_close_nbx(ep_, &params), absl::Now() + absl::Seconds(1), "ucp_ep_close_nbx")
       .IgnoreError();

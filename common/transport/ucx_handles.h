@@ -98,6 +98,9 @@ class UcxEndpoint {
   ~UcxEndpoint() { Close(/*force=*/true); }
 
   ucp_ep_h get() const { return ep_; }
+  // False when no enabled transport supports peer error handling (shared
+  // memory only): then a dead peer shows only as a missed deadline.
+  bool detects_peer_failure() const { return detects_peer_failure_; }
   // Closes the endpoint, flushing it first unless `force`; bounded by about
   // a second (a hung peer cannot block the caller longer). Idempotent.
   void Close(bool force);
@@ -107,6 +110,7 @@ class UcxEndpoint {
 
   ucp_worker_h worker_ = nullptr;
   ucp_ep_h ep_ = nullptr;
+  bool detects_peer_failure_ = true;
 };
 
 }  // namespace tandem

@@ -323,6 +323,10 @@ absl::StatusOr<std::shared_ptr<Peer>> UcxTransport::Connect(const v1::KvPoolDesc
     return absl::Status(ep.status().code(),
                         absl::StrCat("connecting to decode worker ", dest.worker_id(), ": ", ep.status().message()));
   }
+  if (!ep->detects_peer_failure()) {
+    TANDEM_LOG(WARNING) << "no enabled UCX transport detects peer failure (UCX_TLS); a dead decode worker "
+                        << dest.worker_id() << " will show as missed deadlines";
+  }
   peer->ep.emplace(std::move(*ep));
   for (const UcxRemoteRegion& r : published) {
     absl::StatusOr<UcxRemoteKey> key = UnpackUcxRemoteKey(peer->ep->get(), r.packed_key);
