@@ -8,9 +8,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "common/tokenizer/tokenizer.h"
-
 #include "common/tokenizer/byte_level.h"
+#include "common/tokenizer/tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/paths.h"
