@@ -57,10 +57,10 @@ def main():
     t0 = time.time()
     if args.model:
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16, device_map="cuda",
-                                                     attn_implementation="sdpa_paged")
+                                                     attn_implementation="paged|sdpa")
     else:
         config = llama3_8b_config(args.layers)
-        config._attn_implementation = "sdpa_paged"
+        config._attn_implementation = "paged|sdpa"
         with torch.device("cuda"):
             model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.eval()
