@@ -37,6 +37,16 @@ std::string TokenName(const Json& j) {
   return "";
 }
 
+// Names the config file in errors: "<dir>/tokenizer_config.json" when the
+// source is "<dir>/tokenizer.json", else "<source> (tokenizer_config.json)".
+std::string ConfigSource(const std::string& source) {
+  const std::string json = "tokenizer.json";
+  if (source.size() >= json.size() && source.compare(source.size() - json.size(), json.size(), json) == 0) {
+    return source.substr(0, source.size() - json.size()) + "tokenizer_config.json";
+  }
+  return source + " (tokenizer_config.json)";
+}
+
 class HfTokenizer final : public Tokenizer {
  public:
   HfTokenizer(BpeModel model, std::unique_ptr<TextSplitter> splitter, std::unique_ptr<TokenDecoder> decoder)
@@ -212,7 +222,7 @@ class HfTokenizer final : public Tokenizer {
   // {"content": ...} or null), and add_bos_token / add_eos_token, which, as
   // in transformers' Llama tokenizers, override what the post-processor adds.
   absl::Status ReadConfig(const Json& config, const std::string& src) {
-    const std::string where = absl::StrCat(src, " (tokenizer_config.json)");
+    const std::string where = ConfigSource(src);
     std::optional<int32_t> config_bos, config_eos;
     for (const char* field : {"bos_token", "eos_token"}) {
       if (!config.contains(field) || config[field].is_null()) continue;
@@ -296,7 +306,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
   if (!config_json.empty()) {
     config = Json::parse(config_json, nullptr, false);
     if (config.is_discarded()) {
-      return absl::InvalidArgumentError(absl::StrCat(src, ": tokenizer_config.json is not valid JSON"));
+      return absl::InvalidArgumentError(absl::StrCat(ConfigSource(src), ": not valid JSON"));
     }
   }
   if (!j.contains("model")) return absl::InvalidArgumentError(absl::StrCat(src, ": model is missing"));

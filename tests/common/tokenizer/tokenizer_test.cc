@@ -114,9 +114,9 @@ TEST(TokenizerTest, ConfigSetsBosEosAndOverridesThePostProcessor) {
     auto bad = Tokenizer::FromJson(kByteLevel, config, "/m/tokenizer.json");
     ASSERT_FALSE(bad.ok()) << config;
     EXPECT_NE(bad.status().message().find(needle), std::string::npos) << bad.status();
-    EXPECT_NE(bad.status().message().find("tokenizer_config.json"), std::string::npos) << bad.status();
+    EXPECT_NE(bad.status().message().find("/m/tokenizer_config.json: "), std::string::npos) << bad.status();
   };
-  check("{", "tokenizer_config.json is not valid JSON");
+  check("{", "not valid JSON");
   check(R"({"bos_token": "<nope>"})", "bos_token '<nope>' is not in the vocabulary");
   check(R"({"eos_token": 3})", "eos_token is neither a string nor an object");
   check(R"({"bos_token": "<s>", "add_bos_token": "yes"})", "add_bos_token is not a boolean");
