@@ -32,11 +32,22 @@ std::string ReadFile(const std::string& path) {
 
 class JsReferenceTest : public ::testing::TestWithParam<std::string> {
  protected:
-  static void SetUpTestSuite() {
+  // Loaded in SetUp, not SetUpTestSuite: a failing suite setup makes CTest
+  // report the cases as skipped, and a missing reference must fail them.
+  void SetUp() override {
+    if (reference_ == nullptr) {
+      std::string error;
+      LoadReference(&error);
+      ASSERT_NE(reference_, nullptr) << error;
+    }
+  }
+
+  static void LoadReference(std::string* error) {
     const std::string js = SourceDir() + "/tests/js";
-    ASSERT_TRUE(std::filesystem::exists(js + "/node_modules/@lenml/tokenizers"))
-        << "the JS reference tokenizers are not installed: run `npm ci --prefix tests/js` "
-           "(tools/setup.sh does)";
+    if (!std::filesystem::exists(js + "/node_modules/@lenml/tokenizers")) {
+      *error = "the JS reference tokenizers are not installed: run `npm ci --prefix tests/js` (tools/setup.sh does)";
+      return;
+    }
     const std::string corpus = SourceDir() + "/tests/common/tokenizer/testdata/corpus.json";
     const std::string script = js + "/encode_reference.mjs";
     // Node's output is cached in the build tree, keyed by everything it
@@ -50,25 +61,26 @@ class JsReferenceTest : public ::testing::TestWithParam<std::string> {
     if (out.empty()) {
       const std::string cmd = "node '" + script + "' '" + corpus + "'";
       FILE* f = popen(cmd.c_str(), "r");
-      ASSERT_NE(f, nullptr);
+      if (f == nullptr) {
+        *error = "cannot run: " + cmd;
+        return;
+      }
       char buf[65536];
       while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
-      ASSERT_EQ(pclose(f), 0) << "node failed: " << cmd;
+      if (pclose(f) != 0) {
+        *error = "node failed: " + cmd;
+        return;
+      }
       // Write, then rename: concurrent test processes never see half a file.
       const std::string tmp = cache.string() + "." + std::to_string(::getpid());
       std::ofstream(tmp, std::ios::binary) << out;
       std::filesystem::rename(tmp, cache);
     }
-    reference_ = new nlohmann::json(nlohmann::json::parse(out));
     corpus_ = new nlohmann::json(nlohmann::json::parse(ReadFile(corpus)));
+    reference_ = new nlohmann::json(nlohmann::json::parse(out));
   }
-  void SetUp() override {
-    ASSERT_NE(reference_, nullptr) << "no JS reference output (see the suite's setup failure above)";
-  }
-  static void TearDownTestSuite() {
-    delete reference_;
-    delete corpus_;
-  }
+
+  // Shared by the cases of one process; never freed.
   static nlohmann::json* reference_;
   static nlohmann::json* corpus_;
 };
