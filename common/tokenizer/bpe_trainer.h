@@ -13,7 +13,8 @@ namespace tandem {
 // learned merges in order (the most frequent adjacent pair first, ties to
 // the lexicographically smallest pair), then `special_tokens` as added
 // tokens; the first special token is the BOS the post-processor adds.
-// `vocab_size` counts all of these.
+// `vocab_size` counts all of these; a corpus too small to learn that many
+// merges gives a smaller vocabulary (read Tokenizer::vocab_size()).
 std::string TrainByteLevelBpeTokenizerJson(std::string_view corpus, int vocab_size,
                                            const std::vector<std::string>& special_tokens);
 
