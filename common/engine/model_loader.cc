@@ -6,6 +6,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/default_model/default_model.h"
 #include "common/engine/cpu_backend.h"
+#ifdef TANDEM_HAVE_CUDA
+#include "common/engine/cuda/cuda_backend.h"
+#endif
 #include "common/util/logging.h"
 #include "common/util/status_macros.h"
 
@@ -88,9 +91,17 @@ absl::StatusOr<std::unique_ptr<ModelBackend>> CreateBackend(const LoadedModel& m
                        << " MiB)";
       return std::unique_ptr<ModelBackend>(std::move(backend));
     }
-    case BackendOptions::Device::kCuda:
-      return absl::UnimplementedError(
-          "this build has no CUDA backend yet; use --device=cpu");
+    case BackendOptions::Device::kCuda: {
+#ifdef TANDEM_HAVE_CUDA
+      CudaBackendOptions cuda;
+      cuda.block_size = options.block_size;
+      cuda.num_kv_blocks = options.num_kv_blocks;
+      cuda.max_context = model.config.max_position_embeddings > 0 ? model.config.max_position_embeddings : 8192;
+      return CreateCudaBackend(model.config, *model.weights, cuda);
+#else
+      return absl::UnimplementedError("this build has no CUDA backend (configure with -DTANDEM_CUDA=ON)");
+#endif
+    }
   }
   return absl::InvalidArgumentError("unknown device");
 }
