@@ -263,6 +263,7 @@ absl::Status CudaBackend::Forward(const ForwardBatch& batch, ForwardOutput* out)
   }
   cuda::RmsNorm(x, d + o_logit, final_norm_.as<__nv_bfloat16>(), n_out, hidden, eps, normed, stream_);
   TANDEM_RETURN_IF_ERROR(Gemm(normed, n_out, hidden, lm_head_.get() ? lm_head_ : embed_, vocab, logits_.as<float>()));
+  cuda::RoundToBf16(logits_.as<float>(), n_out * vocab, stream_);
   TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   out->vocab_size = vocab;
   out->logits.resize(static_cast<size_t>(n_out * vocab));

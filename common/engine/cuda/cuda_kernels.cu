@@ -67,20 +67,26 @@ __global__ void RopeCacheKernel(RopeCacheArgs a) {
   const int64_t half = a.head_dim / 2;
   const float pos = static_cast<float>(a.positions[t]);
   const int64_t total = q_size + 2 * kv_size;
-  if (a.bias != nullptr) {
-    for (int64_t i = threadIdx.x; i < total; i += blockDim.x) row[i] += __bfloat162float(a.bias[i]);
-    __syncthreads();
+  // Projections come out of the matrix product rounded to bf16 (bias
+  // added first), as a bf16 model's nn.Linear does.
+  for (int64_t i = threadIdx.x; i < total; i += blockDim.x) {
+    row[i] = RoundBf16(row[i] + (a.bias != nullptr ? __bfloat162float(a.bias[i]) : 0.0f));
   }
+  __syncthreads();
   // RoPE on the (num_heads + num_kv_heads) heads of q and k, pair by pair.
   const int64_t pairs = (a.num_heads + a.num_kv_heads) * half;
   for (int64_t p = threadIdx.x; p < pairs; p += blockDim.x) {
     const int64_t head = p / half, i = p % half;
     float* h = row + head * a.head_dim;  // k heads follow q heads in the row
+    // Angles in fp32, cos/sin and the products rounded to bf16: the
+    // arithmetic of Hugging Face's apply_rotary_pos_emb in a bf16 model.
     float s, c;
     sincosf(pos * a.inv_freq[i], &s, &c);
+    s = RoundBf16(s);
+    c = RoundBf16(c);
     const float x1 = h[i], x2 = h[i + half];
-    h[i] = x1 * c - x2 * s;
-    h[i + half] = x2 * c + x1 * s;
+    h[i] = RoundBf16(RoundBf16(x1 * c) - RoundBf16(x2 * s));
+    h[i + half] = RoundBf16(RoundBf16(x2 * c) + RoundBf16(x1 * s));
   }
   __syncthreads();
   const int64_t block = a.slot_block[t];
@@ -115,16 +121,20 @@ __global__ void PagedAttentionKernel(AttentionArgs a) {
                                           p % a.block_size) * kv_row + kvh * hd;
     float dot = 0;
     for (int64_t d = 0; d < hd; ++d) dot += q[d] * __bfloat162float(k[d]);
-    scores[p] = dot * scale;
+    // The rounding of a bf16 model's attention: bf16 scores, softmax in
+    // fp32, bf16 probabilities, fp32 accumulation of P.V.
+    scores[p] = RoundBf16(RoundBf16(dot) * scale);
     local_max = fmaxf(local_max, scores[p]);
   }
   const float m = BlockMax(local_max, scratch);
   float local_sum = 0;
   for (int64_t p = threadIdx.x; p < ctx; p += blockDim.x) {
-    scores[p] = __expf(scores[p] - m);
+    scores[p] = expf(scores[p] - m);
     local_sum += scores[p];
   }
   const float inv = 1.0f / BlockSum(local_sum, scratch);  // also orders the writes above
+  for (int64_t p = threadIdx.x; p < ctx; p += blockDim.x) scores[p] = RoundBf16(scores[p] * inv);
+  __syncthreads();
   for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) {
     float acc = 0;
     for (int64_t p = 0; p < ctx; ++p) {
@@ -132,7 +142,7 @@ __global__ void PagedAttentionKernel(AttentionArgs a) {
                                             p % a.block_size) * kv_row + kvh * hd;
       acc += scores[p] * __bfloat162float(v[d]);
     }
-    a.out[t * a.num_heads * hd + h * hd + d] = __float2bfloat16(acc * inv);
+    a.out[t * a.num_heads * hd + h * hd + d] = __float2bfloat16(acc);
   }
 }
 
@@ -145,10 +155,19 @@ __global__ void SiluMulKernel(const float* gate_up, int64_t inter, __nv_bfloat16
   }
 }
 
+// The residual stream of a bf16 model is bf16: both terms and the sum
+// are rounded.
 __global__ void AddKernel(float* x, const float* d, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    x[i] += d[i];
+    x[i] = RoundBf16(x[i] + RoundBf16(d[i]));
+  }
+}
+
+__global__ void RoundKernel(float* x, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    x[i] = RoundBf16(x[i]);
   }
 }
 
@@ -185,6 +204,10 @@ void PagedAttention(const AttentionArgs& a, cudaStream_t stream) {
 
 void SiluMul(const float* gate_up, int64_t rows, int64_t inter, __nv_bfloat16* out, cudaStream_t stream) {
   if (rows > 0) SiluMulKernel<<<rows, 256, 0, stream>>>(gate_up, inter, out);
+}
+
+void RoundToBf16(float* x, int64_t n, cudaStream_t stream) {
+  if (n > 0) RoundKernel<<<static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096)), 256, 0, stream>>>(x, n);
 }
 
 void AddInPlace(float* x, const float* delta, int64_t n, cudaStream_t stream) {

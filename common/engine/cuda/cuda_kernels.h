@@ -60,7 +60,10 @@ cudaError_t ConfigurePagedAttention(size_t max_shared_bytes);
 // gate/up projection.
 void SiluMul(const float* gate_up, int64_t rows, int64_t inter, __nv_bfloat16* out, cudaStream_t stream);
 
-// x += delta, n elements.
+// x = bf16(x + bf16(delta)), n elements: the residual add of a bf16 model.
 void AddInPlace(float* x, const float* delta, int64_t n, cudaStream_t stream);
+
+// Rounds fp32 values to the nearest bf16 (logits, as a bf16 lm_head gives).
+void RoundToBf16(float* x, int64_t n, cudaStream_t stream);
 
 }  // namespace tandem::cuda
