@@ -21,73 +21,44 @@
 #include "decode_worker/decode_service.h"
 #include "decode_worker/decode_worker_config.h"
 
-ABSL_FLAG(std::string, listen, "0.0.0.0:0", "gRPC listen address host:port (port 0: any free port)");
-ABSL_FLAG(std::string, advertise_host, "127.0.0.1", "host name the router and prefill workers dial");
-ABSL_FLAG(std::string, router, "", "router address host:port");
-ABSL_FLAG(std::string, model, "", "Hugging Face model directory; empty: the built-in default model");
-ABSL_FLAG(bool, dummy_weights, false, "random weights of the config's shapes instead of safetensors");
-ABSL_FLAG(uint64_t, dummy_seed, 0, "seed of --dummy_weights");
-ABSL_FLAG(int32_t, num_kv_blocks, 2048, "KV cache blocks in the pool");
-ABSL_FLAG(int32_t, block_size, 16, "tokens per KV block");
-ABSL_FLAG(int32_t, num_threads, 0, "CPU backend threads; 0: all cores");
-ABSL_FLAG(std::string, device, "cpu", "engine backend: cpu or cuda");
 ABSL_FLAG(int32_t, max_batch_size, 128, "most sequences in one decode iteration");
 ABSL_FLAG(int64_t, max_batch_tokens, 8192, "most tokens computed in one iteration (recompute after preemption)");
-ABSL_FLAG(std::string, transport, "ucx", "KV transport: ucx or inproc");
-ABSL_FLAG(std::string, port_file, "", "write the bound gRPC and metrics ports (one per line) once serving");
-ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:0", "Prometheus /metrics address (port 0: any free port)");
-ABSL_FLAG(double, drain_timeout_seconds, 30.0, "on SIGTERM, time to finish running requests");
 
 namespace tandem {
 namespace {
 
 DecodeWorkerConfig ConfigFromFlags() {
   DecodeWorkerConfig c;
-  c.listen = absl::GetFlag(FLAGS_listen);
-  c.advertise_host = absl::GetFlag(FLAGS_advertise_host);
-  c.router = absl::GetFlag(FLAGS_router);
-  c.model.model_dir = absl::GetFlag(FLAGS_model);
-  c.model.dummy_weights = absl::GetFlag(FLAGS_dummy_weights);
-  c.model.dummy_seed = absl::GetFlag(FLAGS_dummy_seed);
-  c.backend.num_kv_blocks = absl::GetFlag(FLAGS_num_kv_blocks);
-  c.backend.block_size = absl::GetFlag(FLAGS_block_size);
-  c.backend.num_threads = absl::GetFlag(FLAGS_num_threads);
-  c.device = absl::GetFlag(FLAGS_device);
+  c.worker = WorkerOptionsFromFlags();
   c.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   c.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
-  c.transport = absl::GetFlag(FLAGS_transport);
-  c.port_file = absl::GetFlag(FLAGS_port_file);
-  c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
-  c.drain_timeout_seconds = absl::GetFlag(FLAGS_drain_timeout_seconds);
   return c;
 }
 
 absl::Status Run(const DecodeWorkerConfig& c) {
-  TANDEM_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(c.model));
+  TANDEM_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(c.worker.model));
   const std::string fingerprint = ModelFingerprint(model);
-  BackendOptions backend_options = c.backend;
-  backend_options.device = c.device == "cuda" ? BackendOptions::Device::kCuda : BackendOptions::Device::kCpu;
-  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> backend, CreateBackend(model, backend_options));
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> backend, CreateBackend(model, c.worker.backend));
   Engine engine(std::move(backend));
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<MetricsServer> metrics_server,
-                          MetricsServer::Start(c.metrics_listen, {{"model", model.name}, {"role", "decode"}}));
+                          MetricsServer::Start(c.worker.metrics_listen, {{"model", model.name}, {"role", "decode"}}));
   DecodeMetrics metrics(*metrics_server);
   KvReservations reservations(engine.kv_cache().allocator());
   DecodeLoop loop(engine, reservations, {c.max_batch_size, c.max_batch_tokens},
                   ModelEosIds(model.config, *model.tokenizer), &metrics);
-  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransport> transport, CreateKvTransport(c.transport));
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransport> transport, CreateKvTransport(c.worker.transport));
 
   // The port is known only once the server is up, and the worker's id is
   // its address, so the pool is exported before serving and its descriptor
   // completed after.
   DecodeServiceImpl service(model.config, engine.kv_cache().layout(), reservations, loop);
-  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server, GrpcServer::Start(c.listen, {&service}));
-  const std::string address = absl::StrCat(c.advertise_host, ":", server->port());
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server, GrpcServer::Start(c.worker.listen, {&service}));
+  const std::string address = absl::StrCat(c.worker.advertise_host, ":", server->port());
   TANDEM_ASSIGN_OR_RETURN(v1::KvPoolDescriptor pool,
                           transport->ExportPool(engine.backend().kv_pool(), {address, fingerprint}));
   service.SetPool(pool);
   loop.Start();
-  if (!c.port_file.empty()) WritePortFile(c.port_file, server->port(), metrics_server->port());
+  if (!c.worker.port_file.empty()) WritePortFile(c.worker.port_file, server->port(), metrics_server->port());
   TANDEM_LOG(INFO) << "decode worker serving on " << address << " (" << transport->name()
                    << " transport, " << engine.kv_cache().num_total_blocks() << " KV blocks)";
 
@@ -121,7 +92,7 @@ absl::Status Run(const DecodeWorkerConfig& c) {
     return r;
   };
   service.SetLoadReporter(load);
-  WorkerRegistration registration(c.router, info, load);
+  WorkerRegistration registration(c.worker.router, info, load);
   registration.Start();
 
   const int sig = WaitForTerminationSignal();
@@ -130,7 +101,7 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   service.SetDraining();
   server->SetServing(false);
   registration.ReportNow();
-  const absl::Time give_up = absl::Now() + absl::Seconds(c.drain_timeout_seconds);
+  const absl::Time give_up = absl::Now() + absl::Seconds(c.worker.drain_timeout_seconds);
   while (absl::Now() < give_up) {
     const DecodeLoopStats s = loop.stats();
     if (s.running == 0 && s.waiting == 0 && reservations.size() == 0) break;

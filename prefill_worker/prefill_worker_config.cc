@@ -1,21 +1,10 @@
 #include "prefill_worker/prefill_worker_config.h"
 
-#include "absl/strings/str_cat.h"
-
 namespace tandem {
 
 absl::Status ValidatePrefillWorkerConfig(const PrefillWorkerConfig& c) {
-  if (c.router.empty()) return absl::InvalidArgumentError("--router is required (host:port)");
-  if (c.listen.find(':') == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("--listen '", c.listen, "' is not host:port"));
-  }
-  if (c.device != "cpu" && c.device != "cuda") {
-    return absl::InvalidArgumentError(absl::StrCat("--device '", c.device, "' is not cpu or cuda"));
-  }
-  if (c.backend.num_kv_blocks <= 0) return absl::InvalidArgumentError("--num_kv_blocks must be positive");
-  if (c.backend.block_size <= 0) return absl::InvalidArgumentError("--block_size must be positive");
+  if (absl::Status s = ValidateWorkerOptions(c.worker); !s.ok()) return s;
   if (c.max_batch_tokens <= 0) return absl::InvalidArgumentError("--max_batch_tokens must be positive");
-  if (c.drain_timeout_seconds < 0) return absl::InvalidArgumentError("--drain_timeout_seconds < 0");
   return absl::OkStatus();
 }
 

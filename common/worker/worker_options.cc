@@ -1,0 +1,57 @@
+#include "common/worker/worker_options.h"
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:0", "gRPC listen address host:port (port 0: any free port)");
+ABSL_FLAG(std::string, advertise_host, "127.0.0.1", "host name the router and peer workers dial");
+ABSL_FLAG(std::string, router, "", "router address host:port");
+ABSL_FLAG(std::string, model, "", "Hugging Face model directory; empty: the built-in default model");
+ABSL_FLAG(bool, dummy_weights, false, "random weights of the config's shapes instead of safetensors");
+ABSL_FLAG(uint64_t, dummy_seed, 0, "seed of --dummy_weights");
+ABSL_FLAG(int32_t, num_kv_blocks, 2048, "KV cache blocks in the pool");
+ABSL_FLAG(int32_t, block_size, 16, "tokens per KV block (prefill and decode workers must agree)");
+ABSL_FLAG(int32_t, num_threads, 0, "CPU backend threads; 0: all cores");
+ABSL_FLAG(std::string, device, "cpu", "engine backend: cpu or cuda");
+ABSL_FLAG(std::string, transport, "ucx", "KV transport: ucx or inproc");
+ABSL_FLAG(std::string, port_file, "", "write the bound gRPC and metrics ports (one per line) once serving");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:0", "Prometheus /metrics address (port 0: any free port)");
+ABSL_FLAG(double, drain_timeout_seconds, 30.0, "on SIGTERM, time to finish running work");
+
+namespace tandem {
+
+WorkerOptions WorkerOptionsFromFlags() {
+  WorkerOptions o;
+  o.listen = absl::GetFlag(FLAGS_listen);
+  o.advertise_host = absl::GetFlag(FLAGS_advertise_host);
+  o.router = absl::GetFlag(FLAGS_router);
+  o.model.model_dir = absl::GetFlag(FLAGS_model);
+  o.model.dummy_weights = absl::GetFlag(FLAGS_dummy_weights);
+  o.model.dummy_seed = absl::GetFlag(FLAGS_dummy_seed);
+  o.backend.num_kv_blocks = absl::GetFlag(FLAGS_num_kv_blocks);
+  o.backend.block_size = absl::GetFlag(FLAGS_block_size);
+  o.backend.num_threads = absl::GetFlag(FLAGS_num_threads);
+  o.device = absl::GetFlag(FLAGS_device);
+  o.backend.device = o.device == "cuda" ? BackendOptions::Device::kCuda : BackendOptions::Device::kCpu;
+  o.transport = absl::GetFlag(FLAGS_transport);
+  o.port_file = absl::GetFlag(FLAGS_port_file);
+  o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  o.drain_timeout_seconds = absl::GetFlag(FLAGS_drain_timeout_seconds);
+  return o;
+}
+
+absl::Status ValidateWorkerOptions(const WorkerOptions& o) {
+  if (o.router.empty()) return absl::InvalidArgumentError("--router is required (host:port)");
+  if (o.listen.find(':') == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("--listen '", o.listen, "' is not host:port"));
+  }
+  if (o.device != "cpu" && o.device != "cuda") {
+    return absl::InvalidArgumentError(absl::StrCat("--device '", o.device, "' is not cpu or cuda"));
+  }
+  if (o.backend.num_kv_blocks <= 0) return absl::InvalidArgumentError("--num_kv_blocks must be positive");
+  if (o.backend.block_size <= 0) return absl::InvalidArgumentError("--block_size must be positive");
+  if (o.drain_timeout_seconds < 0) return absl::InvalidArgumentError("--drain_timeout_seconds must be >= 0");
+  return absl::OkStatus();
+}
+
+}  // namespace tandem
