@@ -5,6 +5,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -98,18 +99,28 @@ class DummyStore final : public WeightStore {
     auto buf = std::make_shared<std::vector<std::byte>>(static_cast<size_t>(n) * DTypeSize(dtype_));
     const bool is_norm = name.find("norm") != std::string::npos;
     const uint64_t key = SplitMix64(seed_ ^ HashName(name));
-    for (int64_t i = 0; i < n; ++i) {
-      // 24 random bits -> uniform in [-1, 1).
-      const double u = static_cast<double>(SplitMix64(key + static_cast<uint64_t>(i)) >> 40) / (1 << 23) - 1.0;
-      const float v = is_norm ? 1.0f + 0.25f * scale_ * static_cast<float>(u) : scale_ * static_cast<float>(u);
-      std::byte* dst = buf->data() + i * DTypeSize(dtype_);
-      if (dtype_ == DType::kF32) {
-        std::memcpy(dst, &v, 4);
-      } else {
-        const uint16_t h = dtype_ == DType::kBF16 ? FloatToBF16(v) : FloatToF16(v);
-        std::memcpy(dst, &h, 2);
+    const size_t esize = DTypeSize(dtype_);
+    auto fill = [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        // 24 random bits -> uniform in [-1, 1).
+        const double u = static_cast<double>(SplitMix64(key + static_cast<uint64_t>(i)) >> 40) / (1 << 23) - 1.0;
+        const float v = is_norm ? 1.0f + 0.25f * scale_ * static_cast<float>(u) : scale_ * static_cast<float>(u);
+        std::byte* dst = buf->data() + i * esize;
+        if (dtype_ == DType::kF32) {
+          std::memcpy(dst, &v, 4);
+        } else {
+          const uint16_t h = dtype_ == DType::kBF16 ? FloatToBF16(v) : FloatToF16(v);
+          std::memcpy(dst, &h, 2);
+        }
       }
-    }
+    };
+    // Each value is a pure function of its index, so big tensors (an 8B
+    // model's embedding is half a billion values) are filled by all cores.
+    const int64_t threads = n < (1 << 20) ? 1 : std::max<int64_t>(1, std::thread::hardware_concurrency());
+    std::vector<std::thread> workers;
+    for (int64_t k = 1; k < threads; ++k) workers.emplace_back(fill, n * k / threads, n * (k + 1) / threads);
+    fill(0, n / threads);
+    for (std::thread& w : workers) w.join();
     t.data = buf->data();
     t.nbytes = buf->size();
     t.keepalive = buf;
