@@ -115,17 +115,24 @@ __global__ void PagedAttentionKernel(AttentionArgs a) {
   const int32_t* table = a.block_tables + a.table_offset[a.row_seq[t]];
   const int64_t kv_row = a.num_kv_heads * hd;
   const float scale = rsqrtf(static_cast<float>(hd));
+  // Scores: one warp per position at a time, its lanes splitting the head
+  // dimension, so each K row is read once, coalesced.
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   float local_max = -FLT_MAX;
-  for (int64_t p = threadIdx.x; p < ctx; p += blockDim.x) {
+  for (int64_t p = warp; p < ctx; p += warps) {
     const __nv_bfloat16* k = a.k_cache + (static_cast<int64_t>(table[p / a.block_size]) * a.block_size +
                                           p % a.block_size) * kv_row + kvh * hd;
     float dot = 0;
-    for (int64_t d = 0; d < hd; ++d) dot += q[d] * __bfloat162float(k[d]);
-    // The rounding of a bf16 model's attention: bf16 scores, softmax in
-    // fp32, bf16 probabilities, fp32 accumulation of P.V.
-    scores[p] = RoundBf16(RoundBf16(dot) * scale);
-    local_max = fmaxf(local_max, scores[p]);
+    for (int64_t d = lane; d < hd; d += 32) dot += q[d] * __bfloat162float(k[d]);
+    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffff, dot, o);
+    if (lane == 0) {
+      // The rounding of a bf16 model's attention: bf16 scores, softmax in
+      // fp32, bf16 probabilities, fp32 accumulation of P.V.
+      scores[p] = RoundBf16(RoundBf16(dot) * scale);
+      local_max = fmaxf(local_max, scores[p]);
+    }
   }
+  __syncthreads();
   const float m = BlockMax(local_max, scratch);
   float local_sum = 0;
   for (int64_t p = threadIdx.x; p < ctx; p += blockDim.x) {
