@@ -142,14 +142,25 @@ __global__ void PagedAttentionKernel(AttentionArgs a) {
   const float inv = 1.0f / BlockSum(local_sum, scratch);  // also orders the writes above
   for (int64_t p = threadIdx.x; p < ctx; p += blockDim.x) scores[p] = RoundBf16(scores[p] * inv);
   __syncthreads();
+  // P.V the same way: warps take positions in turn, lanes hold head
+  // dimensions (head_dim <= 256: at most 8 per lane), then the warps'
+  // partial sums are added in a fixed order.
+  constexpr int kMaxPerLane = 8;
+  float acc[kMaxPerLane] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t p = warp; p < ctx; p += warps) {
+    const __nv_bfloat16* v = a.v_cache + (static_cast<int64_t>(table[p / a.block_size]) * a.block_size +
+                                          p % a.block_size) * kv_row + kvh * hd;
+    const float w = scores[p];
+    for (int j = 0; j < kMaxPerLane && lane + 32 * j < hd; ++j) acc[j] += w * __bfloat162float(v[lane + 32 * j]);
+  }
+  __syncthreads();  // scores are no longer needed: reuse them for the partial sums
+  float* partial = scores;  // [warps][head_dim]
+  for (int j = 0; j < kMaxPerLane && lane + 32 * j < hd; ++j) partial[warp * hd + lane + 32 * j] = acc[j];
+  __syncthreads();
   for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) {
-    float acc = 0;
-    for (int64_t p = 0; p < ctx; ++p) {
-      const __nv_bfloat16* v = a.v_cache + (static_cast<int64_t>(table[p / a.block_size]) * a.block_size +
-                                            p % a.block_size) * kv_row + kvh * hd;
-      acc += scores[p] * __bfloat162float(v[d]);
-    }
-    a.out[t * a.num_heads * hd + h * hd + d] = __float2bfloat16(acc);
+    float sum = 0;
+    for (int w = 0; w < warps; ++w) sum += partial[w * hd + d];
+    a.out[t * a.num_heads * hd + h * hd + d] = __float2bfloat16(sum);
   }
 }
 
@@ -195,7 +206,8 @@ void RopeAndWriteCache(const RopeCacheArgs& a, cudaStream_t stream) {
 }
 
 size_t PagedAttentionSharedBytes(int64_t max_context, int64_t head_dim) {
-  return static_cast<size_t>(max_context + head_dim) * sizeof(float);
+  // q, then the scores (reused for the 4 warps' partial P.V sums).
+  return static_cast<size_t>(head_dim + std::max<int64_t>(max_context, 4 * head_dim)) * sizeof(float);
 }
 
 cudaError_t ConfigurePagedAttention(size_t max_shared_bytes) {
