@@ -88,18 +88,8 @@ class InProcessTransport final : public KvTransport {
       r.pools[endpoint] = &pool;
       exported_.push_back(endpoint);
     }
-    v1::KvPoolDescriptor d;
-    d.set_worker_id(self.worker_id);
-    d.set_model_fingerprint(self.model_fingerprint);
-    *d.mutable_layout() = ToProto(pool.layout());
-    d.set_num_blocks(pool.num_blocks());
-    d.set_transport("inproc");
+    v1::KvPoolDescriptor d = DescribePool(pool, self, "inproc");
     d.set_endpoint(endpoint);
-    for (int l = 0; l < pool.layout().num_layers; ++l) {
-      d.add_key_base(reinterpret_cast<uint64_t>(pool.KeyBlock(l, 0)));
-      d.add_value_base(reinterpret_cast<uint64_t>(pool.ValueBlock(l, 0)));
-    }
-    d.set_block_stride(static_cast<uint64_t>(pool.layout().block_bytes()));
     return d;
   }
 
@@ -113,18 +103,7 @@ class InProcessTransport final : public KvTransport {
     if (pool.on_device()) {
       return absl::UnimplementedError("the in-process KV transport copies host memory only; the pool is on a GPU");
     }
-    TANDEM_RETURN_IF_ERROR(CheckKvCompatible(self, pool.layout(), dest));
-    TANDEM_RETURN_IF_ERROR(CheckBlocksInRange(dest, spec.dst_blocks));
-    if (spec.src_blocks.size() != spec.dst_blocks.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec.transfer_id, ": ", spec.src_blocks.size(),
-                                                     " source blocks but ", spec.dst_blocks.size(), " destinations"));
-    }
-    for (int32_t b : spec.src_blocks) {
-      if (b < 0 || b >= pool.num_blocks()) {
-        return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec.transfer_id, ": source block ", b,
-                                                       " is outside the local pool (", pool.num_blocks(), " blocks)"));
-      }
-    }
+    TANDEM_RETURN_IF_ERROR(CheckTransfer(self, pool, dest, spec));
     {
       Registry& r = GlobalRegistry();
       std::lock_guard<std::mutex> lock(r.mu);

@@ -69,4 +69,37 @@ absl::Status CheckBlocksInRange(const v1::KvPoolDescriptor& remote, const std::v
   return absl::OkStatus();
 }
 
+absl::Status CheckTransfer(const KvEndpointInfo& self, KvPoolView& pool, const v1::KvPoolDescriptor& dest,
+                           const KvTransferSpec& spec) {
+  if (absl::Status s = CheckKvCompatible(self, pool.layout(), dest); !s.ok()) return s;
+  if (absl::Status s = CheckBlocksInRange(dest, spec.dst_blocks); !s.ok()) return s;
+  if (spec.src_blocks.size() != spec.dst_blocks.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec.transfer_id, ": ", spec.src_blocks.size(),
+                                                   " source blocks but ", spec.dst_blocks.size(), " destinations"));
+  }
+  for (int32_t b : spec.src_blocks) {
+    if (b < 0 || b >= pool.num_blocks()) {
+      return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec.transfer_id, ": source block ", b,
+                                                     " is outside the local pool (", pool.num_blocks(), " blocks)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+v1::KvPoolDescriptor DescribePool(KvPoolView& pool, const KvEndpointInfo& self, std::string_view transport) {
+  const KvLayout& layout = pool.layout();
+  v1::KvPoolDescriptor d;
+  d.set_worker_id(self.worker_id);
+  d.set_model_fingerprint(self.model_fingerprint);
+  *d.mutable_layout() = ToProto(layout);
+  d.set_num_blocks(pool.num_blocks());
+  d.set_transport(std::string(transport));
+  for (int l = 0; l < layout.num_layers; ++l) {
+    d.add_key_base(reinterpret_cast<uint64_t>(pool.KeyBlock(l, 0)));
+    d.add_value_base(reinterpret_cast<uint64_t>(pool.ValueBlock(l, 0)));
+  }
+  d.set_block_stride(static_cast<uint64_t>(layout.block_bytes()));
+  return d;
+}
+
 }  // namespace tandem

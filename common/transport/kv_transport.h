@@ -94,4 +94,15 @@ absl::Status CheckKvCompatible(const KvEndpointInfo& self, const KvLayout& local
 absl::Status CheckBlocksInRange(const v1::KvPoolDescriptor& remote,
                                 const std::vector<int32_t>& dst_blocks);
 
+// What every transport checks before a transfer starts: the handshake
+// (CheckKvCompatible), destination and source blocks in range, and as
+// many sources as destinations.
+absl::Status CheckTransfer(const KvEndpointInfo& self, KvPoolView& pool, const v1::KvPoolDescriptor& dest,
+                           const KvTransferSpec& spec);
+
+// The transport-independent part of a pool descriptor (who, layout, where
+// each layer's K and V arrays start); the transport adds its endpoint and
+// remote key.
+v1::KvPoolDescriptor DescribePool(KvPoolView& pool, const KvEndpointInfo& self, std::string_view transport);
+
 }  // namespace tandem

@@ -230,19 +230,9 @@ absl::StatusOr<v1::KvPoolDescriptor> UcxTransport::ExportPool(KvPoolView& pool, 
   }
   for (UcxMemoryRegion& r : mapped) regions_.push_back(std::move(r));
 
-  v1::KvPoolDescriptor d;
-  d.set_worker_id(self.worker_id);
-  d.set_model_fingerprint(self.model_fingerprint);
-  *d.mutable_layout() = ToProto(layout);
-  d.set_num_blocks(pool.num_blocks());
-  d.set_transport("ucx");
+  v1::KvPoolDescriptor d = DescribePool(pool, self, "ucx");
   d.set_endpoint(target_address_);
   d.set_remote_key(EncodeUcxRemoteRegions(published));
-  for (int l = 0; l < layout.num_layers; ++l) {
-    d.add_key_base(reinterpret_cast<uint64_t>(pool.KeyBlock(l, 0)));
-    d.add_value_base(reinterpret_cast<uint64_t>(pool.ValueBlock(l, 0)));
-  }
-  d.set_block_stride(static_cast<uint64_t>(layout.block_bytes()));
   return d;
 }
 
@@ -275,18 +265,7 @@ absl::StatusOr<std::unique_ptr<KvTransfer>> UcxTransport::StartTransfer(KvPoolVi
   if (pool.on_device()) {
     return absl::UnimplementedError("the UCX KV transport of this build moves host memory only; the pool is on a GPU");
   }
-  TANDEM_RETURN_IF_ERROR(CheckKvCompatible(self, pool.layout(), dest));
-  TANDEM_RETURN_IF_ERROR(CheckBlocksInRange(dest, spec.dst_blocks));
-  if (spec.src_blocks.size() != spec.dst_blocks.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec.transfer_id, ": ", spec.src_blocks.size(),
-                                                   " source blocks but ", spec.dst_blocks.size(), " destinations"));
-  }
-  for (int32_t b : spec.src_blocks) {
-    if (b < 0 || b >= pool.num_blocks()) {
-      return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec.transfer_id, ": source block ", b,
-                                                     " is outside the local pool (", pool.num_blocks(), " blocks)"));
-    }
-  }
+  TANDEM_RETURN_IF_ERROR(CheckTransfer(self, pool, dest, spec));
   if (absl::Now() > spec.deadline) {
     // Nothing to connect for: the transfer reports the deadline from Finish.
     auto late = std::make_unique<UcxTransfer>(*this, nullptr, pool, dest, std::move(spec));
