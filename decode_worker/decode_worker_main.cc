@@ -17,6 +17,7 @@
 #include "common/util/port_file.h"
 #include "common/util/signals.h"
 #include "common/util/status_macros.h"
+#include "common/worker/worker_status.h"
 #include "decode_worker/decode_loop.h"
 #include "decode_worker/decode_service.h"
 #include "decode_worker/decode_worker_config.h"
@@ -62,34 +63,15 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   TANDEM_LOG(INFO) << "decode worker serving on " << address << " (" << transport->name()
                    << " transport, " << engine.kv_cache().num_total_blocks() << " KV blocks)";
 
-  v1::WorkerInfo info;
-  info.set_address(address);
-  info.set_role(v1::WORKER_ROLE_DECODE);
-  info.set_model_name(model.name);
-  info.set_model_fingerprint(fingerprint);
-  *info.mutable_kv_layout() = ToProto(engine.kv_cache().layout());
-  info.set_kv_blocks_total(engine.kv_cache().num_total_blocks());
+  v1::WorkerInfo info = DescribeWorker(address, v1::WORKER_ROLE_DECODE, model.name, fingerprint, engine.kv_cache(),
+                                       transport->name());
   info.set_max_batch_size(c.max_batch_size);
   info.set_max_batch_tokens(static_cast<int32_t>(c.max_batch_tokens));
-  info.add_transports(std::string(transport->name()));
   std::atomic<bool> draining{false};
   auto load = [&] {
-    v1::LoadReport r;
     const DecodeLoopStats s = loop.stats();
-    r.set_kv_blocks_free(engine.kv_cache().num_free_blocks());
-    r.set_kv_blocks_used(engine.kv_cache().num_used_blocks());
-    r.set_running_requests(s.running);
-    r.set_waiting_requests(s.waiting);
-    r.set_draining(draining.load());
-    // The load report's numbers are the gauges' numbers.
-    metrics.requests_running->Set(s.running);
-    metrics.requests_waiting->Set(s.waiting);
-    metrics.kv_blocks_total->Set(engine.kv_cache().num_total_blocks());
-    metrics.kv_blocks_used->Set(r.kv_blocks_used());
-    metrics.kv_cache_utilization->Set(static_cast<double>(r.kv_blocks_used()) / engine.kv_cache().num_total_blocks());
     metrics.kv_reservations->Set(static_cast<double>(reservations.size()));
-    metrics.draining->Set(draining ? 1 : 0);
-    return r;
+    return MakeLoadReport(engine.kv_cache(), s.running, s.waiting, draining.load(), metrics);
   };
   service.SetLoadReporter(load);
   WorkerRegistration registration(c.worker.router, info, load);
@@ -101,12 +83,10 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   service.SetDraining();
   server->SetServing(false);
   registration.ReportNow();
-  const absl::Time give_up = absl::Now() + absl::Seconds(c.worker.drain_timeout_seconds);
-  while (absl::Now() < give_up) {
+  WaitUntilIdle(absl::Seconds(c.worker.drain_timeout_seconds), absl::Milliseconds(50), [&] {
     const DecodeLoopStats s = loop.stats();
-    if (s.running == 0 && s.waiting == 0 && reservations.size() == 0) break;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+    return s.running == 0 && s.waiting == 0 && reservations.size() == 0;
+  });
   server->Shutdown(absl::Seconds(1));
   loop.Stop();
   registration.Stop();

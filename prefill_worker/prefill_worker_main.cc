@@ -15,6 +15,7 @@
 #include "common/util/port_file.h"
 #include "common/util/signals.h"
 #include "common/util/status_macros.h"
+#include "common/worker/worker_status.h"
 #include "prefill_worker/prefill_loop.h"
 #include "prefill_worker/prefill_service.h"
 #include "prefill_worker/prefill_worker_config.h"
@@ -55,32 +56,15 @@ absl::Status Run(const PrefillWorkerConfig& c) {
   TANDEM_LOG(INFO) << "prefill worker serving on " << address << " (" << transport->name()
                    << " transport)";
 
-  v1::WorkerInfo info;
-  info.set_address(address);
-  info.set_role(v1::WORKER_ROLE_PREFILL);
-  info.set_model_name(model.name);
-  info.set_model_fingerprint(fingerprint);
-  *info.mutable_kv_layout() = ToProto(engine.kv_cache().layout());
-  info.set_kv_blocks_total(engine.kv_cache().num_total_blocks());
+  v1::WorkerInfo info = DescribeWorker(address, v1::WORKER_ROLE_PREFILL, model.name, fingerprint, engine.kv_cache(),
+                                       transport->name());
   info.set_max_batch_tokens(static_cast<int32_t>(c.max_batch_tokens));
-  info.add_transports(std::string(transport->name()));
   std::atomic<bool> draining{false};
   auto load = [&] {
-    v1::LoadReport r;
     const PrefillLoopStats s = loop->stats();
-    r.set_kv_blocks_free(engine.kv_cache().num_free_blocks());
-    r.set_kv_blocks_used(engine.kv_cache().num_used_blocks());
-    r.set_running_requests(s.running);
-    r.set_waiting_requests(s.queued);
-    r.set_queued_prompt_tokens(s.queued_tokens);
-    r.set_draining(draining.load());
-    metrics.requests_running->Set(s.running);
-    metrics.requests_waiting->Set(s.queued);
     metrics.queued_prompt_tokens->Set(static_cast<double>(s.queued_tokens));
-    metrics.kv_blocks_total->Set(engine.kv_cache().num_total_blocks());
-    metrics.kv_blocks_used->Set(r.kv_blocks_used());
-    metrics.kv_cache_utilization->Set(static_cast<double>(r.kv_blocks_used()) / engine.kv_cache().num_total_blocks());
-    metrics.draining->Set(draining ? 1 : 0);
+    v1::LoadReport r = MakeLoadReport(engine.kv_cache(), s.running, s.queued, draining.load(), metrics);
+    r.set_queued_prompt_tokens(s.queued_tokens);
     return r;
   };
   service.SetLoadReporter(load);
@@ -93,12 +77,10 @@ absl::Status Run(const PrefillWorkerConfig& c) {
   service.SetDraining();
   server->SetServing(false);
   registration.ReportNow();
-  const absl::Time give_up = absl::Now() + absl::Seconds(c.worker.drain_timeout_seconds);
-  while (absl::Now() < give_up) {
+  WaitUntilIdle(absl::Seconds(c.worker.drain_timeout_seconds), absl::Milliseconds(20), [&] {
     const PrefillLoopStats s = loop->stats();
-    if (s.queued == 0 && s.running == 0) break;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+    return s.queued == 0 && s.running == 0;
+  });
   server->Shutdown(absl::Seconds(1));
   loop->Stop();
   registration.Stop();

@@ -1,0 +1,47 @@
+#include "common/worker/worker_status.h"
+
+#include "common/transport/kv_transport.h"
+
+namespace tandem {
+
+v1::WorkerInfo DescribeWorker(const std::string& address, v1::WorkerRole role, const std::string& model_name,
+                              const std::string& fingerprint, const KvCacheManager& kv, std::string_view transport) {
+  v1::WorkerInfo info;
+  info.set_address(address);
+  info.set_role(role);
+  info.set_model_name(model_name);
+  info.set_model_fingerprint(fingerprint);
+  *info.mutable_kv_layout() = ToProto(kv.layout());
+  info.set_kv_blocks_total(kv.num_total_blocks());
+  info.add_transports(std::string(transport));
+  return info;
+}
+
+v1::LoadReport MakeLoadReport(const KvCacheManager& kv, int32_t running, int32_t waiting, bool draining,
+                              WorkerMetrics& metrics) {
+  v1::LoadReport r;
+  const int32_t used = kv.num_used_blocks(), total = kv.num_total_blocks();
+  r.set_kv_blocks_free(total - used);
+  r.set_kv_blocks_used(used);
+  r.set_running_requests(running);
+  r.set_waiting_requests(waiting);
+  r.set_draining(draining);
+  metrics.requests_running->Set(running);
+  metrics.requests_waiting->Set(waiting);
+  metrics.kv_blocks_total->Set(total);
+  metrics.kv_blocks_used->Set(used);
+  metrics.kv_cache_utilization->Set(total > 0 ? static_cast<double>(used) / total : 0.0);
+  metrics.draining->Set(draining ? 1 : 0);
+  return r;
+}
+
+bool WaitUntilIdle(absl::Duration timeout, absl::Duration poll, const std::function<bool()>& idle) {
+  const absl::Time give_up = absl::Now() + timeout;
+  while (!idle()) {
+    if (absl::Now() >= give_up) return false;
+    absl::SleepFor(poll);
+  }
+  return true;
+}
+
+}  // namespace tandem
