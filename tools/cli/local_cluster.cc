@@ -171,25 +171,19 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
       options.num_prefill, " prefill, ", info.decode_workers(), "/", options.num_decode, " decode"));
 }
 
-bool LocalCluster::AllAlive(std::string* who) const {
-  auto alive = [](const Child& ch) { return ch.pid > 0 && kill(ch.pid, 0) == 0 && ch.exit_status < 0; };
-  auto check = [&](const Child& ch) {
+bool LocalCluster::AllAlive(std::string* who) {
+  // Reaps a child that exited, so its status is kept for Stop().
+  auto check = [&](Child& ch) {
     if (ch.pid <= 0) return true;
     int status;
-    if (waitpid(ch.pid, &status, WNOHANG) == ch.pid) {
-      const_cast<Child&>(ch).exit_status = status;
-      if (who) *who = ch.name;
-      return false;
-    }
-    if (!alive(ch)) {
-      if (who) *who = ch.name;
-      return false;
-    }
-    return true;
+    if (ch.exit_status < 0 && waitpid(ch.pid, &status, WNOHANG) == ch.pid) ch.exit_status = status;
+    if (ch.exit_status < 0) return true;
+    if (who) *who = ch.name;
+    return false;
   };
   if (!check(router_)) return false;
-  for (const Child& ch : prefills_) if (!check(ch)) return false;
-  for (const Child& ch : decode_) if (!check(ch)) return false;
+  for (Child& ch : prefills_) if (!check(ch)) return false;
+  for (Child& ch : decode_) if (!check(ch)) return false;
   return true;
 }
 

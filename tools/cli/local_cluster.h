@@ -62,8 +62,8 @@ class LocalCluster {
   // signal).
   absl::StatusOr<int> Terminate(const std::string& name, absl::Duration timeout = absl::Seconds(30));
 
-  // True while any process is alive; sets `who` to a dead one's name.
-  bool AllAlive(std::string* who) const;
+  // True while every process is alive; else sets `who` to a dead one's name.
+  bool AllAlive(std::string* who);
 
  private:
   struct Child {
