@@ -96,6 +96,8 @@ absl::StatusOr<std::unique_ptr<ModelBackend>> CreateBackend(const LoadedModel& m
       CudaBackendOptions cuda;
       cuda.block_size = options.block_size;
       cuda.num_kv_blocks = options.num_kv_blocks;
+      cuda.device = options.gpu;
+      cuda.gpu_memory_fraction = options.gpu_memory_fraction;
       cuda.max_context = model.config.max_position_embeddings > 0 ? model.config.max_position_embeddings : 8192;
       return CreateCudaBackend(model.config, *model.weights, cuda);
 #else

@@ -51,8 +51,16 @@ struct BackendOptions {
   enum class Device { kCpu, kCuda };
   Device device = Device::kCpu;
   int32_t block_size = 16;
+  // KV pool size in blocks. On CUDA, 0 sizes the pool from
+  // gpu_memory_fraction instead.
   int32_t num_kv_blocks = 1024;
   int num_threads = 0;  // 0: hardware concurrency
+  int gpu = 0;          // CUDA device ordinal
+  // CUDA: the share of the device's total memory this process may use
+  // (weights, scratch and KV pool); the pool gets what is left of it. Two
+  // workers sharing one GPU each take their own fraction (vLLM's
+  // --gpu-memory-utilization).
+  double gpu_memory_fraction = 0.9;
 };
 
 absl::StatusOr<std::unique_ptr<ModelBackend>> CreateBackend(const LoadedModel& model,

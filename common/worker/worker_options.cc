@@ -9,7 +9,11 @@ ABSL_FLAG(std::string, router, "", "router address host:port");
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory; empty: the built-in default model");
 ABSL_FLAG(bool, dummy_weights, false, "random weights of the config's shapes instead of safetensors");
 ABSL_FLAG(uint64_t, dummy_seed, 0, "seed of --dummy_weights");
-ABSL_FLAG(int32_t, num_kv_blocks, 2048, "KV cache blocks in the pool");
+ABSL_FLAG(int32_t, num_kv_blocks, 2048,
+          "KV cache blocks in the pool; with --device=cuda, 0 sizes the pool from --gpu_memory_fraction");
+ABSL_FLAG(double, gpu_memory_fraction, 0.9,
+          "CUDA: share of the GPU's memory this worker may use (weights, scratch, KV pool)");
+ABSL_FLAG(int32_t, gpu, 0, "CUDA device ordinal");
 ABSL_FLAG(int32_t, block_size, 16, "tokens per KV block (prefill and decode workers must agree)");
 ABSL_FLAG(int32_t, num_threads, 0, "CPU backend threads; 0: all cores");
 ABSL_FLAG(std::string, device, "cpu", "engine backend: cpu or cuda");
@@ -31,6 +35,8 @@ WorkerOptions WorkerOptionsFromFlags() {
   o.backend.num_kv_blocks = absl::GetFlag(FLAGS_num_kv_blocks);
   o.backend.block_size = absl::GetFlag(FLAGS_block_size);
   o.backend.num_threads = absl::GetFlag(FLAGS_num_threads);
+  o.backend.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
+  o.backend.gpu = absl::GetFlag(FLAGS_gpu);
   o.device = absl::GetFlag(FLAGS_device);
   o.backend.device = o.device == "cuda" ? BackendOptions::Device::kCuda : BackendOptions::Device::kCpu;
   o.transport = absl::GetFlag(FLAGS_transport);
@@ -48,7 +54,14 @@ absl::Status ValidateWorkerOptions(const WorkerOptions& o) {
   if (o.device != "cpu" && o.device != "cuda") {
     return absl::InvalidArgumentError(absl::StrCat("--device '", o.device, "' is not cpu or cuda"));
   }
-  if (o.backend.num_kv_blocks <= 0) return absl::InvalidArgumentError("--num_kv_blocks must be positive");
+  if (o.backend.num_kv_blocks < 0 || (o.backend.num_kv_blocks == 0 && o.device != "cuda")) {
+    return absl::InvalidArgumentError("--num_kv_blocks must be positive (0 only with --device=cuda)");
+  }
+  if (!(o.backend.gpu_memory_fraction > 0.0 && o.backend.gpu_memory_fraction <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gpu_memory_fraction ", o.backend.gpu_memory_fraction, " is not in (0, 1]"));
+  }
+  if (o.backend.gpu < 0) return absl::InvalidArgumentError("--gpu must be >= 0");
   if (o.backend.block_size <= 0) return absl::InvalidArgumentError("--block_size must be positive");
   if (o.drain_timeout_seconds < 0) return absl::InvalidArgumentError("--drain_timeout_seconds must be >= 0");
   return absl::OkStatus();

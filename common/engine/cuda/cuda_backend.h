@@ -16,10 +16,11 @@ namespace tandem {
 struct CudaBackendOptions {
   int device = 0;
   int32_t block_size = 16;
-  // KV pool size: an explicit block count, or (when 0) this fraction of
-  // the device memory left free after the weights.
+  // KV pool size: an explicit block count, or (when 0) what is left of
+  // gpu_memory_fraction x total device memory once the weights and the
+  // forward scratch are allocated, less what other processes already use.
   int32_t num_kv_blocks = 0;
-  double kv_memory_fraction = 0.85;
+  double gpu_memory_fraction = 0.9;
   // Longest context one sequence may reach (sizes attention scratch).
   int64_t max_context = 8192;
 };
