@@ -20,6 +20,10 @@
 namespace tandem {
 namespace {
 
+// Device memory kept out of the KV pool for forward scratch (activations,
+// attention partials, logits) and cuBLAS workspaces.
+constexpr double kScratchReserve = 3.0 * (1 << 30);
+
 // Device KV pool: one allocation; per layer a K and a V array of
 // [num_blocks][block_size][kv_heads][head_dim] bf16.
 class CudaKvPool final : public KvPoolView {
@@ -104,8 +108,12 @@ class CudaBackend final : public ModelBackend {
     if (blocks <= 0) {
       size_t free_bytes = 0, total_bytes = 0;
       TANDEM_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
-      blocks = static_cast<int32_t>(static_cast<double>(free_bytes) * o.kv_memory_fraction /
-                                    static_cast<double>(layout.block_bytes_all_layers()));
+      // Our budget is a share of the whole device; what we hold already
+      // (weights) counts against it, and we never take more than is free.
+      const double budget = static_cast<double>(total_bytes) * o.gpu_memory_fraction;
+      const double used_by_us = static_cast<double>(weight_bytes_);
+      const double avail = std::min(budget - used_by_us, static_cast<double>(free_bytes) - kScratchReserve);
+      blocks = static_cast<int32_t>(std::max(0.0, avail) / static_cast<double>(layout.block_bytes_all_layers()));
     }
     if (blocks <= 0) return absl::ResourceExhaustedError("no device memory left for the KV cache");
     TANDEM_RETURN_IF_ERROR(kv_.Init(layout, blocks));
