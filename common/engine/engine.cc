@@ -10,7 +10,7 @@ Engine::Engine(std::unique_ptr<ModelBackend> backend)
       kv_cache_(backend_->kv_pool().layout(), backend_->kv_pool().num_blocks()) {}
 
 absl::StatusOr<ForwardOutput> Engine::Forward(std::span<Sequence* const> seqs, bool all_logits,
-                                              std::function<void(int)> on_layer_done) {
+                                              std::function<void(int)> on_layer_done, bool sample) {
   const int64_t max_pos = config().max_position_embeddings;
   for (const Sequence* s : seqs) {
     if (s->num_computed >= static_cast<int32_t>(s->tokens.size())) {
@@ -40,6 +40,10 @@ absl::StatusOr<ForwardOutput> Engine::Forward(std::span<Sequence* const> seqs, b
     c.block_table = tables.back();
     c.all_logits = all_logits;
     batch.seqs.push_back(c);
+    if (sample) {
+      batch.sample.push_back({&s->sampling, TokenHistory{s->prompt(), s->output()}, s->seed,
+                              static_cast<uint64_t>(s->num_generated())});
+    }
   }
   ForwardOutput out;
   TANDEM_RETURN_IF_ERROR(backend_->Forward(batch, &out));
@@ -49,22 +53,26 @@ absl::StatusOr<ForwardOutput> Engine::Forward(std::span<Sequence* const> seqs, b
 
 absl::StatusOr<std::vector<SampleResult>> Engine::Step(std::span<Sequence* const> seqs,
                                                        std::function<void(int)> on_layer_done) {
+  const bool on_device = backend_->samples_on_device();
   TANDEM_ASSIGN_OR_RETURN(ForwardOutput out, Forward(seqs, /*all_logits=*/false,
-                                                     std::move(on_layer_done)));
+                                                     std::move(on_layer_done), on_device));
   std::vector<SampleResult> results;
-  results.reserve(seqs.size());
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    Sequence& s = *seqs[i];
-    TokenHistory history{s.prompt(), s.output()};
-    results.push_back(sampler_.Sample(out.Row(out.row_offset[i]), s.sampling, history, s.seed,
-                                      static_cast<uint64_t>(s.num_generated())));
-    s.tokens.push_back(results.back().token);
+  if (on_device) {
+    results = std::move(out.samples);
+  } else {
+    results.reserve(seqs.size());
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const Sequence& s = *seqs[i];
+      results.push_back(sampler_.Sample(out.Row(out.row_offset[i]), s.sampling, TokenHistory{s.prompt(), s.output()},
+                                        s.seed, static_cast<uint64_t>(s.num_generated())));
+    }
   }
+  for (size_t i = 0; i < seqs.size(); ++i) seqs[i]->tokens.push_back(results[i].token);
   return results;
 }
 
 absl::StatusOr<ForwardOutput> Engine::ComputeLogits(std::span<Sequence* const> seqs) {
-  return Forward(seqs, /*all_logits=*/true, nullptr);
+  return Forward(seqs, /*all_logits=*/true, nullptr, /*sample=*/false);
 }
 
 void Engine::Release(Sequence& seq) {

@@ -47,8 +47,9 @@ class Engine {
   void Release(Sequence& seq);
 
  private:
+  // `sample`: ask the backend to sample (samples_on_device backends only).
   absl::StatusOr<ForwardOutput> Forward(std::span<Sequence* const> seqs, bool all_logits,
-                                        std::function<void(int)> on_layer_done);
+                                        std::function<void(int)> on_layer_done, bool sample);
 
   std::unique_ptr<ModelBackend> backend_;
   KvCacheManager kv_cache_;

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "common/kv/kv_layout.h"
 #include "common/model/model_config.h"
+#include "common/sampling/sampler.h"
 
 namespace tandem {
 
@@ -28,8 +29,21 @@ struct SequenceChunk {
   bool all_logits = false;
 };
 
+// What a backend that samples on its own device needs to pick a
+// sequence's next token (the host Sampler's inputs).
+struct SampleSpec {
+  const SamplingParams* params = nullptr;
+  TokenHistory history;
+  uint64_t seed = 0;
+  uint64_t step = 0;
+};
+
 struct ForwardBatch {
   std::vector<SequenceChunk> seqs;
+  // One per sequence, or empty. Only read when the backend
+  // samples_on_device(): it then samples each sequence's last row and
+  // returns ForwardOutput::samples instead of logits.
+  std::vector<SampleSpec> sample;
   // Called after layer `l`'s K/V of every sequence are in the pool, while
   // later layers may still compute: the hook for layer-wise KV transfer.
   std::function<void(int layer)> on_layer_done;
@@ -38,6 +52,7 @@ struct ForwardBatch {
 // Logits rows in batch order: for each sequence, one row (its last token) or
 // tokens.size() rows when all_logits. row_offset[i] is sequence i's first row.
 struct ForwardOutput {
+  std::vector<SampleResult> samples;  // set instead of logits when sampled
   int64_t vocab_size = 0;
   std::vector<float> logits;  // [num_rows][vocab_size]
   std::vector<int64_t> row_offset;
@@ -69,6 +84,9 @@ class ModelBackend {
   // Runs the model over `batch`, writing new K/V into the pool and returning
   // logits. Sequences in a batch never influence each other's results.
   virtual absl::Status Forward(const ForwardBatch& batch, ForwardOutput* out) = 0;
+  // True when Forward() samples ForwardBatch::sample on the device itself,
+  // so that logits never cross to the host.
+  virtual bool samples_on_device() const { return false; }
 };
 
 }  // namespace tandem

@@ -1,5 +1,6 @@
 #include "common/engine/model_loader.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <thread>
 
@@ -98,7 +99,11 @@ absl::StatusOr<std::unique_ptr<ModelBackend>> CreateBackend(const LoadedModel& m
       cuda.num_kv_blocks = options.num_kv_blocks;
       cuda.device = options.gpu;
       cuda.gpu_memory_fraction = options.gpu_memory_fraction;
-      cuda.max_context = model.config.max_position_embeddings > 0 ? model.config.max_position_embeddings : 8192;
+      // Scratch and graph tables scale with it: capped at 32k positions.
+      cuda.max_context = model.config.max_position_embeddings > 0
+                             ? std::min<int64_t>(model.config.max_position_embeddings, 32768)
+                             : 8192;
+      cuda.cuda_graphs = options.cuda_graphs;
       return CreateCudaBackend(model.config, *model.weights, cuda);
 #else
       return absl::UnimplementedError("this build has no CUDA backend (configure with -DTANDEM_CUDA=ON)");

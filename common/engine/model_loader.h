@@ -61,6 +61,7 @@ struct BackendOptions {
   // workers sharing one GPU each take their own fraction (vLLM's
   // --gpu-memory-utilization).
   double gpu_memory_fraction = 0.9;
+  bool cuda_graphs = true;  // CUDA: replay captured graphs for decode steps
 };
 
 absl::StatusOr<std::unique_ptr<ModelBackend>> CreateBackend(const LoadedModel& model,

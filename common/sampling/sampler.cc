@@ -166,9 +166,11 @@ void ApplyMinP(std::vector<Candidate>& c, float min_p) {
   c.erase(std::remove_if(c.begin(), c.end(), [&](const Candidate& x) { return x.weight < threshold; }), c.end());
 }
 
-// Inverse CDF over the kept candidates in their current order. A
+// Inverse CDF over the kept candidates in id order (the order the GPU
+// sampler can walk without sorting, so both draw the same token). A
 // zero-weight candidate can never be chosen: the CDF does not rise at it.
-int32_t Draw(const std::vector<Candidate>& c, double uniform) {
+int32_t Draw(std::vector<Candidate>& c, double uniform) {
+  std::sort(c.begin(), c.end(), [](const Candidate& a, const Candidate& b) { return a.id < b.id; });
   double total = 0;
   for (const Candidate& x : c) total += x.weight;
   const double u = uniform * total;

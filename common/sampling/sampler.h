@@ -38,7 +38,7 @@ struct SampleResult {
 // Order of processing: repetition penalty (prompt and output tokens),
 // frequency and presence penalties (output tokens), then greedy argmax
 // (temperature 0, ties to the lowest id) or temperature, top-k, top-p,
-// min-p, and a draw by inverse CDF over the kept tokens.
+// min-p, and a draw by inverse CDF over the kept tokens in id order.
 class Sampler {
  public:
   // `step` is the number of tokens the sequence has generated so far: the

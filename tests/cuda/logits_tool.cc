@@ -6,6 +6,7 @@
 // lengths. l.bin gets float32 logits [total positions][vocab], sequences
 // in order. --incremental prefills each sequence's first half and then
 // feeds one token per step (the decode path), all sequences batched.
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <numeric>
@@ -24,6 +25,10 @@ ABSL_FLAG(std::string, tokens, "", "JSON list of token-id lists");
 ABSL_FLAG(std::string, out, "", "where to write float32 logits");
 ABSL_FLAG(bool, incremental, false, "prefill half, then one token per step");
 ABSL_FLAG(int32_t, block_size, 16, "KV block size");
+ABSL_FLAG(int32_t, greedy_steps, 0,
+          "instead of logits: prefill the batch, then this many greedy decode steps sampled by the backend; "
+          "--out gets the generated ids as JSON");
+ABSL_FLAG(bool, cuda_graphs, true, "CUDA: replay graphs for decode steps");
 
 namespace tandem {
 namespace {
@@ -31,6 +36,47 @@ namespace {
 int Fail(const std::string& s) {
   std::cerr << "tandem-logits: " << s << "\n";
   return 1;
+}
+
+// Prefills every sequence in one batch, then decodes `steps` tokens for
+// all of them together, sampling greedily through the backend (on the GPU
+// for CUDA). Writes [[ids of seq 0], ...] as JSON.
+int GreedyDecode(ModelBackend& backend, const std::vector<std::vector<int32_t>>& prompts, int32_t bs, int32_t steps,
+                 const std::string& out_path) {
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  std::vector<std::vector<int32_t>> tokens = prompts, tables;
+  int32_t next = 0;
+  for (const auto& s : prompts) {
+    std::vector<int32_t> t((s.size() + steps + bs - 1) / bs);
+    std::iota(t.begin(), t.end(), next);
+    next += static_cast<int32_t>(t.size());
+    tables.push_back(std::move(t));
+  }
+  std::vector<std::vector<int32_t>> generated(prompts.size());
+  for (int32_t step = 0; step <= steps - 1; ++step) {
+    ForwardBatch batch;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const size_t done = step == 0 ? 0 : tokens[i].size() - 1;
+      batch.seqs.push_back({std::span<const int32_t>(tokens[i]).subspan(done), static_cast<int32_t>(done), tables[i],
+                            false});
+      batch.sample.push_back({&greedy, {}, 0, static_cast<uint64_t>(step)});
+    }
+    ForwardOutput out;
+    absl::Status s = backend.Forward(batch, &out);
+    if (!s.ok()) return Fail(s.ToString());
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const int32_t t = backend.samples_on_device() ? out.samples[i].token
+                                                    : static_cast<int32_t>(std::max_element(out.Row(out.row_offset[i]).begin(),
+                                                                                            out.Row(out.row_offset[i]).end()) -
+                                                                           out.Row(out.row_offset[i]).begin());
+      generated[i].push_back(t);
+    }
+    for (size_t i = 0; i < tokens.size(); ++i) tokens[i].push_back(generated[i].back());
+  }
+  std::ofstream(out_path) << nlohmann::json(generated).dump() << "\n";
+  std::cout << "generated " << steps << " tokens for " << prompts.size() << " sequences\n";
+  return 0;
 }
 
 int Main() {
@@ -51,15 +97,16 @@ int Main() {
   if (absl::GetFlag(FLAGS_device) == "cuda") {
     CudaBackendOptions o;
     o.block_size = bs;
-    o.num_kv_blocks = blocks + 8;
+    o.num_kv_blocks = blocks + 8 + static_cast<int32_t>(seqs.size()) * (absl::GetFlag(FLAGS_greedy_steps) / bs + 1);
     o.max_context = config->max_position_embeddings;
+    o.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
     auto b = CreateCudaBackend(*config, **weights, o);
     if (!b.ok()) return Fail(b.status().ToString());
     backend = std::move(*b);
   } else {
     CpuBackendOptions o;
     o.block_size = bs;
-    o.num_kv_blocks = blocks + 8;
+    o.num_kv_blocks = blocks + 8 + static_cast<int32_t>(seqs.size()) * (absl::GetFlag(FLAGS_greedy_steps) / bs + 1);
     o.num_threads = 16;
     auto b = CpuBackend::Create(*config, **weights, o);
     if (!b.ok()) return Fail(b.status().ToString());
@@ -73,6 +120,9 @@ int Main() {
     std::iota(t.begin(), t.end(), next);
     next += static_cast<int32_t>(t.size());
     tables.push_back(std::move(t));
+  }
+  if (const int32_t steps = absl::GetFlag(FLAGS_greedy_steps); steps > 0) {
+    return GreedyDecode(*backend, seqs, bs, steps, absl::GetFlag(FLAGS_out));
   }
   const int64_t vocab = config->vocab_size;
   std::vector<float> logits(static_cast<size_t>(total * vocab));

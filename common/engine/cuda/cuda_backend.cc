@@ -6,13 +6,20 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/engine/cpu_kernels.h"
+#include "common/engine/cuda/attention_kernels.h"
 #include "common/engine/cuda/cuda_check.h"
 #include "common/engine/cuda/cuda_kernels.h"
+#include "common/engine/cuda/cuda_kv_pool.h"
+#include "common/engine/cuda/cuda_weights.h"
 #include "common/engine/cuda/device_buffer.h"
+#include "common/engine/cuda/forward_plan.h"
+#include "common/engine/cuda/sampling_kernels.h"
 #include "common/kv/kv_layout.h"
 #include "common/util/logging.h"
 #include "common/util/status_macros.h"
@@ -20,265 +27,400 @@
 namespace tandem {
 namespace {
 
-// Device memory kept out of the KV pool for forward scratch (activations,
-// attention partials, logits) and cuBLAS workspaces.
+// Device memory kept out of the KV pool for the eager path's scratch
+// (activations of up to a few thousand prefill tokens) and cuBLAS.
 constexpr double kScratchReserve = 3.0 * (1 << 30);
+constexpr size_t kCublasWorkspace = 64 << 20;
+// Batch sizes a decode step is captured at; a batch runs in the smallest
+// that holds it, padded with rows that only touch the trash block.
+constexpr int64_t kGraphBatches[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256};
+constexpr int64_t kMaxGraphBatch = 256;
 
-// Device KV pool: one allocation; per layer a K and a V array of
-// [num_blocks][block_size][kv_heads][head_dim] bf16.
-class CudaKvPool final : public KvPoolView {
- public:
-  absl::Status Init(const KvLayout& layout, int32_t num_blocks) {
-    layout_ = layout;
-    num_blocks_ = num_blocks;
-    TANDEM_RETURN_IF_ERROR(buffer_.Allocate(static_cast<size_t>(layout.block_bytes_all_layers()) * num_blocks));
-    return CudaStatus(cudaMemset(buffer_.get(), 0, buffer_.bytes()), "cudaMemset(KV pool)");
+int64_t NextPow2(int64_t v) {
+  int64_t p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+// Activations of one forward pass. The eager path grows its set as
+// batches need; the graph set is sized once, before any capture, because
+// captured graphs hold its addresses.
+struct Scratch {
+  DeviceBuffer meta, x, normed, qkv, attn, delta, gate_up, act, logits;
+  DeviceBuffer partial_out, partial_max, partial_sum;
+
+  absl::Status Reserve(const ModelConfig& c, int64_t rows, int64_t logit_rows, int64_t decode_rows, int64_t splits,
+                       size_t meta_bytes) {
+    const int64_t h = c.hidden_size, inter = c.intermediate_size, qs = c.q_size(), kvs = c.kv_size();
+    TANDEM_RETURN_IF_ERROR(meta.Reserve(meta_bytes));
+    TANDEM_RETURN_IF_ERROR(x.Reserve(rows * h * 4));
+    TANDEM_RETURN_IF_ERROR(normed.Reserve(rows * h * 2));
+    TANDEM_RETURN_IF_ERROR(qkv.Reserve(rows * (qs + 2 * kvs) * 4));
+    TANDEM_RETURN_IF_ERROR(attn.Reserve(rows * qs * 2));
+    TANDEM_RETURN_IF_ERROR(delta.Reserve(rows * h * 2));
+    TANDEM_RETURN_IF_ERROR(gate_up.Reserve(rows * 2 * inter * 2));
+    TANDEM_RETURN_IF_ERROR(act.Reserve(rows * inter * 2));
+    TANDEM_RETURN_IF_ERROR(logits.Reserve(std::max<int64_t>(logit_rows, 1) * c.vocab_size * 4));
+    const int64_t slots = std::max<int64_t>(decode_rows, 1) * c.num_attention_heads * std::max<int64_t>(splits, 1);
+    TANDEM_RETURN_IF_ERROR(partial_out.Reserve(slots * c.head_dim * 4));
+    TANDEM_RETURN_IF_ERROR(partial_max.Reserve(slots * 4));
+    TANDEM_RETURN_IF_ERROR(partial_sum.Reserve(slots * 4));
+    return absl::OkStatus();
   }
-  const KvLayout& layout() const override { return layout_; }
-  int32_t num_blocks() const override { return num_blocks_; }
-  void* KeyBlock(int layer, int32_t block) override { return Base(layer, 0) + block * layout_.block_bytes(); }
-  void* ValueBlock(int layer, int32_t block) override { return Base(layer, 1) + block * layout_.block_bytes(); }
-  bool on_device() const override { return true; }
-  __nv_bfloat16* Key(int layer) { return reinterpret_cast<__nv_bfloat16*>(Base(layer, 0)); }
-  __nv_bfloat16* Value(int layer) { return reinterpret_cast<__nv_bfloat16*>(Base(layer, 1)); }
+  int64_t bytes() const {
+    int64_t b = 0;
+    for (const DeviceBuffer* d : {&meta, &x, &normed, &qkv, &attn, &delta, &gate_up, &act, &logits, &partial_out,
+                                  &partial_max, &partial_sum}) {
+      b += static_cast<int64_t>(d->bytes());
+    }
+    return b;
+  }
+};
+
+class CudaGraphExec {
+ public:
+  CudaGraphExec() = default;
+  explicit CudaGraphExec(cudaGraphExec_t e) : exec_(e) {}
+  ~CudaGraphExec() {
+    if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+  }
+  CudaGraphExec(CudaGraphExec&& o) noexcept : exec_(std::exchange(o.exec_, nullptr)) {}
+  CudaGraphExec& operator=(CudaGraphExec&&) = delete;
+  cudaGraphExec_t get() const { return exec_; }
 
  private:
-  char* Base(int layer, int kv) {
-    return buffer_.as<char>() + (static_cast<int64_t>(layer) * 2 + kv) * num_blocks_ * layout_.block_bytes();
-  }
-  KvLayout layout_;
-  int32_t num_blocks_ = 0;
-  DeviceBuffer buffer_;
+  cudaGraphExec_t exec_ = nullptr;
 };
 
 class CudaBackend final : public ModelBackend {
  public:
   ~CudaBackend() override {
+    graphs_.clear();
     if (cublas_ != nullptr) cublasDestroy(cublas_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
-  absl::Status Init(const ModelConfig& config, const WeightStore& weights, const CudaBackendOptions& o) {
-    config_ = config;
-    options_ = o;
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(o.device));
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    TANDEM_CUBLAS_RETURN_IF_ERROR(cublasCreate(&cublas_));
-    TANDEM_CUBLAS_RETURN_IF_ERROR(cublasSetStream(cublas_, stream_));
-    const int64_t h = config.hidden_size, v = config.vocab_size, inter = config.intermediate_size;
-    const int64_t qs = config.q_size(), kvs = config.kv_size();
-    TANDEM_RETURN_IF_ERROR(Upload(weights, {{"model.embed_tokens.weight", {v, h}}}, &embed_));
-    TANDEM_RETURN_IF_ERROR(Upload(weights, {{"model.norm.weight", {h}}}, &final_norm_));
-    if (!config.tie_word_embeddings) {
-      TANDEM_RETURN_IF_ERROR(Upload(weights, {{"lm_head.weight", {v, h}}}, &lm_head_));
-    }
-    layers_.resize(static_cast<size_t>(config.num_hidden_layers));
-    for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
-      Layer& l = layers_[static_cast<size_t>(i)];
-      const std::string p = absl::StrCat("model.layers.", i, ".");
-      TANDEM_RETURN_IF_ERROR(Upload(weights, {{p + "input_layernorm.weight", {h}}}, &l.attn_norm));
-      TANDEM_RETURN_IF_ERROR(Upload(weights,
-                                    {{p + "self_attn.q_proj.weight", {qs, h}},
-                                     {p + "self_attn.k_proj.weight", {kvs, h}},
-                                     {p + "self_attn.v_proj.weight", {kvs, h}}},
-                                    &l.wqkv));
-      if (config.attention_bias) {
-        TANDEM_RETURN_IF_ERROR(Upload(weights,
-                                      {{p + "self_attn.q_proj.bias", {qs}},
-                                       {p + "self_attn.k_proj.bias", {kvs}},
-                                       {p + "self_attn.v_proj.bias", {kvs}}},
-                                      &l.bqkv));
-      }
-      TANDEM_RETURN_IF_ERROR(Upload(weights, {{p + "self_attn.o_proj.weight", {h, qs}}}, &l.wo));
-      TANDEM_RETURN_IF_ERROR(Upload(weights, {{p + "post_attention_layernorm.weight", {h}}}, &l.ffn_norm));
-      TANDEM_RETURN_IF_ERROR(Upload(weights,
-                                    {{p + "mlp.gate_proj.weight", {inter, h}}, {p + "mlp.up_proj.weight", {inter, h}}},
-                                    &l.w_gate_up));
-      TANDEM_RETURN_IF_ERROR(Upload(weights, {{p + "mlp.down_proj.weight", {h, inter}}}, &l.w_down));
-    }
-    // RoPE frequencies, computed once on the host in double.
-    std::vector<float> inv;
-    for (double f : RopeInverseFrequencies(config)) inv.push_back(static_cast<float>(f));
-    TANDEM_RETURN_IF_ERROR(inv_freq_.Allocate(inv.size() * sizeof(float)));
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpy(inv_freq_.get(), inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice));
-
-    // The KV pool: what is asked for, or a fraction of what is left.
-    const KvLayout layout = KvLayoutFor(config, o.block_size, DType::kBF16);
-    int32_t blocks = o.num_kv_blocks;
-    if (blocks <= 0) {
-      size_t free_bytes = 0, total_bytes = 0;
-      TANDEM_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
-      // Our budget is a share of the whole device; what we hold already
-      // (weights) counts against it, and we never take more than is free.
-      const double budget = static_cast<double>(total_bytes) * o.gpu_memory_fraction;
-      const double used_by_us = static_cast<double>(weight_bytes_);
-      const double avail = std::min(budget - used_by_us, static_cast<double>(free_bytes) - kScratchReserve);
-      blocks = static_cast<int32_t>(std::max(0.0, avail) / static_cast<double>(layout.block_bytes_all_layers()));
-    }
-    if (blocks <= 0) return absl::ResourceExhaustedError("no device memory left for the KV cache");
-    TANDEM_RETURN_IF_ERROR(kv_.Init(layout, blocks));
-    TANDEM_CUDA_RETURN_IF_ERROR(
-        cuda::ConfigurePagedAttention(cuda::PagedAttentionSharedBytes(o.max_context, config.head_dim)));
-    TANDEM_LOG(INFO) << "CUDA backend: weights " << weight_bytes_ / (1 << 20) << " MiB, KV pool " << blocks
-                     << " blocks of " << o.block_size << " tokens ("
-                     << layout.block_bytes_all_layers() * static_cast<int64_t>(blocks) / (1 << 20) << " MiB)";
-    return absl::OkStatus();
-  }
-
+  absl::Status Init(const ModelConfig& config, const WeightStore& weights, const CudaBackendOptions& o);
   const ModelConfig& config() const override { return config_; }
   KvPoolView& kv_pool() override { return kv_; }
+  bool samples_on_device() const override { return true; }
   absl::Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
 
  private:
-  struct Layer {
-    DeviceBuffer attn_norm, wqkv, bqkv, wo, ffn_norm, w_gate_up, w_down;
-  };
-
-  // Concatenates the named tensors (checked against their shapes) as bf16
-  // into one device buffer.
-  absl::Status Upload(const WeightStore& store, const std::vector<std::pair<std::string, std::vector<int64_t>>>& parts,
-                      DeviceBuffer* dst) {
-    std::vector<uint16_t> host;
-    for (const auto& [name, shape] : parts) {
-      TANDEM_ASSIGN_OR_RETURN(HostTensor t, GetTensorChecked(store, name, shape));
-      const size_t old = host.size();
-      host.resize(old + static_cast<size_t>(t.numel()));
-      if (t.dtype == DType::kBF16) {
-        std::memcpy(host.data() + old, t.data, t.nbytes);
-      } else {
-        std::vector<float> f = t.ToFloat();
-        for (size_t i = 0; i < f.size(); ++i) host[old + i] = FloatToBF16(f[i]);
-      }
-    }
-    TANDEM_RETURN_IF_ERROR(dst->Allocate(host.size() * 2));
-    weight_bytes_ += static_cast<int64_t>(host.size() * 2);
-    return CudaStatus(cudaMemcpy(dst->get(), host.data(), host.size() * 2, cudaMemcpyHostToDevice), "upload weights");
-  }
-
-  // y[rows][n] (fp32) = x[rows][k] (bf16) . w[n][k]^T (bf16).
-  absl::Status Gemm(const __nv_bfloat16* x, int64_t rows, int64_t k, const DeviceBuffer& w, int64_t n, float* y) {
+  // y[rows][n] = x[rows][k] . w[n][k]^T, fp32 accumulation, y in `out_type`.
+  absl::Status Gemm(const __nv_bfloat16* x, int64_t rows, int64_t k, const DeviceBuffer& w, int64_t n, void* y,
+                    cudaDataType_t out_type) {
     const float alpha = 1.0f, beta = 0.0f;
     return CublasStatus(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(rows),
                                      static_cast<int>(k), &alpha, w.get(), CUDA_R_16BF, static_cast<int>(k), x,
-                                     CUDA_R_16BF, static_cast<int>(k), &beta, y, CUDA_R_32F, static_cast<int>(n),
+                                     CUDA_R_16BF, static_cast<int>(k), &beta, y, out_type, static_cast<int>(n),
                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                         "cublasGemmEx");
+  }
+  // Enqueues the whole forward pass of `plan` (its meta already in
+  // s.meta) up to rounded logits in s.logits. No host synchronization
+  // unless `on_layer_done` is set, so it can be captured in a graph.
+  absl::Status EnqueueForward(const ForwardPlan& plan, Scratch& s, int64_t max_splits,
+                              const std::function<void(int)>& on_layer_done);
+  absl::Status Upload(const std::vector<int32_t>& meta, size_t count, DeviceBuffer& dst);
+  // Pure decode steps of up to kMaxGraphBatch sequences: padded to a
+  // ladder size and replayed from a captured graph (or, with graphs off,
+  // launched directly with the same shapes). `used` gets the scratch
+  // holding the logits.
+  absl::Status RunDecode(const ForwardBatch& batch, ForwardPlan* plan, Scratch** used);
+  absl::Status Sample(const ForwardBatch& batch, const float* logits, ForwardOutput* out);
+  PlanLimits Limits() const {
+    return {kv_.layout().block_size, kv_.num_blocks(), kv_.trash_block(), config_.vocab_size, options_.max_context};
   }
 
   ModelConfig config_;
   CudaBackendOptions options_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
-  DeviceBuffer embed_, final_norm_, lm_head_, inv_freq_;
-  std::vector<Layer> layers_;
+  DeviceBuffer cublas_workspace_, inv_freq_;
+  CudaWeights w_;
   CudaKvPool kv_;
-  int64_t weight_bytes_ = 0;
-  // Per-forward scratch, grown on demand.
-  DeviceBuffer meta_, x_, normed_, qkv_, attn_, delta_, gate_up_, act_, logits_;
+  Scratch eager_, graph_;
+  int64_t graph_table_stride_ = 0, graph_max_splits_ = 0;
+  std::map<std::pair<int64_t, int64_t>, CudaGraphExec> graphs_;  // (batch, splits)
+  PinnedBuffer pinned_meta_, pinned_sample_, pinned_results_;
+  DeviceBuffer sample_params_, sample_results_, sample_work_;
 };
 
-absl::Status CudaBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
-  const int64_t hidden = config_.hidden_size, inter = config_.intermediate_size, vocab = config_.vocab_size;
-  const int64_t qs = config_.q_size(), kvs = config_.kv_size(), qkv = qs + 2 * kvs;
-  const int32_t bs = kv_.layout().block_size;
-  // Host-side batch description, uploaded in one copy.
-  std::vector<int32_t> tokens, positions, slot_block, row_seq, tables, table_offset, logit_rows;
-  out->row_offset.clear();
-  int64_t max_context = 0;
-  for (size_t s = 0; s < batch.seqs.size(); ++s) {
-    const SequenceChunk& c = batch.seqs[s];
-    const int64_t end = c.num_cached + static_cast<int64_t>(c.tokens.size());
-    if (c.tokens.empty() || static_cast<int64_t>(c.block_table.size()) * bs < end) {
-      return absl::InvalidArgumentError(absl::StrCat("batch sequence ", s, ": no tokens or a block table of ",
-                                                     c.block_table.size(), " blocks for ", end, " positions"));
-    }
-    if (end > options_.max_context) {
-      return absl::InvalidArgumentError(absl::StrCat("batch sequence ", s, " reaches position ", end,
-                                                     ", past the backend's max_context ", options_.max_context));
-    }
-    max_context = std::max(max_context, end);
-    table_offset.push_back(static_cast<int32_t>(tables.size()));
-    for (int32_t b : c.block_table) {
-      if (b < 0 || b >= kv_.num_blocks()) {
-        return absl::InvalidArgumentError(absl::StrCat("batch sequence ", s, ": block ", b, " is outside the KV pool"));
-      }
-      tables.push_back(b);
-    }
-    out->row_offset.push_back(static_cast<int64_t>(logit_rows.size()));
-    for (size_t t = 0; t < c.tokens.size(); ++t) {
-      if (c.tokens[t] < 0 || c.tokens[t] >= vocab) {
-        return absl::InvalidArgumentError(absl::StrCat("token id ", c.tokens[t], " in batch sequence ", s,
-                                                       " is outside the vocabulary [0, ", vocab, ")"));
-      }
-      const int32_t pos = static_cast<int32_t>(c.num_cached + t);
-      if (c.all_logits || t + 1 == c.tokens.size()) logit_rows.push_back(static_cast<int32_t>(tokens.size()));
-      tokens.push_back(c.tokens[t]);
-      positions.push_back(pos);
-      slot_block.push_back(c.block_table[pos / bs]);
-      row_seq.push_back(static_cast<int32_t>(s));
-    }
-  }
-  const int64_t rows = static_cast<int64_t>(tokens.size()), n_out = static_cast<int64_t>(logit_rows.size());
-  std::vector<int32_t> meta;
-  auto append = [&meta](const std::vector<int32_t>& v) {
-    const size_t at = meta.size();
-    meta.insert(meta.end(), v.begin(), v.end());
-    return at;
-  };
-  const size_t o_tokens = append(tokens), o_pos = append(positions), o_slot = append(slot_block),
-               o_seq = append(row_seq), o_tables = append(tables), o_toff = append(table_offset),
-               o_logit = append(logit_rows);
-  TANDEM_RETURN_IF_ERROR(meta_.Reserve(meta.size() * 4));
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_.get(), meta.data(), meta.size() * 4, cudaMemcpyHostToDevice, stream_));
-  const int32_t* d = meta_.as<int32_t>();
-  TANDEM_RETURN_IF_ERROR(x_.Reserve(rows * hidden * 4));
-  TANDEM_RETURN_IF_ERROR(normed_.Reserve(rows * std::max(hidden, qs) * 2));
-  TANDEM_RETURN_IF_ERROR(qkv_.Reserve(rows * qkv * 4));
-  TANDEM_RETURN_IF_ERROR(attn_.Reserve(rows * qs * 2));
-  TANDEM_RETURN_IF_ERROR(delta_.Reserve(rows * hidden * 4));
-  TANDEM_RETURN_IF_ERROR(gate_up_.Reserve(rows * 2 * inter * 4));
-  TANDEM_RETURN_IF_ERROR(act_.Reserve(rows * inter * 2));
-  TANDEM_RETURN_IF_ERROR(logits_.Reserve(n_out * vocab * 4));
+absl::Status CudaBackend::Init(const ModelConfig& config, const WeightStore& weights, const CudaBackendOptions& o) {
+  config_ = config;
+  options_ = o;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(o.device));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  TANDEM_CUBLAS_RETURN_IF_ERROR(cublasCreate(&cublas_));
+  TANDEM_CUBLAS_RETURN_IF_ERROR(cublasSetStream(cublas_, stream_));
+  // A workspace of our own: cuBLAS then never allocates during capture.
+  TANDEM_RETURN_IF_ERROR(cublas_workspace_.Allocate(kCublasWorkspace));
+  TANDEM_CUBLAS_RETURN_IF_ERROR(cublasSetWorkspace(cublas_, cublas_workspace_.get(), kCublasWorkspace));
+  TANDEM_RETURN_IF_ERROR(UploadWeights(config, weights, &w_));
 
-  auto* x = x_.as<float>();
-  auto* normed = normed_.as<__nv_bfloat16>();
-  const float eps = static_cast<float>(config_.rms_norm_eps);
-  cuda::EmbeddingGather(d + o_tokens, embed_.as<__nv_bfloat16>(), rows, hidden, x, stream_);
-  for (int layer = 0; layer < static_cast<int>(layers_.size()); ++layer) {
-    Layer& w = layers_[static_cast<size_t>(layer)];
-    cuda::RmsNorm(x, nullptr, w.attn_norm.as<__nv_bfloat16>(), rows, hidden, eps, normed, stream_);
-    TANDEM_RETURN_IF_ERROR(Gemm(normed, rows, hidden, w.wqkv, qkv, qkv_.as<float>()));
-    cuda::RopeCacheArgs rc{qkv_.as<float>(), w.bqkv.as<__nv_bfloat16>(), d + o_pos, d + o_slot, rows,
-                           config_.num_attention_heads, config_.num_key_value_heads, config_.head_dim, bs,
-                           inv_freq_.as<float>(), kv_.Key(layer), kv_.Value(layer)};
+  std::vector<float> inv;
+  for (double f : RopeInverseFrequencies(config)) inv.push_back(static_cast<float>(f));
+  TANDEM_RETURN_IF_ERROR(inv_freq_.Allocate(inv.size() * sizeof(float)));
+  TANDEM_CUDA_RETURN_IF_ERROR(
+      cudaMemcpy(inv_freq_.get(), inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice));
+
+  // Graph scratch before the pool, so the pool is sized from what is left.
+  graph_table_stride_ = (o.max_context + o.block_size - 1) / o.block_size;
+  graph_max_splits_ = NextPow2(cuda::DecodeSplits(o.max_context));
+  if (o.cuda_graphs) {
+    const size_t meta_bytes = static_cast<size_t>(8 * kMaxGraphBatch + kMaxGraphBatch * graph_table_stride_ + 64) * 4;
+    TANDEM_RETURN_IF_ERROR(
+        graph_.Reserve(config, kMaxGraphBatch, kMaxGraphBatch, kMaxGraphBatch, graph_max_splits_, meta_bytes));
+  }
+
+  const KvLayout layout = KvLayoutFor(config, o.block_size, DType::kBF16);
+  size_t free_bytes = 0, total_bytes = 0;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
+  int32_t blocks = o.num_kv_blocks;
+  if (blocks <= 0) {
+    // Our budget is a share of the whole device; what we hold already
+    // counts against it, and we never take more than is free.
+    const double mine = static_cast<double>(w_.bytes + graph_.bytes() + kCublasWorkspace);
+    const double avail = std::min(static_cast<double>(total_bytes) * o.gpu_memory_fraction - mine,
+                                  static_cast<double>(free_bytes)) -
+                         kScratchReserve;
+    blocks = static_cast<int32_t>(std::max(0.0, avail) / static_cast<double>(layout.block_bytes_all_layers())) - 1;
+  }
+  if (blocks <= 0) {
+    return absl::ResourceExhaustedError(absl::StrCat("no device memory left for the KV cache: ", free_bytes >> 20,
+                                                     " MiB free of ", total_bytes >> 20, " MiB, weights take ",
+                                                     w_.bytes >> 20, " MiB"));
+  }
+  TANDEM_RETURN_IF_ERROR(kv_.Init(layout, blocks));
+  TANDEM_CUDA_RETURN_IF_ERROR(cuda::ConfigurePrefillAttention());
+  if (!cuda::DecodeAttentionSupported(config.head_dim, config.num_attention_heads / config.num_key_value_heads) ||
+      !cuda::PrefillAttentionSupported(config.head_dim)) {
+    TANDEM_CUDA_RETURN_IF_ERROR(
+        cuda::ConfigureReferenceAttention(cuda::ReferenceAttentionSharedBytes(o.max_context, config.head_dim)));
+  }
+  TANDEM_LOG(INFO) << "CUDA memory plan (device " << o.device << ", " << (total_bytes >> 20) << " MiB, fraction "
+                   << o.gpu_memory_fraction << "): weights " << (w_.bytes >> 20) << " MiB, graph scratch "
+                   << (graph_.bytes() >> 20) << " MiB, KV pool " << blocks << " blocks of " << o.block_size
+                   << " tokens = " << (kv_.bytes() >> 20) << " MiB ("
+                   << static_cast<int64_t>(blocks) * o.block_size << " tokens), eager scratch reserve "
+                   << static_cast<int64_t>(kScratchReserve) / (1 << 20) << " MiB";
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Upload(const std::vector<int32_t>& meta, size_t count, DeviceBuffer& dst) {
+  TANDEM_RETURN_IF_ERROR(pinned_meta_.Reserve(count * 4));
+  std::memcpy(pinned_meta_.as<int32_t>(), meta.data(), count * 4);
+  if (dst.bytes() < count * 4) return absl::InternalError("forward meta buffer too small");
+  return CudaStatus(cudaMemcpyAsync(dst.get(), pinned_meta_.as<int32_t>(), count * 4, cudaMemcpyHostToDevice, stream_),
+                    "upload forward meta");
+}
+
+absl::Status CudaBackend::EnqueueForward(const ForwardPlan& plan, Scratch& s, int64_t max_splits,
+                                         const std::function<void(int)>& on_layer_done) {
+  const ModelConfig& c = config_;
+  const int64_t hidden = c.hidden_size, inter = c.intermediate_size, vocab = c.vocab_size;
+  const int64_t qs = c.q_size(), kvs = c.kv_size(), qkv = qs + 2 * kvs, rows = plan.rows;
+  const int32_t* d = s.meta.as<int32_t>();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const int64_t group = c.num_attention_heads / c.num_key_value_heads;
+  const bool fast_decode = cuda::DecodeAttentionSupported(c.head_dim, group);
+  const bool fast_prefill = cuda::PrefillAttentionSupported(c.head_dim);
+  auto* x = s.x.as<float>();
+  auto* normed = s.normed.as<__nv_bfloat16>();
+  auto* delta = s.delta.as<__nv_bfloat16>();
+
+  cuda::EmbeddingGather(d + plan.at.tokens, w_.embed.as<__nv_bfloat16>(), rows, hidden, x, stream_);
+  cuda::RmsNorm(x, nullptr, w_.layers[0].attn_norm.as<__nv_bfloat16>(), rows, hidden, eps, normed, stream_);
+  const int num_layers = static_cast<int>(w_.layers.size());
+  for (int layer = 0; layer < num_layers; ++layer) {
+    const CudaLayerWeights& lw = w_.layers[static_cast<size_t>(layer)];
+    TANDEM_RETURN_IF_ERROR(Gemm(normed, rows, hidden, lw.wqkv, qkv, s.qkv.get(), CUDA_R_32F));
+    const cuda::RopeCacheArgs rc{s.qkv.as<float>(), lw.bqkv.as<__nv_bfloat16>(), d + plan.at.positions,
+                                 d + plan.at.slot_block, rows, c.num_attention_heads, c.num_key_value_heads,
+                                 c.head_dim, kv_.layout().block_size, inv_freq_.as<float>(), kv_.Key(layer),
+                                 kv_.Value(layer)};
     cuda::RopeAndWriteCache(rc, stream_);
-    cuda::AttentionArgs aa{qkv_.as<float>(), qkv, d + o_pos, d + o_seq, d + o_tables, d + o_toff, rows,
-                           config_.num_attention_heads, config_.num_key_value_heads, config_.head_dim, bs,
-                           max_context, kv_.Key(layer), kv_.Value(layer), attn_.as<__nv_bfloat16>()};
-    cuda::PagedAttention(aa, stream_);
-    TANDEM_RETURN_IF_ERROR(Gemm(attn_.as<__nv_bfloat16>(), rows, qs, w.wo, hidden, delta_.as<float>()));
-    cuda::AddInPlace(x, delta_.as<float>(), rows * hidden, stream_);
-    cuda::RmsNorm(x, nullptr, w.ffn_norm.as<__nv_bfloat16>(), rows, hidden, eps, normed, stream_);
-    TANDEM_RETURN_IF_ERROR(Gemm(normed, rows, hidden, w.w_gate_up, 2 * inter, gate_up_.as<float>()));
-    cuda::SiluMul(gate_up_.as<float>(), rows, inter, act_.as<__nv_bfloat16>(), stream_);
-    TANDEM_RETURN_IF_ERROR(Gemm(act_.as<__nv_bfloat16>(), rows, inter, w.w_down, hidden, delta_.as<float>()));
-    cuda::AddInPlace(x, delta_.as<float>(), rows * hidden, stream_);
-    if (batch.on_layer_done) {
+    const cuda::KvCacheRef kv{kv_.Key(layer), kv_.Value(layer), c.num_attention_heads, c.num_key_value_heads,
+                              c.head_dim, kv_.layout().block_size};
+    auto* attn = s.attn.as<__nv_bfloat16>();
+    if (fast_decode && fast_prefill) {
+      cuda::DecodeAttention(kv,
+                            {s.qkv.as<float>(), qkv, d + plan.at.decode_rows, d + plan.at.decode_ctx,
+                             d + plan.at.decode_tables, plan.decode_table_stride, plan.num_decode_rows, max_splits,
+                             s.partial_out.as<float>(), s.partial_max.as<float>(), s.partial_sum.as<float>(), attn},
+                            stream_);
+      cuda::PrefillAttention(kv,
+                             {s.qkv.as<float>(), qkv,
+                              reinterpret_cast<const cuda::PrefillTile*>(d + plan.at.prefill_tiles), plan.num_tiles,
+                              d + plan.at.prefill_tables, attn},
+                             stream_);
+    } else {
+      cuda::ReferenceAttention(kv,
+                               {s.qkv.as<float>(), qkv, d + plan.at.positions, d + plan.at.row_seq,
+                                d + plan.at.flat_tables, d + plan.at.seq_table, rows, options_.max_context, attn},
+                               stream_);
+    }
+    TANDEM_RETURN_IF_ERROR(Gemm(attn, rows, qs, lw.wo, hidden, delta, CUDA_R_16BF));
+    cuda::AddRmsNorm(x, delta, lw.ffn_norm.as<__nv_bfloat16>(), rows, hidden, eps, normed, stream_);
+    TANDEM_RETURN_IF_ERROR(Gemm(normed, rows, hidden, lw.w_gate_up, 2 * inter, s.gate_up.get(), CUDA_R_16BF));
+    cuda::SiluMul(s.gate_up.as<__nv_bfloat16>(), rows, inter, s.act.as<__nv_bfloat16>(), stream_);
+    TANDEM_RETURN_IF_ERROR(Gemm(s.act.as<__nv_bfloat16>(), rows, inter, lw.w_down, hidden, delta, CUDA_R_16BF));
+    if (layer + 1 < num_layers) {
+      cuda::AddRmsNorm(x, delta, w_.layers[static_cast<size_t>(layer) + 1].attn_norm.as<__nv_bfloat16>(), rows,
+                       hidden, eps, normed, stream_);
+    } else {
+      cuda::AddInPlace(x, delta, rows * hidden, stream_);
+    }
+    if (on_layer_done) {
       // The layer's K/V must be in memory before a transport reads it.
       TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-      batch.on_layer_done(layer);
+      on_layer_done(layer);
     }
   }
-  cuda::RmsNorm(x, d + o_logit, final_norm_.as<__nv_bfloat16>(), n_out, hidden, eps, normed, stream_);
-  TANDEM_RETURN_IF_ERROR(Gemm(normed, n_out, hidden, lm_head_.get() ? lm_head_ : embed_, vocab, logits_.as<float>()));
-  cuda::RoundToBf16(logits_.as<float>(), n_out * vocab, stream_);
+  cuda::RmsNorm(x, d + plan.at.logit_rows, w_.final_norm.as<__nv_bfloat16>(), plan.num_logit_rows, hidden, eps,
+                normed, stream_);
+  TANDEM_RETURN_IF_ERROR(Gemm(normed, plan.num_logit_rows, hidden, w_.output(), vocab, s.logits.get(), CUDA_R_32F));
+  // A bf16 model's lm_head returns bf16 logits.
+  cuda::RoundToBf16(s.logits.as<float>(), plan.num_logit_rows * vocab, stream_);
+  return CudaStatus(cudaGetLastError(), "forward kernels");
+}
+
+absl::Status CudaBackend::RunDecode(const ForwardBatch& batch, ForwardPlan* plan, Scratch** used) {
+  const int64_t n = static_cast<int64_t>(batch.seqs.size());
+  const int64_t bucket = *std::lower_bound(std::begin(kGraphBatches), std::end(kGraphBatches), n);
+  TANDEM_ASSIGN_OR_RETURN(*plan, PlanForward(batch, Limits(), bucket, graph_table_stride_));
+  const int64_t splits = std::min(graph_max_splits_, NextPow2(plan->decode_splits));
+  if (!options_.cuda_graphs) {
+    // The same padded shapes as a replay, launched kernel by kernel: the
+    // two paths give identical results.
+    *used = &eager_;
+    TANDEM_RETURN_IF_ERROR(eager_.Reserve(config_, plan->rows, plan->num_logit_rows, plan->num_decode_rows, splits,
+                                          plan->meta.size() * 4));
+    TANDEM_RETURN_IF_ERROR(Upload(plan->meta, plan->meta.size(), eager_.meta));
+    return EnqueueForward(*plan, eager_, splits, nullptr);
+  }
+  *used = &graph_;
+  // Only the arrays the graph reads; their offsets depend on `bucket` alone.
+  TANDEM_RETURN_IF_ERROR(Upload(plan->meta, static_cast<size_t>(plan->at.row_seq), graph_.meta));
+  auto it = graphs_.find({bucket, splits});
+  if (it == graphs_.end()) {
+    cudaGraph_t graph = nullptr;
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    absl::Status st = EnqueueForward(*plan, graph_, splits, nullptr);
+    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+    TANDEM_RETURN_IF_ERROR(st);
+    TANDEM_CUDA_RETURN_IF_ERROR(end);
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    TANDEM_CUDA_RETURN_IF_ERROR(inst);
+    it = graphs_.emplace(std::make_pair(bucket, splits), CudaGraphExec(exec)).first;
+    TANDEM_LOG(INFO) << "captured decode CUDA graph: batch " << bucket << ", " << splits << " context splits";
+  }
+  return CudaStatus(cudaGraphLaunch(it->second.get(), stream_), "cudaGraphLaunch");
+}
+
+absl::Status CudaBackend::Sample(const ForwardBatch& batch, const float* logits, ForwardOutput* out) {
+  const size_t n = batch.sample.size();
+  std::vector<cuda::SampleRowParams> params(n);
+  std::vector<cuda::PenaltyEntry> penalties;
+  bool any_penalty = false;
+  for (size_t i = 0; i < n; ++i) {
+    const SampleSpec& spec = batch.sample[i];
+    const SamplingParams& sp = *spec.params;
+    cuda::SampleRowParams& p = params[i];
+    p.temperature = sp.temperature;
+    p.top_k = sp.top_k;
+    p.top_p = sp.top_p;
+    p.min_p = sp.min_p;
+    p.seed = spec.seed;
+    p.step = spec.step;
+    p.logprobs = sp.logprobs;
+    p.repetition_penalty = sp.repetition_penalty;
+    p.frequency_penalty = sp.frequency_penalty;
+    p.presence_penalty = sp.presence_penalty;
+    p.penalty_begin = p.penalty_end = static_cast<int32_t>(penalties.size());
+    if (sp.repetition_penalty == 1.0f && sp.frequency_penalty == 0.0f && sp.presence_penalty == 0.0f) continue;
+    // One entry per distinct in-vocabulary token, with its output count.
+    std::map<int32_t, int32_t> seen;
+    if (sp.repetition_penalty != 1.0f) {
+      for (int32_t t : spec.history.prompt) seen.emplace(t, 0);
+    }
+    for (int32_t t : spec.history.output) ++seen[t];
+    for (const auto& [token, count] : seen) {
+      if (token >= 0 && token < config_.vocab_size) penalties.push_back({token, count});
+    }
+    p.penalty_end = static_cast<int32_t>(penalties.size());
+    any_penalty = true;
+  }
+  const size_t param_bytes = n * sizeof(cuda::SampleRowParams), pen_bytes = penalties.size() * sizeof(cuda::PenaltyEntry);
+  TANDEM_RETURN_IF_ERROR(pinned_sample_.Reserve(param_bytes + pen_bytes + 16));
+  std::memcpy(pinned_sample_.as<char>(), params.data(), param_bytes);
+  std::memcpy(pinned_sample_.as<char>() + param_bytes, penalties.data(), pen_bytes);
+  TANDEM_RETURN_IF_ERROR(sample_params_.Reserve(param_bytes + pen_bytes + 16));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(sample_params_.get(), pinned_sample_.as<char>(), param_bytes + pen_bytes,
+                                              cudaMemcpyHostToDevice, stream_));
+  if (any_penalty) TANDEM_RETURN_IF_ERROR(sample_work_.Reserve(n * config_.vocab_size * 4));
+  TANDEM_RETURN_IF_ERROR(sample_results_.Reserve(n * sizeof(cuda::SampleRowResult)));
+  TANDEM_RETURN_IF_ERROR(pinned_results_.Reserve(n * sizeof(cuda::SampleRowResult)));
+  cuda::SampleRows(logits, sample_work_.as<float>(), config_.vocab_size, sample_params_.as<cuda::SampleRowParams>(),
+                   reinterpret_cast<const cuda::PenaltyEntry*>(sample_params_.as<char>() + param_bytes),
+                   static_cast<int64_t>(n), sample_results_.as<cuda::SampleRowResult>(), stream_);
   TANDEM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  out->vocab_size = vocab;
-  out->logits.resize(static_cast<size_t>(n_out * vocab));
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out->logits.data(), logits_.get(), out->logits.size() * 4,
-                                              cudaMemcpyDeviceToHost, stream_));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(pinned_results_.as<char>(), sample_results_.get(),
+                                              n * sizeof(cuda::SampleRowResult), cudaMemcpyDeviceToHost, stream_));
   TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  const auto* r = pinned_results_.as<cuda::SampleRowResult>();
+  out->samples.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    SampleResult& s = out->samples[i];
+    s.token = r[i].token;
+    if (params[i].logprobs >= 0) {
+      s.logprob_valid = true;
+      s.logprob = r[i].logprob;
+      s.rank = r[i].rank;
+      for (int j = 0; j < r[i].num_top; ++j) s.top.push_back({r[i].top_ids[j], r[i].top_logprobs[j]});
+    }
+  }
   return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  if (!batch.sample.empty() && batch.sample.size() != batch.seqs.size()) {
+    return absl::InvalidArgumentError("ForwardBatch.sample must be empty or one per sequence");
+  }
+  const int64_t group = config_.num_attention_heads / config_.num_key_value_heads;
+  bool decode = !batch.on_layer_done && !batch.seqs.empty() &&
+                static_cast<int64_t>(batch.seqs.size()) <= kMaxGraphBatch &&
+                cuda::DecodeAttentionSupported(config_.head_dim, group) &&
+                cuda::PrefillAttentionSupported(config_.head_dim);
+  for (const SequenceChunk& c : batch.seqs) decode = decode && c.tokens.size() == 1 && !c.all_logits;
+
+  ForwardPlan plan;
+  Scratch* s = &eager_;
+  if (decode) {
+    TANDEM_RETURN_IF_ERROR(RunDecode(batch, &plan, &s));
+  } else {
+    TANDEM_ASSIGN_OR_RETURN(plan, PlanForward(batch, Limits()));
+    TANDEM_RETURN_IF_ERROR(eager_.Reserve(config_, plan.rows, plan.num_logit_rows, plan.num_decode_rows,
+                                          plan.decode_splits, plan.meta.size() * 4));
+    TANDEM_RETURN_IF_ERROR(Upload(plan.meta, plan.meta.size(), eager_.meta));
+    TANDEM_RETURN_IF_ERROR(EnqueueForward(plan, eager_, plan.decode_splits, batch.on_layer_done));
+  }
+  out->row_offset = plan.row_offset;
+  out->vocab_size = config_.vocab_size;
+  out->logits.clear();
+  out->samples.clear();
+  if (!batch.sample.empty()) return Sample(batch, s->logits.as<float>(), out);
+  // Padded decode rows come last; only the real ones are copied.
+  const size_t real = static_cast<size_t>((decode ? static_cast<int64_t>(batch.seqs.size()) : plan.num_logit_rows) *
+                                          config_.vocab_size);
+  out->logits.resize(real);
+  TANDEM_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(out->logits.data(), s->logits.get(), real * 4, cudaMemcpyDeviceToHost, stream_));
+  return CudaStatus(cudaStreamSynchronize(stream_), "forward");
 }
 
 }  // namespace
@@ -287,6 +429,9 @@ absl::StatusOr<std::unique_ptr<ModelBackend>> CreateCudaBackend(const ModelConfi
                                                                 const CudaBackendOptions& options) {
   if (config.head_dim % 2 != 0 || config.head_dim > 256) {
     return absl::InvalidArgumentError(absl::StrCat("head_dim ", config.head_dim, " is not supported (even, <= 256)"));
+  }
+  if (options.max_context <= 0 || options.block_size <= 0) {
+    return absl::InvalidArgumentError("max_context and block_size must be positive");
   }
   auto b = std::make_unique<CudaBackend>();
   TANDEM_RETURN_IF_ERROR(b->Init(config, weights, options));

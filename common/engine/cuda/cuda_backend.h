@@ -21,8 +21,13 @@ struct CudaBackendOptions {
   // forward scratch are allocated, less what other processes already use.
   int32_t num_kv_blocks = 0;
   double gpu_memory_fraction = 0.9;
-  // Longest context one sequence may reach (sizes attention scratch).
+  // Longest context one sequence may reach (sizes the graph scratch and
+  // the decode tables).
   int64_t max_context = 8192;
+  // Decode steps of up to 256 sequences replay CUDA graphs captured per
+  // (padded batch size, context splits); off: every step is launched
+  // kernel by kernel (same results).
+  bool cuda_graphs = true;
 };
 
 absl::StatusOr<std::unique_ptr<ModelBackend>> CreateCudaBackend(const ModelConfig& config, const WeightStore& weights,

@@ -36,32 +36,18 @@ struct RopeCacheArgs {
 };
 void RopeAndWriteCache(const RopeCacheArgs& a, cudaStream_t stream);
 
-// Causal attention of each new token over its sequence's paged K/V,
-// softmax(q.k / sqrt(d)) v, grouped-query: query head h reads kv head
-// h / (num_heads / num_kv_heads). out is [rows][num_heads * head_dim] bf16.
-struct AttentionArgs {
-  const float* qkv;             // rotated q at the start of each row
-  int64_t qkv_stride;           // floats per qkv row
-  const int32_t* positions;     // [rows] the token's own position
-  const int32_t* row_seq;       // [rows] index of the row's sequence
-  const int32_t* block_tables;  // flattened per sequence
-  const int32_t* table_offset;  // [seqs] start of each table
-  int64_t rows, num_heads, num_kv_heads, head_dim, block_size, max_context;
-  const __nv_bfloat16* k_cache;
-  const __nv_bfloat16* v_cache;
-  __nv_bfloat16* out;
-};
-void PagedAttention(const AttentionArgs& a, cudaStream_t stream);
-// Dynamic shared memory the attention kernel needs for `max_context`.
-size_t PagedAttentionSharedBytes(int64_t max_context, int64_t head_dim);
-cudaError_t ConfigurePagedAttention(size_t max_shared_bytes);
+// out[t][i] = bf16(silu(gate) * up) for a fused [rows][2 inter] bf16
+// gate/up projection (the product rounded as a bf16 model does).
+void SiluMul(const __nv_bfloat16* gate_up, int64_t rows, int64_t inter, __nv_bfloat16* out, cudaStream_t stream);
 
-// out[t][i] = bf16(silu(bf16(gate)) * bf16(up)) for a fused [rows][2 inter]
-// gate/up projection.
-void SiluMul(const float* gate_up, int64_t rows, int64_t inter, __nv_bfloat16* out, cudaStream_t stream);
+// The residual add fused with the next RMSNorm: x = bf16(x + delta) (the
+// residual stream of a bf16 model), then out = RmsNorm(x) as above.
+void AddRmsNorm(float* x, const __nv_bfloat16* delta, const __nv_bfloat16* weight, int64_t rows, int64_t dim,
+                float eps, __nv_bfloat16* out, cudaStream_t stream);
 
-// x = bf16(x + bf16(delta)), n elements: the residual add of a bf16 model.
-void AddInPlace(float* x, const float* delta, int64_t n, cudaStream_t stream);
+// x = bf16(x + delta), n elements: the last residual add, whose norm runs
+// only over the rows that produce logits.
+void AddInPlace(float* x, const __nv_bfloat16* delta, int64_t n, cudaStream_t stream);
 
 // Rounds fp32 values to the nearest bf16 (logits, as a bf16 lm_head gives).
 void RoundToBf16(float* x, int64_t n, cudaStream_t stream);

@@ -1,4 +1,5 @@
-// RAII ownership of device memory: one cudaMalloc, freed with the object.
+// RAII ownership of device memory (one cudaMalloc) and of pinned host
+// memory (one cudaHostAlloc), freed with the object.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -44,6 +45,37 @@ class DeviceBuffer {
   template <typename T>
   T* as() const { return static_cast<T*>(ptr_); }
   void* get() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Page-locked host memory: the only kind a copy overlaps with device
+// work, and the staging area of every per-step upload and download.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer() { Reset(); }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  // Grows (never shrinks) to at least `bytes`; contents are not kept.
+  absl::Status Reserve(size_t bytes) {
+    if (bytes <= bytes_) return absl::OkStatus();
+    Reset();
+    const size_t want = bytes + bytes / 4;
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaHostAlloc(&ptr_, want, cudaHostAllocDefault));
+    bytes_ = want;
+    return absl::OkStatus();
+  }
+  void Reset() {
+    if (ptr_ != nullptr) cudaFreeHost(ptr_);
+    ptr_ = nullptr;
+    bytes_ = 0;
+  }
+  template <typename T>
+  T* as() const { return static_cast<T*>(ptr_); }
   size_t bytes() const { return bytes_; }
 
  private:

@@ -1,0 +1,346 @@
+// tandem-engine-bench: the CUDA engine against the GPU's own ceilings,
+// measured in the same run. Prints each figure beside its ceiling:
+//   - device copy bandwidth (a large device-to-device copy, bytes read plus
+//     bytes written) and the cuBLAS bf16 GEMM rate (8192^3, random data);
+//   - decode steps at batch 1, 64 and 256 over 1k-token contexts (weights
+//     and KV bytes per step over the step time);
+//   - prefill of one 512, 2k and 8k-token prompt (model FLOPs over time);
+//   - a workload of N requests x P prompt / G output tokens (greedy, no
+//     EOS) through the engine's continuous batcher, against its roofline:
+//     prefill FLOPs over the GEMM rate plus decode bytes over the copy
+//     bandwidth.
+// Writes everything to --out as JSON.
+//   tandem-engine-bench --model DIR --dummy_weights --out engine.json
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_split.h"
+#include "common/engine/engine.h"
+#include "common/engine/local_generator.h"
+#include "common/engine/model_loader.h"
+#include "common/model/dtype.h"
+#include "nlohmann/json.hpp"
+
+ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json, tokenizer.json)");
+ABSL_FLAG(bool, dummy_weights, true, "random weights of the config's shapes");
+ABSL_FLAG(double, gpu_memory_fraction, 0.9, "share of device memory for weights, scratch and KV");
+ABSL_FLAG(bool, cuda_graphs, true, "replay CUDA graphs for decode steps");
+ABSL_FLAG(std::string, decode_batches, "1,64,256", "decode batch sizes");
+ABSL_FLAG(int32_t, decode_context, 1024, "context length of the decode steps");
+ABSL_FLAG(std::string, prefill_lengths, "512,2048,8192", "prompt lengths of the prefill runs");
+ABSL_FLAG(int32_t, workload_requests, 256, "workload: requests (0 skips it)");
+ABSL_FLAG(int32_t, workload_prompt, 512, "workload: prompt tokens");
+ABSL_FLAG(int32_t, workload_output, 128, "workload: output tokens");
+ABSL_FLAG(int32_t, max_batch_size, 256, "workload: most sequences per step");
+ABSL_FLAG(int64_t, max_batch_tokens, 8192, "workload: most tokens per step");
+ABSL_FLAG(std::string, out, "engine_bench.json", "JSON results");
+
+namespace tandem {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+#define BENCH_CHECK(expr)                                                              \
+  do {                                                                                 \
+    if (!(expr)) {                                                                     \
+      std::fprintf(stderr, "tandem-engine-bench: %s failed (%s:%d)\n", #expr, __FILE__, __LINE__); \
+      std::exit(1);                                                                    \
+    }                                                                                  \
+  } while (0)
+#define CUDA_OK(expr) BENCH_CHECK((expr) == cudaSuccess)
+
+// Bytes read plus bytes written per second by cudaMemcpy of 2 GiB.
+double CopyBandwidth() {
+  const size_t bytes = size_t{2} << 30;
+  void *a = nullptr, *b = nullptr;
+  CUDA_OK(cudaMalloc(&a, bytes));
+  CUDA_OK(cudaMalloc(&b, bytes));
+  CUDA_OK(cudaMemset(a, 0x5a, bytes));
+  cudaEvent_t e0, e1;
+  CUDA_OK(cudaEventCreate(&e0));
+  CUDA_OK(cudaEventCreate(&e1));
+  std::vector<double> t;
+  for (int i = 0; i < 12; ++i) {
+    CUDA_OK(cudaEventRecord(e0));
+    CUDA_OK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice));
+    CUDA_OK(cudaEventRecord(e1));
+    CUDA_OK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CUDA_OK(cudaEventElapsedTime(&ms, e0, e1));
+    if (i >= 2) t.push_back(ms / 1e3);
+  }
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * static_cast<double>(bytes) / Median(t);
+}
+
+// FLOP/s of an 8192^3 bf16 matrix product (fp32 accumulation, bf16 out)
+// on random data.
+double GemmRate() {
+  const int n = 8192;
+  const size_t elems = size_t{n} * n;
+  std::vector<uint16_t> host(elems);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (auto& h : host) h = FloatToBF16(dist(rng));
+  void *a = nullptr, *b = nullptr, *c = nullptr;
+  CUDA_OK(cudaMalloc(&a, elems * 2));
+  CUDA_OK(cudaMalloc(&b, elems * 2));
+  CUDA_OK(cudaMalloc(&c, elems * 2));
+  CUDA_OK(cudaMemcpy(a, host.data(), elems * 2, cudaMemcpyHostToDevice));
+  std::reverse(host.begin(), host.end());
+  CUDA_OK(cudaMemcpy(b, host.data(), elems * 2, cudaMemcpyHostToDevice));
+  cublasHandle_t h;
+  BENCH_CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
+  const float alpha = 1, beta = 0;
+  cudaEvent_t e0, e1;
+  CUDA_OK(cudaEventCreate(&e0));
+  CUDA_OK(cudaEventCreate(&e1));
+  std::vector<double> t;
+  for (int i = 0; i < 12; ++i) {
+    CUDA_OK(cudaEventRecord(e0));
+    BENCH_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n, &beta,
+                             c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS);
+    CUDA_OK(cudaEventRecord(e1));
+    CUDA_OK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CUDA_OK(cudaEventElapsedTime(&ms, e0, e1));
+    if (i >= 2) t.push_back(ms / 1e3);
+  }
+  cublasDestroy(h);
+  cudaFree(a);
+  cudaFree(b);
+  cudaFree(c);
+  return 2.0 * n * static_cast<double>(n) * n / Median(t);
+}
+
+struct ModelCosts {
+  double weight_bytes = 0;      // every matrix read once per step (bf16)
+  double matmul_params = 0;     // per token, excluding the lm_head
+  double kv_bytes_per_token = 0;
+  double lm_head_params = 0;
+};
+
+ModelCosts Costs(const ModelConfig& c) {
+  ModelCosts m;
+  const double h = static_cast<double>(c.hidden_size), inter = static_cast<double>(c.intermediate_size);
+  const double qs = static_cast<double>(c.q_size()), kvs = static_cast<double>(c.kv_size());
+  const double per_layer = h * (qs + 2 * kvs) + qs * h + 3 * h * inter;
+  m.matmul_params = per_layer * static_cast<double>(c.num_hidden_layers);
+  m.lm_head_params = static_cast<double>(c.vocab_size) * h;
+  m.weight_bytes = 2 * (m.matmul_params + m.lm_head_params);
+  m.kv_bytes_per_token = 2.0 * 2 * kvs * static_cast<double>(c.num_hidden_layers);
+  return m;
+}
+
+// Causal attention FLOPs of a T-token prompt (QK^T and PV).
+double AttentionFlops(const ModelConfig& c, double t) {
+  return 2.0 * 2 * (t * (t + 1) / 2) * static_cast<double>(c.q_size()) * static_cast<double>(c.num_hidden_layers);
+}
+
+std::vector<int32_t> RandomTokens(int64_t n, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint64_t>(std::min<int64_t>(vocab, 100000)));
+  return t;
+}
+
+std::vector<int32_t> Parse(const std::string& s) {
+  std::vector<int32_t> v;
+  for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty())) v.push_back(std::stoi(std::string(p)));
+  return v;
+}
+
+int Main() {
+  nlohmann::json out;
+  std::printf("measuring ceilings...\n");
+  std::fflush(stdout);
+  const double copy_bw = CopyBandwidth();
+  const double gemm = GemmRate();
+  cudaDeviceProp prop{};
+  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+  out["device"] = prop.name;
+  out["copy_bandwidth_GBps"] = copy_bw / 1e9;
+  out["gemm_TFLOPs"] = gemm / 1e12;
+  std::printf("device %s: copy bandwidth %.0f GB/s (read+write), cuBLAS bf16 GEMM %.0f TFLOP/s\n", prop.name,
+              copy_bw / 1e9, gemm / 1e12);
+
+  ModelSource src{absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_dummy_weights), 0};
+  auto model = LoadModel(src);
+  BENCH_CHECK(model.ok());
+  BackendOptions bo;
+  bo.device = BackendOptions::Device::kCuda;
+  bo.num_kv_blocks = 0;
+  bo.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
+  bo.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  auto backend = CreateBackend(*model, bo);
+  if (!backend.ok()) {
+    std::fprintf(stderr, "%s\n", backend.status().ToString().c_str());
+    return 1;
+  }
+  // The dummy weights' host copy is not needed once on the device.
+  model->weights.reset();
+  const ModelConfig& cfg = model->config;
+  const ModelCosts costs = Costs(cfg);
+  ModelBackend& be = **backend;
+  const int32_t bs = be.kv_pool().layout().block_size;
+  const int32_t pool_blocks = be.kv_pool().num_blocks();
+  SamplingParams greedy;
+  greedy.temperature = 0;
+
+  // Runs `seqs` (tokens + cached counts) with greedy sampling on blocks
+  // laid out consecutively from block 0; returns seconds.
+  auto run = [&](const std::vector<std::vector<int32_t>>& tokens, const std::vector<int32_t>& cached,
+                 int32_t blocks_per_seq) {
+    ForwardBatch batch;
+    std::vector<std::vector<int32_t>> tables(tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      for (int32_t b = 0; b < blocks_per_seq; ++b) tables[i].push_back(static_cast<int32_t>(i) * blocks_per_seq + b);
+      batch.seqs.push_back({tokens[i], cached[i], tables[i], false});
+      batch.sample.push_back({&greedy, {}, 1, 0});
+    }
+    ForwardOutput o;
+    const auto t0 = Clock::now();
+    const absl::Status st = be.Forward(batch, &o);
+    const auto t1 = Clock::now();
+    if (!st.ok()) {
+      std::fprintf(stderr, "forward: %s\n", st.ToString().c_str());
+      std::exit(1);
+    }
+    return Seconds(t0, t1);
+  };
+
+  // --- Decode ---
+  const int32_t ctx = absl::GetFlag(FLAGS_decode_context);
+  const int32_t blocks_per_seq = (ctx + bs - 1) / bs;
+  for (int32_t b : Parse(absl::GetFlag(FLAGS_decode_batches))) {
+    if (static_cast<int64_t>(b) * blocks_per_seq > pool_blocks) {
+      std::printf("decode batch %d x %d tokens: skipped, the KV pool has %d blocks\n", b, ctx, pool_blocks);
+      continue;
+    }
+    // Fill the contexts with a real prefill (8k tokens per forward).
+    const int32_t per_fill = std::max(1, 8192 / ctx);
+    for (int32_t s0 = 0; s0 < b; s0 += per_fill) {
+      std::vector<std::vector<int32_t>> toks;
+      for (int32_t s = s0; s < std::min(b, s0 + per_fill); ++s) toks.push_back(RandomTokens(ctx - 1, cfg.vocab_size, s));
+      ForwardBatch fill;
+      std::vector<std::vector<int32_t>> tables(toks.size());
+      for (size_t i = 0; i < toks.size(); ++i) {
+        for (int32_t k = 0; k < blocks_per_seq; ++k) tables[i].push_back((s0 + static_cast<int32_t>(i)) * blocks_per_seq + k);
+        fill.seqs.push_back({toks[i], 0, tables[i], false});
+        fill.sample.push_back({&greedy, {}, 1, 0});
+      }
+      ForwardOutput o;
+      BENCH_CHECK(be.Forward(fill, &o).ok());
+    }
+    // Each step rewrites the last slot: every step reads ctx positions.
+    std::vector<std::vector<int32_t>> toks(static_cast<size_t>(b), std::vector<int32_t>{7});
+    std::vector<int32_t> cached(static_cast<size_t>(b), ctx - 1);
+    std::vector<double> t;
+    for (int i = 0; i < 23; ++i) {
+      const double s = run(toks, cached, blocks_per_seq);
+      if (i >= 3) t.push_back(s);
+    }
+    const double step = Median(t);
+    const double kv = costs.kv_bytes_per_token * b * ctx;
+    const double bw = (costs.weight_bytes + kv) / step;
+    std::printf(
+        "decode batch %3d, context %d: step %.3f ms, %.0f tok/s; weights %.2f GB + KV %.2f GB per step -> %.0f GB/s "
+        "= %.1f%% of copy bandwidth (weights alone: %.1f%%)\n",
+        b, ctx, step * 1e3, b / step, costs.weight_bytes / 1e9, kv / 1e9, bw / 1e9, 100 * bw / copy_bw,
+        100 * costs.weight_bytes / step / copy_bw);
+    out["decode"].push_back({{"batch", b}, {"context", ctx}, {"step_ms", step * 1e3}, {"tokens_per_s", b / step},
+                             {"weight_bytes", costs.weight_bytes}, {"kv_bytes", kv}, {"GBps", bw / 1e9},
+                             {"fraction_of_copy_bw", bw / copy_bw},
+                             {"weights_fraction_of_copy_bw", costs.weight_bytes / step / copy_bw}});
+    std::fflush(stdout);
+  }
+
+  // --- Prefill ---
+  for (int32_t len : Parse(absl::GetFlag(FLAGS_prefill_lengths))) {
+    const int32_t blocks = (len + bs - 1) / bs;
+    if (blocks > pool_blocks) continue;
+    std::vector<std::vector<int32_t>> toks{RandomTokens(len, cfg.vocab_size, 99)};
+    std::vector<double> t;
+    for (int i = 0; i < 7; ++i) {
+      const double s = run(toks, {0}, blocks);
+      if (i >= 2) t.push_back(s);
+    }
+    const double sec = Median(t);
+    const double flops = 2.0 * costs.matmul_params * len + 2.0 * costs.lm_head_params + AttentionFlops(cfg, len);
+    std::printf("prefill %5d tokens: %.2f ms, %.0f tok/s, %.0f TFLOP/s = %.1f%% of the GEMM rate\n", len, sec * 1e3,
+                len / sec, flops / sec / 1e12, 100 * flops / sec / gemm);
+    out["prefill"].push_back({{"tokens", len}, {"ms", sec * 1e3}, {"tokens_per_s", len / sec},
+                              {"TFLOPs", flops / sec / 1e12}, {"fraction_of_gemm", flops / sec / gemm}});
+    std::fflush(stdout);
+  }
+
+  // --- Workload through the continuous batcher ---
+  const int32_t n = absl::GetFlag(FLAGS_workload_requests), p = absl::GetFlag(FLAGS_workload_prompt),
+                g = absl::GetFlag(FLAGS_workload_output);
+  if (n > 0) {
+    Engine engine(std::move(*backend));
+    LocalGeneratorOptions lo;
+    lo.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+    lo.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+    LocalGenerator gen(engine, *model->tokenizer, lo);
+    std::vector<GenerationRequest> reqs(static_cast<size_t>(n));
+    for (int32_t i = 0; i < n; ++i) {
+      reqs[static_cast<size_t>(i)].prompt = RandomTokens(p, cfg.vocab_size, 1000 + static_cast<uint64_t>(i));
+      reqs[static_cast<size_t>(i)].sampling = greedy;
+      reqs[static_cast<size_t>(i)].stopping.max_new_tokens = g;
+      reqs[static_cast<size_t>(i)].stopping.ignore_eos = true;
+    }
+    // Warm-up (graph capture, cuBLAS heuristics) on a copy of the shapes.
+    {
+      std::vector<GenerationRequest> warm(reqs.begin(), reqs.begin() + std::min<int32_t>(n, 16));
+      for (auto& r : warm) r.stopping.max_new_tokens = 4;
+      BENCH_CHECK(gen.Run(warm, [](const GenerationEvent&) {}).ok());
+    }
+    int64_t tokens = 0;
+    const auto t0 = Clock::now();
+    BENCH_CHECK(gen.Run(reqs, [&](const GenerationEvent& e) { tokens += e.token >= 0 ? 1 : 0; }).ok());
+    const double wall = Seconds(t0, Clock::now());
+    // Roofline: every prompt token through the matrices once, then each
+    // decode step reads the weights once and every sequence's KV.
+    const double prefill_flops = n * (2.0 * costs.matmul_params * p + 2.0 * costs.lm_head_params + AttentionFlops(cfg, p));
+    double decode_bytes = 0;
+    for (int32_t s = 1; s < g; ++s) decode_bytes += costs.weight_bytes + costs.kv_bytes_per_token * n * (p + s);
+    const double roofline = prefill_flops / gemm + decode_bytes / copy_bw;
+    std::printf(
+        "workload %d x %d/%d: %.2f s, %.0f output tok/s (%lld tokens); roofline %.2f s (prefill %.2f s + decode "
+        "%.2f s) -> %.2fx the roofline\n",
+        n, p, g, wall, tokens / wall, static_cast<long long>(tokens), roofline, prefill_flops / gemm,
+        decode_bytes / copy_bw, wall / roofline);
+    out["workload"] = {{"requests", n}, {"prompt", p}, {"output", g}, {"wall_s", wall},
+                       {"output_tokens_per_s", tokens / wall}, {"output_tokens", tokens}, {"roofline_s", roofline},
+                       {"vs_roofline", wall / roofline}, {"max_batch_seen", gen.max_batch_seen()},
+                       {"preemptions", gen.num_preemptions()}};
+  }
+  std::ofstream(absl::GetFlag(FLAGS_out)) << out.dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace tandem
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return tandem::Main();
+}
