@@ -19,7 +19,9 @@
 #include "common/engine/cuda/cuda_weights.h"
 #include "common/engine/cuda/device_buffer.h"
 #include "common/engine/cuda/forward_plan.h"
+#include "common/engine/cuda/kernel_profiler.h"
 #include "common/engine/cuda/sampling_kernels.h"
+#include "common/engine/cuda/small_gemm.h"
 #include "common/kv/kv_layout.h"
 #include "common/util/logging.h"
 #include "common/util/status_macros.h"
@@ -110,6 +112,10 @@ class CudaBackend final : public ModelBackend {
   // y[rows][n] = x[rows][k] . w[n][k]^T, fp32 accumulation, y in `out_type`.
   absl::Status Gemm(const __nv_bfloat16* x, int64_t rows, int64_t k, const DeviceBuffer& w, int64_t n, void* y,
                     cudaDataType_t out_type) {
+    if (rows <= cuda::kSmallGemmMaxRows && k % 8 == 0) {
+      cuda::SmallGemm(x, rows, k, w.as<__nv_bfloat16>(), n, y, out_type == CUDA_R_16BF, stream_);
+      return absl::OkStatus();
+    }
     const float alpha = 1.0f, beta = 0.0f;
     return CublasStatus(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(rows),
                                      static_cast<int>(k), &alpha, w.get(), CUDA_R_16BF, static_cast<int>(k), x,
@@ -144,6 +150,7 @@ class CudaBackend final : public ModelBackend {
   int64_t graph_table_stride_ = 0, graph_max_splits_ = 0;
   std::map<std::pair<int64_t, int64_t>, CudaGraphExec> graphs_;  // (batch, splits)
   PinnedBuffer pinned_meta_, pinned_sample_, pinned_results_;
+  KernelProfiler profiler_;
   DeviceBuffer sample_params_, sample_results_, sample_work_;
 };
 
@@ -230,12 +237,15 @@ absl::Status CudaBackend::EnqueueForward(const ForwardPlan& plan, Scratch& s, in
   auto* normed = s.normed.as<__nv_bfloat16>();
   auto* delta = s.delta.as<__nv_bfloat16>();
 
+  profiler_.Mark(stream_, "embedding+norm");
   cuda::EmbeddingGather(d + plan.at.tokens, w_.embed.as<__nv_bfloat16>(), rows, hidden, x, stream_);
   cuda::RmsNorm(x, nullptr, w_.layers[0].attn_norm.as<__nv_bfloat16>(), rows, hidden, eps, normed, stream_);
   const int num_layers = static_cast<int>(w_.layers.size());
   for (int layer = 0; layer < num_layers; ++layer) {
     const CudaLayerWeights& lw = w_.layers[static_cast<size_t>(layer)];
+    profiler_.Mark(stream_, "gemm qkv");
     TANDEM_RETURN_IF_ERROR(Gemm(normed, rows, hidden, lw.wqkv, qkv, s.qkv.get(), CUDA_R_32F));
+    profiler_.Mark(stream_, "rope+kv write");
     const cuda::RopeCacheArgs rc{s.qkv.as<float>(), lw.bqkv.as<__nv_bfloat16>(), d + plan.at.positions,
                                  d + plan.at.slot_block, rows, c.num_attention_heads, c.num_key_value_heads,
                                  c.head_dim, kv_.layout().block_size, inv_freq_.as<float>(), kv_.Key(layer),
@@ -244,12 +254,14 @@ absl::Status CudaBackend::EnqueueForward(const ForwardPlan& plan, Scratch& s, in
     const cuda::KvCacheRef kv{kv_.Key(layer), kv_.Value(layer), c.num_attention_heads, c.num_key_value_heads,
                               c.head_dim, kv_.layout().block_size};
     auto* attn = s.attn.as<__nv_bfloat16>();
+    profiler_.Mark(stream_, "attention decode");
     if (fast_decode && fast_prefill) {
       cuda::DecodeAttention(kv,
                             {s.qkv.as<float>(), qkv, d + plan.at.decode_rows, d + plan.at.decode_ctx,
                              d + plan.at.decode_tables, plan.decode_table_stride, plan.num_decode_rows, max_splits,
                              s.partial_out.as<float>(), s.partial_max.as<float>(), s.partial_sum.as<float>(), attn},
                             stream_);
+      profiler_.Mark(stream_, "attention prefill");
       cuda::PrefillAttention(kv,
                              {s.qkv.as<float>(), qkv,
                               reinterpret_cast<const cuda::PrefillTile*>(d + plan.at.prefill_tiles), plan.num_tiles,
@@ -261,11 +273,17 @@ absl::Status CudaBackend::EnqueueForward(const ForwardPlan& plan, Scratch& s, in
                                 d + plan.at.flat_tables, d + plan.at.seq_table, rows, options_.max_context, attn},
                                stream_);
     }
+    profiler_.Mark(stream_, "gemm o");
     TANDEM_RETURN_IF_ERROR(Gemm(attn, rows, qs, lw.wo, hidden, delta, CUDA_R_16BF));
+    profiler_.Mark(stream_, "add+norm");
     cuda::AddRmsNorm(x, delta, lw.ffn_norm.as<__nv_bfloat16>(), rows, hidden, eps, normed, stream_);
+    profiler_.Mark(stream_, "gemm gate_up");
     TANDEM_RETURN_IF_ERROR(Gemm(normed, rows, hidden, lw.w_gate_up, 2 * inter, s.gate_up.get(), CUDA_R_16BF));
+    profiler_.Mark(stream_, "silu*up");
     cuda::SiluMul(s.gate_up.as<__nv_bfloat16>(), rows, inter, s.act.as<__nv_bfloat16>(), stream_);
+    profiler_.Mark(stream_, "gemm down");
     TANDEM_RETURN_IF_ERROR(Gemm(s.act.as<__nv_bfloat16>(), rows, inter, lw.w_down, hidden, delta, CUDA_R_16BF));
+    profiler_.Mark(stream_, "add+norm");
     if (layer + 1 < num_layers) {
       cuda::AddRmsNorm(x, delta, w_.layers[static_cast<size_t>(layer) + 1].attn_norm.as<__nv_bfloat16>(), rows,
                        hidden, eps, normed, stream_);
@@ -278,11 +296,14 @@ absl::Status CudaBackend::EnqueueForward(const ForwardPlan& plan, Scratch& s, in
       on_layer_done(layer);
     }
   }
+  profiler_.Mark(stream_, "lm_head+norm");
   cuda::RmsNorm(x, d + plan.at.logit_rows, w_.final_norm.as<__nv_bfloat16>(), plan.num_logit_rows, hidden, eps,
                 normed, stream_);
   TANDEM_RETURN_IF_ERROR(Gemm(normed, plan.num_logit_rows, hidden, w_.output(), vocab, s.logits.get(), CUDA_R_32F));
   // A bf16 model's lm_head returns bf16 logits.
   cuda::RoundToBf16(s.logits.as<float>(), plan.num_logit_rows * vocab, stream_);
+  profiler_.Mark(stream_, "end");
+  profiler_.EndPass(plan.pure_decode ? "decode" : "prefill/mixed");
   return CudaStatus(cudaGetLastError(), "forward kernels");
 }
 
@@ -307,7 +328,9 @@ absl::Status CudaBackend::RunDecode(const ForwardBatch& batch, ForwardPlan* plan
   if (it == graphs_.end()) {
     cudaGraph_t graph = nullptr;
     TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    profiler_.set_capturing(true);
     absl::Status st = EnqueueForward(*plan, graph_, splits, nullptr);
+    profiler_.set_capturing(false);
     const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
     TANDEM_RETURN_IF_ERROR(st);
     TANDEM_CUDA_RETURN_IF_ERROR(end);

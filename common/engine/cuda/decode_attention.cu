@@ -25,15 +25,21 @@ __device__ inline void LoadBf16x8(const __nv_bfloat16* p, float (&out)[8]) {
 }
 
 // Grid (kv head, row, split). A "group" of L = HD / 8 lanes covers one
-// position (8 dims per lane); a warp covers 32 / L positions at a time.
-template <int HD>
+// position (8 dims per lane); a warp covers 32 / L positions per load
+// round and keeps kUnroll rounds of loads in flight. G is the largest
+// group size the instance handles (the real one may be smaller).
+constexpr int kUnroll = 4;
+
+template <int HD, int G>
 __global__ void __launch_bounds__(kThreads) DecodeKernel(KvCacheRef kv, DecodeAttentionArgs a) {
   constexpr int L = HD / 8;
   constexpr int kPosPerWarp = 32 / L;
-  __shared__ float q_s[kMaxGroup][HD];
-  __shared__ float p_s[kMaxGroup][kDecodePartition];
-  __shared__ float reduce_s[kWarps][kMaxGroup][HD];
-  __shared__ float stat_s[kMaxGroup][2];
+  constexpr int kStride = kWarps * kPosPerWarp;  // positions per round, whole block
+  __shared__ float q_s[G][HD];
+  __shared__ float p_s[G][kDecodePartition];
+  __shared__ float reduce_s[kWarps][G][HD];
+  __shared__ float stat_s[G][2];
+  __shared__ int64_t base_s[kDecodePartition];  // element offset of each position's K/V row
 
   const int kvh = blockIdx.x;
   const int64_t i = blockIdx.y;
@@ -42,7 +48,7 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(KvCacheRef kv, DecodeAt
   const int ctx = a.context_lens[i];
   const int start = split * kDecodePartition;
   if (start >= ctx) return;
-  const int end = min(ctx, start + kDecodePartition);
+  const int n = min(ctx, start + kDecodePartition) - start;
   const int row = a.rows[i];
   const int32_t* table = a.tables + i * a.table_stride;
   const int64_t kv_row = kv.num_kv_heads * HD;
@@ -50,47 +56,54 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(KvCacheRef kv, DecodeAt
   for (int e = threadIdx.x; e < group * HD; e += kThreads) {
     q_s[e / HD][e % HD] = a.qkv[row * a.qkv_stride + (kvh * group) * HD + e];
   }
+  // Resolve the block table once: later loads have no dependent lookup.
+  for (int j = threadIdx.x; j < n; j += kThreads) {
+    const int p = start + j;
+    base_s[j] = (static_cast<int64_t>(table[p / kv.block_size]) * kv.block_size + p % kv.block_size) * kv_row +
+                kvh * HD;
+  }
   __syncthreads();
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int sub = lane / L;         // which position of the warp's batch
+  const int sub = lane / L;         // which position of the warp's round
   const int dim0 = (lane % L) * 8;  // this lane's 8 dims
   const float scale = rsqrtf(static_cast<float>(HD));
 
   // Scores q.k for every query head of the group.
-  for (int p0 = start + warp * kPosPerWarp; p0 < end; p0 += kWarps * kPosPerWarp) {
-    const int p = p0 + sub;
-    float dot[kMaxGroup] = {};
-    if (p < end) {
-      const __nv_bfloat16* krow =
-          kv.k + (static_cast<int64_t>(table[p / kv.block_size]) * kv.block_size + p % kv.block_size) * kv_row +
-          kvh * HD + dim0;
-      float k[8];
-      LoadBf16x8(krow, k);
+  // The loop bound is uniform across the warp (shuffles need every lane).
+  for (int r0 = warp * kPosPerWarp; r0 < n; r0 += kStride * kUnroll) {
+    const int j0 = r0 + sub;
+    float k[kUnroll][8];
 #pragma unroll
-      for (int g = 0; g < kMaxGroup; ++g) {
-        if (g < group) {
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + u * kStride;
+      if (j < n) LoadBf16x8(kv.k + base_s[j] + dim0, k[u]);
+    }
 #pragma unroll
-          for (int d = 0; d < 8; ++d) dot[g] += q_s[g][dim0 + d] * k[d];
-        }
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + u * kStride;
+      float dot[G] = {};
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+#pragma unroll
+        for (int d = 0; d < 8; ++d) dot[g] += q_s[g][dim0 + d] * k[u][d];
       }
-    }
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) {
+      for (int g = 0; g < G; ++g) {
 #pragma unroll
-      for (int o = L / 2; o > 0; o >>= 1) dot[g] += __shfl_xor_sync(0xffffffff, dot[g], o);
-    }
-    if (p < end && lane % L == 0) {
+        for (int o = L / 2; o > 0; o >>= 1) dot[g] += __shfl_xor_sync(0xffffffff, dot[g], o);
+      }
+      if (j < n && lane % L == 0) {
 #pragma unroll
-      for (int g = 0; g < kMaxGroup; ++g) {
-        if (g < group) p_s[g][p - start] = dot[g] * scale;
+        for (int g = 0; g < G; ++g) {
+          if (g < group) p_s[g][j] = dot[g] * scale;
+        }
       }
     }
   }
   __syncthreads();
 
   // Softmax statistics of this split, per head: warp w takes heads w, w+4.
-  const int n = end - start;
   for (int g = warp; g < group; g += kWarps) {
     float m = -FLT_MAX;
     for (int j = lane; j < n; j += 32) m = fmaxf(m, p_s[g][j]);
@@ -110,28 +123,35 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(KvCacheRef kv, DecodeAt
   __syncthreads();
 
   // P.V: same lane layout as the scores, 8 dims per lane per head.
-  float acc[kMaxGroup][8] = {};
-  for (int p0 = start + warp * kPosPerWarp; p0 < end; p0 += kWarps * kPosPerWarp) {
-    const int p = p0 + sub;
-    if (p < end) {
-      const __nv_bfloat16* vrow =
-          kv.v + (static_cast<int64_t>(table[p / kv.block_size]) * kv.block_size + p % kv.block_size) * kv_row +
-          kvh * HD + dim0;
-      float v[8];
-      LoadBf16x8(vrow, v);
+  float acc[G][8] = {};
+  // The loop bound is uniform across the warp (shuffles need every lane).
+  for (int r0 = warp * kPosPerWarp; r0 < n; r0 += kStride * kUnroll) {
+    const int j0 = r0 + sub;
+    float v[kUnroll][8];
 #pragma unroll
-      for (int g = 0; g < kMaxGroup; ++g) {
-        if (g < group) {
-          const float w = p_s[g][p - start];
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + u * kStride;
+      if (j < n) {
+        LoadBf16x8(kv.v + base_s[j] + dim0, v[u]);
+      } else {
 #pragma unroll
-          for (int d = 0; d < 8; ++d) acc[g][d] += w * v[d];
-        }
+        for (int d = 0; d < 8; ++d) v[u][d] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int j = j0 + u * kStride;
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        const float w = j < n ? p_s[g][j] : 0.0f;
+#pragma unroll
+        for (int d = 0; d < 8; ++d) acc[g][d] += w * v[u][d];
       }
     }
   }
   // Sum over the warp's position slots (lanes with equal dims), then warps.
 #pragma unroll
-  for (int g = 0; g < kMaxGroup; ++g) {
+  for (int g = 0; g < G; ++g) {
 #pragma unroll
     for (int d = 0; d < 8; ++d) {
 #pragma unroll
@@ -140,11 +160,9 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(KvCacheRef kv, DecodeAt
   }
   if (sub == 0) {
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) {
-      if (g < group) {
+    for (int g = 0; g < G; ++g) {
 #pragma unroll
-        for (int d = 0; d < 8; ++d) reduce_s[warp][g][dim0 + d] = acc[g][d];
-      }
+      for (int d = 0; d < 8; ++d) reduce_s[warp][g][dim0 + d] = acc[g][d];
     }
   }
   __syncthreads();
@@ -192,11 +210,20 @@ void DecodeAttention(const KvCacheRef& kv, const DecodeAttentionArgs& a, cudaStr
   if (a.num_rows == 0) return;
   const dim3 grid(static_cast<unsigned>(kv.num_kv_heads), static_cast<unsigned>(a.num_rows),
                   static_cast<unsigned>(a.max_splits));
-  switch (kv.head_dim) {
-    case 64: DecodeKernel<64><<<grid, kThreads, 0, stream>>>(kv, a); break;
-    case 128: DecodeKernel<128><<<grid, kThreads, 0, stream>>>(kv, a); break;
-    default: return;
+  const int64_t group = kv.num_heads / kv.num_kv_heads;
+#define TANDEM_DECODE_LAUNCH(HD, G) DecodeKernel<HD, G><<<grid, kThreads, 0, stream>>>(kv, a)
+  if (kv.head_dim == 64) {
+    if (group == 1) TANDEM_DECODE_LAUNCH(64, 1);
+    else if (group == 2) TANDEM_DECODE_LAUNCH(64, 2);
+    else if (group <= 4) TANDEM_DECODE_LAUNCH(64, 4);
+    else TANDEM_DECODE_LAUNCH(64, 8);
+  } else {
+    if (group == 1) TANDEM_DECODE_LAUNCH(128, 1);
+    else if (group == 2) TANDEM_DECODE_LAUNCH(128, 2);
+    else if (group <= 4) TANDEM_DECODE_LAUNCH(128, 4);
+    else TANDEM_DECODE_LAUNCH(128, 8);
   }
+#undef TANDEM_DECODE_LAUNCH
   const dim3 cgrid(static_cast<unsigned>(a.num_rows), static_cast<unsigned>(kv.num_heads));
   CombineKernel<<<cgrid, static_cast<unsigned>(kv.head_dim), 0, stream>>>(a, kv.num_heads, kv.head_dim);
 }
