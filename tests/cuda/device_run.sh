@@ -10,7 +10,7 @@
 # (tools/stage_device.sh build-cuda .device tandem tandem-engine-bench
 # tandem-logits) and the model directory .device/model8b (config.json from
 # bench/models/llama-3-8b-shape plus Llama 3's tokenizer.json).
-#   STEPS="parity bench peer" bash tests/cuda/device_run.sh   # on the device, $OUT set
+#   STEPS="parity bench peer profile" bash tests/cuda/device_run.sh   # on the device, $OUT set
 set -uo pipefail
 export LD_LIBRARY_PATH=$PWD/.device/lib:/usr/local/cuda/lib64
 export NCCL_NVLS_ENABLE=0
@@ -32,6 +32,27 @@ for step in $STEPS; do
       [[ $? == 0 ]] || { status=1; tail -20 "$OUT/engine.err"; }
       grep -E "CUDA memory plan" "$OUT/engine.err"
       cat "$OUT/engine.log" ;;
+    opprof)
+      # Per-operation time (TANDEM_CUDA_PROFILE=1) of eager decode steps at
+      # batch 1 and 256 and of 2k prefills: where a step's time goes.
+      for b in 1 256; do
+        TANDEM_CUDA_PROFILE=1 .device/bin/tandem-engine-bench --model=.device/model8b --out="$OUT/opprof$b.json" \
+          --cuda_graphs=false --decode_batches=$b --prefill_lengths=$([[ $b == 1 ]] && echo 2048 || echo "") \
+          --workload_requests=0 > "$OUT/opprof$b.log" 2> "$OUT/opprof$b.err"
+        [[ $? == 0 ]] || { status=1; tail -5 "$OUT/opprof$b.err"; }
+        grep -E "profile|  " "$OUT/opprof$b.err" | sed 's/^.*\] //' | head -40
+      done ;;
+    profile)
+      # Per-kernel time and DRAM bytes (Nsight Compute) of eager b1 decode
+      # steps and one 2k prefill: where the time goes, kernel by kernel.
+      NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+      $NCU --clock-control none --launch-skip ${NCU_SKIP:-400} --launch-count ${NCU_COUNT:-700} --csv \
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+        .device/bin/tandem-engine-bench --model=.device/model8b --out="$OUT/profile.json" --cuda_graphs=false \
+        --decode_batches=${NCU_BATCHES:-1} --prefill_lengths=2048 --workload_requests=0 \
+        > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
+      [[ $? == 0 ]] || { status=1; tail -5 "$OUT/ncu.err"; }
+      wc -l "$OUT/ncu.csv" ;;
     peer)
       $PY bench/peer/hf_continuous_batching.py --num_requests 256 --input_len 512 --output_len 128 \
         --out "$OUT/peer/results.json" 2>&1 | grep -v Warning | tail -5

@@ -8,7 +8,8 @@ through one forward pass, and through the decode path (half prefilled, then
 one token per step). The reference runs transformers' SDPA attention (the
 FlashAttention numerics tandem's CUDA kernels follow). Pass: relative error
 (max |diff| / max |ref|) under 2e-2 and top-1 agreement on at least 99% of
-positions, for CUDA vs transformers and CUDA vs CPU. Then greedy decoding
+positions (a tie for the maximum on either side counts as agreement:
+both sides' logits are bf16), for CUDA vs transformers and CUDA vs CPU. Then greedy decoding
 with on-GPU sampling: CUDA-graph replay must give exactly the tokens of
 kernel-by-kernel launches.
 
@@ -37,9 +38,20 @@ CONFIGS = {
 
 
 def compare(test, ref):
+    """Both sides' logits are bf16 values (a bf16 lm_head), so a row's
+    maximum is often shared by several tokens; argmax then picks the lowest
+    id among them. Top-1 agrees when either side's chosen token holds the
+    other side's maximum (a tie there); `top1_strict` is plain argmax
+    equality, reported beside it."""
     rel = float(np.abs(test - ref).max() / np.abs(ref).max())
-    top1 = float((test.argmax(-1) == ref.argmax(-1)).mean())
-    return {"rel_err": rel, "top1": top1, "ok": rel < 2e-2 and top1 >= 0.99}
+    t_arg, r_arg = test.argmax(-1), ref.argmax(-1)
+    rows = np.arange(len(ref))
+    strict = t_arg == r_arg
+    tied = (ref[rows, t_arg] == ref.max(-1)) | (test[rows, r_arg] == test.max(-1))
+    ref_ties = float(((ref == ref.max(-1, keepdims=True)).sum(-1) > 1).mean())
+    top1 = float((strict | tied).mean())
+    return {"rel_err": rel, "top1": top1, "top1_strict": float(strict.mean()), "ref_rows_with_tied_max": ref_ties,
+            "ok": rel < 2e-2 and top1 >= 0.99}
 
 
 def main():

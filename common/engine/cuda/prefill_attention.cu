@@ -1,12 +1,14 @@
-// Causal prefill attention over the paged KV cache on the tensor cores
-// (WMMA bf16 16x16x16, fp32 accumulation), FlashAttention-2 style: a block
-// owns 64 query rows of one head (16 per warp) and streams the sequence's
-// K/V through shared memory 64 positions at a time, keeping the output
-// and the running max/sum of each row in shared memory. Rows never see
-// each other, so results do not depend on how a batch is tiled, except
-// through which positions share a K/V tile (never the math of a row).
-#include <mma.h>
-
+// Causal prefill attention over the paged KV cache, FlashAttention-2 style
+// on the tensor cores (mma.sync m16n8k16 bf16, fp32 accumulation).
+//
+// A block owns 64 query rows of one head; each of its 4 warps owns 16 of
+// them and keeps their Q fragments, scores, output accumulators and
+// softmax statistics in registers for the whole walk over the sequence's
+// K/V. K/V tiles of 64 positions are gathered from the paged cache with
+// cp.async into a two-stage shared-memory ring, so the next tile's loads
+// overlap this tile's math. Rows never see each other and K/V tiles always
+// start at multiples of 64 positions, so a row's result does not depend on
+// how the batch was cut into query tiles.
 #include <cfloat>
 
 #include "common/engine/cuda/attention_kernels.h"
@@ -14,40 +16,65 @@
 namespace tandem::cuda {
 namespace {
 
-using namespace nvcuda;
-
 constexpr int kThreads = 128;  // 4 warps x 16 query rows
 constexpr int kT = kPrefillTile;
+constexpr float kLog2e = 1.4426950408889634f;
 
-// Shared-memory pitches (elements), padded against bank conflicts and kept
-// at multiples of 32 bytes per 16 rows for the WMMA loads.
+// Shared memory: Q and a 2-stage ring of K and V tiles, bf16 rows padded
+// by 16 bytes so the 8 row addresses of an ldmatrix hit distinct banks.
 template <int HD>
 struct Smem {
-  static constexpr int kQ = HD + 8;  // bf16 rows of Q, K, V
-  static constexpr int kS = kT + 4;  // fp32 scores
-  static constexpr int kP = kT + 8;  // bf16 probabilities
-  static constexpr int kO = HD + 4;  // fp32 output accumulator
-  static constexpr size_t kQBytes = size_t{kT} * kQ * 2;
-  static constexpr size_t kSBytes = size_t{kT} * kS * 4;
-  static constexpr size_t kPBytes = size_t{kT} * kP * 2;
-  static constexpr size_t kOBytes = size_t{kT} * kO * 4;
-  static constexpr size_t kStatBytes = size_t{3} * kT * 4;
-  static constexpr size_t kTotal = 3 * kQBytes + kSBytes + kPBytes + kOBytes + kStatBytes;
+  static constexpr int kPitch = HD + 8;  // elements
+  static constexpr size_t kTileBytes = size_t{kT} * kPitch * 2;
+  static constexpr size_t kTotal = 5 * kTileBytes;  // Q, K[2], V[2]
 };
+
+__device__ inline uint32_t SmemAddr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+__device__ inline void LdMatrixX4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SmemAddr(p)));
+}
+
+__device__ inline void LdMatrixX4Trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SmemAddr(p)));
+}
+
+// c += a * b for one 16x8 tile (a: 16x16 row-major, b: 16x8 col-major).
+__device__ inline void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 16 bytes global -> shared, asynchronously; zero-filled when !valid (the
+// V rows past the sequence must be zeros, not garbage: 0 * NaN is NaN).
+__device__ inline void CpAsync16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ inline void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ inline void CpAsyncWaitAll() { asm volatile("cp.async.wait_group 0;\n" ::); }
+
+__device__ inline uint32_t PackBf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
 
 template <int HD>
 __global__ void __launch_bounds__(kThreads, 2) PrefillKernel(KvCacheRef kv, PrefillAttentionArgs a) {
   using S = Smem<HD>;
+  constexpr int P = S::kPitch;
+  constexpr int kChunks = HD / 8;  // 16-byte chunks per row
   extern __shared__ __align__(128) unsigned char smem[];
   auto* q_s = reinterpret_cast<__nv_bfloat16*>(smem);
-  auto* k_s = reinterpret_cast<__nv_bfloat16*>(smem + S::kQBytes);
-  auto* v_s = reinterpret_cast<__nv_bfloat16*>(smem + 2 * S::kQBytes);
-  auto* s_s = reinterpret_cast<float*>(smem + 3 * S::kQBytes);
-  auto* p_s = reinterpret_cast<__nv_bfloat16*>(smem + 3 * S::kQBytes + S::kSBytes);
-  auto* o_s = reinterpret_cast<float*>(smem + 3 * S::kQBytes + S::kSBytes + S::kPBytes);
-  float* m_s = reinterpret_cast<float*>(smem + 3 * S::kQBytes + S::kSBytes + S::kPBytes + S::kOBytes);
-  float* l_s = m_s + kT;
-  float* alpha_s = l_s + kT;
+  auto* k_s = q_s + kT * P;      // [2][kT][P]
+  auto* v_s = k_s + 2 * kT * P;  // [2][kT][P]
 
   // Longest tiles first: the grid's tail is then short ones.
   const PrefillTile tile = a.tiles[a.num_tiles - 1 - blockIdx.x];
@@ -58,127 +85,147 @@ __global__ void __launch_bounds__(kThreads, 2) PrefillKernel(KvCacheRef kv, Pref
   const int32_t* table = a.tables + tile.table;
   const int64_t kv_row = kv.num_kv_heads * HD;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const float scale = rsqrtf(static_cast<float>(HD));
+  const int g = lane >> 2, t = lane & 3;  // mma fragment coordinates
+  const float scale_log2 = rsqrtf(static_cast<float>(HD)) * kLog2e;
 
-  for (int e = threadIdx.x; e < kT * HD; e += kThreads) {
-    const int r = e / HD, d = e % HD;
-    q_s[r * S::kQ + d] = __float2bfloat16(r < n ? a.qkv[(tile.first_row + r) * a.qkv_stride + h * HD + d] : 0.0f);
-    o_s[r * S::kO + d] = 0.0f;
-  }
-  if (threadIdx.x < kT) {
-    m_s[threadIdx.x] = -FLT_MAX;
-    l_s[threadIdx.x] = 0.0f;
-  }
-
-  const int num_kv_tiles = (kv_len + kT - 1) / kT;
-  for (int kt = 0; kt < num_kv_tiles; ++kt) {
-    __syncthreads();  // every warp is done with the previous K/V tile
-    constexpr int kChunks = HD / 8;
+  auto load_kv = [&](int kt, int stage) {
     for (int c = threadIdx.x; c < kT * kChunks; c += kThreads) {
       const int r = c / kChunks, d = (c % kChunks) * 8;
       const int pos = kt * kT + r;
-      uint4 kval = make_uint4(0, 0, 0, 0), vval = make_uint4(0, 0, 0, 0);
-      if (pos < kv_len) {
-        const int64_t at =
-            (static_cast<int64_t>(table[pos / kv.block_size]) * kv.block_size + pos % kv.block_size) * kv_row +
-            kvh * HD + d;
-        kval = *reinterpret_cast<const uint4*>(kv.k + at);
-        vval = *reinterpret_cast<const uint4*>(kv.v + at);
-      }
-      *reinterpret_cast<uint4*>(k_s + r * S::kQ + d) = kval;
-      *reinterpret_cast<uint4*>(v_s + r * S::kQ + d) = vval;
+      const bool valid = pos < kv_len;
+      const int p = valid ? pos : 0;
+      const int64_t at =
+          (static_cast<int64_t>(table[p / kv.block_size]) * kv.block_size + p % kv.block_size) * kv_row + kvh * HD + d;
+      CpAsync16(k_s + (stage * kT + r) * P + d, kv.k + at, valid);
+      CpAsync16(v_s + (stage * kT + r) * P + d, kv.v + at, valid);
     }
-    __syncthreads();
+    CpAsyncCommit();
+  };
 
-    // S = Q K^T for this warp's 16 rows.
-    {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kT / 16];
-#pragma unroll
-      for (int j = 0; j < kT / 16; ++j) wmma::fill_fragment(acc[j], 0.0f);
-#pragma unroll
-      for (int kk = 0; kk < HD / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> qa;
-        wmma::load_matrix_sync(qa, q_s + warp * 16 * S::kQ + kk * 16, S::kQ);
-#pragma unroll
-        for (int j = 0; j < kT / 16; ++j) {
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> kb;
-          wmma::load_matrix_sync(kb, k_s + j * 16 * S::kQ + kk * 16, S::kQ);
-          wmma::mma_sync(acc[j], qa, kb, acc[j]);
-        }
-      }
-#pragma unroll
-      for (int j = 0; j < kT / 16; ++j) {
-        wmma::store_matrix_sync(s_s + warp * 16 * S::kS + j * 16, acc[j], S::kS, wmma::mem_row_major);
-      }
-    }
-    __syncwarp();
+  const int num_kv_tiles = (kv_len + kT - 1) / kT;
+  load_kv(0, 0);
+  for (int e = threadIdx.x; e < kT * HD / 2; e += kThreads) {
+    const int r = e / (HD / 2), d = (e % (HD / 2)) * 2;
+    float2 v = make_float2(0.0f, 0.0f);
+    if (r < n) v = *reinterpret_cast<const float2*>(a.qkv + (tile.first_row + r) * a.qkv_stride + h * HD + d);
+    *reinterpret_cast<__nv_bfloat162*>(q_s + r * P + d) = __floats2bfloat162_rn(v.x, v.y);
+  }
+  __syncthreads();
 
-    // Online softmax: two lanes per row, 32 columns each.
-    {
-      const int r = warp * 16 + lane / 2, c0 = (lane % 2) * (kT / 2);
-      const int qpos = tile.first_pos + r;
-      float mx = -FLT_MAX;
-      bool any = false;
-      for (int c = c0; c < c0 + kT / 2; ++c) {
-        const bool visible = r < n && kt * kT + c <= qpos;
-        const float s = s_s[r * S::kS + c] * scale;
-        s_s[r * S::kS + c] = visible ? s : -INFINITY;
-        if (visible) {
-          mx = fmaxf(mx, s);
-          any = true;
-        }
-      }
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
-      any = __shfl_xor_sync(0xffffffff, any ? 1 : 0, 1) != 0 || any;
-      const float m_old = m_s[r];
-      const float m_new = any ? fmaxf(m_old, mx) : m_old;
-      float sum = 0;
-      for (int c = c0; c < c0 + kT / 2; ++c) {
-        const float p = any ? __expf(s_s[r * S::kS + c] - m_new) : 0.0f;
-        p_s[r * S::kP + c] = __float2bfloat16(p);
-        sum += p;
-      }
-      sum += __shfl_xor_sync(0xffffffff, sum, 1);
-      const float alpha = m_old == -FLT_MAX ? 0.0f : __expf(m_old - m_new);
-      __syncwarp();
-      if (lane % 2 == 0) {
-        m_s[r] = m_new;
-        l_s[r] = l_s[r] * alpha + sum;
-        alpha_s[r] = alpha;
-      }
-    }
-    __syncwarp();
-    for (int e = lane; e < 16 * HD; e += 32) {
-      const int r = warp * 16 + e / HD, d = e % HD;
-      o_s[r * S::kO + d] *= alpha_s[r];
-    }
-    __syncwarp();
+  // This warp's Q rows as A fragments, one per 16 dims.
+  uint32_t qf[HD / 16][4];
+#pragma unroll
+  for (int ks = 0; ks < HD / 16; ++ks) {
+    LdMatrixX4(qf[ks], q_s + (warp * 16 + (lane & 15)) * P + ks * 16 + (lane >> 4) * 8);
+  }
 
-    // O += P V.
-    {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> pa[kT / 16];
+  float o[HD / 8][4];
 #pragma unroll
-      for (int kk = 0; kk < kT / 16; ++kk) wmma::load_matrix_sync(pa[kk], p_s + warp * 16 * S::kP + kk * 16, S::kP);
+  for (int j = 0; j < HD / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY};  // running max of rows g and g + 8 (log2 units)
+  float l[2] = {0.0f, 0.0f};            // this thread's share of the running sums
+  const int qpos0 = tile.first_pos + warp * 16 + g;  // position of row g; row g + 8 is 8 later
+
+  for (int kt = 0; kt < num_kv_tiles; ++kt) {
+    const int stage = kt & 1;
+    CpAsyncWaitAll();
+    __syncthreads();  // tile kt is in shared memory; everyone is done with kt - 1
+    if (kt + 1 < num_kv_tiles) load_kv(kt + 1, stage ^ 1);
+    const __nv_bfloat16* kb = k_s + stage * kT * P;
+    const __nv_bfloat16* vb = v_s + stage * kT * P;
+
+    // S = Q K^T: 8 column tiles of 8 positions.
+    float s[kT / 8][4];
 #pragma unroll
-      for (int j = 0; j < HD / 16; ++j) {
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
-        float* optr = o_s + warp * 16 * S::kO + j * 16;
-        wmma::load_matrix_sync(o, optr, S::kO, wmma::mem_row_major);
+    for (int nt = 0; nt < kT / 8; ++nt) {
+      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
 #pragma unroll
-        for (int kk = 0; kk < kT / 16; ++kk) {
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> vb;
-          wmma::load_matrix_sync(vb, v_s + kk * 16 * S::kQ + j * 16, S::kQ);
-          wmma::mma_sync(o, pa[kk], vb, o);
-        }
-        wmma::store_matrix_sync(optr, o, S::kO, wmma::mem_row_major);
+      for (int kk = 0; kk < HD; kk += 32) {
+        uint32_t b[4];
+        LdMatrixX4(b, kb + (nt * 8 + (lane & 7)) * P + kk + (lane >> 3) * 8);
+        Mma(s[nt], qf[kk / 16], b[0], b[1]);
+        Mma(s[nt], qf[kk / 16 + 1], b[2], b[3]);
+      }
+    }
+
+    // Mask (causal and past the sequence) only where the tile needs it.
+    const int kpos0 = kt * kT;
+    const bool needs_mask = kpos0 + kT - 1 > tile.first_pos + warp * 16 || kpos0 + kT > kv_len;
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < kT / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int kpos = kpos0 + nt * 8 + 2 * t + (e & 1);
+        const int qpos = qpos0 + (e >> 1) * 8;
+        float v = s[nt][e] * scale_log2;
+        if (needs_mask && (kpos > qpos || kpos >= kv_len)) v = -INFINITY;
+        s[nt][e] = v;
+        mx[e >> 1] = fmaxf(mx[e >> 1], v);
+      }
+    }
+    float alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 2));
+      const float m_new = fmaxf(m[r], mx[r]);
+      // A row that has seen only masked positions keeps m = -inf; use 0
+      // as the reference so exp2 gives 0, never NaN.
+      const float ref = m_new == -INFINITY ? 0.0f : m_new;
+      alpha[r] = exp2f(m[r] - ref);
+      m[r] = m_new;
+      mx[r] = ref;
+    }
+    // P = exp2(S - m) as A fragments (two column tiles per 16 positions).
+    uint32_t pf[kT / 16][4];
+#pragma unroll
+    for (int nt = 0; nt < kT / 8; ++nt) {
+      const float p0 = exp2f(s[nt][0] - mx[0]), p1 = exp2f(s[nt][1] - mx[0]);
+      const float p2 = exp2f(s[nt][2] - mx[1]), p3 = exp2f(s[nt][3] - mx[1]);
+      l[0] = (nt == 0 ? l[0] * alpha[0] : l[0]) + p0 + p1;
+      l[1] = (nt == 0 ? l[1] * alpha[1] : l[1]) + p2 + p3;
+      pf[nt / 2][(nt & 1) * 2 + 0] = PackBf16(p0, p1);
+      pf[nt / 2][(nt & 1) * 2 + 1] = PackBf16(p2, p3);
+    }
+#pragma unroll
+    for (int j = 0; j < HD / 8; ++j) {
+      o[j][0] *= alpha[0];
+      o[j][1] *= alpha[0];
+      o[j][2] *= alpha[1];
+      o[j][3] *= alpha[1];
+    }
+    // O += P V: V^T fragments by transposing loads, two dim tiles at once.
+#pragma unroll
+    for (int ks = 0; ks < kT / 16; ++ks) {
+#pragma unroll
+      for (int j = 0; j < HD / 8; j += 2) {
+        uint32_t b[4];
+        LdMatrixX4Trans(b, vb + (ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * P + j * 8 + (lane >> 4) * 8);
+        Mma(o[j], pf[ks], b[0], b[1]);
+        Mma(o[j + 1], pf[ks], b[2], b[3]);
       }
     }
   }
-  __syncthreads();
-  for (int e = threadIdx.x; e < n * HD; e += kThreads) {
-    const int r = e / HD, d = e % HD;
-    a.out[static_cast<int64_t>(tile.first_row + r) * kv.num_heads * HD + h * HD + d] =
-        __float2bfloat16(o_s[r * S::kO + d] / l_s[r]);
+
+  // The row sums were kept per thread; the 4 threads of a row add up.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffff, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffff, l[r], 2);
+    l[r] = 1.0f / l[r];
+  }
+  const int row_stride = static_cast<int>(kv.num_heads * HD);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = warp * 16 + g + r * 8;
+    if (row >= n) continue;
+    __nv_bfloat16* out = a.out + static_cast<int64_t>(tile.first_row + row) * row_stride + h * HD + 2 * t;
+#pragma unroll
+    for (int j = 0; j < HD / 8; ++j) {
+      *reinterpret_cast<__nv_bfloat162*>(out + j * 8) =
+          __floats2bfloat162_rn(o[j][2 * r] * l[r], o[j][2 * r + 1] * l[r]);
+    }
   }
 }
 
