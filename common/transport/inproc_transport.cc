@@ -59,6 +59,7 @@ class InProcessTransfer final : public KvTransfer {
   }
   int64_t bytes_sent() const override { return bytes_; }
   const std::string& id() const override { return spec_.transfer_id; }
+  std::string_view transport() const override { return "inproc"; }
 
  private:
   KvPoolView& src_;

@@ -1,7 +1,10 @@
 // Moving a request's KV blocks from a prefill worker's pool into the blocks
 // a decode worker reserved for it. One interface, several transports: UCX
-// (host memory, between processes and hosts), in-process (unit tests), and
-// later CUDA IPC and NCCL for GPU pools.
+// puts (host memory, between processes and hosts), staged UCX (GPU memory
+// through pinned host buffers, between hosts), CUDA IPC (GPU memory, one
+// host), in-process (unit tests), and "auto", which exports with all that
+// suit the pool and picks per destination (transport_selection.h). NCCL
+// for GPU pools across hosts is the next one.
 //
 // Data flow: the decode worker calls ExportPool() once and hands the
 // descriptor out with every reservation (ReserveKvResponse.pool). The
@@ -46,6 +49,9 @@ class KvTransfer {
   virtual absl::Status Finish() = 0;
   virtual int64_t bytes_sent() const = 0;
   virtual const std::string& id() const = 0;
+  // The transport that moves it ("cuda_ipc", "ucx", ...): with auto, the
+  // one chosen for this destination.
+  virtual std::string_view transport() const = 0;
 };
 
 struct KvTransferSpec {
@@ -79,8 +85,13 @@ class KvTransport {
   virtual void Disconnect(std::string_view worker_id) = 0;
 };
 
-// "ucx" or "inproc".
+// "auto" (every transport this build has, chosen per destination), "ucx"
+// (puts for host pools, staged for GPU pools), "ucx_staged", "cuda_ipc"
+// (UNIMPLEMENTED without CUDA), "inproc". INVALID_ARGUMENT for others.
 absl::StatusOr<std::unique_ptr<KvTransport>> CreateKvTransport(std::string_view name);
+
+// The names CreateKvTransport accepts, for flag help and errors.
+std::vector<std::string> KvTransportNames();
 
 v1::KvLayoutSpec ToProto(const KvLayout& layout);
 

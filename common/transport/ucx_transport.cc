@@ -86,6 +86,7 @@ class UcxTransfer final : public KvTransfer {
   absl::Status Finish() override { return FinishBy(spec_.deadline); }
   int64_t bytes_sent() const override { return bytes_; }
   const std::string& id() const override { return spec_.transfer_id; }
+  std::string_view transport() const override { return "ucx"; }
   // For a transfer created past its deadline (and without a peer).
   void MarkLate() { result_ = absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline")); }
 

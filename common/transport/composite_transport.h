@@ -1,0 +1,46 @@
+// A KvTransport made of several (--transport=auto, and the named UCX and
+// CUDA IPC transports, which are composites of their own parts). It
+// exports a pool with every part suited to the pool (TransportsToExport)
+// and, per transfer, hands the request to the part ChooseTransport picks
+// for the destination's offers. See transport_selection.h for the policy.
+//
+// Threads: as thread-safe as its parts (all are); the record of which
+// transport each peer was last reached with is under a mutex and only
+// decides what is logged.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/transport/kv_transport.h"
+
+namespace tandem {
+
+class CompositeTransport final : public KvTransport {
+ public:
+  // `parts`, preferred first, non-empty.
+  CompositeTransport(std::string name, std::vector<std::unique_ptr<KvTransport>> parts);
+
+  std::string_view name() const override { return name_; }
+  absl::StatusOr<v1::KvPoolDescriptor> ExportPool(KvPoolView& pool, const KvEndpointInfo& self) override;
+  absl::StatusOr<std::unique_ptr<KvTransfer>> StartTransfer(KvPoolView& pool, const KvEndpointInfo& self,
+                                                            const v1::KvPoolDescriptor& dest,
+                                                            KvTransferSpec spec) override;
+  void Disconnect(std::string_view worker_id) override;
+
+  // The names of the parts, preferred first.
+  std::vector<std::string> part_names() const;
+
+ private:
+  KvTransport* Part(std::string_view name) const;
+
+  const std::string name_;
+  const std::vector<std::unique_ptr<KvTransport>> parts_;
+  std::mutex mu_;
+  std::unordered_map<std::string, std::string> chosen_;  // peer worker id -> transport last used
+};
+
+}  // namespace tandem
