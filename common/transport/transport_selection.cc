@@ -72,12 +72,12 @@ absl::StatusOr<TransportOffer> ChooseTransport(const std::vector<TransportOffer>
     auto it = std::find_if(offers.begin(), offers.end(), [&](const TransportOffer& o) { return o.transport == name; });
     if (it == offers.end()) continue;
     if (name == kTransportCudaIpc) {
-      if (!in.local_on_device) {
-        passed_over.push_back("cuda_ipc (our KV pool is in host memory)");
-        continue;
-      }
       if (it->endpoint != in.local_host_id) {
         passed_over.push_back("cuda_ipc (the peer is on another host)");
+        continue;
+      }
+      if (!in.local_on_device) {
+        passed_over.push_back("cuda_ipc (our KV pool is in host memory)");
         continue;
       }
     } else if (name == kTransportUcx && in.local_on_device) {

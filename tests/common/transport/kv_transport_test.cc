@@ -1,4 +1,5 @@
-// Both transports, prefill and decode side in one process: blocks land
+// Every host-memory transport (in-process, UCX puts, staged UCX, and auto,
+// which picks UCX puts for host pools), prefill and decode side in one process: blocks land
 // exactly where the reservation says and nowhere else; the handshake
 // refuses mismatches by name; failures are errors within a bounded time,
 // never hangs. (ucx_two_process_test.cc runs UCX across real processes.)
@@ -10,6 +11,7 @@
 
 #include "common/transport/kv_transport.h"
 #include "common/transport/ucx_remote_keys.h"
+#include "common/transport/ucx_staged_protocol.h"
 #include "gtest/gtest.h"
 #include "tests/common/transport/test_pool.h"
 
@@ -75,11 +77,15 @@ class TransportTest : public ::testing::TestWithParam<std::string> {
     auto desc = d.transport->ExportPool(*d.pool, kDecode);
     EXPECT_TRUE(desc.ok()) << desc.status();
     if (desc.ok()) d.desc = *desc;
-    if (GetParam() == "ucx") {
+    if (GetParam() == "ucx" || GetParam() == "auto") {
       // A scattered pool is registered as several regions, a contiguous one as one.
       auto regions = DecodeUcxRemoteRegions(d.desc.remote_key(), "decode-b");
       EXPECT_TRUE(regions.ok()) << regions.status();
       if (regions.ok()) EXPECT_EQ(regions->size() > 1, scattered) << regions->size();
+    }
+    if (GetParam() == "ucx_staged") {
+      EXPECT_EQ(d.desc.transport(), "ucx_staged");
+      EXPECT_TRUE(DecodeStagedPoolInfo(d.desc.remote_key(), "decode-b").ok());
     }
     return d;
   }
@@ -94,6 +100,7 @@ class TransportTest : public ::testing::TestWithParam<std::string> {
     auto t = sender.StartTransfer(src, kPrefill, to.desc, spec);
     ASSERT_TRUE(t.ok()) << t.status();
     EXPECT_EQ((*t)->id(), "t1");
+    EXPECT_EQ((*t)->transport(), GetParam() == "auto" ? "ucx" : GetParam());
     for (int l = 0; l < SmallLayout().num_layers; ++l) ASSERT_TRUE((*t)->SendLayer(l).ok()) << "layer " << l;
     absl::Status finished = (*t)->Finish();
     ASSERT_TRUE(finished.ok()) << finished;
@@ -221,7 +228,7 @@ TEST_P(TransportTest, AGonePeerIsAnErrorNotAHang) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(10)) << s;
 }
 
-INSTANTIATE_TEST_SUITE_P(Transports, TransportTest, ::testing::Values("inproc", "ucx"),
+INSTANTIATE_TEST_SUITE_P(Transports, TransportTest, ::testing::Values("inproc", "ucx", "ucx_staged", "auto"),
                          [](const auto& info) { return info.param; });
 
 TEST(TransportFactoryTest, KnownNamesAndRefusals) {

@@ -1,4 +1,5 @@
-// UCX between two real processes, as between a prefill and a decode worker:
+// UCX (puts, and staged active messages) between two real processes, as
+// between a prefill and a decode worker:
 // the decode side is a forked child (forked before this process creates
 // any UCX context) that exports its pool and sends the descriptor over a
 // pipe. The child checks the bytes it received itself and reports through
@@ -51,8 +52,8 @@ bool ReadAll(int fd, void* data, size_t n) {
 // and then checks: block 5 holds the parent's block 2, block 0 its block 3,
 // every other block is untouched. With `exit_after_export` it dies right
 // after sending the descriptor (a crashed decode worker).
-int RunDecodeChild(int to_parent, int from_parent, bool exit_after_export) {
-  auto receiver = CreateKvTransport("ucx");
+int RunDecodeChild(const std::string& transport, int to_parent, int from_parent, bool exit_after_export) {
+  auto receiver = CreateKvTransport(transport);
   if (!receiver.ok()) return kNoTransport;
   TestPool dst(SmallLayout(), 6, kDestTag);
   auto desc = (*receiver)->ExportPool(dst, kDecode);
@@ -80,7 +81,7 @@ int RunDecodeChild(int to_parent, int from_parent, bool exit_after_export) {
 class DecodeChild {
  public:
   // Forks the child; false (with a gtest failure) if that failed.
-  bool Start(bool exit_after_export) {
+  bool Start(const std::string& transport, bool exit_after_export) {
     int to_parent[2], to_child[2];
     if (pipe(to_parent) != 0 || pipe(to_child) != 0) return false;
     pid_ = fork();
@@ -88,7 +89,7 @@ class DecodeChild {
     if (pid_ == 0) {
       close(to_parent[0]);
       close(to_child[1]);
-      _exit(RunDecodeChild(to_parent[1], to_child[0], exit_after_export));
+      _exit(RunDecodeChild(transport, to_parent[1], to_child[0], exit_after_export));
     }
     close(to_parent[1]);
     close(to_child[0]);
@@ -136,12 +137,14 @@ absl::Status RunTransfer(KvTransport& sender, TestPool& src, const v1::KvPoolDes
   return (*t)->Finish();
 }
 
-TEST(UcxTwoProcessTest, BlocksArriveInAnotherProcess) {
+class UcxTwoProcessTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(UcxTwoProcessTest, BlocksArriveInAnotherProcess) {
   DecodeChild child;
-  ASSERT_TRUE(child.Start(/*exit_after_export=*/false));
+  ASSERT_TRUE(child.Start(GetParam(), /*exit_after_export=*/false));
   v1::KvPoolDescriptor desc;
   ASSERT_TRUE(child.ReadDescriptor(&desc));
-  auto sender = CreateKvTransport("ucx");
+  auto sender = CreateKvTransport(GetParam());
   ASSERT_TRUE(sender.ok()) << sender.status();
   TestPool src(SmallLayout(), 6, kSourceTag);
   // Two transfers over the one cached connection.
@@ -153,13 +156,13 @@ TEST(UcxTwoProcessTest, BlocksArriveInAnotherProcess) {
   EXPECT_EQ(child.Wait(), kChildOk) << "the child found wrong bytes or failed to set up";
 }
 
-TEST(UcxTwoProcessTest, ADeadDecodeProcessIsAnErrorNotAHang) {
+TEST_P(UcxTwoProcessTest, ADeadDecodeProcessIsAnErrorNotAHang) {
   DecodeChild child;
-  ASSERT_TRUE(child.Start(/*exit_after_export=*/true));
+  ASSERT_TRUE(child.Start(GetParam(), /*exit_after_export=*/true));
   v1::KvPoolDescriptor desc;
   ASSERT_TRUE(child.ReadDescriptor(&desc));
   ASSERT_EQ(child.Wait(), kChildOk);  // gone now
-  auto sender = CreateKvTransport("ucx");
+  auto sender = CreateKvTransport(GetParam());
   ASSERT_TRUE(sender.ok()) << sender.status();
   TestPool src(SmallLayout(), 6, kSourceTag);
   const absl::Time start = absl::Now();
@@ -168,12 +171,12 @@ TEST(UcxTwoProcessTest, ADeadDecodeProcessIsAnErrorNotAHang) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(10)) << s;
 }
 
-TEST(UcxTwoProcessTest, ADecodeProcessDyingAfterATransferFailsTheNext) {
+TEST_P(UcxTwoProcessTest, ADecodeProcessDyingAfterATransferFailsTheNext) {
   DecodeChild child;
-  ASSERT_TRUE(child.Start(/*exit_after_export=*/false));
+  ASSERT_TRUE(child.Start(GetParam(), /*exit_after_export=*/false));
   v1::KvPoolDescriptor desc;
   ASSERT_TRUE(child.ReadDescriptor(&desc));
-  auto sender = CreateKvTransport("ucx");
+  auto sender = CreateKvTransport(GetParam());
   ASSERT_TRUE(sender.ok()) << sender.status();
   TestPool src(SmallLayout(), 6, kSourceTag);
   absl::Status s = RunTransfer(**sender, src, desc, {"a", {2}, {5}, absl::Now() + absl::Seconds(20)});
@@ -185,6 +188,9 @@ TEST(UcxTwoProcessTest, ADecodeProcessDyingAfterATransferFailsTheNext) {
   EXPECT_FALSE(s.ok());
   EXPECT_LT(absl::Now() - start, absl::Seconds(15)) << s;
 }
+
+INSTANTIATE_TEST_SUITE_P(Transports, UcxTwoProcessTest, ::testing::Values("ucx", "ucx_staged"),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
 }  // namespace tandem
