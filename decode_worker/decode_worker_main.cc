@@ -61,7 +61,8 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   loop.Start();
   if (!c.worker.port_file.empty()) WritePortFile(c.worker.port_file, server->port(), metrics_server->port());
   TANDEM_LOG(INFO) << "decode worker serving on " << address << " (" << transport->name()
-                   << " transport, " << engine.kv_cache().num_total_blocks() << " KV blocks)";
+                   << " transport, pool exported as " << pool.transport() << ", "
+                   << engine.kv_cache().num_total_blocks() << " KV blocks)";
 
   v1::WorkerInfo info = DescribeWorker(address, v1::WORKER_ROLE_DECODE, model.name, fingerprint, engine.kv_cache(),
                                        transport->name());

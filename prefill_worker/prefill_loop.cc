@@ -22,12 +22,13 @@ std::optional<PrefillResult> PrefillJob::Wait(absl::Duration timeout) {
 }
 
 PrefillLoop::PrefillLoop(Engine& engine, KvTransport& transport, KvEndpointInfo self,
-                         int64_t max_batch_tokens, PrefillMetrics* metrics)
+                         int64_t max_batch_tokens, PrefillMetrics* metrics, TransferCounter* transfers)
     : engine_(engine),
       transport_(transport),
       self_(std::move(self)),
       max_batch_tokens_(max_batch_tokens),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      transfers_(transfers) {}
 
 PrefillLoop::~PrefillLoop() { Stop(); }
 
@@ -162,6 +163,7 @@ void PrefillLoop::RunBatch(std::vector<std::shared_ptr<PrefillJob>> jobs) {
       r.first_token = (*sampled)[i];
     }
     r.transfer_seconds = absl::ToDoubleSeconds(absl::Now() - computed);
+    if (transfers_ != nullptr && transfers[i] != nullptr) transfers_->Count(transfers[i]->transport(), r.status.ok());
     if (metrics_ != nullptr) {
       if (r.status.ok()) {
         metrics_->kv_transfer_time->Observe(r.transfer_seconds);

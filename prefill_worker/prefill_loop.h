@@ -20,6 +20,7 @@
 #include "common/engine/engine.h"
 #include "common/metrics/serving_metrics.h"
 #include "common/transport/kv_transport.h"
+#include "prefill_worker/transfer_counter.h"
 #include "tandem/v1/worker.pb.h"
 
 namespace tandem {
@@ -70,9 +71,9 @@ class PrefillLoop {
  public:
   // `max_batch_tokens`: prompt tokens per forward pass (a longer prompt
   // runs alone).
-  // `metrics` may be null (tests).
+  // `metrics` and `transfers` may be null (tests).
   PrefillLoop(Engine& engine, KvTransport& transport, KvEndpointInfo self, int64_t max_batch_tokens,
-              PrefillMetrics* metrics = nullptr);
+              PrefillMetrics* metrics = nullptr, TransferCounter* transfers = nullptr);
   ~PrefillLoop();
   // Before Start(): the id peers see in handshake messages (our address).
   void set_worker_id(std::string id) { self_.worker_id = std::move(id); }
@@ -92,6 +93,7 @@ class PrefillLoop {
   KvEndpointInfo self_;  // fixed once Start() ran
   const int64_t max_batch_tokens_;
   PrefillMetrics* metrics_;
+  TransferCounter* transfers_;
   SeqId next_id_ = 1;  // loop thread only
 
   mutable std::mutex mu_;

@@ -44,7 +44,9 @@ absl::Status Run(const PrefillWorkerConfig& c) {
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<MetricsServer> metrics_server,
                           MetricsServer::Start(c.worker.metrics_listen, {{"model", model.name}, {"role", "prefill"}}));
   PrefillMetrics metrics(*metrics_server, std::string(transport->name()));
-  PrefillLoop loop_storage(engine, *transport, KvEndpointInfo{"", fingerprint}, c.max_batch_tokens, &metrics);
+  TransferCounter transfer_counter(*metrics_server);
+  PrefillLoop loop_storage(engine, *transport, KvEndpointInfo{"", fingerprint}, c.max_batch_tokens, &metrics,
+                           &transfer_counter);
   PrefillLoop* loop = &loop_storage;
   PrefillServiceImpl service(model.config, engine.kv_cache().num_total_blocks(),
                              engine.kv_cache().layout().block_size, *loop);
@@ -54,7 +56,7 @@ absl::Status Run(const PrefillWorkerConfig& c) {
   loop->Start();
   if (!c.worker.port_file.empty()) WritePortFile(c.worker.port_file, server->port(), metrics_server->port());
   TANDEM_LOG(INFO) << "prefill worker serving on " << address << " (" << transport->name()
-                   << " transport)";
+                   << " transport; each decode worker's pick is logged at its first transfer)";
 
   v1::WorkerInfo info = DescribeWorker(address, v1::WORKER_ROLE_PREFILL, model.name, fingerprint, engine.kv_cache(),
                                        transport->name());

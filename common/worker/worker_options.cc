@@ -1,7 +1,11 @@
 #include "common/worker/worker_options.h"
 
 #include "absl/flags/flag.h"
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/transport/kv_transport.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:0", "gRPC listen address host:port (port 0: any free port)");
 ABSL_FLAG(std::string, advertise_host, "127.0.0.1", "host name the router and peer workers dial");
@@ -16,8 +20,13 @@ ABSL_FLAG(double, gpu_memory_fraction, 0.9,
 ABSL_FLAG(int32_t, gpu, 0, "CUDA device ordinal");
 ABSL_FLAG(int32_t, block_size, 16, "tokens per KV block (prefill and decode workers must agree)");
 ABSL_FLAG(int32_t, num_threads, 0, "CPU backend threads; 0: all cores");
+ABSL_FLAG(std::string, cpu_bf16_activations, "auto",
+          "CPU backend: round activations to bf16 as a bf16 model does: auto (when the weights are bf16), on or "
+          "off; prefill and decode workers must agree");
 ABSL_FLAG(std::string, device, "cpu", "engine backend: cpu or cuda");
-ABSL_FLAG(std::string, transport, "ucx", "KV transport: ucx or inproc");
+ABSL_FLAG(std::string, transport, "auto",
+          "KV transport: auto (GPU pools: cuda_ipc on one host, else staged UCX; host pools: UCX puts), cuda_ipc, "
+          "ucx, ucx_staged or inproc");
 ABSL_FLAG(std::string, port_file, "", "write the bound gRPC and metrics ports (one per line) once serving");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:0", "Prometheus /metrics address (port 0: any free port)");
 ABSL_FLAG(double, drain_timeout_seconds, 30.0, "on SIGTERM, time to finish running work");
@@ -35,6 +44,10 @@ WorkerOptions WorkerOptionsFromFlags() {
   o.backend.num_kv_blocks = absl::GetFlag(FLAGS_num_kv_blocks);
   o.backend.block_size = absl::GetFlag(FLAGS_block_size);
   o.backend.num_threads = absl::GetFlag(FLAGS_num_threads);
+  o.cpu_bf16_activations = absl::GetFlag(FLAGS_cpu_bf16_activations);
+  if (absl::StatusOr<std::optional<bool>> bf16 = ParseBf16ActivationsFlag(o.cpu_bf16_activations); bf16.ok()) {
+    o.backend.cpu_bf16_activations = *bf16;
+  }
   o.backend.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
   o.backend.gpu = absl::GetFlag(FLAGS_gpu);
   o.device = absl::GetFlag(FLAGS_device);
@@ -60,6 +73,12 @@ absl::Status ValidateWorkerOptions(const WorkerOptions& o) {
   if (!(o.backend.gpu_memory_fraction > 0.0 && o.backend.gpu_memory_fraction <= 1.0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--gpu_memory_fraction ", o.backend.gpu_memory_fraction, " is not in (0, 1]"));
+  }
+  if (absl::Status s = ParseBf16ActivationsFlag(o.cpu_bf16_activations).status(); !s.ok()) return s;
+  const std::vector<std::string> transports = KvTransportNames();
+  if (std::find(transports.begin(), transports.end(), o.transport) == transports.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("--transport '", o.transport, "' is not one of ",
+                                                   absl::StrJoin(transports, ", ")));
   }
   if (o.backend.gpu < 0) return absl::InvalidArgumentError("--gpu must be >= 0");
   if (o.backend.block_size <= 0) return absl::InvalidArgumentError("--block_size must be positive");

@@ -18,7 +18,8 @@ struct WorkerOptions {
   ModelSource model;
   BackendOptions backend;                    // device set from `device`
   std::string device = "cpu";
-  std::string transport = "ucx";
+  std::string cpu_bf16_activations = "auto";  // parsed into backend; checked by Validate
+  std::string transport = "auto";            // KvTransportNames()
   std::string port_file;                     // written with the bound ports, if set
   std::string metrics_listen = "0.0.0.0:0";
   double drain_timeout_seconds = 30.0;       // SIGTERM: time to finish running work
