@@ -1,0 +1,341 @@
+// tandem-transfer-bench: how fast the real KV transports move a prompt's
+// KV between two processes on one GPU host, against the device's own
+// device-to-device copy bandwidth, and what they add to time-to-first-
+// token. A decode-side child (forked before this process touches CUDA)
+// exports a CUDA KV pool of the model's layout with --transport=auto
+// (cuda_ipc and ucx_staged offers); this process sends to it with each
+// transport named in --transports.
+//
+//   1. bandwidth: for each prompt length, all layers of ceil(len/16)
+//      blocks (consecutive, and scattered: every other block, reversed),
+//      SendLayer per layer then Finish; KV bytes / wall time. Baseline:
+//      cudaMemcpy device-to-device of the same bytes in this process.
+//   2. TTFT (--ttft_lengths, needs --model): the engine's prefill of one
+//      prompt alone, and with the transfer driven from on_layer_done the
+//      way the prefill worker does it (start at layer 0, SendLayer per
+//      layer, Finish after the pass).
+// Writes JSON to --out and a table to stdout. Device runs only.
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <iostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/engine/cuda/cuda_kv_pool.h"
+#include "common/engine/engine.h"
+#include "common/engine/model_loader.h"
+#include "common/kv/kv_layout.h"
+#include "common/transport/kv_transport.h"
+#include "common/util/status_macros.h"
+#include "nlohmann/json.hpp"
+
+ABSL_FLAG(std::string, model, "", "model directory (config.json gives the KV layout); empty: the built-in model");
+ABSL_FLAG(bool, dummy_weights, true, "random weights for the TTFT part");
+ABSL_FLAG(std::vector<std::string>, transports, std::vector<std::string>({"cuda_ipc", "ucx_staged"}),
+          "prefill-side transports to measure");
+ABSL_FLAG(std::vector<std::string>, lengths, std::vector<std::string>({"512", "1024", "2048", "4096", "8192"}),
+          "prompt lengths (tokens) of the bandwidth part");
+ABSL_FLAG(std::vector<std::string>, ttft_lengths, std::vector<std::string>({"512", "1024", "2048", "4096", "8192"}),
+          "prompt lengths of the TTFT part; empty: skip it");
+ABSL_FLAG(int32_t, repeats, 5, "timed repetitions per point (after one warm-up); the median is reported");
+ABSL_FLAG(double, gpu_memory_fraction, 0.45, "share of the GPU the engine of the TTFT part may use");
+ABSL_FLAG(std::string, out, "transfer_bench.json", "JSON results");
+
+namespace tandem {
+namespace {
+
+constexpr int32_t kBlockSize = 16;
+const KvEndpointInfo kPrefill{"bench-prefill", "bench-model"};
+const KvEndpointInfo kDecode{"bench-decode", "bench-model"};
+
+std::vector<int> Ints(const std::vector<std::string>& v) {
+  std::vector<int> out;
+  for (const std::string& s : v) {
+    int x = 0;
+    if (absl::SimpleAtoi(s, &x) && x > 0) out.push_back(x);
+  }
+  return out;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+bool WriteAll(int fd, const void* p, size_t n) {
+  const char* c = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = write(fd, c, n);
+    if (w <= 0) return false;
+    c += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+bool ReadAll(int fd, void* p, size_t n) {
+  char* c = static_cast<char*>(p);
+  while (n > 0) {
+    const ssize_t r = read(fd, c, n);
+    if (r <= 0) return false;
+    c += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// The decode side: exports a pool and waits for the parent to finish.
+int DecodeChild(const KvLayout& layout, int32_t blocks, int to_parent, int from_parent) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  CudaKvPool pool;
+  absl::Status s = pool.Init(layout, blocks);
+  auto transport = CreateKvTransport("auto");
+  absl::StatusOr<v1::KvPoolDescriptor> d = s.ok() && transport.ok()
+                                               ? (*transport)->ExportPool(pool, kDecode)
+                                               : absl::StatusOr<v1::KvPoolDescriptor>(s.ok() ? transport.status() : s);
+  if (!d.ok()) {
+    std::cerr << "decode child: " << d.status() << "\n";
+    const uint64_t zero = 0;
+    WriteAll(to_parent, &zero, sizeof(zero));
+    return 1;
+  }
+  const std::string bytes = d->SerializeAsString();
+  const uint64_t n = bytes.size();
+  if (!WriteAll(to_parent, &n, sizeof(n)) || !WriteAll(to_parent, bytes.data(), n)) return 2;
+  char done;
+  ReadAll(from_parent, &done, 1);
+  return 0;
+}
+
+absl::StatusOr<double> TimeTransfer(KvTransport& t, KvPoolView& src, const v1::KvPoolDescriptor& dest,
+                                    const std::vector<int32_t>& src_blocks, const std::vector<int32_t>& dst_blocks,
+                                    const std::string& id) {
+  const absl::Time start = absl::Now();
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransfer> x,
+                          t.StartTransfer(src, kPrefill, dest, {id, src_blocks, dst_blocks, absl::Now() + absl::Seconds(60)}));
+  for (int l = 0; l < src.layout().num_layers; ++l) TANDEM_RETURN_IF_ERROR(x->SendLayer(l));
+  TANDEM_RETURN_IF_ERROR(x->Finish());
+  return absl::ToDoubleSeconds(absl::Now() - start);
+}
+
+// Device-to-device copy bandwidth of `bytes` (median of repeats), bytes/s.
+absl::StatusOr<double> DeviceCopyBandwidth(size_t bytes, int repeats) {
+  DeviceBuffer a, b;
+  TANDEM_RETURN_IF_ERROR(a.Allocate(bytes));
+  TANDEM_RETURN_IF_ERROR(b.Allocate(bytes));
+  cudaEvent_t e0, e1;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&e0));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&e1));
+  std::vector<double> bw;
+  for (int r = 0; r <= repeats; ++r) {
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(e0));
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpy(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice));
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(e1));
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(e1));
+    float ms = 0;
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, e0, e1));
+    if (r > 0 && ms > 0) bw.push_back(static_cast<double>(bytes) / (ms / 1e3));
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return Median(bw);
+}
+
+absl::Status Bandwidth(const KvLayout& layout, const v1::KvPoolDescriptor& dest, nlohmann::json& out) {
+  const std::vector<int> lengths = Ints(absl::GetFlag(FLAGS_lengths));
+  const int repeats = absl::GetFlag(FLAGS_repeats);
+  int32_t max_blocks = 1;
+  for (int len : lengths) max_blocks = std::max(max_blocks, (len + kBlockSize - 1) / kBlockSize);
+  CudaKvPool src;
+  TANDEM_RETURN_IF_ERROR(src.Init(layout, 2 * max_blocks));
+  std::map<int, double> d2d_of_length;  // the baseline, measured once per size
+  for (int len : lengths) {
+    const double bytes = 2.0 * ((len + kBlockSize - 1) / kBlockSize) * layout.block_bytes() * layout.num_layers;
+    TANDEM_ASSIGN_OR_RETURN(d2d_of_length[len], DeviceCopyBandwidth(static_cast<size_t>(bytes), repeats));
+  }
+  for (const std::string& name : absl::GetFlag(FLAGS_transports)) {
+    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransport> t, CreateKvTransport(name));
+    for (int len : lengths) {
+      const int32_t n = (len + kBlockSize - 1) / kBlockSize;
+      const double bytes = 2.0 * n * layout.block_bytes() * layout.num_layers;
+      for (const char* pattern : {"consecutive", "scattered"}) {
+        std::vector<int32_t> s, d;
+        for (int32_t i = 0; i < n; ++i) {
+          const bool scattered = pattern[0] == 's';
+          s.push_back(scattered ? 2 * i : i);
+          d.push_back(scattered ? (dest.num_blocks() - 1 - 2 * i) % dest.num_blocks() : i);
+        }
+        std::vector<double> secs;
+        for (int r = 0; r <= repeats; ++r) {
+          TANDEM_ASSIGN_OR_RETURN(double sec, TimeTransfer(*t, src, dest, s, d, absl::StrCat(name, "-", len, "-", r)));
+          if (r > 0) secs.push_back(sec);
+        }
+        const double sec = Median(secs);
+        const double d2d = d2d_of_length[len];
+        nlohmann::json row = {{"transport", name}, {"tokens", len},      {"pattern", pattern},
+                              {"kv_bytes", bytes}, {"seconds", sec},     {"bytes_per_second", bytes / sec},
+                              {"d2d_memcpy_bytes_per_second", d2d},      {"fraction_of_d2d", bytes / sec / d2d}};
+        printf("%-11s %6d tokens %-11s %8.1f MiB %8.3f ms %7.1f GB/s  (d2d memcpy %7.1f GB/s, %5.1f%%)\n",
+               name.c_str(), len, pattern, bytes / (1 << 20), sec * 1e3, bytes / sec / 1e9, d2d / 1e9,
+               100 * bytes / sec / d2d);
+        fflush(stdout);
+        out["bandwidth"].push_back(row);
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// One prompt through the engine; with `t`, its KV shipped to `dest` as the
+// prefill loop does. Seconds from the step's start until Finish returned.
+absl::StatusOr<double> TimePrefill(Engine& engine, int len, KvTransport* t, const v1::KvPoolDescriptor& dest,
+                                   uint64_t salt, int64_t* kv_bytes) {
+  std::mt19937 rng(static_cast<uint32_t>(len * 7919 + salt));
+  Sequence seq;
+  seq.id = static_cast<SeqId>(1000 + salt);
+  for (int i = 0; i < len; ++i) seq.tokens.push_back(static_cast<int32_t>(rng() % 1000) + 10);
+  seq.prompt_len = len;
+  seq.sampling.temperature = 0;
+  std::unique_ptr<KvTransfer> transfer;
+  absl::Status hook;
+  auto on_layer = [&](int layer) {
+    if (t == nullptr || !hook.ok()) return;
+    if (layer == 0) {
+      absl::StatusOr<std::vector<int32_t>> src = engine.kv_cache().BlockTable(seq.id);
+      if (!src.ok()) {
+        hook = src.status();
+        return;
+      }
+      std::vector<int32_t> dst(src->size());
+      for (size_t i = 0; i < dst.size(); ++i) dst[i] = static_cast<int32_t>(i);
+      auto x = t->StartTransfer(engine.backend().kv_pool(), kPrefill, dest,
+                                {absl::StrCat("ttft-", len, "-", salt), *src, dst, absl::Now() + absl::Seconds(60)});
+      if (!x.ok()) {
+        hook = x.status();
+        return;
+      }
+      transfer = std::move(*x);
+    }
+    hook = transfer->SendLayer(layer);
+  };
+  Sequence* batch[] = {&seq};
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::vector<SampleResult>> r = engine.Step(batch, on_layer);
+  absl::Status s = r.status();
+  if (s.ok()) s = hook;
+  if (s.ok() && transfer != nullptr) s = transfer->Finish();
+  const double sec = absl::ToDoubleSeconds(absl::Now() - start);
+  if (transfer != nullptr) *kv_bytes = transfer->bytes_sent();
+  transfer.reset();
+  engine.Release(seq);
+  TANDEM_RETURN_IF_ERROR(s);
+  return sec;
+}
+
+absl::Status Ttft(const LoadedModel& model, const v1::KvPoolDescriptor& dest, nlohmann::json& out) {
+  const std::vector<int> lengths = Ints(absl::GetFlag(FLAGS_ttft_lengths));
+  if (lengths.empty()) return absl::OkStatus();
+  BackendOptions o;
+  o.device = BackendOptions::Device::kCuda;
+  o.block_size = kBlockSize;
+  o.num_kv_blocks = 0;
+  o.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> backend, CreateBackend(model, o));
+  Engine engine(std::move(backend));
+  std::vector<std::unique_ptr<KvTransport>> transports;
+  std::vector<std::string> names = {"none"};
+  transports.push_back(nullptr);
+  for (const std::string& name : absl::GetFlag(FLAGS_transports)) {
+    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransport> t, CreateKvTransport(name));
+    transports.push_back(std::move(t));
+    names.push_back(name);
+  }
+  const int repeats = absl::GetFlag(FLAGS_repeats);
+  for (int len : lengths) {
+    if ((len + kBlockSize - 1) / kBlockSize > dest.num_blocks()) continue;
+    double alone = 0;
+    for (size_t k = 0; k < transports.size(); ++k) {
+      std::vector<double> secs;
+      int64_t kv_bytes = 0;
+      for (int r = 0; r <= repeats; ++r) {
+        TANDEM_ASSIGN_OR_RETURN(double sec, TimePrefill(engine, len, transports[k].get(), dest, r, &kv_bytes));
+        if (r > 0) secs.push_back(sec);
+      }
+      const double sec = Median(secs);
+      if (k == 0) alone = sec;
+      nlohmann::json row = {{"transport", names[k]},   {"tokens", len},
+                            {"seconds", sec},          {"prefill_alone_seconds", alone},
+                            {"overhead_seconds", sec - alone}, {"kv_bytes", kv_bytes}};
+      printf("TTFT %-11s %6d tokens %9.2f ms (prefill alone %9.2f ms, +%6.2f ms, %.1f MiB KV)\n", names[k].c_str(),
+             len, sec * 1e3, alone * 1e3, (sec - alone) * 1e3, static_cast<double>(kv_bytes) / (1 << 20));
+      fflush(stdout);
+      out["ttft"].push_back(row);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Run() {
+  TANDEM_ASSIGN_OR_RETURN(LoadedModel model, LoadModel({absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_dummy_weights), 0}));
+  const KvLayout layout = KvLayoutFor(model.config, kBlockSize, DType::kBF16);
+  int32_t blocks = 1;
+  for (int len : Ints(absl::GetFlag(FLAGS_lengths))) blocks = std::max(blocks, 2 * ((len + kBlockSize - 1) / kBlockSize));
+  for (int len : Ints(absl::GetFlag(FLAGS_ttft_lengths))) blocks = std::max(blocks, (len + kBlockSize - 1) / kBlockSize);
+
+  int to_parent[2], to_child[2];
+  if (pipe(to_parent) != 0 || pipe(to_child) != 0) return absl::InternalError("pipe");
+  const pid_t child = fork();
+  if (child < 0) return absl::InternalError("fork");
+  if (child == 0) _exit(DecodeChild(layout, blocks, to_parent[1], to_child[0]));
+  close(to_parent[1]);
+  close(to_child[0]);
+  auto stop_child = [&] {
+    WriteAll(to_child[1], "x", 1);
+    close(to_child[1]);
+    int status = 0;
+    waitpid(child, &status, 0);
+  };
+  uint64_t n = 0;
+  std::string bytes;
+  v1::KvPoolDescriptor dest;
+  if (!ReadAll(to_parent[0], &n, sizeof(n)) || n == 0 || n > (1u << 24) ||
+      !ReadAll(to_parent[0], (bytes.resize(n), bytes.data()), n) || !dest.ParseFromString(bytes)) {
+    stop_child();
+    return absl::UnavailableError("the decode child did not export its pool (see its error above)");
+  }
+  nlohmann::json out = {{"model", model.name},
+                        {"layout", layout.DebugString()},
+                        {"decode_pool_transport", dest.transport()},
+                        {"bandwidth", nlohmann::json::array()},
+                        {"ttft", nlohmann::json::array()}};
+  absl::Status s = Bandwidth(layout, dest, out);
+  if (s.ok()) s = Ttft(model, dest, out);
+  stop_child();
+  std::ofstream(absl::GetFlag(FLAGS_out)) << out.dump(2) << "\n";
+  return s;
+}
+
+}  // namespace
+}  // namespace tandem
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  absl::Status s = tandem::Run();
+  if (!s.ok()) {
+    std::cerr << "tandem-transfer-bench: " << s << "\n";
+    return 1;
+  }
+  return 0;
+}
