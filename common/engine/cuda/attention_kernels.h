@@ -22,11 +22,15 @@ struct KvCacheRef {
 };
 
 // --- Decode: flash-decoding ---
-// Each (row, kv head, context split of kDecodePartition positions) is one
+// Each (row, kv head, context split of `partition` positions) is one
 // thread block that reads its K/V slice once for all the query heads of
 // its group, keeping an unnormalized partial output with its running max
-// and sum; DecodeAttentionCombine merges a row's splits.
-inline constexpr int kDecodePartition = 256;
+// and sum; DecodeAttentionCombine merges a row's splits. Big batches fill
+// the GPU with the widest partition; small ones split finer
+// (DecodeSplitFor in forward_plan.h) so that even one sequence keeps
+// every SM busy.
+inline constexpr int kDecodeMaxPartition = 256;
+inline constexpr int kDecodeMinPartition = 32;
 
 struct DecodeAttentionArgs {
   const float* qkv;
@@ -36,6 +40,7 @@ struct DecodeAttentionArgs {
   const int32_t* tables;        // [num_rows][table_stride] block ids
   int64_t table_stride;
   int64_t num_rows;
+  int32_t partition;            // positions per split: a power of two in [kDecodeMinPartition, kDecodeMaxPartition]
   int64_t max_splits;           // grid size; splits past a row's context exit at once
   float* partial_out;           // [num_rows][num_heads][max_splits][head_dim]
   float* partial_max;           // [num_rows][num_heads][max_splits]
@@ -43,10 +48,12 @@ struct DecodeAttentionArgs {
   __nv_bfloat16* out;
 };
 // True when the decode kernel handles this shape (head_dim 64 or 128,
-// at most 8 query heads per kv head); otherwise use ReferenceAttention.
+// at most 16 query heads per kv head); otherwise use ReferenceAttention.
 bool DecodeAttentionSupported(int64_t head_dim, int64_t group);
 void DecodeAttention(const KvCacheRef& kv, const DecodeAttentionArgs& a, cudaStream_t stream);
-inline int64_t DecodeSplits(int64_t context) { return (context + kDecodePartition - 1) / kDecodePartition; }
+inline int64_t DecodeSplits(int64_t context, int64_t partition = kDecodeMaxPartition) {
+  return (context + partition - 1) / partition;
+}
 
 // --- Prefill: FlashAttention-style tiles on the tensor cores ---
 // A tile is up to 64 consecutive new tokens of one sequence; each (tile,

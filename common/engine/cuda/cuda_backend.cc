@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -79,6 +80,9 @@ struct Scratch {
   }
 };
 
+static_assert(kPlanDecodeMaxPartition == cuda::kDecodeMaxPartition &&
+              kPlanDecodeMinPartition == cuda::kDecodeMinPartition && kPlanPrefillTile == cuda::kPrefillTile);
+
 class CudaGraphExec {
  public:
   CudaGraphExec() = default;
@@ -126,7 +130,7 @@ class CudaBackend final : public ModelBackend {
   // Enqueues the whole forward pass of `plan` (its meta already in
   // s.meta) up to rounded logits in s.logits. No host synchronization
   // unless `on_layer_done` is set, so it can be captured in a graph.
-  absl::Status EnqueueForward(const ForwardPlan& plan, Scratch& s, int64_t max_splits,
+  absl::Status EnqueueForward(const ForwardPlan& plan, Scratch& s, const DecodeSplit& split,
                               const std::function<void(int)>& on_layer_done);
   absl::Status Upload(const std::vector<int32_t>& meta, size_t count, DeviceBuffer& dst);
   // Pure decode steps of up to kMaxGraphBatch sequences: padded to a
@@ -135,6 +139,10 @@ class CudaBackend final : public ModelBackend {
   // holding the logits.
   absl::Status RunDecode(const ForwardBatch& batch, ForwardPlan* plan, Scratch** used);
   absl::Status Sample(const ForwardBatch& batch, const float* logits, ForwardOutput* out);
+  // How the decode rows of a batch of `rows` rows split their contexts.
+  DecodeSplit SplitFor(int64_t rows, int64_t longest) const {
+    return DecodeSplitFor(rows, config_.num_key_value_heads, longest, num_sms_, kMaxGraphBatch * graph_max_splits_);
+  }
   PlanLimits Limits() const {
     return {kv_.layout().block_size, kv_.num_blocks(), kv_.trash_block(), config_.vocab_size, options_.max_context};
   }
@@ -147,8 +155,8 @@ class CudaBackend final : public ModelBackend {
   CudaWeights w_;
   CudaKvPool kv_;
   Scratch eager_, graph_;
-  int64_t graph_table_stride_ = 0, graph_max_splits_ = 0;
-  std::map<std::pair<int64_t, int64_t>, CudaGraphExec> graphs_;  // (batch, splits)
+  int64_t graph_table_stride_ = 0, graph_max_splits_ = 0, num_sms_ = 0;
+  std::map<std::tuple<int64_t, int64_t, int64_t>, CudaGraphExec> graphs_;  // (batch, partition, splits)
   PinnedBuffer pinned_meta_, pinned_sample_, pinned_results_;
   KernelProfiler profiler_;
   DeviceBuffer sample_params_, sample_results_, sample_work_;
@@ -158,6 +166,9 @@ absl::Status CudaBackend::Init(const ModelConfig& config, const WeightStore& wei
   config_ = config;
   options_ = o;
   TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(o.device));
+  int sms = 0;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, o.device));
+  num_sms_ = sms;
   TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   TANDEM_CUBLAS_RETURN_IF_ERROR(cublasCreate(&cublas_));
   TANDEM_CUBLAS_RETURN_IF_ERROR(cublasSetStream(cublas_, stream_));
@@ -223,7 +234,7 @@ absl::Status CudaBackend::Upload(const std::vector<int32_t>& meta, size_t count,
                     "upload forward meta");
 }
 
-absl::Status CudaBackend::EnqueueForward(const ForwardPlan& plan, Scratch& s, int64_t max_splits,
+absl::Status CudaBackend::EnqueueForward(const ForwardPlan& plan, Scratch& s, const DecodeSplit& split,
                                          const std::function<void(int)>& on_layer_done) {
   const ModelConfig& c = config_;
   const int64_t hidden = c.hidden_size, inter = c.intermediate_size, vocab = c.vocab_size;
@@ -258,7 +269,8 @@ absl::Status CudaBackend::EnqueueForward(const ForwardPlan& plan, Scratch& s, in
     if (fast_decode && fast_prefill) {
       cuda::DecodeAttention(kv,
                             {s.qkv.as<float>(), qkv, d + plan.at.decode_rows, d + plan.at.decode_ctx,
-                             d + plan.at.decode_tables, plan.decode_table_stride, plan.num_decode_rows, max_splits,
+                             d + plan.at.decode_tables, plan.decode_table_stride, plan.num_decode_rows,
+                             static_cast<int32_t>(split.partition), split.splits,
                              s.partial_out.as<float>(), s.partial_max.as<float>(), s.partial_sum.as<float>(), attn},
                             stream_);
       profiler_.Mark(stream_, "attention prefill");
@@ -277,10 +289,16 @@ absl::Status CudaBackend::EnqueueForward(const ForwardPlan& plan, Scratch& s, in
     TANDEM_RETURN_IF_ERROR(Gemm(attn, rows, qs, lw.wo, hidden, delta, CUDA_R_16BF));
     profiler_.Mark(stream_, "add+norm");
     cuda::AddRmsNorm(x, delta, lw.ffn_norm.as<__nv_bfloat16>(), rows, hidden, eps, normed, stream_);
-    profiler_.Mark(stream_, "gemm gate_up");
-    TANDEM_RETURN_IF_ERROR(Gemm(normed, rows, hidden, lw.w_gate_up, 2 * inter, s.gate_up.get(), CUDA_R_16BF));
-    profiler_.Mark(stream_, "silu*up");
-    cuda::SiluMul(s.gate_up.as<__nv_bfloat16>(), rows, inter, s.act.as<__nv_bfloat16>(), stream_);
+    if (rows <= cuda::kSmallGemmMaxRows) {
+      profiler_.Mark(stream_, "gemm gate_up+silu");
+      cuda::SmallGemmSiluMul(normed, rows, hidden, lw.w_gate_up.as<__nv_bfloat16>(), inter,
+                             s.act.as<__nv_bfloat16>(), stream_);
+    } else {
+      profiler_.Mark(stream_, "gemm gate_up");
+      TANDEM_RETURN_IF_ERROR(Gemm(normed, rows, hidden, lw.w_gate_up, 2 * inter, s.gate_up.get(), CUDA_R_16BF));
+      profiler_.Mark(stream_, "silu*up");
+      cuda::SiluMul(s.gate_up.as<__nv_bfloat16>(), rows, inter, s.act.as<__nv_bfloat16>(), stream_);
+    }
     profiler_.Mark(stream_, "gemm down");
     TANDEM_RETURN_IF_ERROR(Gemm(s.act.as<__nv_bfloat16>(), rows, inter, lw.w_down, hidden, delta, CUDA_R_16BF));
     profiler_.Mark(stream_, "add+norm");
@@ -311,25 +329,31 @@ absl::Status CudaBackend::RunDecode(const ForwardBatch& batch, ForwardPlan* plan
   const int64_t n = static_cast<int64_t>(batch.seqs.size());
   const int64_t bucket = *std::lower_bound(std::begin(kGraphBatches), std::end(kGraphBatches), n);
   TANDEM_ASSIGN_OR_RETURN(*plan, PlanForward(batch, Limits(), bucket, graph_table_stride_));
-  const int64_t splits = std::min(graph_max_splits_, NextPow2(plan->decode_splits));
+  // Padded to a power of two so that few graphs cover all contexts.
+  DecodeSplit split = SplitFor(bucket, plan->longest_decode);
+  split.splits = NextPow2(split.splits);
+  if (bucket * split.splits > kMaxGraphBatch * graph_max_splits_) {
+    return absl::InternalError("decode splits exceed the graph scratch");
+  }
   if (!options_.cuda_graphs) {
     // The same padded shapes as a replay, launched kernel by kernel: the
     // two paths give identical results.
     *used = &eager_;
-    TANDEM_RETURN_IF_ERROR(eager_.Reserve(config_, plan->rows, plan->num_logit_rows, plan->num_decode_rows, splits,
-                                          plan->meta.size() * 4));
+    TANDEM_RETURN_IF_ERROR(eager_.Reserve(config_, plan->rows, plan->num_logit_rows, plan->num_decode_rows,
+                                          split.splits, plan->meta.size() * 4));
     TANDEM_RETURN_IF_ERROR(Upload(plan->meta, plan->meta.size(), eager_.meta));
-    return EnqueueForward(*plan, eager_, splits, nullptr);
+    return EnqueueForward(*plan, eager_, split, nullptr);
   }
   *used = &graph_;
   // Only the arrays the graph reads; their offsets depend on `bucket` alone.
   TANDEM_RETURN_IF_ERROR(Upload(plan->meta, static_cast<size_t>(plan->at.row_seq), graph_.meta));
-  auto it = graphs_.find({bucket, splits});
+  const auto key = std::make_tuple(bucket, split.partition, split.splits);
+  auto it = graphs_.find(key);
   if (it == graphs_.end()) {
     cudaGraph_t graph = nullptr;
     TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     profiler_.set_capturing(true);
-    absl::Status st = EnqueueForward(*plan, graph_, splits, nullptr);
+    absl::Status st = EnqueueForward(*plan, graph_, split, nullptr);
     profiler_.set_capturing(false);
     const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
     TANDEM_RETURN_IF_ERROR(st);
@@ -338,8 +362,9 @@ absl::Status CudaBackend::RunDecode(const ForwardBatch& batch, ForwardPlan* plan
     const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
     cudaGraphDestroy(graph);
     TANDEM_CUDA_RETURN_IF_ERROR(inst);
-    it = graphs_.emplace(std::make_pair(bucket, splits), CudaGraphExec(exec)).first;
-    TANDEM_LOG(INFO) << "captured decode CUDA graph: batch " << bucket << ", " << splits << " context splits";
+    it = graphs_.emplace(key, CudaGraphExec(exec)).first;
+    TANDEM_LOG(INFO) << "captured decode CUDA graph: batch " << bucket << ", " << split.splits << " context splits of "
+                     << split.partition;
   }
   return CudaStatus(cudaGraphLaunch(it->second.get(), stream_), "cudaGraphLaunch");
 }
@@ -427,10 +452,11 @@ absl::Status CudaBackend::Forward(const ForwardBatch& batch, ForwardOutput* out)
     TANDEM_RETURN_IF_ERROR(RunDecode(batch, &plan, &s));
   } else {
     TANDEM_ASSIGN_OR_RETURN(plan, PlanForward(batch, Limits()));
-    TANDEM_RETURN_IF_ERROR(eager_.Reserve(config_, plan.rows, plan.num_logit_rows, plan.num_decode_rows,
-                                          plan.decode_splits, plan.meta.size() * 4));
+    const DecodeSplit split = SplitFor(plan.num_decode_rows, plan.longest_decode);
+    TANDEM_RETURN_IF_ERROR(eager_.Reserve(config_, plan.rows, plan.num_logit_rows, plan.num_decode_rows, split.splits,
+                                          plan.meta.size() * 4));
     TANDEM_RETURN_IF_ERROR(Upload(plan.meta, plan.meta.size(), eager_.meta));
-    TANDEM_RETURN_IF_ERROR(EnqueueForward(plan, eager_, plan.decode_splits, batch.on_layer_done));
+    TANDEM_RETURN_IF_ERROR(EnqueueForward(plan, eager_, split, batch.on_layer_done));
   }
   out->row_offset = plan.row_offset;
   out->vocab_size = config_.vocab_size;
@@ -452,6 +478,11 @@ absl::StatusOr<std::unique_ptr<ModelBackend>> CreateCudaBackend(const ModelConfi
                                                                 const CudaBackendOptions& options) {
   if (config.head_dim % 2 != 0 || config.head_dim > 256) {
     return absl::InvalidArgumentError(absl::StrCat("head_dim ", config.head_dim, " is not supported (even, <= 256)"));
+  }
+  if (config.hidden_size % 8 != 0 || config.intermediate_size % 8 != 0 || !cuda::NormSupported(config.hidden_size)) {
+    return absl::InvalidArgumentError(absl::StrCat("hidden_size ", config.hidden_size, " and intermediate_size ",
+                                                   config.intermediate_size,
+                                                   " must be multiples of 8 (hidden_size at most 16384)"));
   }
   if (options.max_context <= 0 || options.block_size <= 0) {
     return absl::InvalidArgumentError("max_context and block_size must be positive");

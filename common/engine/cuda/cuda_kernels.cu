@@ -2,113 +2,158 @@
 
 #include <algorithm>
 
+#include "common/engine/cuda/device_helpers.cuh"
+#include "common/engine/cuda/launch.cuh"
+
 namespace tandem::cuda {
 namespace {
 
-__device__ inline float BlockSum(float v, float* scratch) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  const int warps = (blockDim.x + 31) >> 5;
-  v = threadIdx.x < warps ? scratch[threadIdx.x] : 0.0f;
-  if (warp == 0) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    if (lane == 0) scratch[0] = v;
-  }
-  __syncthreads();
-  const float r = scratch[0];
-  __syncthreads();
-  return r;
-}
-
-__device__ inline float RoundBf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
-
 __global__ void EmbeddingGatherKernel(const int32_t* tokens, const __nv_bfloat16* embed, int64_t hidden, float* x) {
+  WaitForPrecedingGrid();
+  AllowDependentLaunch();
   const int64_t t = blockIdx.x;
   const __nv_bfloat16* row = embed + static_cast<int64_t>(tokens[t]) * hidden;
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) x[t * hidden + i] = __bfloat162float(row[i]);
 }
 
-__device__ void NormRow(const float* xr, const __nv_bfloat16* w, int64_t dim, float eps, __nv_bfloat16* out,
-                        float* scratch) {
+// One block per row, each thread holding up to kNormChunks chunks of 4
+// values in registers, so the row is read once and written once (and, for
+// small batches, its loads all leave at the same time).
+constexpr int kNormChunks = 4;
+constexpr int kNormMaxThreads = 1024;
+
+__device__ inline float4 LoadBf16x4(const __nv_bfloat16* p) {
+  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
+  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+
+// kAdd: x[row] = bf16(x[row] + delta[row]) first (x is then the row read).
+// out[r] = bf16(w * bf16(x / rms)).
+template <bool kAdd>
+__global__ void __launch_bounds__(kNormMaxThreads) NormKernel(float* x, const int32_t* src_rows,
+                                                              const __nv_bfloat16* delta, const __nv_bfloat16* w,
+                                                              int64_t dim, float eps, __nv_bfloat16* out) {
+  WaitForPrecedingGrid();
+  AllowDependentLaunch();
+  __shared__ float scratch[32];
+  const int64_t r = blockIdx.x;
+  float* xr = x + (src_rows != nullptr ? src_rows[r] : r) * dim;
+  const int64_t chunks = dim / 4;
+  float4 v[kNormChunks];
   float ss = 0;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
-  const float inv = rsqrtf(BlockSum(ss, scratch) / dim + eps);
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-    out[i] = __float2bfloat16(__bfloat162float(w[i]) * RoundBf16(xr[i] * inv));
+#pragma unroll
+  for (int j = 0; j < kNormChunks; ++j) {
+    const int64_t c = threadIdx.x + static_cast<int64_t>(j) * blockDim.x;
+    if (c >= chunks) break;
+    v[j] = *reinterpret_cast<const float4*>(xr + 4 * c);
+    if constexpr (kAdd) {
+      const float4 d = LoadBf16x4(delta + r * dim + 4 * c);
+      v[j] = make_float4(RoundBf16(v[j].x + d.x), RoundBf16(v[j].y + d.y), RoundBf16(v[j].z + d.z),
+                         RoundBf16(v[j].w + d.w));
+      *reinterpret_cast<float4*>(xr + 4 * c) = v[j];
+    }
+    ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+  }
+  const float inv = rsqrtf(BlockSum(ss, scratch) / static_cast<float>(dim) + eps);
+#pragma unroll
+  for (int j = 0; j < kNormChunks; ++j) {
+    const int64_t c = threadIdx.x + static_cast<int64_t>(j) * blockDim.x;
+    if (c >= chunks) break;
+    const float4 g = LoadBf16x4(w + 4 * c);
+    __nv_bfloat162 lo = __floats2bfloat162_rn(g.x * RoundBf16(v[j].x * inv), g.y * RoundBf16(v[j].y * inv));
+    __nv_bfloat162 hi = __floats2bfloat162_rn(g.z * RoundBf16(v[j].z * inv), g.w * RoundBf16(v[j].w * inv));
+    uint2 packed;
+    packed.x = *reinterpret_cast<uint32_t*>(&lo);
+    packed.y = *reinterpret_cast<uint32_t*>(&hi);
+    *reinterpret_cast<uint2*>(out + r * dim + 4 * c) = packed;
   }
 }
 
-__global__ void RmsNormKernel(const float* x, const int32_t* src_rows, const __nv_bfloat16* w, int64_t dim, float eps,
-                              __nv_bfloat16* out) {
-  __shared__ float scratch[32];
-  const int64_t r = blockIdx.x;
-  NormRow(x + (src_rows ? src_rows[r] : r) * dim, w, dim, eps, out + r * dim, scratch);
+unsigned NormThreads(int64_t dim) {
+  const int64_t per_thread = (dim / 4 + kNormMaxThreads - 1) / kNormMaxThreads;  // <= kNormChunks
+  const int64_t threads = (dim / 4 + per_thread - 1) / per_thread;
+  return static_cast<unsigned>((threads + 31) / 32 * 32);
 }
 
-// Each thread adds its own elements before the norm reads them back, so
-// the block's only barrier is the one inside BlockSum.
-__global__ void AddRmsNormKernel(float* x, const __nv_bfloat16* delta, const __nv_bfloat16* w, int64_t dim, float eps,
-                                 __nv_bfloat16* out) {
-  __shared__ float scratch[32];
-  const int64_t r = blockIdx.x;
-  float* xr = x + r * dim;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-    xr[i] = RoundBf16(xr[i] + __bfloat162float(delta[r * dim + i]));
-  }
-  NormRow(xr, w, dim, eps, out + r * dim, scratch);
-}
-
+// Grid (row, pair group): each thread owns one (head, i) pair of dims i
+// and i + head_dim / 2 of one head of the row's q, k or v: bias and bf16
+// rounding for all three, RoPE for q and k, and the K/V cache write. No
+// thread reads what another writes, so there is no barrier.
 __global__ void RopeCacheKernel(RopeCacheArgs a) {
+  WaitForPrecedingGrid();
+  AllowDependentLaunch();
   const int64_t t = blockIdx.x;
+  const int64_t half = a.head_dim / 2;
+  const int64_t pairs = (a.num_heads + 2 * a.num_kv_heads) * half;
+  const int64_t p = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
+  if (p >= pairs) return;
+  const int64_t head = p / half, i = p % half;
   const int64_t q_size = a.num_heads * a.head_dim, kv_size = a.num_kv_heads * a.head_dim;
   float* row = a.qkv + t * (q_size + 2 * kv_size);
-  const int64_t half = a.head_dim / 2;
-  const float pos = static_cast<float>(a.positions[t]);
-  const int64_t total = q_size + 2 * kv_size;
+  const int64_t at = head * a.head_dim + i;  // q, k and v heads follow each other in the row
   // Projections come out of the matrix product rounded to bf16 (bias
   // added first), as a bf16 model's nn.Linear does.
-  for (int64_t i = threadIdx.x; i < total; i += blockDim.x) {
-    row[i] = RoundBf16(row[i] + (a.bias != nullptr ? __bfloat162float(a.bias[i]) : 0.0f));
+  float x1 = row[at], x2 = row[at + half];
+  if (a.bias != nullptr) {
+    x1 += __bfloat162float(a.bias[at]);
+    x2 += __bfloat162float(a.bias[at + half]);
   }
-  __syncthreads();
-  // RoPE on the (num_heads + num_kv_heads) heads of q and k, pair by pair.
-  const int64_t pairs = (a.num_heads + a.num_kv_heads) * half;
-  for (int64_t p = threadIdx.x; p < pairs; p += blockDim.x) {
-    const int64_t head = p / half, i = p % half;
-    float* h = row + head * a.head_dim;  // k heads follow q heads in the row
-    // Angles in fp32, cos/sin and the products rounded to bf16: the
-    // arithmetic of Hugging Face's apply_rotary_pos_emb in a bf16 model.
-    float s, c;
-    sincosf(pos * a.inv_freq[i], &s, &c);
-    s = RoundBf16(s);
-    c = RoundBf16(c);
-    const float x1 = h[i], x2 = h[i + half];
-    h[i] = RoundBf16(RoundBf16(x1 * c) - RoundBf16(x2 * s));
-    h[i + half] = RoundBf16(RoundBf16(x2 * c) + RoundBf16(x1 * s));
+  x1 = RoundBf16(x1);
+  x2 = RoundBf16(x2);
+  const int64_t pos = a.positions[t];
+  const int64_t slot = (static_cast<int64_t>(a.slot_block[t]) * a.block_size + pos % a.block_size) * kv_size;
+  if (head >= a.num_heads + a.num_kv_heads) {  // v: no rotation
+    const int64_t d = at - q_size - kv_size;
+    a.v_cache[slot + d] = __float2bfloat16(x1);
+    a.v_cache[slot + d + half] = __float2bfloat16(x2);
+    return;
   }
-  __syncthreads();
-  const int64_t block = a.slot_block[t];
-  const int64_t slot = a.positions[t] % a.block_size;
-  const int64_t base = (block * a.block_size + slot) * kv_size;
-  for (int64_t i = threadIdx.x; i < kv_size; i += blockDim.x) {
-    a.k_cache[base + i] = __float2bfloat16(row[q_size + i]);
-    a.v_cache[base + i] = __float2bfloat16(row[q_size + kv_size + i]);
+  // Angles in fp32, cos/sin and the products rounded to bf16: the
+  // arithmetic of Hugging Face's apply_rotary_pos_emb in a bf16 model.
+  float s, c;
+  sincosf(static_cast<float>(pos) * a.inv_freq[i], &s, &c);
+  s = RoundBf16(s);
+  c = RoundBf16(c);
+  const float y1 = RoundBf16(RoundBf16(x1 * c) - RoundBf16(x2 * s));
+  const float y2 = RoundBf16(RoundBf16(x2 * c) + RoundBf16(x1 * s));
+  row[at] = y1;
+  row[at + half] = y2;
+  if (head >= a.num_heads) {  // k
+    const int64_t d = at - q_size;
+    a.k_cache[slot + d] = __float2bfloat16(y1);
+    a.k_cache[slot + d + half] = __float2bfloat16(y2);
   }
 }
 
-__global__ void SiluMulKernel(const __nv_bfloat16* gate_up, int64_t inter, __nv_bfloat16* out) {
-  const int64_t r = blockIdx.x;
-  for (int64_t i = threadIdx.x; i < inter; i += blockDim.x) {
-    const float g = __bfloat162float(gate_up[r * 2 * inter + i]);
-    const float u = __bfloat162float(gate_up[r * 2 * inter + inter + i]);
-    out[r * inter + i] = __float2bfloat16(RoundBf16(g / (1.0f + __expf(-g))) * u);
+// 8 values per thread over all rows: out = bf16(bf16(silu(gate)) * up).
+__global__ void SiluMulKernel(const __nv_bfloat16* gate_up, int64_t rows, int64_t inter, __nv_bfloat16* out) {
+  WaitForPrecedingGrid();
+  AllowDependentLaunch();
+  const int64_t per_row = inter / 8, total = rows * per_row;
+  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < total;
+       u += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = u / per_row, c = (u % per_row) * 8;
+    const uint4 graw = *reinterpret_cast<const uint4*>(gate_up + r * 2 * inter + c);
+    const uint4 uraw = *reinterpret_cast<const uint4*>(gate_up + r * 2 * inter + inter + c);
+    const __nv_bfloat162* g2 = reinterpret_cast<const __nv_bfloat162*>(&graw);
+    const __nv_bfloat162* u2 = reinterpret_cast<const __nv_bfloat162*>(&uraw);
+    uint4 o;
+    __nv_bfloat162* o2 = reinterpret_cast<__nv_bfloat162*>(&o);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const float2 g = __bfloat1622float2(g2[k]), up = __bfloat1622float2(u2[k]);
+      o2[k] = __floats2bfloat162_rn(SiluRounded(g.x) * up.x, SiluRounded(g.y) * up.y);
+    }
+    *reinterpret_cast<uint4*>(out + r * inter + c) = o;
   }
 }
 
 // The residual stream of a bf16 model is bf16: the sum is rounded.
 __global__ void AddKernel(float* x, const __nv_bfloat16* d, int64_t n) {
+  WaitForPrecedingGrid();
+  AllowDependentLaunch();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     x[i] = RoundBf16(x[i] + __bfloat162float(d[i]));
@@ -116,6 +161,8 @@ __global__ void AddKernel(float* x, const __nv_bfloat16* d, int64_t n) {
 }
 
 __global__ void RoundKernel(float* x, int64_t n) {
+  WaitForPrecedingGrid();
+  AllowDependentLaunch();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     x[i] = RoundBf16(x[i]);
@@ -126,33 +173,48 @@ __global__ void RoundKernel(float* x, int64_t n) {
 
 void EmbeddingGather(const int32_t* tokens, const __nv_bfloat16* embed, int64_t rows, int64_t hidden, float* x,
                      cudaStream_t stream) {
-  if (rows > 0) EmbeddingGatherKernel<<<rows, 256, 0, stream>>>(tokens, embed, hidden, x);
+  if (rows > 0) LaunchPdl(EmbeddingGatherKernel, dim3(static_cast<unsigned>(rows)), dim3(256), 0, stream, tokens, embed, hidden, x);
 }
+
+bool NormSupported(int64_t dim) { return dim % 4 == 0 && dim <= int64_t{4} * kNormChunks * kNormMaxThreads; }
 
 void RmsNorm(const float* x, const int32_t* src_rows, const __nv_bfloat16* weight, int64_t rows, int64_t dim,
              float eps, __nv_bfloat16* out, cudaStream_t stream) {
-  if (rows > 0) RmsNormKernel<<<rows, 256, 0, stream>>>(x, src_rows, weight, dim, eps, out);
+  if (rows > 0) {
+    LaunchPdl(NormKernel<false>, dim3(static_cast<unsigned>(rows)), dim3(NormThreads(dim)), 0, stream,
+              const_cast<float*>(x), src_rows, static_cast<const __nv_bfloat16*>(nullptr), weight, dim, eps, out);
+  }
 }
 
 void RopeAndWriteCache(const RopeCacheArgs& a, cudaStream_t stream) {
-  if (a.rows > 0) RopeCacheKernel<<<a.rows, 256, 0, stream>>>(a);
+  const int64_t pairs = (a.num_heads + 2 * a.num_kv_heads) * (a.head_dim / 2);
+  const dim3 grid(static_cast<unsigned>(a.rows), static_cast<unsigned>((pairs + 127) / 128));
+  if (a.rows > 0) LaunchPdl(RopeCacheKernel, grid, dim3(128), 0, stream, a);
 }
 
 void AddRmsNorm(float* x, const __nv_bfloat16* delta, const __nv_bfloat16* weight, int64_t rows, int64_t dim,
                 float eps, __nv_bfloat16* out, cudaStream_t stream) {
-  if (rows > 0) AddRmsNormKernel<<<rows, 256, 0, stream>>>(x, delta, weight, dim, eps, out);
+  if (rows > 0) {
+    LaunchPdl(NormKernel<true>, dim3(static_cast<unsigned>(rows)), dim3(NormThreads(dim)), 0, stream, x,
+              static_cast<const int32_t*>(nullptr), delta, weight, dim, eps, out);
+  }
 }
 
 void SiluMul(const __nv_bfloat16* gate_up, int64_t rows, int64_t inter, __nv_bfloat16* out, cudaStream_t stream) {
-  if (rows > 0) SiluMulKernel<<<rows, 256, 0, stream>>>(gate_up, inter, out);
+  const int64_t units = rows * inter / 8;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((units + 255) / 256, 132 * 16));
+  if (units > 0) LaunchPdl(SiluMulKernel, dim3(blocks), dim3(256), 0, stream, gate_up, rows, inter, out);
 }
 
 void RoundToBf16(float* x, int64_t n, cudaStream_t stream) {
-  if (n > 0) RoundKernel<<<static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096)), 256, 0, stream>>>(x, n);
+  if (n > 0) LaunchPdl(RoundKernel, dim3(static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096))), dim3(256), 0, stream, x, n);
 }
 
 void AddInPlace(float* x, const __nv_bfloat16* delta, int64_t n, cudaStream_t stream) {
-  if (n > 0) AddKernel<<<static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096)), 256, 0, stream>>>(x, delta, n);
+  if (n > 0) {
+    LaunchPdl(AddKernel, dim3(static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096))), dim3(256), 0, stream,
+              x, delta, n);
+  }
 }
 
 }  // namespace tandem::cuda

@@ -15,6 +15,9 @@ namespace tandem::cuda {
 void EmbeddingGather(const int32_t* tokens, const __nv_bfloat16* embed, int64_t rows, int64_t hidden, float* x,
                      cudaStream_t stream);
 
+// The norm kernels keep a row in registers: dim % 4 == 0 and dim <= 16384.
+bool NormSupported(int64_t dim);
+
 // out[r] = bf16(weight * bf16(x[src_row[r]] / rms)), as Hugging Face's
 // LlamaRMSNorm rounds in a bf16 model. `src_rows` may be null (r -> r).
 void RmsNorm(const float* x, const int32_t* src_rows, const __nv_bfloat16* weight, int64_t rows, int64_t dim,
@@ -37,7 +40,8 @@ struct RopeCacheArgs {
 void RopeAndWriteCache(const RopeCacheArgs& a, cudaStream_t stream);
 
 // out[t][i] = bf16(silu(gate) * up) for a fused [rows][2 inter] bf16
-// gate/up projection (the product rounded as a bf16 model does).
+// gate/up projection (the product rounded as a bf16 model does);
+// inter % 8 == 0.
 void SiluMul(const __nv_bfloat16* gate_up, int64_t rows, int64_t inter, __nv_bfloat16* out, cudaStream_t stream);
 
 // The residual add fused with the next RMSNorm: x = bf16(x + delta) (the

@@ -1,182 +1,210 @@
 // Flash-decoding over the paged KV cache. Decode is memory-bound: the goal
-// is to read each K/V row of the context exactly once, 16 bytes per lane,
-// with enough blocks in flight to fill the GPU even at batch 1 (hence the
-// split over the context).
+// is to read each K/V row of the context exactly once (for all the query
+// heads of its group at once), in coalesced 16-byte copies, with enough
+// blocks to fill the GPU even at batch 1 (hence the split over the
+// context, finer for small batches); the arithmetic runs on the tensor
+// cores so that it never becomes the bottleneck.
 #include <cfloat>
 
 #include "common/engine/cuda/attention_kernels.h"
+#include "common/engine/cuda/launch.cuh"
+#include "common/engine/cuda/mma_helpers.cuh"
 
 namespace tandem::cuda {
 namespace {
 
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
-constexpr int kMaxGroup = 8;
+constexpr int kMaxGroup = 16;  // query heads per kv head: the rows of one MMA tile
 
-__device__ inline void LoadBf16x8(const __nv_bfloat16* p, float (&out)[8]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(h[i]);
-    out[2 * i] = f.x;
-    out[2 * i + 1] = f.y;
-  }
-}
+constexpr int kTile = 64;          // positions per block iteration: 16 per warp
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
 
-// Grid (kv head, row, split). A "group" of L = HD / 8 lanes covers one
-// position (8 dims per lane); a warp covers 32 / L positions per load
-// round and keeps kUnroll rounds of loads in flight. G is the largest
-// group size the instance handles (the real one may be smaller).
-constexpr int kUnroll = 4;
+// Shared memory of one block: the group's queries as 16 bf16 rows, one
+// K/V tile (rows padded by 16 bytes against ldmatrix bank conflicts), and
+// at the end the warps' partial outputs (over the K/V tile's space).
+template <int HD>
+struct DecodeSmem {
+  static constexpr int kPitch = HD + 8;
+  __nv_bfloat16 q[16][kPitch];
+  union {
+    struct {
+      __nv_bfloat16 k[kTile][kPitch];
+      __nv_bfloat16 v[kTile][kPitch];
+    } kv;
+    float out[kWarps][16][HD];
+  } u;
+  float m[kWarps][16], l[kWarps][16];
+  int64_t base[kDecodeMaxPartition];  // element offset of each position's K/V row
+};
 
-template <int HD, int G>
-__global__ void __launch_bounds__(kThreads) DecodeKernel(KvCacheRef kv, DecodeAttentionArgs a) {
-  constexpr int L = HD / 8;
-  constexpr int kPosPerWarp = 32 / L;
-  constexpr int kStride = kWarps * kPosPerWarp;  // positions per round, whole block
-  __shared__ float q_s[G][HD];
-  __shared__ float p_s[G][kDecodePartition];
-  __shared__ float reduce_s[kWarps][G][HD];
-  __shared__ float stat_s[G][2];
-  __shared__ int64_t base_s[kDecodePartition];  // element offset of each position's K/V row
+// Grid (kv head, row, split); a split is `partition` consecutive positions.
+// The kv head's query heads (its group, at most 16) are the 16 rows of an
+// m16n8k16 tensor-core tile, so K and V are read once for all of them:
+// S = Q K^T and O += P V run on the tensor cores, FlashAttention-style,
+// over K/V tiles of 64 positions staged in shared memory with cp.async;
+// each warp owns 16 positions of every tile and keeps its own online
+// softmax state, and the warps' states are merged at the end. The split's
+// unnormalized output, max and sum go to the partial buffers.
+template <int HD>
+__global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, DecodeAttentionArgs a) {
+  WaitForPrecedingGrid();
+  AllowDependentLaunch();
+  __shared__ __align__(128) DecodeSmem<HD> sm;
+  constexpr int P = DecodeSmem<HD>::kPitch;
+  constexpr int kChunks = HD / 8;  // 16-byte chunks per K/V row
 
   const int kvh = blockIdx.x;
   const int64_t i = blockIdx.y;
   const int split = blockIdx.z;
   const int group = static_cast<int>(kv.num_heads / kv.num_kv_heads);
   const int ctx = a.context_lens[i];
-  const int start = split * kDecodePartition;
+  const int start = split * a.partition;
   if (start >= ctx) return;
-  const int n = min(ctx, start + kDecodePartition) - start;
+  const int n = min(ctx, start + a.partition) - start;
   const int row = a.rows[i];
   const int32_t* table = a.tables + i * a.table_stride;
   const int64_t kv_row = kv.num_kv_heads * HD;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;  // mma fragment coordinates
 
-  for (int e = threadIdx.x; e < group * HD; e += kThreads) {
-    q_s[e / HD][e % HD] = a.qkv[row * a.qkv_stride + (kvh * group) * HD + e];
-  }
-  // Resolve the block table once: later loads have no dependent lookup.
   for (int j = threadIdx.x; j < n; j += kThreads) {
     const int p = start + j;
-    base_s[j] = (static_cast<int64_t>(table[p / kv.block_size]) * kv.block_size + p % kv.block_size) * kv_row +
-                kvh * HD;
+    sm.base[j] = (static_cast<int64_t>(table[p / kv.block_size]) * kv.block_size + p % kv.block_size) * kv_row +
+                 kvh * HD;
+  }
+  for (int e = threadIdx.x; e < 16 * HD; e += kThreads) {
+    const int r = e / HD, d = e % HD;
+    sm.q[r][d] = __float2bfloat16(r < group ? a.qkv[row * a.qkv_stride + (kvh * group + r) * HD + d] : 0.0f);
   }
   __syncthreads();
-
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int sub = lane / L;         // which position of the warp's round
-  const int dim0 = (lane % L) * 8;  // this lane's 8 dims
-  const float scale = rsqrtf(static_cast<float>(HD));
-
-  // Scores q.k for every query head of the group.
-  // The loop bound is uniform across the warp (shuffles need every lane).
-  for (int r0 = warp * kPosPerWarp; r0 < n; r0 += kStride * kUnroll) {
-    const int j0 = r0 + sub;
-    float k[kUnroll][8];
+  uint32_t qf[HD / 16][4];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int j = j0 + u * kStride;
-      if (j < n) LoadBf16x8(kv.k + base_s[j] + dim0, k[u]);
+  for (int ks = 0; ks < HD / 16; ++ks) LdMatrixX4(qf[ks], &sm.q[lane & 15][ks * 16 + (lane >> 4) * 8]);
+
+  const float scale_log2 = rsqrtf(static_cast<float>(HD)) * kLog2e;
+  float o[HD / 8][4];
+#pragma unroll
+  for (int j = 0; j < HD / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY};  // rows g and g + 8, log2 units
+  float l[2] = {0.0f, 0.0f};            // this thread's share of the row sums
+
+  const int num_tiles = (n + kTile - 1) / kTile;
+  for (int kt = 0; kt < num_tiles; ++kt) {
+    if (kt > 0) __syncthreads();  // every warp is done with the previous tile
+    for (int c = threadIdx.x; c < kTile * kChunks; c += kThreads) {
+      const int r = c / kChunks, d = (c % kChunks) * 8;
+      const int j = kt * kTile + r;
+      const bool valid = j < n;
+      const int64_t at = (valid ? sm.base[j] : 0) + d;
+      CpAsync16(&sm.u.kv.k[r][d], kv.k + at, valid);
+      CpAsync16(&sm.u.kv.v[r][d], kv.v + at, valid);
+    }
+    CpAsyncCommit();
+    CpAsyncWaitAll();
+    __syncthreads();
+    const int j0 = kt * kTile + warp * 16;  // this warp's first position in the split
+    if (j0 >= n) continue;                  // uniform across the warp
+
+    float s[2][4];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < HD; kk += 32) {
+        uint32_t b[4];
+        LdMatrixX4(b, &sm.u.kv.k[warp * 16 + nt * 8 + (lane & 7)][kk + (lane >> 3) * 8]);
+        Mma(s[nt], qf[kk / 16], b[0], b[1]);
+        Mma(s[nt], qf[kk / 16 + 1], b[2], b[3]);
+      }
+    }
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = j0 + nt * 8 + 2 * t + (e & 1);
+        const float v = j < n ? s[nt][e] * scale_log2 : -INFINITY;
+        s[nt][e] = v;
+        mx[e >> 1] = fmaxf(mx[e >> 1], v);
+      }
+    }
+    float alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 2));
+      const float m_new = fmaxf(m[r], mx[r]);
+      const float ref = m_new == -INFINITY ? 0.0f : m_new;  // exp2(-inf - 0) = 0, never NaN
+      alpha[r] = exp2f(m[r] - ref);
+      m[r] = m_new;
+      mx[r] = ref;
+    }
+    uint32_t pf[4];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      const float p0 = exp2f(s[nt][0] - mx[0]), p1 = exp2f(s[nt][1] - mx[0]);
+      const float p2 = exp2f(s[nt][2] - mx[1]), p3 = exp2f(s[nt][3] - mx[1]);
+      l[0] = (nt == 0 ? l[0] * alpha[0] : l[0]) + p0 + p1;
+      l[1] = (nt == 0 ? l[1] * alpha[1] : l[1]) + p2 + p3;
+      pf[nt * 2 + 0] = PackBf16(p0, p1);
+      pf[nt * 2 + 1] = PackBf16(p2, p3);
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int j = j0 + u * kStride;
-      float dot[G] = {};
-#pragma unroll
-      for (int g = 0; g < G; ++g) {
-#pragma unroll
-        for (int d = 0; d < 8; ++d) dot[g] += q_s[g][dim0 + d] * k[u][d];
-      }
-#pragma unroll
-      for (int g = 0; g < G; ++g) {
-#pragma unroll
-        for (int o = L / 2; o > 0; o >>= 1) dot[g] += __shfl_xor_sync(0xffffffff, dot[g], o);
-      }
-      if (j < n && lane % L == 0) {
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-          if (g < group) p_s[g][j] = dot[g] * scale;
-        }
-      }
+    for (int j = 0; j < HD / 8; ++j) {
+      o[j][0] *= alpha[0];
+      o[j][1] *= alpha[0];
+      o[j][2] *= alpha[1];
+      o[j][3] *= alpha[1];
     }
+#pragma unroll
+    for (int j = 0; j < HD / 8; j += 2) {
+      uint32_t b[4];
+      LdMatrixX4Trans(b, &sm.u.kv.v[warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][j * 8 + (lane >> 4) * 8]);
+      Mma(o[j], pf, b[0], b[1]);
+      Mma(o[j + 1], pf, b[2], b[3]);
+    }
+  }
+
+  // Merge the warps: their row states into shared memory (over the K/V
+  // tile), then each (head, dim) sums the rescaled outputs.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffff, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffff, l[r], 2);
   }
   __syncthreads();
-
-  // Softmax statistics of this split, per head: warp w takes heads w, w+4.
-  for (int g = warp; g < group; g += kWarps) {
-    float m = -FLT_MAX;
-    for (int j = lane; j < n; j += 32) m = fmaxf(m, p_s[g][j]);
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
-    float s = 0;
-    for (int j = lane; j < n; j += 32) {
-      const float e = __expf(p_s[g][j] - m);
-      p_s[g][j] = e;
-      s += e;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+#pragma unroll
+    for (int j = 0; j < HD / 8; ++j) {
+      sm.u.out[warp][g + 8 * r][j * 8 + 2 * t] = o[j][2 * r];
+      sm.u.out[warp][g + 8 * r][j * 8 + 2 * t + 1] = o[j][2 * r + 1];
     }
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffff, s, o);
-    if (lane == 0) {
-      stat_s[g][0] = m;
-      stat_s[g][1] = s;
-    }
-  }
-  __syncthreads();
-
-  // P.V: same lane layout as the scores, 8 dims per lane per head.
-  float acc[G][8] = {};
-  // The loop bound is uniform across the warp (shuffles need every lane).
-  for (int r0 = warp * kPosPerWarp; r0 < n; r0 += kStride * kUnroll) {
-    const int j0 = r0 + sub;
-    float v[kUnroll][8];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int j = j0 + u * kStride;
-      if (j < n) {
-        LoadBf16x8(kv.v + base_s[j] + dim0, v[u]);
-      } else {
-#pragma unroll
-        for (int d = 0; d < 8; ++d) v[u][d] = 0.0f;
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int j = j0 + u * kStride;
-#pragma unroll
-      for (int g = 0; g < G; ++g) {
-        const float w = j < n ? p_s[g][j] : 0.0f;
-#pragma unroll
-        for (int d = 0; d < 8; ++d) acc[g][d] += w * v[u][d];
-      }
-    }
-  }
-  // Sum over the warp's position slots (lanes with equal dims), then warps.
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-#pragma unroll
-    for (int d = 0; d < 8; ++d) {
-#pragma unroll
-      for (int o = L; o < 32; o <<= 1) acc[g][d] += __shfl_xor_sync(0xffffffff, acc[g][d], o);
-    }
-  }
-  if (sub == 0) {
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-#pragma unroll
-      for (int d = 0; d < 8; ++d) reduce_s[warp][g][dim0 + d] = acc[g][d];
+    if (t == 0) {
+      sm.m[warp][g + 8 * r] = m[r];
+      sm.l[warp][g + 8 * r] = l[r];
     }
   }
   __syncthreads();
   for (int e = threadIdx.x; e < group * HD; e += kThreads) {
-    const int g = e / HD, d = e % HD;
-    float s = 0;
+    const int h = e / HD, d = e % HD;
+    float mm = -INFINITY;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) s += reduce_s[w][g][d];
-    const int64_t h = kvh * group + g;
-    const int64_t slot = (i * kv.num_heads + h) * a.max_splits + split;
-    a.partial_out[slot * HD + d] = s;
+    for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, sm.m[w][h]);
+    float out = 0, sum = 0;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = sm.m[w][h] == -INFINITY ? 0.0f : exp2f(sm.m[w][h] - mm);
+      out += sm.u.out[w][h][d] * f;
+      sum += sm.l[w][h] * f;
+    }
+    const int64_t slot = (i * kv.num_heads + kvh * group + h) * a.max_splits + split;
+    a.partial_out[slot * HD + d] = out;
     if (d == 0) {
-      a.partial_max[slot] = stat_s[g][0];
-      a.partial_sum[slot] = stat_s[g][1];
+      a.partial_max[slot] = mm * kLn2;  // the combine works in natural-log units
+      a.partial_sum[slot] = sum;
     }
   }
 }
@@ -184,8 +212,10 @@ __global__ void __launch_bounds__(kThreads) DecodeKernel(KvCacheRef kv, DecodeAt
 // Grid (row, query head), head_dim threads: rescales each split's partial
 // output to the row's global max and normalizes.
 __global__ void CombineKernel(DecodeAttentionArgs a, int64_t num_heads, int64_t head_dim) {
+  WaitForPrecedingGrid();
+  AllowDependentLaunch();
   const int64_t i = blockIdx.x, h = blockIdx.y;
-  const int splits = (a.context_lens[i] + kDecodePartition - 1) / kDecodePartition;
+  const int splits = (a.context_lens[i] + a.partition - 1) / a.partition;
   const int64_t base = (i * num_heads + h) * a.max_splits;
   float m = -FLT_MAX;
   for (int s = 0; s < splits; ++s) m = fmaxf(m, a.partial_max[base + s]);
@@ -210,22 +240,13 @@ void DecodeAttention(const KvCacheRef& kv, const DecodeAttentionArgs& a, cudaStr
   if (a.num_rows == 0) return;
   const dim3 grid(static_cast<unsigned>(kv.num_kv_heads), static_cast<unsigned>(a.num_rows),
                   static_cast<unsigned>(a.max_splits));
-  const int64_t group = kv.num_heads / kv.num_kv_heads;
-#define TANDEM_DECODE_LAUNCH(HD, G) DecodeKernel<HD, G><<<grid, kThreads, 0, stream>>>(kv, a)
   if (kv.head_dim == 64) {
-    if (group == 1) TANDEM_DECODE_LAUNCH(64, 1);
-    else if (group == 2) TANDEM_DECODE_LAUNCH(64, 2);
-    else if (group <= 4) TANDEM_DECODE_LAUNCH(64, 4);
-    else TANDEM_DECODE_LAUNCH(64, 8);
+    LaunchPdl(DecodeKernel<64>, grid, dim3(kThreads), 0, stream, kv, a);
   } else {
-    if (group == 1) TANDEM_DECODE_LAUNCH(128, 1);
-    else if (group == 2) TANDEM_DECODE_LAUNCH(128, 2);
-    else if (group <= 4) TANDEM_DECODE_LAUNCH(128, 4);
-    else TANDEM_DECODE_LAUNCH(128, 8);
+    LaunchPdl(DecodeKernel<128>, grid, dim3(kThreads), 0, stream, kv, a);
   }
-#undef TANDEM_DECODE_LAUNCH
   const dim3 cgrid(static_cast<unsigned>(a.num_rows), static_cast<unsigned>(kv.num_heads));
-  CombineKernel<<<cgrid, static_cast<unsigned>(kv.head_dim), 0, stream>>>(a, kv.num_heads, kv.head_dim);
+  LaunchPdl(CombineKernel, cgrid, dim3(static_cast<unsigned>(kv.head_dim)), 0, stream, a, kv.num_heads, kv.head_dim);
 }
 
 }  // namespace tandem::cuda

@@ -33,6 +33,19 @@ absl::Status CheckSequence(const SequenceChunk& c, size_t s, const PlanLimits& l
 
 }  // namespace
 
+DecodeSplit DecodeSplitFor(int64_t rows, int64_t num_kv_heads, int64_t longest_context, int64_t num_sms,
+                           int64_t max_row_splits) {
+  const int64_t ctx = std::max<int64_t>(longest_context, 1);
+  auto splits = [ctx](int64_t p) { return (ctx + p - 1) / p; };
+  DecodeSplit d;
+  while (d.partition > kPlanDecodeMinPartition && rows * num_kv_heads * splits(d.partition) < 4 * num_sms &&
+         rows * splits(d.partition / 2) <= max_row_splits) {
+    d.partition /= 2;
+  }
+  d.splits = splits(d.partition);
+  return d;
+}
+
 absl::StatusOr<ForwardPlan> PlanForward(const ForwardBatch& batch, const PlanLimits& l, int64_t pad_rows_to,
                                         int64_t decode_table_stride) {
   ForwardPlan p;
@@ -101,9 +114,7 @@ absl::StatusOr<ForwardPlan> PlanForward(const ForwardBatch& batch, const PlanLim
     slot_block.push_back(l.trash_block);
     row_seq.push_back(0);
   }
-  int64_t longest_decode = 1;
-  for (int32_t ctx : decode_ctx) longest_decode = std::max<int64_t>(longest_decode, ctx);
-  p.decode_splits = (longest_decode + kPlanDecodePartition - 1) / kPlanDecodePartition;
+  for (int32_t ctx : decode_ctx) p.longest_decode = std::max<int64_t>(p.longest_decode, ctx);
   p.num_logit_rows = static_cast<int64_t>(logit_rows.size());
   p.num_decode_rows = static_cast<int64_t>(decode_rows.size());
   p.num_tiles = static_cast<int64_t>(tiles.size() / 4);

@@ -19,8 +19,9 @@
 
 namespace tandem {
 
-inline constexpr int32_t kPlanPrefillTile = 64;   // == cuda::kPrefillTile
-inline constexpr int32_t kPlanDecodePartition = 256;  // == cuda::kDecodePartition
+inline constexpr int32_t kPlanPrefillTile = 64;            // == cuda::kPrefillTile
+inline constexpr int64_t kPlanDecodeMaxPartition = 256;    // == cuda::kDecodeMaxPartition
+inline constexpr int64_t kPlanDecodeMinPartition = 32;     // == cuda::kDecodeMinPartition
 
 struct PlanLimits {
   int32_t block_size = 16;
@@ -44,7 +45,7 @@ struct ForwardPlan {
   int64_t num_logit_rows = 0;
   int64_t num_decode_rows = 0;
   int64_t decode_table_stride = 0;
-  int64_t decode_splits = 0;  // splits the longest decode row needs
+  int64_t longest_decode = 0;  // longest context of a decode row (0: none)
   int64_t num_tiles = 0;      // prefill tiles, 4 int32 each
   int64_t max_context = 0;    // longest context in the batch
   bool pure_decode = false;   // every sequence brings exactly one token
@@ -52,6 +53,22 @@ struct ForwardPlan {
   std::vector<int32_t> meta;
   PlanLayout at;
 };
+
+// How decode rows split their contexts for flash-decoding: `partition`
+// positions per split, `splits` splits for the longest row.
+struct DecodeSplit {
+  int64_t partition = kPlanDecodeMaxPartition;
+  int64_t splits = 1;
+};
+
+// The split for `rows` decode rows whose longest context is
+// `longest_context`: the partition is halved from the widest while the
+// attention grid (rows x kv heads x splits blocks) has fewer than 4 blocks
+// per SM and rows x splits stays within `max_row_splits` (the size of the
+// partial-result buffers). It depends only on its arguments, so a captured
+// graph's shape follows from them.
+DecodeSplit DecodeSplitFor(int64_t rows, int64_t num_kv_heads, int64_t longest_context, int64_t num_sms,
+                           int64_t max_row_splits);
 
 // INVALID_ARGUMENT for empty sequences, token ids outside the vocabulary,
 // block ids outside the pool, too short block tables, or sequences past

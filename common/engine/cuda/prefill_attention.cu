@@ -6,12 +6,15 @@
 // softmax statistics in registers for the whole walk over the sequence's
 // K/V. K/V tiles of 64 positions are gathered from the paged cache with
 // cp.async into a two-stage shared-memory ring, so the next tile's loads
-// overlap this tile's math. Rows never see each other and K/V tiles always
-// start at multiples of 64 positions, so a row's result does not depend on
-// how the batch was cut into query tiles.
+// overlap this tile's math; they are visited last to first, as
+// FlashAttention-2 (the kernel of a bf16 transformers model's SDPA) does.
+// Rows never see each other and K/V tiles always start at multiples of 64
+// positions, so a row's result does not depend on how the batch was cut
+// into query tiles.
 #include <cfloat>
 
 #include "common/engine/cuda/attention_kernels.h"
+#include "common/engine/cuda/mma_helpers.cuh"
 
 namespace tandem::cuda {
 namespace {
@@ -28,43 +31,6 @@ struct Smem {
   static constexpr size_t kTileBytes = size_t{kT} * kPitch * 2;
   static constexpr size_t kTotal = 5 * kTileBytes;  // Q, K[2], V[2]
 };
-
-__device__ inline uint32_t SmemAddr(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
-
-__device__ inline void LdMatrixX4(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(SmemAddr(p)));
-}
-
-__device__ inline void LdMatrixX4Trans(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(SmemAddr(p)));
-}
-
-// c += a * b for one 16x8 tile (a: 16x16 row-major, b: 16x8 col-major).
-__device__ inline void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// 16 bytes global -> shared, asynchronously; zero-filled when !valid (the
-// V rows past the sequence must be zeros, not garbage: 0 * NaN is NaN).
-__device__ inline void CpAsync16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ inline void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ inline void CpAsyncWaitAll() { asm volatile("cp.async.wait_group 0;\n" ::); }
-
-__device__ inline uint32_t PackBf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
 
 template <int HD>
 __global__ void __launch_bounds__(kThreads, 2) PrefillKernel(KvCacheRef kv, PrefillAttentionArgs a) {
@@ -103,7 +69,7 @@ __global__ void __launch_bounds__(kThreads, 2) PrefillKernel(KvCacheRef kv, Pref
   };
 
   const int num_kv_tiles = (kv_len + kT - 1) / kT;
-  load_kv(0, 0);
+  load_kv(num_kv_tiles - 1, 0);
   for (int e = threadIdx.x; e < kT * HD / 2; e += kThreads) {
     const int r = e / (HD / 2), d = (e % (HD / 2)) * 2;
     float2 v = make_float2(0.0f, 0.0f);
@@ -126,11 +92,14 @@ __global__ void __launch_bounds__(kThreads, 2) PrefillKernel(KvCacheRef kv, Pref
   float l[2] = {0.0f, 0.0f};            // this thread's share of the running sums
   const int qpos0 = tile.first_pos + warp * 16 + g;  // position of row g; row g + 8 is 8 later
 
-  for (int kt = 0; kt < num_kv_tiles; ++kt) {
-    const int stage = kt & 1;
+  // K/V tiles from the diagonal down to position 0, as FlashAttention-2
+  // walks them: each row's running max then takes the same values in the
+  // same order, so its bf16-rounded probabilities are the same ones.
+  for (int it = 0; it < num_kv_tiles; ++it) {
+    const int kt = num_kv_tiles - 1 - it, stage = it & 1;
     CpAsyncWaitAll();
-    __syncthreads();  // tile kt is in shared memory; everyone is done with kt - 1
-    if (kt + 1 < num_kv_tiles) load_kv(kt + 1, stage ^ 1);
+    __syncthreads();  // tile kt is in shared memory; everyone is done with the previous one
+    if (kt > 0) load_kv(kt - 1, stage ^ 1);
     const __nv_bfloat16* kb = k_s + stage * kT * P;
     const __nv_bfloat16* vb = v_s + stage * kT * P;
 

@@ -5,28 +5,10 @@
 #include <cfloat>
 
 #include "common/engine/cuda/attention_kernels.h"
+#include "common/engine/cuda/device_helpers.cuh"
 
 namespace tandem::cuda {
 namespace {
-
-__device__ inline float RoundBf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
-
-__device__ inline float BlockSum(float v, float* scratch) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  const int warps = (blockDim.x + 31) >> 5;
-  v = threadIdx.x < warps ? scratch[threadIdx.x] : 0.0f;
-  if (warp == 0) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    if (lane == 0) scratch[0] = v;
-  }
-  __syncthreads();
-  const float r = scratch[0];
-  __syncthreads();
-  return r;
-}
 
 __device__ inline float BlockMax(float v, float* scratch) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));

@@ -18,4 +18,10 @@ inline constexpr int64_t kSmallGemmMaxRows = 4;
 void SmallGemm(const __nv_bfloat16* x, int64_t m, int64_t k, const __nv_bfloat16* w, int64_t n, void* y,
                bool y_bf16, cudaStream_t stream);
 
+// The gate/up projection fused with SiLU-and-multiply: w_gate_up is
+// [2 inter][k] (gate rows, then up rows), act [m][inter] bf16 equals the
+// bf16 product followed by SiluMul bit for bit.
+void SmallGemmSiluMul(const __nv_bfloat16* x, int64_t m, int64_t k, const __nv_bfloat16* w_gate_up, int64_t inter,
+                      __nv_bfloat16* act, cudaStream_t stream);
+
 }  // namespace tandem::cuda
