@@ -1,0 +1,345 @@
+#!/usr/bin/env bash
+# Disaggregated serving on one GPU, in one device call (well under 6 min):
+#   unit    the GPU transport test (cuda_ipc, ucx_staged, auto between two
+#           processes, every block checked)
+#   parity  router + 1 prefill + 1 decode worker on GPU 0 (--device cuda,
+#           --gpu_memory_fraction 0.4 each) on the built-in model, once per
+#           transport (cuda_ipc, ucx, auto): greedy tokens of a set of
+#           prompts through `tandem client` must equal `tandem generate
+#           --device=cuda`; the prefill worker's log and
+#           tandem_kv_transfers_total must name the expected transport; no
+#           KV block may stay in use on either worker afterwards
+#   bench   tandem-transfer-bench on the Llama-3-8B-shaped model (dummy
+#           weights): KV bytes/s of cuda_ipc and ucx_staged against D2D
+#           cudaMemcpy in the same run, and TTFT with transfer vs prefill
+#           alone for 512..8k-token prompts
+#   e2e     the 8B-shaped model through the cluster (--transport auto):
+#           TTFT as the client sees it per prompt length (next to the
+#           bench's engine-level prefill-alone numbers)
+# Results and logs go under $OUT; every check prints a PASS or FAIL line
+# (also in $OUT/summary.txt); the exit status is 0 only if all passed.
+#
+# Staging (here, after building build-ipc):
+#   bash tests/cuda/disagg_device_run.sh stage [BUILD_DIR]
+# makes .device-disagg.tar.gz (binaries, their libraries, UCX's transport
+# modules, the 8B config + tokenizer from .device/model8b); carry it and run
+#   STEPS="unit parity bench e2e" bash tests/cuda/disagg_device_run.sh
+set -uo pipefail
+ROOT=$PWD
+D=$ROOT/.device-disagg
+BINARIES="tandem tandem-router tandem-prefill-worker tandem-decode-worker tandem-transfer-bench cuda_transport_test"
+
+if [[ ${1:-} == stage ]]; then
+  set -e
+  BUILD=${2:-build-ipc}
+  rm -rf "$D" "$ROOT/.device-disagg.tar.gz"
+  bash tools/stage_device.sh "$BUILD" "$D" $BINARIES
+  # UCX loads its transport plugins (here: CMA) from a module directory,
+  # not through the binaries' link map, so stage_device.sh misses them.
+  mkdir -p "$D/lib/ucx"
+  for m in /usr/lib/x86_64-linux-gnu/ucx/libuct_cma.so.0; do
+    cp -L "$m" "$D/lib/ucx/$(basename "$m")"
+    cp -L "$m" "$D/lib/ucx/$(basename "$m" .0)"
+  done
+  [[ -d .device/model8b ]] && cp -r .device/model8b "$D/model8b"
+  tar -C "$ROOT" -czf "$ROOT/.device-disagg.tar.gz" .device-disagg
+  ls -la "$ROOT/.device-disagg.tar.gz"
+  exit 0
+fi
+
+OUT=${OUT:-/tmp/out}
+STEPS=${STEPS:-unit parity bench e2e}
+mkdir -p "$OUT"
+if [[ ! -x $D/bin/tandem && -f $ROOT/.device-disagg.tar.gz ]]; then tar -C "$ROOT" -xzf "$ROOT/.device-disagg.tar.gz"; fi
+BIN=${BIN:-$D/bin}
+# DEVICE=cpu runs the cluster steps on the CPU backend (a dry run of this
+# script's mechanics off the device; cuda_ipc is then not expected).
+DEVICE=${DEVICE:-cuda}
+PARITY_TRANSPORTS=${PARITY_TRANSPORTS:-cuda_ipc ucx auto}
+if [[ $DEVICE == cuda ]]; then
+  WORKER_DEVICE_ARGS=(--device=cuda --gpu=0 --gpu_memory_fraction=0.4 --num_kv_blocks=0)
+else
+  WORKER_DEVICE_ARGS=(--device=cpu --num_kv_blocks=1024)
+fi
+export LD_LIBRARY_PATH=$D/lib:/usr/local/cuda/lib64
+export UCX_MODULE_DIR=$D/lib/ucx
+export UCX_WARN_UNUSED_ENV_VARS=n
+export NCCL_NVLS_ENABLE=0
+MODEL8B=${MODEL8B:-$D/model8b}
+[[ -d $MODEL8B ]] || MODEL8B=$ROOT/.device/model8b
+RUN=$(mktemp -d /tmp/disagg-run.XXXXXX)
+SUMMARY=$OUT/summary.txt
+: > "$SUMMARY"
+status=0
+ALL_PIDS=()
+
+pass() { echo "PASS: $*" | tee -a "$SUMMARY"; }
+fail() { echo "FAIL: $*" | tee -a "$SUMMARY"; status=1; }
+
+# Kill every child still running: SIGTERM, a moment, then SIGKILL.
+cleanup() {
+  local p
+  for p in "${ALL_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  sleep 1
+  for p in "${ALL_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  [[ -n ${WATCHDOG:-} ]] && kill "$WATCHDOG" 2>/dev/null
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+trap 'echo "FAIL: interrupted (time limit?)" | tee -a "$SUMMARY"; exit 1' INT TERM
+# The whole run stays inside the device call's limit.
+( sleep "${TIME_LIMIT:-330}"; echo "FAIL: time limit reached" >> "$SUMMARY"; kill -TERM $$ ) 2>/dev/null &
+WATCHDOG=$!
+
+[[ -x $BIN/tandem ]] || { fail "no staged binaries in $BIN (run the stage step first)"; exit 1; }
+[[ $DEVICE == cuda ]] && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+
+# wait_file FILE SECONDS PID: until FILE has two lines (ports), the process dies, or time runs out.
+wait_file() {
+  local f=$1 t=$2 pid=$3 i
+  for ((i = 0; i < t * 10; ++i)); do
+    [[ -f $f && $(wc -l < "$f") -ge 2 ]] && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# metric_sum PORT NAME [SUBSTRING...]: the sum of the values of NAME's
+# samples on /metrics whose labels contain every SUBSTRING ("" if none).
+metric_sum() {
+  python3 - "$@" <<'EOF'
+import sys, urllib.request
+port, name, needles = sys.argv[1], sys.argv[2], sys.argv[3:]
+try:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+except Exception as e:
+    sys.exit(0)
+values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+          if (line.startswith(name + "{") or line.startswith(name + " ")) and all(n in line for n in needles)]
+if values:
+    print(f"{sum(values):g}")
+EOF
+}
+
+# start_cluster NAME TRANSPORT ROUTER_MODEL_ARGS -- WORKER_ARGS...: sets
+# ROUTER, PREFILL_METRICS, DECODE_METRICS, CLUSTER_PIDS; 0 when serving.
+start_cluster() {
+  local name=$1 transport=$2; shift 2
+  local router_args=()
+  while [[ $# -gt 0 && $1 != -- ]]; do router_args+=("$1"); shift; done
+  [[ ${1:-} == -- ]] && shift
+  local dir=$RUN/$name
+  mkdir -p "$dir" "$OUT/$name"
+  CLUSTER_PIDS=()
+  "$BIN/tandem-router" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --port_file="$dir/router.port" \
+    "${router_args[@]}" > "$OUT/$name/router.log" 2>&1 &
+  CLUSTER_PIDS+=($!); ALL_PIDS+=($!)
+  wait_file "$dir/router.port" 30 "${CLUSTER_PIDS[0]}" || { fail "$name: router did not start"; return 1; }
+  ROUTER=127.0.0.1:$(head -1 "$dir/router.port")
+  local role
+  for role in decode prefill; do
+    "$BIN/tandem-$role-worker" --router="$ROUTER" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
+      --port_file="$dir/$role.port" "${WORKER_DEVICE_ARGS[@]}" \
+      --transport="$transport" "$@" > "$OUT/$name/$role.log" 2>&1 &
+    CLUSTER_PIDS+=($!); ALL_PIDS+=($!)
+  done
+  wait_file "$dir/decode.port" 150 "${CLUSTER_PIDS[1]}" || { fail "$name: decode worker did not start"; tail -5 "$OUT/$name/decode.log"; return 1; }
+  wait_file "$dir/prefill.port" 150 "${CLUSTER_PIDS[2]}" || { fail "$name: prefill worker did not start"; tail -5 "$OUT/$name/prefill.log"; return 1; }
+  DECODE_METRICS=$(sed -n 2p "$dir/decode.port")
+  PREFILL_METRICS=$(sed -n 2p "$dir/prefill.port")
+  # Serving once a one-token request goes through (registration takes a report interval).
+  local i
+  for ((i = 0; i < 60; ++i)); do
+    timeout 20 "$BIN/tandem" client --router="$ROUTER" --max_new_tokens=1 --temperature=0 --token_ids "1,2,3" \
+      > /dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  fail "$name: the cluster never answered a request"
+  return 1
+}
+
+stop_cluster() {
+  local p i
+  for p in "${CLUSTER_PIDS[@]:1}" "${CLUSTER_PIDS[0]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${CLUSTER_PIDS[@]}"; do
+    for ((i = 0; i < 100; ++i)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+  done
+  CLUSTER_PIDS=()
+}
+
+# No KV block may stay in use once every request finished (reservations
+# and sequences freed on the decode side, scratch freed on the prefill side).
+check_no_blocks_used() {
+  local name=$1 role port used
+  sleep 1.5  # the gauges follow the load report
+  for role in prefill decode; do
+    port=$PREFILL_METRICS; [[ $role == decode ]] && port=$DECODE_METRICS
+    used=$(metric_sum "$port" tandem_kv_blocks_used)
+    if [[ $used == 0 ]]; then
+      pass "$name: no KV block left in use on the $role worker"
+    else
+      fail "$name: $role worker has KV blocks in use after the run: '${used}'"
+    fi
+  done
+}
+
+# compare_tokens WANT.jsonl GOT.jsonl: same token ids per request.
+compare_tokens() {
+  python3 - "$1" "$2" <<'EOF'
+import json, sys
+def tokens(path):
+    out = {}
+    for line in open(path):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        j = json.loads(line)
+        if "token" in j:
+            out.setdefault(j["request"], []).append(j["token"])
+    return out
+want, got = tokens(sys.argv[1]), tokens(sys.argv[2])
+bad = [r for r in sorted(want) if want[r] != got.get(r)]
+if not want or bad or len(got) != len(want):
+    for r in bad[:3]:
+        print(f"request {r}: want {want[r][:12]} got {got.get(r, [])[:12]}")
+    print(f"{len(want)} requests, {len(bad)} differ, {len(got)} came back")
+    sys.exit(1)
+print(f"{len(want)} requests, {sum(len(v) for v in want.values())} tokens equal")
+EOF
+}
+
+PROMPTS=(
+  "Once upon a time"
+  "The capital of France is"
+  "def fibonacci(n):"
+  "In 1969, the first humans"
+  "$(printf 'The quick brown fox jumps over the lazy dog. %.0s' {1..40})"
+  "$(printf 'Disaggregated prefill ships the KV cache block by block, layer by layer. %.0s' {1..25})"
+)
+GREEDY=(--temperature=0 --max_new_tokens=24 --ignore_eos --output=jsonl)
+
+step_unit() {
+  echo "=== unit ($(date +%T))"
+  if timeout 120 "$BIN/cuda_transport_test" > "$OUT/cuda_transport_test.log" 2>&1; then
+    if grep -q "SKIPPED" "$OUT/cuda_transport_test.log"; then
+      fail "cuda_transport_test skipped (no GPU visible?)"
+    else
+      pass "cuda_transport_test: GPU blocks land in another process over cuda_ipc, ucx_staged and auto"
+    fi
+  else
+    fail "cuda_transport_test (see cuda_transport_test.log)"
+    tail -20 "$OUT/cuda_transport_test.log"
+  fi
+}
+
+step_parity() {
+  echo "=== parity ($(date +%T))"
+  mkdir -p "$OUT/parity"
+  if ! timeout 120 "$BIN/tandem" generate --device="$DEVICE" "${GREEDY[@]}" "${PROMPTS[@]}" \
+      > "$OUT/parity/generate.jsonl" 2> "$OUT/parity/generate.err"; then
+    fail "tandem generate --device=cuda (see parity/generate.err)"
+    tail -5 "$OUT/parity/generate.err"
+    return
+  fi
+  local transport expect
+  for transport in $PARITY_TRANSPORTS; do
+    case $DEVICE/$transport in
+      cuda/ucx) expect=ucx_staged ;;  # a GPU pool over --transport=ucx goes staged
+      cuda/*) expect=cuda_ipc ;;      # auto on one host picks CUDA IPC
+      *) expect=$transport; [[ $transport == auto ]] && expect=ucx ;;  # host pools: UCX puts
+    esac
+    start_cluster "parity-$transport" "$transport" -- || { stop_cluster; continue; }
+    if timeout 120 "$BIN/tandem" client --router="$ROUTER" "${GREEDY[@]}" "${PROMPTS[@]}" \
+        > "$OUT/parity/client-$transport.jsonl" 2> "$OUT/parity/client-$transport.err"; then
+      if compare_tokens "$OUT/parity/generate.jsonl" "$OUT/parity/client-$transport.jsonl" \
+          > "$OUT/parity/compare-$transport.txt"; then
+        pass "parity $transport: $(cat "$OUT/parity/compare-$transport.txt") with tandem generate --device=$DEVICE"
+      else
+        fail "parity $transport: tokens differ from tandem generate --device=$DEVICE"
+        cat "$OUT/parity/compare-$transport.txt"
+      fi
+    else
+      fail "parity $transport: tandem client failed"
+      tail -5 "$OUT/parity/client-$transport.err"
+    fi
+    if grep -q "goes over $expect" "$OUT/parity-$transport/prefill.log"; then
+      pass "parity $transport: the prefill worker logs KV going over $expect"
+    else
+      fail "parity $transport: no 'goes over $expect' in the prefill log"
+      grep -i "transport\|goes over" "$OUT/parity-$transport/prefill.log" | head -5
+    fi
+    local counted
+    counted=$(metric_sum "$PREFILL_METRICS" tandem_kv_transfers_total "transport=\"$expect\"" 'outcome="ok"')
+    if [[ -n $counted ]] && python3 -c "import sys; sys.exit(0 if float('$counted') >= ${#PROMPTS[@]} else 1)"; then
+      pass "parity $transport: tandem_kv_transfers_total{transport=\"$expect\",outcome=\"ok\"} = $counted"
+    else
+      fail "parity $transport: tandem_kv_transfers_total for $expect is '${counted}'"
+      python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$PREFILL_METRICS/metrics').read().decode())" 2>/dev/null | grep '^tandem_kv_transfers_total' | head -5
+    fi
+    check_no_blocks_used "parity $transport"
+    stop_cluster
+  done
+}
+
+step_bench() {
+  echo "=== bench ($(date +%T))"
+  [[ -f $MODEL8B/config.json ]] || { fail "bench: no $MODEL8B/config.json"; return; }
+  if timeout 200 "$BIN/tandem-transfer-bench" --model="$MODEL8B" --dummy_weights --repeats=3 \
+      --ttft_lengths=512,1024,2048,4096,8000 --gpu_memory_fraction=0.45 --out="$OUT/transfer_bench.json" \
+      > "$OUT/transfer_bench.txt" 2> "$OUT/transfer_bench.err"; then
+    pass "tandem-transfer-bench (transfer_bench.json)"
+  else
+    fail "tandem-transfer-bench (see transfer_bench.err)"
+    tail -10 "$OUT/transfer_bench.err"
+  fi
+  cat "$OUT/transfer_bench.txt"
+}
+
+step_e2e() {
+  echo "=== e2e ($(date +%T))"
+  [[ -f $MODEL8B/config.json ]] || { fail "e2e: no $MODEL8B/config.json"; return; }
+  start_cluster e2e-8b auto --model="$MODEL8B" -- --model="$MODEL8B" --dummy_weights --max_batch_tokens=8192 \
+    || { stop_cluster; return; }
+  local len r ids
+  : > "$OUT/e2e-8b/ttft.jsonl"
+  for len in 512 1024 2048 4096 8000; do
+    ids=$(python3 -c "import random; random.seed($len); print(','.join(str(random.randrange(10, 100000)) for _ in range($len)))")
+    for r in 1 2 3; do
+      timeout 60 "$BIN/tandem" client --router="$ROUTER" --token_ids --max_new_tokens=1 --temperature=0 \
+        --output=jsonl "$ids" 2>> "$OUT/e2e-8b/client.err" | grep finish_reason \
+        | python3 -c "import json,sys; j=json.loads(sys.stdin.read()); j['tokens']=$len; j['repeat']=$r; print(json.dumps(j))" \
+        >> "$OUT/e2e-8b/ttft.jsonl" || fail "e2e: request of $len tokens failed"
+    done
+  done
+  python3 - "$OUT/e2e-8b/ttft.jsonl" <<'EOF' | tee "$OUT/e2e-8b/ttft.txt"
+import collections, json, sys
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    j = json.loads(line)
+    if j["repeat"] > 1:  # the first of each length warms up
+        rows[j["tokens"]].append(j["ttft_seconds"])
+for n in sorted(rows):
+    v = sorted(rows[n])
+    print(f"e2e 8B auto (cuda_ipc) {n:6d} tokens: router TTFT median {v[len(v)//2]*1e3:8.1f} ms")
+EOF
+  [[ -s $OUT/e2e-8b/ttft.txt ]] && pass "e2e 8B: TTFT through the cluster for 512..8000 tokens (e2e-8b/ttft.txt)"
+  grep -q "goes over cuda_ipc" "$OUT/e2e-8b/prefill.log" && pass "e2e 8B: KV over cuda_ipc" || fail "e2e 8B: not over cuda_ipc"
+  check_no_blocks_used "e2e 8B"
+  stop_cluster
+}
+
+for step in $STEPS; do
+  case $step in
+    unit) step_unit ;;
+    parity) step_parity ;;
+    bench) step_bench ;;
+    e2e) step_e2e ;;
+    *) fail "unknown step $step" ;;
+  esac
+done
+echo "=== done ($(date +%T)), status $status"
+cat "$SUMMARY"
+exit $status
