@@ -154,10 +154,16 @@ class CudaIpcTransfer final : public KvTransfer {
       }
       const size_t bytes = t->table_host_.size() * sizeof(int32_t);
       void* table = nullptr;
-      TANDEM_CUDA_RETURN_IF_ERROR(cudaMallocAsync(&table, bytes, t->stream_.get()));
-      t->table_ = static_cast<int32_t*>(table);
-      TANDEM_CUDA_RETURN_IF_ERROR(
-          cudaMemcpyAsync(table, t->table_host_.data(), bytes, cudaMemcpyHostToDevice, t->stream_.get()));
+      if (cudaMallocAsync(&table, bytes, t->stream_.get()) != cudaSuccess) {
+        // No stream-ordered allocator (an old driver or MIG setting): one
+        // copy per run instead, slower for scattered blocks but correct.
+        cudaGetLastError();
+        t->use_kernel_ = false;
+      } else {
+        t->table_ = static_cast<int32_t*>(table);
+        TANDEM_CUDA_RETURN_IF_ERROR(
+            cudaMemcpyAsync(table, t->table_host_.data(), bytes, cudaMemcpyHostToDevice, t->stream_.get()));
+      }
     }
     return t;
   }
