@@ -7,6 +7,7 @@
 #include <cfloat>
 
 #include "common/engine/cuda/attention_kernels.h"
+#include "common/engine/cuda/device_helpers.cuh"
 #include "common/engine/cuda/launch.cuh"
 #include "common/engine/cuda/mma_helpers.cuh"
 
@@ -45,7 +46,9 @@ struct DecodeSmem {
 // S = Q K^T and O += P V run on the tensor cores, FlashAttention-style,
 // over K/V tiles of 64 positions staged in shared memory with cp.async;
 // each warp owns 16 positions of every tile and keeps its own online
-// softmax state, and the warps' states are merged at the end. The split's
+// softmax state, and the warps' states are merged at the end. Numerics:
+// fp32 scores and softmax, probabilities exact to ~16 bits in P.V, fp32
+// accumulation. The split's
 // unnormalized output, max and sum go to the partial buffers.
 template <int HD>
 __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, DecodeAttentionArgs a) {
@@ -141,7 +144,9 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
       m[r] = m_new;
       mx[r] = ref;
     }
-    uint32_t pf[4];
+    // P in two bf16 parts (hi + lo carries ~16 mantissa bits), so P.V is as
+    // exact as fp32 probabilities; the tensor cores have time to spare.
+    uint32_t pf[4], pf_lo[4];
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) {
       const float p0 = exp2f(s[nt][0] - mx[0]), p1 = exp2f(s[nt][1] - mx[0]);
@@ -150,6 +155,8 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
       l[1] = (nt == 0 ? l[1] * alpha[1] : l[1]) + p2 + p3;
       pf[nt * 2 + 0] = PackBf16(p0, p1);
       pf[nt * 2 + 1] = PackBf16(p2, p3);
+      pf_lo[nt * 2 + 0] = PackBf16(p0 - RoundBf16(p0), p1 - RoundBf16(p1));
+      pf_lo[nt * 2 + 1] = PackBf16(p2 - RoundBf16(p2), p3 - RoundBf16(p3));
     }
 #pragma unroll
     for (int j = 0; j < HD / 8; ++j) {
@@ -164,6 +171,8 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
       LdMatrixX4Trans(b, &sm.u.kv.v[warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][j * 8 + (lane >> 4) * 8]);
       Mma(o[j], pf, b[0], b[1]);
       Mma(o[j + 1], pf, b[2], b[3]);
+      Mma(o[j], pf_lo, b[0], b[1]);
+      Mma(o[j + 1], pf_lo, b[2], b[3]);
     }
   }
 
