@@ -4,10 +4,12 @@
 #include <cmath>
 #include <vector>
 
+#include "common/engine/cpu_kernels.h"
+
 namespace tandem {
 
 void PagedAttention(ThreadPool& pool, CpuKvPool& kv, int layer, std::span<const AttentionSeq> seqs,
-                    int64_t num_heads, const float* q, float* out) {
+                    int64_t num_heads, const float* q, float* out, bool bf16) {
   const KvLayout& layout = kv.layout();
   const int64_t head_dim = layout.head_dim;
   const int64_t kv_heads = layout.num_kv_heads;
@@ -55,12 +57,16 @@ void PagedAttention(ThreadPool& pool, CpuKvPool& kv, int layer, std::span<const 
       for (int64_t p = 0; p < ctx; ++p) {
         const float* v =
             kv.Value(layer, seq.block_table[p / bs]) + (p % bs) * kv_row + kvh * head_dim;
-        const float w = scores[p];
+        const float w = bf16 ? RoundBf16(scores[p]) : scores[p];
         for (int64_t d = 0; d < head_dim; ++d) acc[d] += w * v[d];
       }
       float* o = out + row * q_stride + h * head_dim;
       const float inv = 1.0f / denom;
-      for (int64_t d = 0; d < head_dim; ++d) o[d] = acc[d] * inv;
+      if (bf16) {
+        for (int64_t d = 0; d < head_dim; ++d) o[d] = RoundBf16(acc[d] * inv);
+      } else {
+        for (int64_t d = 0; d < head_dim; ++d) o[d] = acc[d] * inv;
+      }
     }
   });
 }

@@ -24,7 +24,13 @@ struct AttentionSeq {
 // positions 0..its own position, weighted sum of v. q is [rows][num_heads *
 // head_dim], out the same shape. Query head h reads kv head
 // h / (num_heads / num_kv_heads).
+//
+// bf16 follows FlashAttention's numerics (what a bf16 Hugging Face model
+// with SDPA attention and the CUDA backend compute): scores and the
+// softmax's max and sum in fp32, the unnormalized probabilities
+// exp(s - max) rounded to bf16 for P.V, fp32 accumulation, then the
+// division by the fp32 sum and the output rounded to bf16.
 void PagedAttention(ThreadPool& pool, CpuKvPool& kv, int layer, std::span<const AttentionSeq> seqs,
-                    int64_t num_heads, const float* q, float* out);
+                    int64_t num_heads, const float* q, float* out, bool bf16 = false);
 
 }  // namespace tandem

@@ -1,9 +1,18 @@
 // The CPU implementation of ModelBackend: fp32 weights and KV, the kernels
 // of cpu_kernels.h and cpu_attention.h, threads from a ThreadPool.
+//
+// Two numerics: plain fp32 activations, or bf16 activations (the default
+// for bf16 checkpoints), which rounds to bf16 wherever a bf16 Hugging Face
+// model rounds (and the CUDA backend with it), so the CPU engine agrees
+// with both as they agree with each other. Values stay in fp32 buffers
+// either way (the KV pool too, so its layout and transports do not change);
+// in bf16 mode every activation handed on (K/V in the pool, logits) is an
+// exact bf16 value.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -18,6 +27,14 @@ struct CpuBackendOptions {
   int32_t num_kv_blocks = 1024;
   int32_t block_size = 16;
   int num_threads = 1;
+  // Round activations to bf16 as a bf16 model does (see above). Unset: on
+  // exactly when every weight tensor the backend reads is stored as bf16
+  // (the tensors' own dtype decides, not config.json's torch_dtype, which
+  // dummy and converted checkpoints may not match). Forced on for non-bf16
+  // weights, the weights are rounded to bf16 too, as loading the checkpoint
+  // into a bf16 model would. Prefill and decode workers exchanging KV must
+  // agree on it.
+  std::optional<bool> bf16_activations;
 };
 
 // Forward() is called by one thread at a time (the engine's scheduling
@@ -33,6 +50,9 @@ class CpuBackend final : public ModelBackend {
   const ModelConfig& config() const override { return config_; }
   KvPoolView& kv_pool() override { return kv_; }
   absl::Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
+
+  // Whether this backend runs with bf16 activations.
+  bool bf16_activations() const { return bf16_; }
 
  private:
   struct Layer {
@@ -51,7 +71,9 @@ class CpuBackend final : public ModelBackend {
   ModelConfig config_;
   CpuKvPool kv_;
   ThreadPool pool_;
+  bool bf16_ = false;
   std::vector<double> rope_inv_freq_;
+  std::vector<float> rope_inv_freq_f32_;  // the same, in fp32 (bf16 mode)
   std::vector<float> embed_;       // [vocab, hidden]
   std::vector<float> final_norm_;  // [hidden]
   std::vector<float> lm_head_;     // [vocab, hidden]; empty when tied to embed_

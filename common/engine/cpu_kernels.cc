@@ -22,7 +22,7 @@ inline float Dot(const float* a, const float* b, int64_t k) {
 }  // namespace
 
 void MatMulTransposed(ThreadPool& pool, const float* x, int64_t rows, int64_t k, const float* w,
-                      int64_t n, const float* bias, float* y) {
+                      int64_t n, const float* bias, float* y, bool round_bf16) {
   // Threads split the weight's rows, so each weight row is read from memory
   // once per call and reused across all activation rows while in cache.
   constexpr int64_t kRowTile = 64;
@@ -34,30 +34,57 @@ void MatMulTransposed(ThreadPool& pool, const float* x, int64_t rows, int64_t k,
           for (int64_t c = n_begin; c < n_end; ++c) {
             const float* wc = w + c * k;
             const float b = bias ? bias[c] : 0.0f;
-            for (int64_t r = r0; r < r1; ++r) y[r * n + c] = Dot(x + r * k, wc, k) + b;
+            if (round_bf16) {
+              for (int64_t r = r0; r < r1; ++r) y[r * n + c] = RoundBf16(Dot(x + r * k, wc, k) + b);
+            } else {
+              for (int64_t r = r0; r < r1; ++r) y[r * n + c] = Dot(x + r * k, wc, k) + b;
+            }
           }
         }
       },
       /*min_chunk=*/16);
 }
 
-void RmsNorm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps, float* out) {
+void RmsNorm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps, float* out,
+             bool bf16) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * dim;
     float* o = out + r * dim;
     const float mean_sq = Dot(xr, xr, dim) / static_cast<float>(dim);
     const float inv = 1.0f / std::sqrt(mean_sq + eps);
-    for (int64_t i = 0; i < dim; ++i) o[i] = weight[i] * (xr[i] * inv);
+    if (bf16) {
+      for (int64_t i = 0; i < dim; ++i) o[i] = RoundBf16(weight[i] * RoundBf16(xr[i] * inv));
+    } else {
+      for (int64_t i = 0; i < dim; ++i) o[i] = weight[i] * (xr[i] * inv);
+    }
   }
 }
 
-void SiluMul(const float* gate_up, int64_t rows, int64_t inter, float* out) {
+void SiluMul(const float* gate_up, int64_t rows, int64_t inter, float* out, bool bf16) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* g = gate_up + r * 2 * inter;
     const float* u = g + inter;
     float* o = out + r * inter;
-    for (int64_t i = 0; i < inter; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    if (bf16) {
+      for (int64_t i = 0; i < inter; ++i) {
+        o[i] = RoundBf16(RoundBf16(g[i] / (1.0f + std::exp(-g[i]))) * u[i]);
+      }
+    } else {
+      for (int64_t i = 0; i < inter; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    }
   }
+}
+
+void AddResidual(float* x, const float* delta, int64_t n, bool bf16) {
+  if (bf16) {
+    for (int64_t i = 0; i < n; ++i) x[i] = RoundBf16(x[i] + delta[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) x[i] += delta[i];
+  }
+}
+
+void RoundToBf16(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = RoundBf16(x[i]);
 }
 
 std::vector<double> RopeInverseFrequencies(const ModelConfig& config) {
@@ -98,6 +125,19 @@ void ApplyRope(float* head, int64_t head_dim, int64_t position, std::span<const 
     const float a = head[i], b = head[i + half];
     head[i] = a * c - b * s;
     head[i + half] = b * c + a * s;
+  }
+}
+
+void ApplyRopeBf16(float* head, int64_t head_dim, int64_t position, std::span<const float> inv_freq) {
+  const int64_t half = head_dim / 2;
+  const float pos = static_cast<float>(position);
+  for (int64_t i = 0; i < half; ++i) {
+    const float angle = pos * inv_freq[i];
+    const float c = RoundBf16(std::cos(angle));
+    const float s = RoundBf16(std::sin(angle));
+    const float a = head[i], b = head[i + half];
+    head[i] = RoundBf16(RoundBf16(a * c) - RoundBf16(b * s));
+    head[i + half] = RoundBf16(RoundBf16(b * c) + RoundBf16(a * s));
   }
 }
 

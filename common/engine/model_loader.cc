@@ -46,6 +46,14 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelSource& source) {
   return m;
 }
 
+absl::StatusOr<std::optional<bool>> ParseBf16ActivationsFlag(std::string_view value) {
+  if (value == "auto" || value.empty()) return std::optional<bool>();
+  if (value == "on" || value == "true") return std::optional<bool>(true);
+  if (value == "off" || value == "false") return std::optional<bool>(false);
+  return absl::InvalidArgumentError(
+      absl::StrCat("--cpu_bf16_activations '", std::string(value), "' is not auto, on or off"));
+}
+
 std::string ModelFingerprint(const LoadedModel& model) {
   // FNV-1a over a canonical description; collisions only matter between
   // deployments that would otherwise mix models by mistake.
@@ -80,6 +88,7 @@ absl::StatusOr<std::unique_ptr<ModelBackend>> CreateBackend(const LoadedModel& m
       CpuBackendOptions cpu;
       cpu.block_size = options.block_size;
       cpu.num_kv_blocks = options.num_kv_blocks;
+      cpu.bf16_activations = options.cpu_bf16_activations;
       cpu.num_threads = options.num_threads > 0
                             ? options.num_threads
                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -89,7 +98,7 @@ absl::StatusOr<std::unique_ptr<ModelBackend>> CreateBackend(const LoadedModel& m
                        << cpu.num_kv_blocks << " blocks of " << cpu.block_size << " tokens ("
                        << backend->kv_pool().layout().block_bytes_all_layers() * cpu.num_kv_blocks /
                               (1 << 20)
-                       << " MiB)";
+                       << " MiB), " << (backend->bf16_activations() ? "bf16" : "fp32") << " activations";
       return std::unique_ptr<ModelBackend>(std::move(backend));
     }
     case BackendOptions::Device::kCuda: {

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "common/engine/model_backend.h"
@@ -41,6 +42,10 @@ struct LoadedModel {
 // name and shape, so a bad checkpoint fails here with a clear message.
 absl::StatusOr<LoadedModel> LoadModel(const ModelSource& source);
 
+// "auto" (unset), "on"/"true" or "off"/"false": the value of a
+// --cpu_bf16_activations flag. INVALID_ARGUMENT for anything else.
+absl::StatusOr<std::optional<bool>> ParseBf16ActivationsFlag(std::string_view value);
+
 // Identifies the weights a process serves, so that a prefill and a decode
 // worker only exchange KV when they run the same model: a hash of the
 // config, the tensor names, shapes and types, and for dummy weights their
@@ -55,6 +60,9 @@ struct BackendOptions {
   // gpu_memory_fraction instead.
   int32_t num_kv_blocks = 1024;
   int num_threads = 0;  // 0: hardware concurrency
+  // CPU: round activations to bf16 as a bf16 model does
+  // (CpuBackendOptions::bf16_activations); unset: on for bf16 weights.
+  std::optional<bool> cpu_bf16_activations;
   int gpu = 0;          // CUDA device ordinal
   // CUDA: the share of the device's total memory this process may use
   // (weights, scratch and KV pool); the pool gets what is left of it. Two

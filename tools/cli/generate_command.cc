@@ -24,6 +24,8 @@ ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(int32_t, block_size, 16, "tokens per KV block");
 ABSL_FLAG(int32_t, num_kv_blocks, 2048, "KV blocks in the pool");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads; 0: all cores");
+ABSL_FLAG(std::string, cpu_bf16_activations, "auto",
+          "CPU: round activations to bf16 as a bf16 model does: auto (when the weights are bf16), on or off");
 ABSL_FLAG(int32_t, max_batch_size, 64, "most sequences in one batch");
 ABSL_FLAG(int64_t, max_batch_tokens, 8192, "most tokens computed in one step");
 
@@ -79,6 +81,9 @@ int RunGenerate(const std::vector<std::string>& prompts) {
   options.block_size = absl::GetFlag(FLAGS_block_size);
   options.num_kv_blocks = absl::GetFlag(FLAGS_num_kv_blocks);
   options.num_threads = absl::GetFlag(FLAGS_threads);
+  absl::StatusOr<std::optional<bool>> bf16 = ParseBf16ActivationsFlag(absl::GetFlag(FLAGS_cpu_bf16_activations));
+  if (!bf16.ok()) return Fail(bf16.status());
+  options.cpu_bf16_activations = *bf16;
   absl::StatusOr<std::unique_ptr<ModelBackend>> backend = CreateBackend(*model, options);
   if (!backend.ok()) return Fail(backend.status());
   Engine engine(std::move(*backend));

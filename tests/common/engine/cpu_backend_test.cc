@@ -105,6 +105,9 @@ std::unique_ptr<CpuBackend> MakeBackend(const ModelConfig& c, const WeightStore&
   o.block_size = block_size;
   o.num_kv_blocks = blocks;
   o.num_threads = threads;
+  // The fp32 math against the double reference (bf16 weights included);
+  // the bf16-activation mode is cpu_backend_bf16_test's.
+  o.bf16_activations = false;
   auto b = CpuBackend::Create(c, w, o);
   EXPECT_TRUE(b.ok()) << b.status();
   return std::move(*b);
