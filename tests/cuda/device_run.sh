@@ -10,7 +10,8 @@
 # (tools/stage_device.sh build-cuda .device tandem tandem-engine-bench
 # tandem-logits) and the model directory .device/model8b (config.json from
 # bench/models/llama-3-8b-shape plus Llama 3's tokenizer.json).
-#   STEPS="parity bench peer profile" bash tests/cuda/device_run.sh   # on the device, $OUT set
+#   STEPS="parity bench workload peer" bash tests/cuda/device_run.sh   # on the device, $OUT set
+# (also: opprof, per-operation times; profile, Nsight Compute per kernel)
 set -uo pipefail
 export LD_LIBRARY_PATH=$PWD/.device/lib:/usr/local/cuda/lib64
 export NCCL_NVLS_ENABLE=0
@@ -32,6 +33,14 @@ for step in $STEPS; do
       [[ $? == 0 ]] || { status=1; tail -20 "$OUT/engine.err"; }
       grep -E "CUDA memory plan" "$OUT/engine.err"
       cat "$OUT/engine.log" ;;
+    workload)
+      # The 256 x 512/128 workload alone at other per-step token budgets.
+      for t in ${WORKLOAD_TOKENS:-16384}; do
+        .device/bin/tandem-engine-bench --model=.device/model8b --out="$OUT/workload$t.json" --decode_batches= \
+          --prefill_lengths= --max_batch_tokens=$t > "$OUT/workload$t.log" 2> "$OUT/workload$t.err"
+        [[ $? == 0 ]] || { status=1; tail -5 "$OUT/workload$t.err"; }
+        echo "max_batch_tokens $t: $(grep workload "$OUT/workload$t.log")"
+      done ;;
     opprof)
       # Per-operation time (TANDEM_CUDA_PROFILE=1) of eager decode steps at
       # batch 1 and 256 and of 2k prefills: where a step's time goes.
