@@ -134,16 +134,7 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
       }
     }
     float alpha[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 2));
-      const float m_new = fmaxf(m[r], mx[r]);
-      const float ref = m_new == -INFINITY ? 0.0f : m_new;  // exp2(-inf - 0) = 0, never NaN
-      alpha[r] = exp2f(m[r] - ref);
-      m[r] = m_new;
-      mx[r] = ref;
-    }
+    OnlineSoftmaxStep(m, mx, alpha);
     // P in two bf16 parts (hi + lo carries ~16 mantissa bits), so P.V is as
     // exact as fp32 probabilities; the tensor cores have time to spare.
     uint32_t pf[4], pf_lo[4];

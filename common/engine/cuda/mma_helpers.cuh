@@ -1,7 +1,7 @@
 // Warp-level tensor-core and async-copy primitives (sm_80+ PTX) shared by
 // the attention kernels: ldmatrix fragment loads from shared memory, the
 // m16n8k16 bf16 MMA with fp32 accumulation, and cp.async 16-byte copies
-// from global to shared memory.
+// from global to shared memory, and the online-softmax step of a tile.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -45,6 +45,27 @@ __device__ inline void CpAsyncWaitAll() { asm volatile("cp.async.wait_group 0;\n
 __device__ inline uint32_t PackBf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// One online-softmax step for the two rows (g and g + 8) a thread holds
+// in m16n8 accumulators: `mx` comes in as this thread's maximum of the
+// tile's (scaled, masked) scores per row; the quad's maxima are combined,
+// the running max `m` advances, `alpha` is the factor the row's running
+// sum and output are rescaled by, and `mx` leaves as the reference the
+// tile's probabilities are exp2(s - mx) against. A row that has seen only
+// masked positions keeps m = -inf; its reference is 0 so that exp2 gives
+// 0, never NaN.
+__device__ inline void OnlineSoftmaxStep(float (&m)[2], float (&mx)[2], float (&alpha)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 2));
+    const float m_new = fmaxf(m[r], mx[r]);
+    const float ref = m_new == -INFINITY ? 0.0f : m_new;
+    alpha[r] = exp2f(m[r] - ref);
+    m[r] = m_new;
+    mx[r] = ref;
+  }
 }
 
 }  // namespace tandem::cuda

@@ -134,18 +134,7 @@ __global__ void __launch_bounds__(kThreads, 2) PrefillKernel(KvCacheRef kv, Pref
       }
     }
     float alpha[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 2));
-      const float m_new = fmaxf(m[r], mx[r]);
-      // A row that has seen only masked positions keeps m = -inf; use 0
-      // as the reference so exp2 gives 0, never NaN.
-      const float ref = m_new == -INFINITY ? 0.0f : m_new;
-      alpha[r] = exp2f(m[r] - ref);
-      m[r] = m_new;
-      mx[r] = ref;
-    }
+    OnlineSoftmaxStep(m, mx, alpha);
     // P = exp2(S - m) as A fragments (two column tiles per 16 positions).
     uint32_t pf[kT / 16][4];
 #pragma unroll
