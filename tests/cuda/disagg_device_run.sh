@@ -21,18 +21,22 @@
 #
 # Staging (here, after building build-ipc):
 #   bash tests/cuda/disagg_device_run.sh stage [BUILD_DIR]
-# makes .device-disagg.tar.gz (binaries, their libraries, UCX's transport
-# modules, the 8B config + tokenizer from .device/model8b); carry it and run
+# makes .device-pack/disagg.tar.gz (binaries, their libraries, UCX's
+# transport modules, the 8B config + tokenizer from .device/model8b);
+# carry .device-pack and run
 #   STEPS="unit parity bench e2e" bash tests/cuda/disagg_device_run.sh
 set -uo pipefail
 ROOT=$PWD
 D=$ROOT/.device-disagg
+# Packed, since binaries + libraries + the 8B tokenizer exceed what the
+# device call carries uncompressed; in an ignored folder (/.device*/).
+PACK=$ROOT/.device-pack/disagg.tar.gz
 BINARIES="tandem tandem-router tandem-prefill-worker tandem-decode-worker tandem-transfer-bench cuda_transport_test"
 
 if [[ ${1:-} == stage ]]; then
   set -e
   BUILD=${2:-build-ipc}
-  rm -rf "$D" "$ROOT/.device-disagg.tar.gz"
+  rm -rf "$D" "$PACK"
   bash tools/stage_device.sh "$BUILD" "$D" $BINARIES
   # UCX loads its transport plugins (here: CMA) from a module directory,
   # not through the binaries' link map, so stage_device.sh misses them.
@@ -42,15 +46,16 @@ if [[ ${1:-} == stage ]]; then
     cp -L "$m" "$D/lib/ucx/$(basename "$m" .0)"
   done
   [[ -d .device/model8b ]] && cp -r .device/model8b "$D/model8b"
-  tar -C "$ROOT" -czf "$ROOT/.device-disagg.tar.gz" .device-disagg
-  ls -la "$ROOT/.device-disagg.tar.gz"
+  mkdir -p "$(dirname "$PACK")"
+  tar -C "$ROOT" -czf "$PACK" .device-disagg
+  ls -la "$PACK"
   exit 0
 fi
 
 OUT=${OUT:-/tmp/out}
 STEPS=${STEPS:-unit parity bench e2e}
 mkdir -p "$OUT"
-if [[ ! -x $D/bin/tandem && -f $ROOT/.device-disagg.tar.gz ]]; then tar -C "$ROOT" -xzf "$ROOT/.device-disagg.tar.gz"; fi
+if [[ ! -x $D/bin/tandem && -f $PACK ]]; then tar -C "$ROOT" -xzf "$PACK"; fi
 BIN=${BIN:-$D/bin}
 # DEVICE=cpu runs the cluster steps on the CPU backend (a dry run of this
 # script's mechanics off the device; cuda_ipc is then not expected).
@@ -149,8 +154,8 @@ start_cluster() {
   DECODE_METRICS=$(sed -n 2p "$dir/decode.port")
   PREFILL_METRICS=$(sed -n 2p "$dir/prefill.port")
   # Serving once a one-token request goes through (registration takes a report interval).
-  local i
-  for ((i = 0; i < 60; ++i)); do
+  local until=$((SECONDS + 60))
+  while ((SECONDS < until)); do
     timeout 20 "$BIN/tandem" client --router="$ROUTER" --max_new_tokens=1 --temperature=0 --token_ids "1,2,3" \
       > /dev/null 2>&1 && return 0
     sleep 0.5
@@ -235,12 +240,42 @@ step_unit() {
   fi
 }
 
+# parity_run NAME ARGS...: greedy tokens of every prompt, one request at a
+# time (the same batch shapes as one `tandem generate` per prompt, so the
+# comparison does not lean on batch invariance), into $OUT/parity/NAME-<i>.jsonl,
+# and all prompts at once into $OUT/parity/NAME-batched.jsonl.
+parity_run() {
+  local name=$1 i; shift
+  for i in "${!PROMPTS[@]}"; do
+    timeout 60 "$@" "${GREEDY[@]}" "${PROMPTS[$i]}" > "$OUT/parity/$name-$i.jsonl" 2>> "$OUT/parity/$name.err" || return 1
+  done
+  timeout 120 "$@" "${GREEDY[@]}" "${PROMPTS[@]}" > "$OUT/parity/$name-batched.jsonl" 2>> "$OUT/parity/$name.err"
+}
+
+# parity_check WANT GOT LABEL: PASS/FAIL per prompt set (one at a time, batched).
+parity_check() {
+  local want=$1 got=$2 label=$3 i bad=0
+  for i in "${!PROMPTS[@]}"; do
+    compare_tokens "$OUT/parity/$want-$i.jsonl" "$OUT/parity/$got-$i.jsonl" >> "$OUT/parity/compare-$got.txt" || bad=$((bad + 1))
+  done
+  if ((bad == 0)); then
+    pass "parity $label: greedy tokens of ${#PROMPTS[@]} prompts, one request at a time, equal tandem generate --device=$DEVICE"
+  else
+    fail "parity $label: $bad of ${#PROMPTS[@]} prompts (one at a time) differ from tandem generate --device=$DEVICE"
+    grep -B1 differ "$OUT/parity/compare-$got.txt" | head -6
+  fi
+  if compare_tokens "$OUT/parity/$want-batched.jsonl" "$OUT/parity/$got-batched.jsonl" >> "$OUT/parity/compare-$got.txt"; then
+    pass "parity $label: ${#PROMPTS[@]} concurrent requests equal tandem generate of all prompts at once"
+  else
+    fail "parity $label: concurrent requests differ from tandem generate of all at once (batch invariance, not only transport)"
+  fi
+}
+
 step_parity() {
   echo "=== parity ($(date +%T))"
   mkdir -p "$OUT/parity"
-  if ! timeout 120 "$BIN/tandem" generate --device="$DEVICE" "${GREEDY[@]}" "${PROMPTS[@]}" \
-      > "$OUT/parity/generate.jsonl" 2> "$OUT/parity/generate.err"; then
-    fail "tandem generate --device=cuda (see parity/generate.err)"
+  if ! parity_run generate "$BIN/tandem" generate --device="$DEVICE"; then
+    fail "tandem generate --device=$DEVICE (see parity/generate.err)"
     tail -5 "$OUT/parity/generate.err"
     return
   fi
@@ -252,15 +287,8 @@ step_parity() {
       *) expect=$transport; [[ $transport == auto ]] && expect=ucx ;;  # host pools: UCX puts
     esac
     start_cluster "parity-$transport" "$transport" -- || { stop_cluster; continue; }
-    if timeout 120 "$BIN/tandem" client --router="$ROUTER" "${GREEDY[@]}" "${PROMPTS[@]}" \
-        > "$OUT/parity/client-$transport.jsonl" 2> "$OUT/parity/client-$transport.err"; then
-      if compare_tokens "$OUT/parity/generate.jsonl" "$OUT/parity/client-$transport.jsonl" \
-          > "$OUT/parity/compare-$transport.txt"; then
-        pass "parity $transport: $(cat "$OUT/parity/compare-$transport.txt") with tandem generate --device=$DEVICE"
-      else
-        fail "parity $transport: tokens differ from tandem generate --device=$DEVICE"
-        cat "$OUT/parity/compare-$transport.txt"
-      fi
+    if parity_run "client-$transport" "$BIN/tandem" client --router="$ROUTER"; then
+      parity_check generate "client-$transport" "$transport"
     else
       fail "parity $transport: tandem client failed"
       tail -5 "$OUT/parity/client-$transport.err"
@@ -273,7 +301,7 @@ step_parity() {
     fi
     local counted
     counted=$(metric_sum "$PREFILL_METRICS" tandem_kv_transfers_total "transport=\"$expect\"" 'outcome="ok"')
-    if [[ -n $counted ]] && python3 -c "import sys; sys.exit(0 if float('$counted') >= ${#PROMPTS[@]} else 1)"; then
+    if [[ -n $counted ]] && python3 -c "import sys; sys.exit(0 if float('$counted') >= 2 * ${#PROMPTS[@]} else 1)"; then
       pass "parity $transport: tandem_kv_transfers_total{transport=\"$expect\",outcome=\"ok\"} = $counted"
     else
       fail "parity $transport: tandem_kv_transfers_total for $expect is '${counted}'"
