@@ -93,7 +93,19 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "FAIL: interrupted (time limit?)" | tee -a "$SUMMARY"; exit 1' INT TERM
 # The whole run stays inside the device call's limit.
-( sleep "${TIME_LIMIT:-330}"; echo "FAIL: time limit reached" >> "$SUMMARY"; kill -TERM $$ ) 2>/dev/null &
+# Its stdio is /dev/null so that it never holds the caller's pipe open, and
+# killing it kills its sleep too.
+(
+  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+  sleep "${TIME_LIMIT:-330}" &
+  sleeper=$!
+  wait "$sleeper"
+  echo "FAIL: time limit (${TIME_LIMIT:-330} s) reached" >> "$SUMMARY"
+  kill -TERM $$
+  # The script runs its trap only once its foreground command returns:
+  # end that command (this script's own children, by parent pid).
+  pkill -TERM -P $$
+) < /dev/null > /dev/null 2>&1 &
 WATCHDOG=$!
 
 [[ -x $BIN/tandem ]] || { fail "no staged binaries in $BIN (run the stage step first)"; exit 1; }
