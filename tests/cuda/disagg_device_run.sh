@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Disaggregated serving on one GPU, in one device call (well under 6 min):
+# Disaggregated serving on one GPU, in one device call (under 7 min):
 #   unit    the GPU transport test (cuda_ipc, ucx_staged, auto between two
 #           processes, every block checked)
 #   parity  router + 1 prefill + 1 decode worker on GPU 0 (--device cuda,
 #           --gpu_memory_fraction 0.4 each) on the built-in model, once per
-#           transport (cuda_ipc, ucx, auto): greedy tokens of a set of
+#           transport (cuda_ipc, ucx; PARITY_TRANSPORTS): greedy tokens of a set of
 #           prompts through `tandem client` must equal `tandem generate
 #           --device=cuda`; the prefill worker's log and
 #           tandem_kv_transfers_total must name the expected transport; no
@@ -15,7 +15,8 @@
 #           alone for 512..8k-token prompts
 #   e2e     the 8B-shaped model through the cluster (--transport auto):
 #           TTFT as the client sees it per prompt length (next to the
-#           bench's engine-level prefill-alone numbers)
+#           bench's engine-level prefill-alone numbers), then tandem-bench's
+#           open-loop sweep (512-token prompts, 64 output tokens)
 # Results and logs go under $OUT; every check prints a PASS or FAIL line
 # (also in $OUT/summary.txt); the exit status is 0 only if all passed.
 #
@@ -31,7 +32,7 @@ D=$ROOT/.device-disagg
 # Packed, since binaries + libraries + the 8B tokenizer exceed what the
 # device call carries uncompressed; in an ignored folder (/.device*/).
 PACK=$ROOT/.device-pack/disagg.tar.gz
-BINARIES="tandem tandem-router tandem-prefill-worker tandem-decode-worker tandem-transfer-bench cuda_transport_test"
+BINARIES="tandem tandem-router tandem-prefill-worker tandem-decode-worker tandem-transfer-bench tandem-bench cuda_transport_test"
 
 if [[ ${1:-} == stage ]]; then
   set -e
@@ -60,7 +61,7 @@ BIN=${BIN:-$D/bin}
 # DEVICE=cpu runs the cluster steps on the CPU backend (a dry run of this
 # script's mechanics off the device; cuda_ipc is then not expected).
 DEVICE=${DEVICE:-cuda}
-PARITY_TRANSPORTS=${PARITY_TRANSPORTS:-cuda_ipc ucx auto}
+PARITY_TRANSPORTS=${PARITY_TRANSPORTS:-cuda_ipc ucx}
 if [[ $DEVICE == cuda ]]; then
   WORKER_DEVICE_ARGS=(--device=cuda --gpu=0 --gpu_memory_fraction=0.4 --num_kv_blocks=0)
 else
@@ -97,10 +98,10 @@ trap 'echo "FAIL: interrupted (time limit?)" | tee -a "$SUMMARY"; exit 1' INT TE
 # killing it kills its sleep too.
 (
   trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-  sleep "${TIME_LIMIT:-330}" &
+  sleep "${TIME_LIMIT:-420}" &
   sleeper=$!
   wait "$sleeper"
-  echo "FAIL: time limit (${TIME_LIMIT:-330} s) reached" >> "$SUMMARY"
+  echo "FAIL: time limit (${TIME_LIMIT:-420} s) reached" >> "$SUMMARY"
   kill -TERM $$
   # The script runs its trap only once its foreground command returns:
   # end that command (this script's own children, by parent pid).
@@ -366,6 +367,15 @@ for n in sorted(rows):
     print(f"e2e 8B auto (cuda_ipc) {n:6d} tokens: router TTFT median {v[len(v)//2]*1e3:8.1f} ms")
 EOF
   [[ -s $OUT/e2e-8b/ttft.txt ]] && pass "e2e 8B: TTFT through the cluster for 512..8000 tokens (e2e-8b/ttft.txt)"
+  # The benchmark harness's open-loop sweep against this deployment.
+  if timeout ${SWEEP_TIMEOUT:-120} "$BIN/tandem-bench" --router="$ROUTER" --rates=${SWEEP_RATES:-4,8,16,32} \
+      --num_requests=${SWEEP_REQUESTS:-64} --input_len=512 --output_len=64 --slo_ttft=0.5 --slo_tpot=0.05 --seed=1 \
+      --out_dir="$OUT/sweep" > "$OUT/e2e-8b/sweep.txt" 2>&1; then
+    pass "e2e 8B: open-loop sweep (sweep/results.json)"
+  else
+    fail "e2e 8B: open-loop sweep (see e2e-8b/sweep.txt)"
+  fi
+  tail -12 "$OUT/e2e-8b/sweep.txt"
   grep -q "goes over cuda_ipc" "$OUT/e2e-8b/prefill.log" && pass "e2e 8B: KV over cuda_ipc" || fail "e2e 8B: not over cuda_ipc"
   check_no_blocks_used "e2e 8B"
   stop_cluster
