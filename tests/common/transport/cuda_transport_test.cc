@@ -3,8 +3,10 @@
 // and auto (which must pick cuda_ipc here). The decode side is a child
 // forked before this process touches CUDA; it fills its pool, exports it,
 // and after the parent's transfers copies the pool back and checks every
-// block itself, reporting through its exit status. Skips where no GPU is
-// (CI compiles it; tests/cuda/disagg_device_run.sh runs it).
+// block itself, reporting through its exit status. So each case must run
+// in a fresh process (CTest runs one per case; run the binary by hand
+// with --gtest_filter for one case). Skips where no GPU is (CI compiles
+// it; tests/cuda/disagg_device_run.sh runs it).
 #include <sys/wait.h>
 #include <unistd.h>
 
