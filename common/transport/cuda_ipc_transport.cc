@@ -24,10 +24,11 @@
 namespace tandem {
 namespace {
 
-// Up to this many runs per layer are copied with one cudaMemcpyAsync per
-// run and K/V; more go through one gather kernel per layer (a launch each
-// costs a few microseconds, a scattered 8k-token prompt has hundreds).
-constexpr size_t kMaxMemcpyRuns = 8;
+// A layer's K and V blocks go through one gather kernel (one launch for
+// all runs, K and V together: each cudaMemcpyAsync costs a few
+// microseconds, a scattered 8k-token prompt has hundreds of runs, and even
+// one run per layer means two copies per layer); one cudaMemcpyAsync per
+// run and K/V only where the kernel cannot be used.
 
 absl::Status NotOnDevice(std::string_view side) {
   return absl::FailedPreconditionError(absl::StrCat("the CUDA IPC KV transport moves GPU memory only; ", std::string(side),
@@ -142,8 +143,7 @@ class CudaIpcTransfer final : public KvTransfer {
     TANDEM_ASSIGN_OR_RETURN(t->stream_, CudaStream::Create());
     TANDEM_ASSIGN_OR_RETURN(t->done_, CudaEvent::Create(cudaEventInterprocess));
     const uint64_t stride = t->dest_.block_stride();
-    t->use_kernel_ = t->runs_.size() > kMaxMemcpyRuns &&
-                     KvBlockCopyAligned(src.KeyBlock(0, 0), src.ValueBlock(0, 0), t->DstKey(0), t->DstValue(0),
+    t->use_kernel_ = KvBlockCopyAligned(src.KeyBlock(0, 0), src.ValueBlock(0, 0), t->DstKey(0), t->DstValue(0),
                                         stride);
     if (t->use_kernel_) {
       // The (src, dst) table, uploaded once for all layers. Stream-ordered

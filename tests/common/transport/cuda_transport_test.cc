@@ -51,8 +51,8 @@ size_t WordOffset(int l, int kv, int32_t b) {
   return ((static_cast<size_t>(l) * 2 + kv) * (kBlocks + 1) + b) * (Layout().block_bytes() / 4);
 }
 
-// The two transfers the parent makes: many short runs (the gather kernel)
-// and one long run (cudaMemcpyAsync).
+// The two transfers the parent makes: many short runs and one long run
+// (both through the gather kernel; its index arithmetic differs by layout).
 std::vector<KvTransferSpec> Specs() {
   KvTransferSpec scattered{"scattered", {}, {}, absl::Now() + absl::Seconds(30)};
   for (int32_t i = 0; i < 20; ++i) {
