@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 
 #include "common/engine/engine.h"
+#include "common/transport/kv_transport.h"
 #include "decode_worker/decode_loop.h"
 #include "decode_worker/kv_reservations.h"
 #include "tandem/v1/worker.grpc.pb.h"
@@ -34,6 +35,15 @@ class DecodeServiceImpl final : public v1::DecodeService::Service {
 
   grpc::Status GetLoad(grpc::ServerContext* ctx, const v1::GetLoadRequest* req,
                        v1::LoadReport* resp) override;
+  // NCCL transport: validates the request against the reservation and
+  // hands it to the transport, which posts the receives on its own thread
+  // (and frees the reservation if they fail).
+  grpc::Status StartNcclTransfer(grpc::ServerContext* ctx, const v1::NcclTransferRequest* req,
+                                 v1::NcclTransferResponse* resp) override;
+
+  // The transport the pool was exported with (set before serving). Decode
+  // waits on it (WaitReceived) before adopting a transfer's blocks.
+  void SetTransport(KvTransport* transport) { transport_ = transport; }
 
   // The worker's load, as reported to the router (set before serving).
   void SetLoadReporter(std::function<v1::LoadReport()> load) { load_ = std::move(load); }
@@ -42,6 +52,7 @@ class DecodeServiceImpl final : public v1::DecodeService::Service {
   void SetDraining() { draining_ = true; }
 
  private:
+  KvTransport* transport_ = nullptr;
   const ModelConfig& config_;
   const KvLayout layout_;
   KvReservations& reservations_;

@@ -57,6 +57,7 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   const std::string address = absl::StrCat(c.worker.advertise_host, ":", server->port());
   TANDEM_ASSIGN_OR_RETURN(v1::KvPoolDescriptor pool,
                           transport->ExportPool(engine.backend().kv_pool(), {address, fingerprint}));
+  service.SetTransport(transport.get());
   service.SetPool(pool);
   loop.Start();
   if (!c.worker.port_file.empty()) WritePortFile(c.worker.port_file, server->port(), metrics_server->port());

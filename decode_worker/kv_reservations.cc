@@ -34,6 +34,13 @@ absl::StatusOr<std::vector<int32_t>> KvReservations::Claim(const std::string& tr
   return blocks;
 }
 
+absl::StatusOr<std::vector<int32_t>> KvReservations::Blocks(const std::string& transfer_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = reservations_.find(transfer_id);
+  if (it == reservations_.end()) return absl::NotFoundError(absl::StrCat("no KV reservation ", transfer_id));
+  return it->second.blocks;
+}
+
 void KvReservations::Release(const std::string& transfer_id) {
   absl::MutexLock lock(&mu_);
   auto it = reservations_.find(transfer_id);

@@ -31,6 +31,9 @@ class KvReservations {
   // Hands the blocks to the caller, who now owns them (the decode loop
   // adopts them for the sequence). NOT_FOUND if unknown or expired.
   absl::StatusOr<std::vector<int32_t>> Claim(const std::string& transfer_id);
+  // The blocks of a live reservation, still reserved (the NCCL transport
+  // checks a transfer's destination against them). NOT_FOUND if unknown.
+  absl::StatusOr<std::vector<int32_t>> Blocks(const std::string& transfer_id) const;
   // Frees a reservation; unknown ids are a no-op (release is idempotent).
   void Release(const std::string& transfer_id);
   // Frees every reservation past its expiry; returns how many.

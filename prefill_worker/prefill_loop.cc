@@ -141,6 +141,9 @@ void PrefillLoop::RunBatch(std::vector<std::shared_ptr<PrefillJob>> jobs) {
   if (absl::IsResourceExhausted(sampled.status()) && jobs.size() > 1) {
     // The batch did not fit this worker's scratch pool: one at a time.
     for (Sequence& s : seqs) engine_.Release(s);
+    // The abandoned transfers end before their retries start (NCCL sends
+    // the rest of an abandoned transfer to keep its pair in order).
+    transfers.clear();
     for (auto& job : jobs) RunBatch({job});
     return;
   }

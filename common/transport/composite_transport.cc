@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/transport/host_id.h"
+#include "common/transport/nccl_protocol.h"
 #include "common/transport/transport_selection.h"
 #include "common/util/logging.h"
 #include "common/util/status_macros.h"
@@ -104,6 +105,24 @@ void CompositeTransport::Disconnect(std::string_view worker_id) {
   for (const auto& p : parts_) p->Disconnect(worker_id);
   std::lock_guard<std::mutex> lock(mu_);
   chosen_.erase(std::string(worker_id));
+}
+
+}  // namespace tandem
+
+namespace tandem {
+
+absl::Status CompositeTransport::AcceptNcclTransfer(const v1::NcclTransferRequest& req,
+                                                    const std::vector<int32_t>& reserved, ReceiveFailed on_failed) {
+  KvTransport* p = Part(kTransportNccl);
+  if (p == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("the '", name_, "' KV transport of this worker has no nccl"));
+  }
+  return p->AcceptNcclTransfer(req, reserved, std::move(on_failed));
+}
+
+absl::Status CompositeTransport::WaitReceived(std::string_view transfer_id, absl::Time deadline) {
+  KvTransport* p = Part(kTransportNccl);
+  return p == nullptr ? absl::OkStatus() : p->WaitReceived(transfer_id, deadline);
 }
 
 }  // namespace tandem

@@ -30,6 +30,10 @@ class CompositeTransport final : public KvTransport {
                                                             const v1::KvPoolDescriptor& dest,
                                                             KvTransferSpec spec) override;
   void Disconnect(std::string_view worker_id) override;
+  // To the nccl part, if any.
+  absl::Status AcceptNcclTransfer(const v1::NcclTransferRequest& req, const std::vector<int32_t>& reserved,
+                                  ReceiveFailed on_failed) override;
+  absl::Status WaitReceived(std::string_view transfer_id, absl::Time deadline) override;
 
   // The names of the parts, preferred first.
   std::vector<std::string> part_names() const;

@@ -4,7 +4,8 @@
 // through pinned host buffers, between hosts), CUDA IPC (GPU memory, one
 // host), in-process (unit tests), and "auto", which exports with all that
 // suit the pool and picks per destination (transport_selection.h). NCCL
-// for GPU pools across hosts is the next one.
+// point-to-point (GPU pools on GPUs of different processes, nccl_transport.h)
+// is one more.
 //
 // Data flow: the decode worker calls ExportPool() once and hands the
 // descriptor out with every reservation (ReserveKvResponse.pool). The
@@ -16,12 +17,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/engine/model_backend.h"
 #include "common/kv/kv_layout.h"
@@ -83,6 +86,22 @@ class KvTransport {
 
   // Drops the cached connection to a peer (it left or failed).
   virtual void Disconnect(std::string_view worker_id) = 0;
+
+  // Decode side, for a transport whose receiver acts on its sender's
+  // control message (NCCL: DecodeService.StartNcclTransfer). `reserved`
+  // holds the blocks of the request's reservation; `on_failed` is called,
+  // from a transport thread, with the id of a transfer whose receives
+  // failed, so that its reservation is freed. UNIMPLEMENTED by default.
+  using ReceiveFailed = std::function<void(const std::string& transfer_id)>;
+  virtual absl::Status AcceptNcclTransfer(const v1::NcclTransferRequest& req, const std::vector<int32_t>& reserved,
+                                          ReceiveFailed on_failed) {
+    return absl::UnimplementedError(absl::StrCat("the '", std::string(name()), "' KV transport takes no NCCL transfers"));
+  }
+  // Decode side: OK once the transfer's data is in its blocks. Transports
+  // whose prefill-side Finish() already implies that (all but NCCL, where
+  // a completed ncclSend does not mean the peer's ncclRecv completed)
+  // return OK at once; so does an unknown id.
+  virtual absl::Status WaitReceived(std::string_view transfer_id, absl::Time deadline) { return absl::OkStatus(); }
 };
 
 // "auto" (every transport this build has, chosen per destination), "ucx"

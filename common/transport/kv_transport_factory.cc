@@ -10,6 +10,9 @@
 #include "common/transport/cuda_ipc_transport.h"
 #include "common/transport/inproc_transport.h"
 #include "common/transport/kv_transport.h"
+#include "common/transport/nccl_ops.h"
+#include "common/transport/nccl_protocol.h"
+#include "common/transport/nccl_transport.h"
 #include "common/transport/transport_selection.h"
 #include "common/transport/ucx_staged_transport.h"
 #include "common/transport/ucx_transport.h"
@@ -24,8 +27,15 @@ absl::StatusOr<std::unique_ptr<KvTransport>> MakeCudaIpcTransport() {
 }
 #endif
 
+#ifndef TANDEM_TRANSPORT_NCCL
+absl::StatusOr<std::unique_ptr<NcclOps>> MakeCudaNcclOps() {
+  return absl::UnimplementedError("the nccl KV transport needs a build with CUDA and NCCL (TANDEM_WITH_NCCL)");
+}
+#endif
+
 std::vector<std::string> KvTransportNames() {
-  return {std::string(kTransportAuto), std::string(kTransportCudaIpc), std::string(kTransportUcx),
+  return {std::string(kTransportAuto), std::string(kTransportCudaIpc), std::string(kTransportNccl),
+          std::string(kTransportUcx),
           std::string(kTransportUcxStaged), std::string(kTransportInProcess)};
 }
 
@@ -33,6 +43,7 @@ namespace {
 
 absl::StatusOr<std::unique_ptr<KvTransport>> MakePart(std::string_view name) {
   if (name == kTransportCudaIpc) return MakeCudaIpcTransport();
+  if (name == kTransportNccl) return MakeNcclTransport();
   if (name == kTransportUcx) return MakeUcxTransport();
   if (name == kTransportUcxStaged) return MakeUcxStagedTransport();
   return absl::InvalidArgumentError(absl::StrCat("no KV transport part '", std::string(name), "'"));
@@ -60,11 +71,13 @@ absl::StatusOr<std::unique_ptr<KvTransport>> Composite(std::string_view name, st
 absl::StatusOr<std::unique_ptr<KvTransport>> CreateKvTransport(std::string_view name) {
   // Parts in preference order (transport_selection.h).
   if (name == kTransportAuto) {
-    return Composite(name, {kTransportCudaIpc, kTransportUcx, kTransportUcxStaged}, /*all_required=*/false);
+    return Composite(name, {kTransportCudaIpc, kTransportNccl, kTransportUcx, kTransportUcxStaged},
+                     /*all_required=*/false);
   }
   if (name == kTransportUcx) return Composite(name, {kTransportUcx, kTransportUcxStaged}, true);
   if (name == kTransportUcxStaged) return Composite(name, {kTransportUcxStaged}, true);
   if (name == kTransportCudaIpc) return Composite(name, {kTransportCudaIpc}, true);
+  if (name == kTransportNccl) return Composite(name, {kTransportNccl}, true);
   if (name == kTransportInProcess) return MakeInProcessTransport();
   return absl::InvalidArgumentError(absl::StrCat("unknown KV transport '", std::string(name), "' (",
                                                  absl::StrJoin(KvTransportNames(), ", "), ")"));

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/transport/nccl_protocol.h"
 #include "common/transport/wire_codec.h"
 
 namespace tandem {
@@ -14,7 +15,9 @@ constexpr uint32_t kOffersMagic = 0x31464f54;  // "TOF1"
 }  // namespace
 
 std::vector<std::string> TransportsToExport(bool pool_on_device) {
-  if (pool_on_device) return {std::string(kTransportCudaIpc), std::string(kTransportUcxStaged)};
+  if (pool_on_device) {
+    return {std::string(kTransportCudaIpc), std::string(kTransportNccl), std::string(kTransportUcxStaged)};
+  }
   return {std::string(kTransportUcx)};
 }
 
@@ -80,6 +83,9 @@ absl::StatusOr<TransportOffer> ChooseTransport(const std::vector<TransportOffer>
         passed_over.push_back("cuda_ipc (our KV pool is in host memory)");
         continue;
       }
+    } else if (name == kTransportNccl && !in.local_on_device) {
+      passed_over.push_back("nccl (our KV pool is in host memory)");
+      continue;
     } else if (name == kTransportUcx && in.local_on_device) {
       passed_over.push_back("ucx (one-sided puts from host memory only; our KV pool is on a GPU)");
       continue;

@@ -6,13 +6,15 @@
 // and can reach the peer:
 //
 //   decode pool   offers                  prefill picks
-//   GPU           cuda_ipc, ucx_staged    cuda_ipc when the offer's host id is
-//                                         ours and our pool is on a GPU too,
-//                                         else ucx_staged
+//   GPU           cuda_ipc, nccl,         cuda_ipc when the offer's host id is
+//                 ucx_staged              ours and our pool is on a GPU too,
+//                                         else nccl when our pool is on a GPU
+//                                         and this build has NCCL, else
+//                                         ucx_staged
 //   host          ucx                     ucx (one-sided puts; host source)
 //
-// NCCL (GPU-direct between hosts) slots in as one more offer for GPU pools,
-// preferred over ucx_staged; nothing else changes.
+// A build without NCCL (or CUDA) neither offers nor picks nccl: it is not
+// among its parts, so the next offer is taken.
 //
 // A descriptor with several offers has transport "auto" and carries the
 // list in remote_key (EncodeTransportOffers); a descriptor with one offer
@@ -66,8 +68,8 @@ struct TransportChoiceInput {
 
 // The offer to use: the first transport of `in.available` that `offers`
 // contains and that reaches the peer (cuda_ipc: our pool on a GPU and the
-// offer's endpoint, the exporter's host id, equal to ours; ucx: our pool in
-// host memory; ucx_staged, inproc: always). FAILED_PRECONDITION naming the
+// offer's endpoint, the exporter's host id, equal to ours; nccl: our pool
+// on a GPU; ucx: our pool in host memory; ucx_staged, inproc: always). FAILED_PRECONDITION naming the
 // peer, the offers and why each was passed over.
 absl::StatusOr<TransportOffer> ChooseTransport(const std::vector<TransportOffer>& offers,
                                                const TransportChoiceInput& in, std::string_view peer);

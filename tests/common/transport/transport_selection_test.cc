@@ -3,6 +3,8 @@
 // IPC transport refuses before it touches a GPU (host pools, other hosts).
 #include "common/transport/transport_selection.h"
 
+#include <cstdlib>
+
 #include "common/transport/cuda_ipc_descriptor.h"
 #include "common/transport/cuda_ipc_transport.h"
 #include "common/transport/host_id.h"
@@ -23,7 +25,7 @@ std::vector<TransportOffer> GpuOffers(const std::string& host) {
 }
 
 TEST(TransportSelectionTest, ExportsSuitTheKindOfPool) {
-  EXPECT_EQ(TransportsToExport(/*pool_on_device=*/true), (std::vector<std::string>{"cuda_ipc", "ucx_staged"}));
+  EXPECT_EQ(TransportsToExport(/*pool_on_device=*/true), (std::vector<std::string>{"cuda_ipc", "nccl", "ucx_staged"}));
   EXPECT_EQ(TransportsToExport(/*pool_on_device=*/false), (std::vector<std::string>{"ucx"}));
 }
 
@@ -115,7 +117,7 @@ TEST(TransportOffersTest, MalformedListsAreRefused) {
 }
 
 TEST(TransportFactoryNamesTest, EveryNameIsKnownAndNamedInErrors) {
-  EXPECT_EQ(KvTransportNames(), (std::vector<std::string>{"auto", "cuda_ipc", "ucx", "ucx_staged", "inproc"}));
+  EXPECT_EQ(KvTransportNames(), (std::vector<std::string>{"auto", "cuda_ipc", "nccl", "ucx", "ucx_staged", "inproc"}));
   for (const char* name : {"auto", "ucx", "ucx_staged", "inproc"}) {
     auto t = CreateKvTransport(name);
     ASSERT_TRUE(t.ok()) << name << ": " << t.status();
@@ -127,6 +129,14 @@ TEST(TransportFactoryNamesTest, EveryNameIsKnownAndNamedInErrors) {
   EXPECT_EQ((*ipc)->name(), "cuda_ipc");
 #else
   EXPECT_EQ(ipc.status().code(), absl::StatusCode::kUnimplemented) << ipc.status();
+#endif
+  auto nccl = CreateKvTransport("nccl");
+#ifdef TANDEM_TRANSPORT_NCCL
+  ASSERT_TRUE(nccl.ok()) << nccl.status();  // loads libnccl; no GPU before a pool is exported
+  EXPECT_EQ((*nccl)->name(), "nccl");
+  EXPECT_STREQ(std::getenv("NCCL_NVLS_ENABLE"), "0");
+#else
+  EXPECT_EQ(nccl.status().code(), absl::StatusCode::kUnimplemented) << nccl.status();
 #endif
   auto bad = CreateKvTransport("nvlink-pigeon");
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);

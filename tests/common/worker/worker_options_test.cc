@@ -20,16 +20,16 @@ TEST(WorkerOptionsTest, DefaultsAreValidWithARouterAndTransportIsAuto) {
 }
 
 TEST(WorkerOptionsTest, EveryTransportNameIsAcceptedAndOthersRefused) {
-  for (const char* name : {"auto", "cuda_ipc", "ucx", "ucx_staged", "inproc"}) {
+  for (const char* name : {"auto", "cuda_ipc", "nccl", "ucx", "ucx_staged", "inproc"}) {
     WorkerOptions o = Valid();
     o.transport = name;
     EXPECT_TRUE(ValidateWorkerOptions(o).ok()) << name;
   }
   WorkerOptions o = Valid();
-  o.transport = "nccl";
+  o.transport = "gloo";
   absl::Status s = ValidateWorkerOptions(o);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("--transport 'nccl'"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("--transport 'gloo'"), std::string::npos) << s;
   EXPECT_NE(s.message().find("cuda_ipc"), std::string::npos) << s;
 }
 

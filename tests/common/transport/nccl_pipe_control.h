@@ -1,0 +1,67 @@
+// For the two-process NCCL GPU test and benchmark: length-prefixed
+// messages over pipes, and an NcclControl that carries the transfer
+// requests to the decode child that way (standing in for the gRPC RPC).
+#pragma once
+
+#include <unistd.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common/transport/nccl_transport.h"
+
+namespace tandem {
+
+inline bool WriteMsg(int fd, const std::string& s) {
+  const uint64_t n = s.size();
+  return write(fd, &n, sizeof(n)) == sizeof(n) && (n == 0 || write(fd, s.data(), n) == static_cast<ssize_t>(n));
+}
+
+inline bool ReadMsg(int fd, std::string* s) {
+  uint64_t n = 0;
+  if (read(fd, &n, sizeof(n)) != sizeof(n) || n > (1u << 24)) return false;
+  s->resize(n);
+  size_t got = 0;
+  while (got < n) {
+    const ssize_t r = read(fd, s->data() + got, n - got);
+    if (r <= 0) return false;
+    got += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// The request out, the decode side's status back ("" for OK).
+class PipeControl final : public NcclControl {
+ public:
+  PipeControl(int out, int in) : out_(out), in_(in) {}
+  absl::Status Send(const std::string&, const v1::NcclTransferRequest& req, absl::Time) override {
+    std::string reply;
+    if (!WriteMsg(out_, req.SerializeAsString()) || !ReadMsg(in_, &reply)) {
+      return absl::UnavailableError("the decode child is gone");
+    }
+    return reply.empty() ? absl::OkStatus() : absl::UnavailableError(reply);
+  }
+
+ private:
+  int out_, in_;
+};
+
+// The decode child's side: serves requests until an empty message,
+// answering each; returns the transfer ids, or false on a broken pipe.
+inline bool ServeRequests(KvTransport& t, int from_parent, int to_parent, std::vector<std::string>* ids) {
+  for (;;) {
+    std::string bytes;
+    if (!ReadMsg(from_parent, &bytes)) return false;
+    if (bytes.empty()) return true;
+    v1::NcclTransferRequest req;
+    if (!req.ParseFromString(bytes)) return false;
+    std::vector<int32_t> reserved(req.dst_blocks().begin(), req.dst_blocks().end());
+    absl::Status s = t.AcceptNcclTransfer(req, reserved, [](const std::string& id) {
+      fprintf(stderr, "receive of %s failed\n", id.c_str());
+    });
+    ids->push_back(req.transfer_id());
+    if (!WriteMsg(to_parent, s.ok() ? "" : s.ToString())) return false;
+  }
+}
+
+}  // namespace tandem
