@@ -62,10 +62,11 @@ grpc::Status DecodeServiceImpl::GetLoad(grpc::ServerContext*, const v1::GetLoadR
 
 grpc::Status DecodeServiceImpl::StartNcclTransfer(grpc::ServerContext*, const v1::NcclTransferRequest* req,
                                                   v1::NcclTransferResponse*) {
-  if (transport_ == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "decode worker is starting");
+  KvTransport* transport = transport_.load();
+  if (transport == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "decode worker is starting");
   absl::StatusOr<std::vector<int32_t>> reserved = reservations_.Blocks(req->transfer_id());
   if (!reserved.ok()) return ToGrpcStatus(reserved.status());
-  return ToGrpcStatus(transport_->AcceptNcclTransfer(
+  return ToGrpcStatus(transport->AcceptNcclTransfer(
       *req, *reserved, [this](const std::string& transfer_id) { reservations_.Release(transfer_id); }));
 }
 
@@ -86,11 +87,11 @@ grpc::Status DecodeServiceImpl::Decode(grpc::ServerContext* ctx, const v1::Decod
     reservations_.Release(req->transfer_id());
     return ToGrpcStatus(valid);
   }
-  if (transport_ != nullptr) {
+  if (KvTransport* transport = transport_.load(); transport != nullptr) {
     // NCCL: the prefill side's sends completing does not mean our receives
     // did; other transports return at once. A failed receive has already
     // freed the reservation.
-    absl::Status arrived = transport_->WaitReceived(req->transfer_id(), absl::Now() + absl::Seconds(30));
+    absl::Status arrived = transport->WaitReceived(req->transfer_id(), absl::Now() + absl::Seconds(30));
     if (!arrived.ok()) {
       reservations_.Release(req->transfer_id());
       return ToGrpcStatus(arrived);

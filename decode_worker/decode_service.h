@@ -43,7 +43,7 @@ class DecodeServiceImpl final : public v1::DecodeService::Service {
 
   // The transport the pool was exported with (set before serving). Decode
   // waits on it (WaitReceived) before adopting a transfer's blocks.
-  void SetTransport(KvTransport* transport) { transport_ = transport; }
+  void SetTransport(KvTransport* transport) { transport_.store(transport); }
 
   // The worker's load, as reported to the router (set before serving).
   void SetLoadReporter(std::function<v1::LoadReport()> load) { load_ = std::move(load); }
@@ -52,7 +52,7 @@ class DecodeServiceImpl final : public v1::DecodeService::Service {
   void SetDraining() { draining_ = true; }
 
  private:
-  KvTransport* transport_ = nullptr;
+  std::atomic<KvTransport*> transport_{nullptr};  // set once, after the server started
   const ModelConfig& config_;
   const KvLayout layout_;
   KvReservations& reservations_;
