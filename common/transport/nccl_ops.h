@@ -55,6 +55,9 @@ class NcclOps {
   virtual absl::Status CopyAsync(void* dst, const void* src, size_t bytes, GpuStreamHandle s) = 0;
   virtual absl::StatusOr<void*> Alloc(int device, size_t bytes) = 0;
   virtual void Free(int device, void* p) = 0;
+  // Makes `device` current for the calling thread (cudaSetDevice): a
+  // transport thread's copies and event records go to that GPU's streams.
+  virtual absl::Status BindThread(int device) = 0;
   // The GPU that owns `p`, and its PCI bus id.
   virtual absl::StatusOr<int> DeviceOf(const void* p) = 0;
   virtual absl::StatusOr<std::string> PciBusId(int device) = 0;

@@ -177,6 +177,10 @@ class CudaNcclOps final : public NcclOps {
       TANDEM_LOG(WARNING) << "cudaFree: " << cudaGetErrorString(err);
     }
   }
+  absl::Status BindThread(int device) override {
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+    return absl::OkStatus();
+  }
   absl::StatusOr<int> DeviceOf(const void* p) override { return DeviceOfPointer(p); }
   absl::StatusOr<std::string> PciBusId(int device) override {
     char bus[64] = {};

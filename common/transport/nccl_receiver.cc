@@ -198,7 +198,15 @@ absl::Status NcclReceiver::Post(Pair* p, Job& job) {
 }
 
 void NcclReceiver::Run(Pair* p) {
+  // A new thread starts on GPU 0; the pool's GPU may be another.
+  const absl::Status bound = ops_->BindThread(device_);
   std::unique_lock<std::mutex> lock(mu_);
+  if (!bound.ok()) {
+    TANDEM_LOG(ERROR) << "NCCL receiver thread: " << bound;
+    p->in_flight.swap(p->queued);
+    for (Job& j : p->in_flight) j.req.clear_unique_id();
+    FailAll(p, lock, absl::UnavailableError(bound.message()));
+  }
   while (!p->stop) {
     if (p->queued.empty() && p->in_flight.empty()) {
       p->cv.wait(lock, [&] { return p->stop || !p->queued.empty(); });

@@ -124,6 +124,7 @@ class FakeOps final : public NcclOps {
   }
   absl::StatusOr<void*> Alloc(int, size_t bytes) override { return std::malloc(bytes); }
   void Free(int, void* p) override { std::free(p); }
+  absl::Status BindThread(int) override { return absl::OkStatus(); }
   absl::StatusOr<int> DeviceOf(const void*) override { return rank_; }
   absl::StatusOr<std::string> PciBusId(int d) override { return absl::StrCat("0000:0", d, ":00.0"); }
 
