@@ -37,6 +37,20 @@ int FreePort() {
   return ntohs(a.sin_port);
 }
 
+// Runs one of tests/js's scripts with node; returns its exit status (0 when
+// it succeeded) and its output in *out.
+int RunNode(const std::string& script_and_args, std::string* out) {
+  const std::string cmd = absl::StrCat("node ", testing::SourceDir(), "/tests/js/", script_and_args, " 2>&1");
+  FILE* f = popen(cmd.c_str(), "r");
+  if (f == nullptr) return -1;
+  std::string text;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, f)) text.append(buf, n);
+  const int status = pclose(f);
+  if (out != nullptr) *out = text;
+  return status;
+}
+
 // A child process that dies with the test.
 class Child {
  public:
@@ -94,9 +108,15 @@ TEST(ObservabilityTest, DashboardAndRulesHaveDataAndMetricsMatchTheClient) {
                     absl::StrCat("--web.listen-address=127.0.0.1:", prom_port)},
                    (logs.path() / "prometheus.log").string());
 
-  // rate() needs samples from before the load: let Prometheus scrape the
-  // idle cluster first (every second), and spread the load over seconds.
-  std::this_thread::sleep_for(std::chrono::seconds(3));
+  // rate() needs samples from before the load: wait until Prometheus has
+  // scraped every process of the idle cluster, and spread the load over
+  // seconds.
+  std::string wait_out;
+  const int targets_up = RunNode(absl::StrCat("wait_prometheus_targets.mjs http://127.0.0.1:", prom_port, " ",
+                                              (*cluster)->metrics_addresses().size(), " 60"),
+                                 &wait_out);
+  ASSERT_EQ(targets_up, 0) << wait_out << "\nprometheus log: "
+                           << testing::ReadFile((logs.path() / "prometheus.log").string());
 
   // Load: successful requests of several lengths, and some refused ones.
   auto stub = testing::RouterStub((*cluster)->router_address());
@@ -135,14 +155,12 @@ TEST(ObservabilityTest, DashboardAndRulesHaveDataAndMetricsMatchTheClient) {
   const std::string client_file = (prom_dir.path() / "client.json").string();
   std::ofstream(client_file) << client.dump();
 
-  const std::string cmd = absl::StrCat("node ", testing::SourceDir(), "/tests/js/check_promql.mjs http://127.0.0.1:",
-                                       prom_port, " ", testing::SourceDir(), " ", client_file, " 2>&1");
-  FILE* f = popen(cmd.c_str(), "r");
-  ASSERT_NE(f, nullptr);
   std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
-  EXPECT_EQ(pclose(f), 0) << out << "\nprometheus log: " << testing::ReadFile((logs.path() / "prometheus.log").string());
+  EXPECT_EQ(RunNode(absl::StrCat("check_promql.mjs http://127.0.0.1:", prom_port, " ", testing::SourceDir(), " ",
+                                 client_file),
+                    &out),
+            0)
+      << out << "\nprometheus log: " << testing::ReadFile((logs.path() / "prometheus.log").string());
   EXPECT_TRUE((*cluster)->Stop().ok());
 }
 
