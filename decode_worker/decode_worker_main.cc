@@ -56,7 +56,7 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server, GrpcServer::Start(c.worker.listen, {&service}));
   const std::string address = absl::StrCat(c.worker.advertise_host, ":", server->port());
   TANDEM_ASSIGN_OR_RETURN(v1::KvPoolDescriptor pool,
-                          transport->ExportPool(engine.backend().kv_pool(), {address, fingerprint}));
+                          transport->ExportPool(engine.backend().kv_pool(), {address, fingerprint, engine.backend().numerics()}));
   service.SetTransport(transport.get());
   service.SetPool(pool);
   loop.Start();
@@ -65,7 +65,8 @@ absl::Status Run(const DecodeWorkerConfig& c) {
                    << " transport, pool exported as " << pool.transport() << ", "
                    << engine.kv_cache().num_total_blocks() << " KV blocks)";
 
-  v1::WorkerInfo info = DescribeWorker(address, v1::WORKER_ROLE_DECODE, model.name, fingerprint, engine.kv_cache(),
+  v1::WorkerInfo info = DescribeWorker(address, v1::WORKER_ROLE_DECODE, model.name, fingerprint,
+                                       engine.backend().numerics(), engine.kv_cache(),
                                        transport->name());
   info.set_max_batch_size(c.max_batch_size);
   info.set_max_batch_tokens(static_cast<int32_t>(c.max_batch_tokens));

@@ -45,7 +45,7 @@ absl::Status Run(const PrefillWorkerConfig& c) {
                           MetricsServer::Start(c.worker.metrics_listen, {{"model", model.name}, {"role", "prefill"}}));
   PrefillMetrics metrics(*metrics_server, std::string(transport->name()));
   TransferCounter transfer_counter(*metrics_server);
-  PrefillLoop loop_storage(engine, *transport, KvEndpointInfo{"", fingerprint}, c.max_batch_tokens, &metrics,
+  PrefillLoop loop_storage(engine, *transport, KvEndpointInfo{"", fingerprint, engine.backend().numerics()}, c.max_batch_tokens, &metrics,
                            &transfer_counter);
   PrefillLoop* loop = &loop_storage;
   PrefillServiceImpl service(model.config, engine.kv_cache().num_total_blocks(),
@@ -58,7 +58,8 @@ absl::Status Run(const PrefillWorkerConfig& c) {
   TANDEM_LOG(INFO) << "prefill worker serving on " << address << " (" << transport->name()
                    << " transport; each decode worker's pick is logged at its first transfer)";
 
-  v1::WorkerInfo info = DescribeWorker(address, v1::WORKER_ROLE_PREFILL, model.name, fingerprint, engine.kv_cache(),
+  v1::WorkerInfo info = DescribeWorker(address, v1::WORKER_ROLE_PREFILL, model.name, fingerprint,
+                                       engine.backend().numerics(), engine.kv_cache(),
                                        transport->name());
   info.set_max_batch_tokens(static_cast<int32_t>(c.max_batch_tokens));
   std::atomic<bool> draining{false};

@@ -63,6 +63,13 @@ absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info)
           "worker's model fingerprint ", info.model_fingerprint(), " differs from worker ", w.id,
           "'s ", w.info.model_fingerprint(), ": all workers must load the same checkpoint"));
     }
+    if (!w.info.engine_numerics().empty() && !info.engine_numerics().empty() &&
+        w.info.engine_numerics() != info.engine_numerics()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "engine numerics mismatch with worker ", w.id, " at ", w.address, ": \"", info.engine_numerics(),
+          "\" here but \"", w.info.engine_numerics(),
+          "\" there (the same --device and --cpu_bf16_activations on every worker give one process's tokens)"));
+    }
     if (std::string field = LayoutDifference(info.kv_layout(), w.info.kv_layout()); !field.empty()) {
       return absl::FailedPreconditionError(absl::StrCat("KV layout mismatch with worker ", w.id, " at ",
                                                         w.address, ": ", field));

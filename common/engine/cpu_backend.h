@@ -53,6 +53,7 @@ class CpuBackend final : public ModelBackend {
 
   // Whether this backend runs with bf16 activations.
   bool bf16_activations() const { return bf16_; }
+  std::string numerics() const override { return bf16_ ? "cpu, bf16 activations" : "cpu, fp32 activations"; }
 
  private:
   struct Layer {

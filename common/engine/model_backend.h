@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -87,6 +88,10 @@ class ModelBackend {
   // True when Forward() samples ForwardBatch::sample on the device itself,
   // so that logits never cross to the host.
   virtual bool samples_on_device() const { return false; }
+  // How this backend computes ("cpu, bf16 activations", "cuda, bf16"): two
+  // workers give the same tokens as one process only when they agree on
+  // it, so the KV handshake compares it (CheckKvCompatible).
+  virtual std::string numerics() const = 0;
 };
 
 }  // namespace tandem

@@ -34,6 +34,11 @@ absl::Status CheckKvCompatible(const KvEndpointInfo& self, const KvLayout& local
                                                       ": model_fingerprint is ", self.model_fingerprint,
                                                       " here but ", remote.model_fingerprint(), " there"));
   }
+  if (!self.numerics.empty() && !remote.engine_numerics().empty() && self.numerics != remote.engine_numerics()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "engine numerics mismatch with decode worker ", remote.worker_id(), ": \"", self.numerics, "\" here but \"",
+        remote.engine_numerics(), "\" there (start both workers with the same --device and --cpu_bf16_activations)"));
+  }
   const v1::KvLayoutSpec mine = ToProto(local);
   const v1::KvLayoutSpec& theirs = remote.layout();
   auto differs = [&](const char* field, auto here, auto there) {
@@ -91,6 +96,7 @@ v1::KvPoolDescriptor DescribePool(KvPoolView& pool, const KvEndpointInfo& self, 
   v1::KvPoolDescriptor d;
   d.set_worker_id(self.worker_id);
   d.set_model_fingerprint(self.model_fingerprint);
+  d.set_engine_numerics(self.numerics);
   *d.mutable_layout() = ToProto(layout);
   d.set_num_blocks(pool.num_blocks());
   d.set_transport(std::string(transport));

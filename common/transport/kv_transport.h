@@ -32,10 +32,12 @@
 
 namespace tandem {
 
-// Who is on this side of a transfer; both sides must serve the same model.
+// Who is on this side of a transfer; both sides must serve the same model
+// with the same numerics (ModelBackend::numerics; empty: not checked).
 struct KvEndpointInfo {
   std::string worker_id;
   std::string model_fingerprint;
+  std::string numerics;
 };
 
 // One request's KV on its way. Used by one thread (the prefill loop).

@@ -5,12 +5,14 @@
 namespace tandem {
 
 v1::WorkerInfo DescribeWorker(const std::string& address, v1::WorkerRole role, const std::string& model_name,
-                              const std::string& fingerprint, const KvCacheManager& kv, std::string_view transport) {
+                              const std::string& fingerprint, const std::string& numerics, const KvCacheManager& kv,
+                              std::string_view transport) {
   v1::WorkerInfo info;
   info.set_address(address);
   info.set_role(role);
   info.set_model_name(model_name);
   info.set_model_fingerprint(fingerprint);
+  info.set_engine_numerics(numerics);
   *info.mutable_kv_layout() = ToProto(kv.layout());
   info.set_kv_blocks_total(kv.num_total_blocks());
   info.add_transports(std::string(transport));

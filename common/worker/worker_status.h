@@ -15,10 +15,11 @@
 
 namespace tandem {
 
-// Address, role, model, KV layout and pool size, transport. The caller
-// adds its role's batch limits.
+// Address, role, model, engine numerics, KV layout and pool size,
+// transport. The caller adds its role's batch limits.
 v1::WorkerInfo DescribeWorker(const std::string& address, v1::WorkerRole role, const std::string& model_name,
-                              const std::string& fingerprint, const KvCacheManager& kv, std::string_view transport);
+                              const std::string& fingerprint, const std::string& numerics, const KvCacheManager& kv,
+                              std::string_view transport);
 
 // A load report of the KV pool, the request counts and the drain state,
 // with the same values set on `metrics`' gauges.

@@ -299,6 +299,29 @@ TEST_F(DisaggregatedTest, AKilledDecodeWorkerFailsItsRequestsAndIsNoLongerUsed) 
                   .ok());
 }
 
+// Starts a cluster whose prefill and decode workers got different flags;
+// the registration of whichever registers second (the prefill worker, as
+// the cluster starts it after the decode worker, unless it is slower) must
+// be refused naming `what`, and a request then cannot be served.
+void ExpectWorkersRefuseToPair(const LocalClusterOptions& o, const std::string& logs_dir, const std::string& what) {
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  const absl::Time give_up = absl::Now() + absl::Seconds(20);
+  std::string log;
+  while (absl::Now() < give_up) {
+    log = testing::ReadFile(logs_dir + "/prefill0.log") + testing::ReadFile(logs_dir + "/decode0.log");
+    if (log.find("refused registration") != std::string::npos) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_NE(log.find(what), std::string::npos) << log;
+  auto stub = testing::RouterStub((*cluster)->router_address());
+  RequestSpec s;
+  s.prompt = "hello";
+  StreamResult r = testing::StreamGenerate(*stub, testing::ToGenerateRequest(s));
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE) << r.status.error_message();
+  EXPECT_TRUE((*cluster)->Stop().ok());
+}
+
 TEST_F(DisaggregatedTest, WorkersWithDifferentKvLayoutsRefuseToPair) {
   LocalClusterOptions o;
   o.model_dir = model_dir_->str();
@@ -307,22 +330,21 @@ TEST_F(DisaggregatedTest, WorkersWithDifferentKvLayoutsRefuseToPair) {
   o.decode_args = {"--block_size=16"};
   o.prefill_args = {"--block_size=32"};
   o.wait_for_workers = false;
-  auto cluster = LocalCluster::Start(o);
-  ASSERT_TRUE(cluster.ok()) << cluster.status();
-  const absl::Time give_up = absl::Now() + absl::Seconds(20);
-  std::string log;
-  while (absl::Now() < give_up) {
-    log = testing::ReadFile(logs_.str() + "/prefill0.log");
-    if (log.find("refused registration") != std::string::npos) break;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  EXPECT_NE(log.find("block_size"), std::string::npos) << log;
-  auto stub = testing::RouterStub((*cluster)->router_address());
-  RequestSpec s;
-  s.prompt = "hello";
-  StreamResult r = testing::StreamGenerate(*stub, testing::ToGenerateRequest(s));
-  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE) << r.status.error_message();
-  EXPECT_TRUE((*cluster)->Stop().ok());
+  ExpectWorkersRefuseToPair(o, logs_.str(), "block_size");
+}
+
+// bf16 and fp32 activations give different KV and logits: a prefill worker
+// computing one way must not hand its KV to a decode worker computing the
+// other, or the tokens would differ from a single-process run.
+TEST_F(DisaggregatedTest, WorkersWithDifferentNumericsRefuseToPair) {
+  LocalClusterOptions o;
+  o.model_dir = model_dir_->str();
+  o.bin_dir = testing::BinDir();
+  o.log_dir = logs_.str();
+  o.decode_args = {"--cpu_bf16_activations=on"};
+  o.prefill_args = {"--cpu_bf16_activations=off"};
+  o.wait_for_workers = false;
+  ExpectWorkersRefuseToPair(o, logs_.str(), "engine numerics mismatch");
 }
 
 }  // namespace

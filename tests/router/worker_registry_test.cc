@@ -12,6 +12,7 @@ v1::WorkerInfo Info(const std::string& address, v1::WorkerRole role, int64_t blo
   i.set_role(role);
   i.set_model_name("m");
   i.set_model_fingerprint("fp");
+  i.set_engine_numerics("cpu, bf16 activations");
   i.mutable_kv_layout()->set_num_layers(4);
   i.mutable_kv_layout()->set_num_kv_heads(2);
   i.mutable_kv_layout()->set_head_dim(16);
@@ -122,6 +123,13 @@ TEST(WorkerRegistryTest, MismatchedWorkersAreRefusedWithTheField) {
   v1::WorkerInfo other = Info("h:3", v1::WORKER_ROLE_PREFILL);
   other.set_model_fingerprint("fp2");
   EXPECT_NE(r.Register(other).status().message().find("fingerprint"), std::string::npos);
+  other = Info("h:5", v1::WORKER_ROLE_PREFILL);
+  other.set_engine_numerics("cpu, fp32 activations");
+  auto numerics = r.Register(other);
+  EXPECT_EQ(numerics.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(numerics.status().message().find("\"cpu, fp32 activations\" here but \"cpu, bf16 activations\" there"),
+            std::string::npos)
+      << numerics.status();
   other = Info("h:4", v1::WORKER_ROLE_PREFILL);
   other.set_model_name("other");
   EXPECT_NE(r.Register(other).status().message().find("other"), std::string::npos);

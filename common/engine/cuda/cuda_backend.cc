@@ -110,6 +110,7 @@ class CudaBackend final : public ModelBackend {
   const ModelConfig& config() const override { return config_; }
   KvPoolView& kv_pool() override { return kv_; }
   bool samples_on_device() const override { return true; }
+  std::string numerics() const override { return "cuda, bf16"; }
   absl::Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
 
  private:

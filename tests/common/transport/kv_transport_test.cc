@@ -18,8 +18,8 @@
 namespace tandem {
 namespace {
 
-const KvEndpointInfo kPrefill{"prefill-a", "model-1"};
-const KvEndpointInfo kDecode{"decode-b", "model-1"};
+const KvEndpointInfo kPrefill{"prefill-a", "model-1", "cpu, fp32 activations"};
+const KvEndpointInfo kDecode{"decode-b", "model-1", "cpu, fp32 activations"};
 constexpr float kSourceTag = 1000.0f;
 constexpr float kDestTag = -500000.0f;
 
@@ -151,6 +151,7 @@ TEST_P(TransportTest, HandshakeRefusesEachMismatchedFieldByName) {
     std::function<void(KvLayout&, KvEndpointInfo&)> change;
   } cases[] = {
       {"model_fingerprint", [](KvLayout&, KvEndpointInfo& e) { e.model_fingerprint = "model-2"; }},
+      {"engine numerics", [](KvLayout&, KvEndpointInfo& e) { e.numerics = "cpu, bf16 activations"; }},
       {"num_layers", [](KvLayout& l, KvEndpointInfo&) { l.num_layers = 2; }},
       {"num_kv_heads", [](KvLayout& l, KvEndpointInfo&) { l.num_kv_heads = 1; }},
       {"head_dim", [](KvLayout& l, KvEndpointInfo&) { l.head_dim = 16; }},
