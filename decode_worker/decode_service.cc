@@ -97,17 +97,20 @@ grpc::Status DecodeServiceImpl::Decode(grpc::ServerContext* ctx, const v1::Decod
       return ToGrpcStatus(arrived);
     }
   }
-  absl::StatusOr<std::vector<int32_t>> blocks = reservations_.Claim(req->transfer_id());
-  if (!blocks.ok()) return ToGrpcStatus(blocks.status());
+  // Checked before the claim: once claimed, the blocks are no longer the
+  // reservations' to free.
   job.tokens.assign(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
   job.prompt_len = static_cast<int32_t>(job.tokens.size());
   job.tokens.push_back(req->first_token().id());
-  if (static_cast<int64_t>(blocks->size()) < layout_.BlocksForTokens(job.prompt_len)) {
+  if (absl::StatusOr<std::vector<int32_t>> reserved = reservations_.Blocks(req->transfer_id());
+      reserved.ok() && static_cast<int64_t>(reserved->size()) < layout_.BlocksForTokens(job.prompt_len)) {
     reservations_.Release(req->transfer_id());
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrCat("reservation ", req->transfer_id(), " holds ", blocks->size(),
+                        absl::StrCat("reservation ", req->transfer_id(), " holds ", reserved->size(),
                                      " blocks, too few for a prompt of ", job.prompt_len, " tokens"));
   }
+  absl::StatusOr<std::vector<int32_t>> blocks = reservations_.Claim(req->transfer_id());
+  if (!blocks.ok()) return ToGrpcStatus(blocks.status());
   job.blocks = std::move(*blocks);
   job.seed = req->seed();
   job.priority = req->priority();

@@ -48,6 +48,8 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   DecodeLoop loop(engine, reservations, {c.max_batch_size, c.max_batch_tokens},
                   ModelEosIds(model.config, *model.tokenizer), &metrics);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransport> transport, CreateKvTransport(c.worker.transport));
+  // Declared after `reservations`, so destroyed (its threads joined) first.
+  transport->SetWriteGate(&reservations);
 
   // The port is known only once the server is up, and the worker's id is
   // its address, so the pool is exported before serving and its descriptor

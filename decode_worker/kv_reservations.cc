@@ -18,16 +18,39 @@ absl::StatusOr<std::vector<int32_t>> KvReservations::Reserve(const std::string& 
     return absl::AlreadyExistsError(absl::StrCat("transfer ", transfer_id, " is already reserved"));
   }
   TANDEM_ASSIGN_OR_RETURN(std::vector<int32_t> blocks, allocator_.Allocate(num_blocks));
-  reservations_[transfer_id] = {blocks, expires};
+  Reservation& r = reservations_[transfer_id];
+  r.blocks = blocks;
+  r.members.insert(blocks.begin(), blocks.end());
+  r.expires = expires;
   return blocks;
 }
 
-absl::StatusOr<std::vector<int32_t>> KvReservations::Claim(const std::string& transfer_id) {
+absl::StatusOr<std::vector<int32_t>> KvReservations::Claim(const std::string& transfer_id,
+                                                           absl::Duration pinned_wait) {
   absl::MutexLock lock(&mu_);
   auto it = reservations_.find(transfer_id);
-  if (it == reservations_.end()) {
+  if (it == reservations_.end() || it->second.dead || it->second.claiming) {
     return absl::NotFoundError(absl::StrCat("no KV reservation for transfer ", transfer_id,
                                             " (never made, released, or expired)"));
+  }
+  if (it->second.pins > 0) {
+    it->second.claiming = true;
+    // The map may rehash while the lock is let go: look the entry up again.
+    auto unpinned_or_dead = [this, &transfer_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      const auto at = reservations_.find(transfer_id);
+      return at == reservations_.end() || at->second.pins == 0 || at->second.dead;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&unpinned_or_dead), pinned_wait);
+    it = reservations_.find(transfer_id);
+    if (it == reservations_.end() || it->second.dead) {
+      return absl::NotFoundError(absl::StrCat("KV reservation for transfer ", transfer_id,
+                                              " was released while its last write finished"));
+    }
+    it->second.claiming = false;
+    if (it->second.pins > 0) {
+      return absl::UnavailableError(absl::StrCat("KV transfer ", transfer_id, " is still writing its blocks after ",
+                                                 absl::FormatDuration(pinned_wait)));
+    }
   }
   std::vector<int32_t> blocks = std::move(it->second.blocks);
   reservations_.erase(it);
@@ -37,38 +60,80 @@ absl::StatusOr<std::vector<int32_t>> KvReservations::Claim(const std::string& tr
 absl::StatusOr<std::vector<int32_t>> KvReservations::Blocks(const std::string& transfer_id) const {
   absl::MutexLock lock(&mu_);
   auto it = reservations_.find(transfer_id);
-  if (it == reservations_.end()) return absl::NotFoundError(absl::StrCat("no KV reservation ", transfer_id));
+  if (it == reservations_.end() || it->second.dead) {
+    return absl::NotFoundError(absl::StrCat("no KV reservation ", transfer_id));
+  }
   return it->second.blocks;
+}
+
+bool KvReservations::KillLocked(absl::flat_hash_map<std::string, Reservation>::iterator it) {
+  Reservation& r = it->second;
+  if (r.dead) return false;
+  if (r.pins > 0) {
+    r.dead = true;
+    return true;
+  }
+  allocator_.Release(r.blocks).IgnoreError();
+  reservations_.erase(it);
+  return true;
 }
 
 void KvReservations::Release(const std::string& transfer_id) {
   absl::MutexLock lock(&mu_);
   auto it = reservations_.find(transfer_id);
-  if (it == reservations_.end()) return;
-  allocator_.Release(it->second.blocks).IgnoreError();
-  reservations_.erase(it);
+  if (it != reservations_.end()) KillLocked(it);
 }
 
 int KvReservations::ExpireStale(absl::Time now) {
   absl::MutexLock lock(&mu_);
-  int n = 0;
-  for (auto it = reservations_.begin(); it != reservations_.end();) {
-    if (it->second.expires <= now) {
-      TANDEM_LOG(WARNING) << "KV reservation " << it->first << " expired unclaimed; freeing "
-                          << it->second.blocks.size() << " blocks";
-      allocator_.Release(it->second.blocks).IgnoreError();
-      reservations_.erase(it++);
-      ++n;
-    } else {
-      ++it;
+  std::vector<std::string> stale;
+  for (const auto& [id, r] : reservations_) {
+    if (!r.dead && r.expires <= now) stale.push_back(id);
+  }
+  for (const std::string& id : stale) {
+    auto it = reservations_.find(id);
+    TANDEM_LOG(WARNING) << "KV reservation " << id << " expired unclaimed; freeing " << it->second.blocks.size()
+                        << " blocks" << (it->second.pins > 0 ? " once the write into them finished" : "");
+    KillLocked(it);
+  }
+  return static_cast<int>(stale.size());
+}
+
+absl::Status KvReservations::PinForWrite(const std::string& transfer_id, const std::vector<int32_t>& blocks) {
+  absl::MutexLock lock(&mu_);
+  auto it = reservations_.find(transfer_id);
+  if (it == reservations_.end() || it->second.dead || it->second.claiming) {
+    return absl::NotFoundError(
+        absl::StrCat("no live KV reservation for transfer ", transfer_id, " (released, expired or claimed)"));
+  }
+  for (int32_t b : blocks) {
+    if (!it->second.members.contains(b)) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("block ", b, " is not reserved for KV transfer ", transfer_id));
     }
   }
-  return n;
+  ++it->second.pins;
+  return absl::OkStatus();
+}
+
+void KvReservations::Unpin(const std::string& transfer_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = reservations_.find(transfer_id);
+  if (it == reservations_.end() || it->second.pins == 0) {
+    TANDEM_LOG(ERROR) << "unpinning KV reservation " << transfer_id << ", which is not pinned";
+    return;
+  }
+  if (--it->second.pins == 0 && it->second.dead) {
+    allocator_.Release(it->second.blocks).IgnoreError();
+    reservations_.erase(it);
+  }
 }
 
 size_t KvReservations::size() const {
   absl::MutexLock lock(&mu_);
-  return reservations_.size();
+  size_t n = 0;
+  for (const auto& [id, r] : reservations_) n += r.dead ? 0 : 1;
+  return n;
 }
 
 int64_t KvReservations::reserved_blocks() const {

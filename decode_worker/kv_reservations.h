@@ -3,6 +3,12 @@
 // has an owner (the transfer id) and an expiry, so blocks of a transfer
 // that never completes (router gone, prefill failed without ReleaseKv) come
 // back on their own.
+//
+// It is also the transports' write gate (KvWriteGate): a write into a
+// reservation's blocks pins it, and a reservation released or expired while
+// pinned is dead (unknown to Claim, Blocks and new pins) but keeps its
+// blocks until its last pin goes, so blocks return to the allocator only
+// once nothing writes them any more.
 #pragma once
 
 #include <cstdint>
@@ -11,42 +17,64 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/kv/block_allocator.h"
+#include "common/transport/kv_transport.h"
 
 namespace tandem {
 
 // Thread-safe: gRPC handlers reserve, claim and release; the decode loop
-// expires.
-class KvReservations {
+// expires; transport threads pin and unpin.
+class KvReservations final : public KvWriteGate {
  public:
   explicit KvReservations(BlockAllocator& allocator) : allocator_(allocator) {}
-  ~KvReservations();  // frees whatever is still reserved
+  ~KvReservations() override;  // frees whatever is still reserved
 
   // RESOURCE_EXHAUSTED (from the allocator) when the blocks are not free.
   absl::StatusOr<std::vector<int32_t>> Reserve(const std::string& transfer_id, int32_t num_blocks,
                                                absl::Time expires);
   // Hands the blocks to the caller, who now owns them (the decode loop
-  // adopts them for the sequence). NOT_FOUND if unknown or expired.
-  absl::StatusOr<std::vector<int32_t>> Claim(const std::string& transfer_id);
+  // adopts them for the sequence). NOT_FOUND if unknown, released or
+  // expired. A write still pinning the reservation is waited for (up to
+  // `pinned_wait`; then UNAVAILABLE, the reservation left as it was):
+  // a finished transfer has none, but a sender may send a chunk twice.
+  absl::StatusOr<std::vector<int32_t>> Claim(const std::string& transfer_id,
+                                             absl::Duration pinned_wait = absl::Seconds(5));
   // The blocks of a live reservation, still reserved (the NCCL transport
   // checks a transfer's destination against them). NOT_FOUND if unknown.
   absl::StatusOr<std::vector<int32_t>> Blocks(const std::string& transfer_id) const;
-  // Frees a reservation; unknown ids are a no-op (release is idempotent).
+  // Frees a reservation (once unpinned); unknown ids are a no-op (release
+  // is idempotent).
   void Release(const std::string& transfer_id);
-  // Frees every reservation past its expiry; returns how many.
+  // Frees every reservation past its expiry (once unpinned); returns how
+  // many expired.
   int ExpireStale(absl::Time now);
 
+  // KvWriteGate.
+  absl::Status PinForWrite(const std::string& transfer_id, const std::vector<int32_t>& blocks) override;
+  void Unpin(const std::string& transfer_id) override;
+
+  // Live reservations.
   size_t size() const;
+  // Blocks held by reservations, dead ones still pinned included.
   int64_t reserved_blocks() const;
 
  private:
   struct Reservation {
     std::vector<int32_t> blocks;
+    absl::flat_hash_set<int32_t> members;  // the same blocks, for PinForWrite
     absl::Time expires;
+    int pins = 0;
+    bool dead = false;      // released or expired; freed at the last Unpin
+    bool claiming = false;  // Claim waits for the pins to go; no new ones
   };
+  // Frees `it`'s blocks now, or marks it dead if pinned. Returns whether it
+  // was live.
+  bool KillLocked(absl::flat_hash_map<std::string, Reservation>::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   BlockAllocator& allocator_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Reservation> reservations_ ABSL_GUARDED_BY(mu_);

@@ -30,6 +30,9 @@ class CompositeTransport final : public KvTransport {
                                                             const v1::KvPoolDescriptor& dest,
                                                             KvTransferSpec spec) override;
   void Disconnect(std::string_view worker_id) override;
+  void SetWriteGate(KvWriteGate* gate) override {
+    for (const auto& p : parts_) p->SetWriteGate(gate);
+  }
   // To the nccl part, if any.
   absl::Status AcceptNcclTransfer(const v1::NcclTransferRequest& req, const std::vector<int32_t>& reserved,
                                   ReceiveFailed on_failed) override;

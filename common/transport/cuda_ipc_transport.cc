@@ -204,6 +204,12 @@ class CudaIpcTransfer final : public KvTransfer {
     int rounds = 0;
     while ((err = cudaEventQuery(done_.get())) == cudaErrorNotReady) {
       if (absl::Now() > spec_.deadline) {
+        // The failure lets the decode worker hand the blocks to another
+        // request: the copies still queued must be over first (they cannot
+        // be recalled, and local copies always end).
+        if (const cudaError_t e = cudaEventSynchronize(done_.get()); e != cudaSuccess) {
+          TANDEM_LOG(WARNING) << Describe() << ": waiting for the copies: " << cudaGetErrorString(e);
+        }
         return Fail(absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline")));
       }
       if (++rounds > 200) {

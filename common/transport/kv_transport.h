@@ -66,6 +66,25 @@ struct KvTransferSpec {
   absl::Time deadline = absl::InfiniteFuture();
 };
 
+// Decode side: the guard of the reserved blocks for a transport that writes
+// them on its own receiving thread (staged UCX copies each chunk from a
+// staging slot into the pool). Each write pins its transfer's reservation
+// for as long as it runs, so a reservation released meanwhile (the router
+// gave up, the reservation expired) frees its blocks only after the last
+// write into them finished; and a write is let through only into blocks of
+// its own live reservation, so a late or stray chunk can never land in
+// blocks that belong to another sequence by now. Thread-safe.
+class KvWriteGate {
+ public:
+  virtual ~KvWriteGate() = default;
+  // OK, and the reservation is pinned until Unpin(transfer_id): when the
+  // transfer has a live reservation holding every block of `blocks`.
+  // NOT_FOUND when it has none (never made, released, expired, claimed);
+  // PERMISSION_DENIED naming the block when one is not the transfer's.
+  virtual absl::Status PinForWrite(const std::string& transfer_id, const std::vector<int32_t>& blocks) = 0;
+  virtual void Unpin(const std::string& transfer_id) = 0;
+};
+
 // Thread-safe: connections are cached per peer under a lock.
 class KvTransport {
  public:
@@ -88,6 +107,12 @@ class KvTransport {
 
   // Drops the cached connection to a peer (it left or failed).
   virtual void Disconnect(std::string_view worker_id) = 0;
+
+  // Decode side, before ExportPool: the gate every write of this
+  // transport's own threads into the exported pool passes (`gate` must
+  // outlive the transport). Transports whose writes are the sender's
+  // (UCX puts, CUDA IPC copies) have no such writes and ignore it.
+  virtual void SetWriteGate(KvWriteGate* gate) {}
 
   // Decode side, for a transport whose receiver acts on its sender's
   // control message (NCCL: DecodeService.StartNcclTransfer). `reserved`

@@ -33,12 +33,13 @@ absl::Status RegisterHandler(ucp_worker_h worker, unsigned id, ucp_am_recv_callb
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<StagedReceiver>> StagedReceiver::Start(ucp_context_h context, KvPoolView& pool,
-                                                                       const StagedOptions& options) {
+                                                                       const StagedOptions& options,
+                                                                       KvWriteGate* gate) {
   const uint64_t block_bytes = static_cast<uint64_t>(pool.layout().block_bytes());
   if (pool.layout().num_layers <= 0 || pool.num_blocks() <= 0 || block_bytes == 0 || options.slots == 0) {
     return absl::InvalidArgumentError("cannot export an empty KV pool (or no staging slots) over ucx_staged");
   }
-  std::unique_ptr<StagedReceiver> r(new StagedReceiver(pool));
+  std::unique_ptr<StagedReceiver> r(new StagedReceiver(pool, gate));
   r->slot_bytes_ = std::max<uint64_t>(options.slot_bytes, 2 * block_bytes);
   TANDEM_ASSIGN_OR_RETURN(r->staging_, AllocateStaging(pool, r->slot_bytes_ * options.slots));
   TANDEM_ASSIGN_OR_RETURN(r->queue_, MakeCopyQueue(pool));
@@ -79,7 +80,8 @@ StagedReceiver::~StagedReceiver() {
   }
   acks_.clear();
   worker_.reset();  // cancels receives still writing into slots
-  queue_.reset();
+  queue_.reset();   // waits for the copies into the pool
+  for (Slot& slot : slots_) Unpin(slot);
   region_.reset();
   staging_.reset();
 }
@@ -154,6 +156,27 @@ void StagedReceiver::FailTransfer(const std::string& id, absl::Status status) {
   }
 }
 
+absl::Status StagedReceiver::Pin(Slot& slot) {
+  if (gate_ == nullptr) return absl::OkStatus();
+  std::vector<int32_t> blocks;
+  for (const BlockRun& r : slot.header.runs) {
+    for (int32_t i = 0; i < r.count; ++i) blocks.push_back(r.dst + i);
+  }
+  absl::Status s = gate_->PinForWrite(slot.header.transfer_id, blocks);
+  if (!s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("chunk ", slot.header.chunk, " of KV transfer ", slot.header.transfer_id,
+                                               " not copied into the pool: ", s.message()));
+  }
+  slot.pinned = true;
+  return absl::OkStatus();
+}
+
+void StagedReceiver::Unpin(Slot& slot) {
+  if (!slot.pinned) return;
+  gate_->Unpin(slot.header.transfer_id);
+  slot.pinned = false;
+}
+
 bool StagedReceiver::StartArrivals() {
   bool moved = false;
   for (Slot& slot : slots_) {
@@ -203,6 +226,9 @@ bool StagedReceiver::CopyReceived() {
     absl::Status s = slot.recv_status == UCS_OK ? absl::OkStatus()
                                                 : UcxError(absl::StrCat("receiving a chunk of KV transfer ", id),
                                                            slot.recv_status);
+    // The transfer may have failed while this chunk was on its way.
+    if (s.ok() && !transfers_[id].status.ok()) s = transfers_[id].status;
+    if (s.ok()) s = Pin(slot);
     // K of every run, then V of every run (ucx_staged_protocol.h).
     const char* k = slot.data;
     const char* v = slot.data + slot.header.blocks() * block_bytes;
@@ -223,6 +249,7 @@ bool StagedReceiver::CopyReceived() {
     // Copies already queued may still write the pool: wait for them
     // before the failure lets the reservation go.
     queue_->Drain().IgnoreError();
+    Unpin(slot);
     FailTransfer(id, mark.status());
     --transfers_[id].in_flight;
     slot.state = SlotState::kFree;
@@ -241,8 +268,10 @@ bool StagedReceiver::RetireCopies() {
     if (reached.ok()) {
       ++in.copied;
     } else {
+      // A failed copy queue leaves nothing running that could still write.
       FailTransfer(slot.header.transfer_id, reached.status());
     }
+    Unpin(slot);
     --in.in_flight;
     in.touched = absl::Now();
     slot.state = SlotState::kFree;

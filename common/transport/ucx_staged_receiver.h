@@ -10,6 +10,11 @@
 // pool. An arriving chunk that finds no free slot waits (its rendezvous is
 // not started), which holds back the sender: the flow control.
 //
+// With a write gate (kv_transport.h), a chunk is copied into the pool only
+// while it pins its transfer's live reservation, and only into that
+// reservation's blocks; a chunk the gate refuses (the reservation was
+// released or expired: the sender is late) fails its transfer.
+//
 // A failed chunk (malformed, out of range, copy error) fails its transfer;
 // the transfer's later chunks are dropped and its acknowledgement, sent
 // once nothing of it is in flight any more, carries the error.
@@ -30,6 +35,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/engine/model_backend.h"
+#include "common/transport/kv_transport.h"
 #include "common/transport/staging_copy.h"
 #include "common/transport/ucx_handles.h"
 #include "common/transport/ucx_staged_protocol.h"
@@ -43,9 +49,11 @@ struct StagedOptions {
 
 class StagedReceiver {
  public:
-  // `pool` must outlive the receiver; `context` needs UCP_FEATURE_AM.
+  // `pool` (and `gate`, if not null) must outlive the receiver; `context`
+  // needs UCP_FEATURE_AM.
   static absl::StatusOr<std::unique_ptr<StagedReceiver>> Start(ucp_context_h context, KvPoolView& pool,
-                                                               const StagedOptions& options);
+                                                               const StagedOptions& options,
+                                                               KvWriteGate* gate = nullptr);
   ~StagedReceiver();
   StagedReceiver(const StagedReceiver&) = delete;
   StagedReceiver& operator=(const StagedReceiver&) = delete;
@@ -62,6 +70,7 @@ class StagedReceiver {
     uint64_t length = 0;
     uint64_t mark = 0;
     ucs_status_t recv_status = UCS_OK;
+    bool pinned = false;  // holds a PinForWrite of header.transfer_id
   };
   // A chunk whose header came and whose data waits for a slot.
   struct Arrival {
@@ -83,7 +92,7 @@ class StagedReceiver {
     std::string header;  // alive until the send completes
   };
 
-  StagedReceiver(KvPoolView& pool) : pool_(pool) {}
+  StagedReceiver(KvPoolView& pool, KvWriteGate* gate) : pool_(pool), gate_(gate) {}
   static ucs_status_t OnChunk(void* arg, const void* header, size_t header_length, void* data, size_t length,
                               const ucp_am_recv_param_t* param);
   static ucs_status_t OnFinish(void* arg, const void* header, size_t header_length, void* data, size_t length,
@@ -98,9 +107,13 @@ class StagedReceiver {
   bool SendAcks();
   void Sweep();
   void FailTransfer(const std::string& id, absl::Status status);
+  // Pins the slot's reservation through the gate (OK without one).
+  absl::Status Pin(Slot& slot);
+  void Unpin(Slot& slot);
   bool Busy() const;
 
   KvPoolView& pool_;
+  KvWriteGate* const gate_;
   uint64_t slot_bytes_ = 0;
   UcxWorker worker_;
   std::string address_;

@@ -149,7 +149,8 @@ class UcxStagedTransport final : public KvTransport {
 
   absl::StatusOr<v1::KvPoolDescriptor> ExportPool(KvPoolView& pool, const KvEndpointInfo& self) override {
     std::lock_guard<std::mutex> lock(export_mu_);
-    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<StagedReceiver> r, StagedReceiver::Start(context_.get(), pool, options_));
+    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<StagedReceiver> r,
+                            StagedReceiver::Start(context_.get(), pool, options_, gate_));
     v1::KvPoolDescriptor d = DescribePool(pool, self, kTransportUcxStaged);
     d.set_endpoint(r->address());
     d.set_remote_key(EncodeStagedPoolInfo(r->info()));
@@ -163,6 +164,11 @@ class UcxStagedTransport final : public KvTransport {
   absl::StatusOr<std::unique_ptr<KvTransfer>> StartTransfer(KvPoolView& pool, const KvEndpointInfo& self,
                                                             const v1::KvPoolDescriptor& dest,
                                                             KvTransferSpec spec) override;
+
+  void SetWriteGate(KvWriteGate* gate) override {
+    std::lock_guard<std::mutex> lock(export_mu_);
+    gate_ = gate;
+  }
 
   void Disconnect(std::string_view worker_id) override {
     std::lock_guard<std::mutex> lock(send_mu_);
@@ -198,6 +204,7 @@ class UcxStagedTransport final : public KvTransport {
   UcxContext context_;
 
   std::mutex export_mu_;
+  KvWriteGate* gate_ = nullptr;  // for the receivers ExportPool starts after it is set
   std::vector<std::unique_ptr<StagedReceiver>> receivers_;
 
   // Prefill side, all guarded by send_mu_ (the worker is SERIALIZED; the

@@ -14,6 +14,8 @@
 #include "common/default_model/default_model.h"
 #include "common/engine/local_generator.h"
 #include "common/engine/model_loader.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "tests/integration/cluster_test_util.h"
 #include "tests/testing/temp_dir.h"
@@ -252,6 +254,39 @@ TEST_F(DisaggregatedTest, CancelledDeadlineAndNoRoomEndCleanly) {
   ok.prompt = "Still alive?";
   EXPECT_TRUE(testing::StreamGenerate(*stub, testing::ToGenerateRequest(ok)).status.ok());
   StopCluster(std::move(cluster));
+}
+
+// A Decode call whose prompt needs more blocks than its transfer reserved
+// (a router bug or a forged call, straight to the decode worker) is
+// refused, and the reservation's blocks go back.
+TEST_F(DisaggregatedTest, ADecodeCallLongerThanItsReservationIsRefusedAndFreesIt) {
+  auto cluster = StartCluster(1, 1, {"--block_size=16"});
+  ASSERT_NE(cluster, nullptr);
+  auto channel = grpc::CreateChannel(cluster->decode_addresses()[0], grpc::InsecureChannelCredentials());
+  auto decode = v1::DecodeService::NewStub(channel);
+  v1::ReserveKvRequest reserve;
+  reserve.set_request_id("too-long");
+  reserve.set_prompt_tokens(16);  // one block
+  v1::ReserveKvResponse reserved;
+  grpc::ClientContext reserve_ctx;
+  ASSERT_TRUE(decode->ReserveKv(&reserve_ctx, reserve, &reserved).ok());
+  ASSERT_EQ(reserved.block_ids_size(), 1);
+
+  v1::DecodeRequest req;
+  req.set_request_id("too-long");
+  req.set_transfer_id(reserved.transfer_id());
+  for (int i = 0; i < 40; ++i) req.add_prompt_token_ids(5 + i);  // three blocks' worth
+  req.mutable_first_token()->set_id(7);
+  req.mutable_stopping()->set_max_new_tokens(2);
+  grpc::ClientContext ctx;
+  auto reader = decode->Decode(&ctx, req);
+  v1::GenerateResponse resp;
+  while (reader->Read(&resp)) {
+  }
+  const grpc::Status s = reader->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_NE(s.error_message().find("too few"), std::string::npos) << s.error_message();
+  StopCluster(std::move(cluster));  // checks that no block is left in use
 }
 
 TEST_F(DisaggregatedTest, AKilledDecodeWorkerFailsItsRequestsAndIsNoLongerUsed) {

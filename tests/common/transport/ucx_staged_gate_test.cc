@@ -1,0 +1,130 @@
+// The staged UCX receiver behind the decode worker's write gate (its KV
+// reservations): chunks land only in their own live reservation. A late
+// sender, whose reservation was released, and a sender naming blocks of
+// another reservation both fail, and the blocks they aimed at keep their
+// bytes. Host pools; every block goes back to the allocator.
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/kv/block_allocator.h"
+#include "common/transport/kv_transport.h"
+#include "common/transport/ucx_staged_transport.h"
+#include "decode_worker/kv_reservations.h"
+#include "gtest/gtest.h"
+#include "tests/common/transport/test_pool.h"
+
+namespace tandem {
+namespace {
+
+const KvEndpointInfo kPrefill{"prefill-a", "model-1"};
+const KvEndpointInfo kDecode{"decode-b", "model-1"};
+constexpr int32_t kBlocks = 12;
+constexpr float kDestTag = -5000.0f;
+
+class StagedGateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Two blocks per slot, two slots: several chunks per transfer.
+    const StagedOptions tiny{static_cast<uint64_t>(2 * 2 * SmallLayout().block_bytes()), 2};
+    auto r = MakeUcxStagedTransport(tiny);
+    ASSERT_TRUE(r.ok()) << r.status();
+    receiver_ = std::move(*r);
+    receiver_->SetWriteGate(&reservations_);
+    auto s = MakeUcxStagedTransport(tiny);
+    ASSERT_TRUE(s.ok()) << s.status();
+    sender_ = std::move(*s);
+    auto d = receiver_->ExportPool(dst_, kDecode);
+    ASSERT_TRUE(d.ok()) << d.status();
+    desc_ = *d;
+  }
+  void TearDown() override {
+    receiver_.reset();  // no write in flight any more
+    EXPECT_EQ(reservations_.reserved_blocks(), 0);
+    EXPECT_EQ(dst_blocks_.num_free(), kBlocks);
+  }
+
+  absl::Status Send(const std::string& id, std::vector<int32_t> dst) {
+    std::vector<int32_t> src;
+    for (size_t i = 0; i < dst.size(); ++i) src.push_back(static_cast<int32_t>(i));
+    auto t = sender_->StartTransfer(src_, kPrefill, desc_, {id, src, dst, absl::Now() + absl::Seconds(20)});
+    if (!t.ok()) return t.status();
+    for (int l = 0; l < SmallLayout().num_layers; ++l) {
+      if (absl::Status s = (*t)->SendLayer(l); !s.ok()) return s;
+    }
+    return (*t)->Finish();
+  }
+  // Whether destination block `b` still holds the bytes it started with, in
+  // every layer's K and V.
+  bool Untouched(int32_t b) {
+    TestPool fresh(SmallLayout(), kBlocks, kDestTag);
+    for (int l = 0; l < SmallLayout().num_layers; ++l) {
+      for (int kv = 0; kv < 2; ++kv) {
+        if (std::memcmp(dst_.At(l, kv, b), fresh.At(l, kv, b), SmallLayout().block_bytes()) != 0) return false;
+      }
+    }
+    return true;
+  }
+  bool Landed(int32_t b, int32_t src_block) {
+    for (int l = 0; l < SmallLayout().num_layers; ++l) {
+      for (int kv = 0; kv < 2; ++kv) {
+        if (std::memcmp(dst_.At(l, kv, b), src_.At(l, kv, src_block), SmallLayout().block_bytes()) != 0) return false;
+      }
+    }
+    return true;
+  }
+
+  TestPool src_{SmallLayout(), kBlocks, 1000.0f};
+  TestPool dst_{SmallLayout(), kBlocks, kDestTag};
+  BlockAllocator dst_blocks_{kBlocks};
+  KvReservations reservations_{dst_blocks_};
+  std::unique_ptr<KvTransport> receiver_, sender_;
+  v1::KvPoolDescriptor desc_;
+};
+
+TEST_F(StagedGateTest, ChunksLandInTheirOwnReservation) {
+  auto blocks = reservations_.Reserve("t-ok", 5, absl::Now() + absl::Seconds(30));
+  ASSERT_TRUE(blocks.ok());
+  absl::Status s = Send("t-ok", *blocks);
+  ASSERT_TRUE(s.ok()) << s;
+  for (size_t i = 0; i < blocks->size(); ++i) EXPECT_TRUE(Landed((*blocks)[i], static_cast<int32_t>(i))) << i;
+  auto claimed = reservations_.Claim("t-ok", absl::ZeroDuration());  // nothing pins it after the ack
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_TRUE(dst_blocks_.Release(*claimed).ok());
+}
+
+TEST_F(StagedGateTest, ALateSenderFailsAndItsBlocksNowSomeoneElsesKeepTheirBytes) {
+  auto gone = reservations_.Reserve("t-late", 4, absl::Now() + absl::Seconds(30));
+  ASSERT_TRUE(gone.ok());
+  const std::vector<int32_t> aimed = *gone;
+  reservations_.Release("t-late");  // the router gave up on it
+  // Its blocks go to the next request before the late transfer arrives.
+  auto next = reservations_.Reserve("t-next", 4, absl::Now() + absl::Seconds(30));
+  ASSERT_TRUE(next.ok());
+  // The sender hears of it as the refusal in the acknowledgement
+  // (NOT_FOUND) or, when a later chunk is turned away first, as a
+  // cancelled send.
+  absl::Status s = Send("t-late", aimed);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("t-late"), std::string::npos) << s;
+  for (int32_t b : aimed) EXPECT_TRUE(Untouched(b)) << "block " << b;
+  reservations_.Release("t-next");
+}
+
+TEST_F(StagedGateTest, ASenderNamingAnotherReservationsBlocksIsRefused) {
+  auto mine = reservations_.Reserve("t-mine", 2, absl::Now() + absl::Seconds(30));
+  auto theirs = reservations_.Reserve("t-theirs", 2, absl::Now() + absl::Seconds(30));
+  ASSERT_TRUE(mine.ok() && theirs.ok());
+  absl::Status s = Send("t-mine", {(*mine)[0], (*theirs)[1]});
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(Untouched((*theirs)[1]));
+  // The refusal left the reservations as they were: the right transfer works.
+  absl::Status ok = Send("t-theirs", *theirs);
+  EXPECT_TRUE(ok.ok()) << ok;
+  EXPECT_TRUE(Landed((*theirs)[1], 1));
+  reservations_.Release("t-mine");
+  reservations_.Release("t-theirs");
+}
+
+}  // namespace
+}  // namespace tandem
