@@ -19,6 +19,7 @@ struct NcclReceiver::Job {
   absl::Time deadline;
   void* staging = nullptr;
   GpuEventHandle done = nullptr;
+  bool pinned = false;  // holds a PinForWrite of the transfer's reservation
 };
 
 // Everything but `thread` under the receiver's mu_.
@@ -35,8 +36,9 @@ struct NcclReceiver::Pair {
   std::thread thread;
 };
 
-NcclReceiver::NcclReceiver(std::shared_ptr<NcclOps> ops, KvPoolView& pool, int device, NcclTransportOptions options)
-    : ops_(std::move(ops)), pool_(pool), device_(device), options_(std::move(options)) {
+NcclReceiver::NcclReceiver(std::shared_ptr<NcclOps> ops, KvPoolView& pool, int device, NcclTransportOptions options,
+                           KvWriteGate* gate)
+    : ops_(std::move(ops)), pool_(pool), device_(device), options_(std::move(options)), gate_(gate) {
   stride_ = static_cast<uint64_t>(pool_.layout().block_bytes());  // KvPoolView's invariant
 }
 
@@ -84,6 +86,11 @@ absl::Status NcclReceiver::Accept(const v1::NcclTransferRequest& req, const std:
   }
   if (!req.unique_id().empty()) p->accepted_comm_id = req.comm_id();
   Job job;
+  if (gate_ != nullptr) {
+    // The whole reservation: every block the plan writes is in it (checked above).
+    TANDEM_RETURN_IF_ERROR(gate_->PinForWrite(req.transfer_id(), reserved));
+    job.pinned = true;
+  }
   job.req = req;
   job.plan = std::move(plan);
   job.on_failed = std::move(on_failed);
@@ -150,6 +157,9 @@ void NcclReceiver::FailAll(Pair* p, std::unique_lock<std::mutex>& lock, const ab
     if (j.staging != nullptr) ops_->Free(device_, j.staging);
     if (j.done != nullptr) ops_->DestroyEvent(j.done);
     if (j.on_failed) j.on_failed(j.req.transfer_id());
+    // Aborted: nothing writes the blocks any more; a release (on_failed's)
+    // takes effect now.
+    if (j.pinned) gate_->Unpin(j.req.transfer_id());
   }
   lock.lock();
   for (Job& j : failed) {
@@ -282,6 +292,9 @@ void NcclReceiver::Run(Pair* p) {
       }
       Job j = std::move(head);
       p->in_flight.pop_front();
+      // Before the outcome is published: a Decode waiting for it claims
+      // the reservation next, which waits for pins.
+      if (j.pinned) gate_->Unpin(j.req.transfer_id());
       Result& r = results_[j.req.transfer_id()];
       if (--r.pending <= 0) {
         r.pending = 0;

@@ -5,7 +5,10 @@
 // then watches the in-flight transfers' events, the communicator's async
 // error and their deadlines. A failure aborts the communicator and fails
 // every transfer of the pair through on_failed (the decode worker frees
-// their reservations).
+// their reservations). With a write gate, each accepted transfer pins its
+// reservation from Accept until its receives completed or were aborted,
+// so a reservation released meanwhile keeps its blocks until nothing can
+// write them.
 #pragma once
 
 #include <condition_variable>
@@ -25,7 +28,9 @@ namespace tandem {
 
 class NcclReceiver {
  public:
-  NcclReceiver(std::shared_ptr<NcclOps> ops, KvPoolView& pool, int device, NcclTransportOptions options);
+  // `gate`, if not null, must outlive the receiver.
+  NcclReceiver(std::shared_ptr<NcclOps> ops, KvPoolView& pool, int device, NcclTransportOptions options,
+               KvWriteGate* gate = nullptr);
   ~NcclReceiver();  // aborts what is in flight and joins the threads
 
   // Validates (nccl_protocol.h) and queues; returns before any NCCL call.
@@ -46,6 +51,7 @@ class NcclReceiver {
   KvPoolView& pool_;
   const int device_;
   const NcclTransportOptions options_;
+  KvWriteGate* const gate_;
   uint64_t stride_ = 0;
 
   mutable std::mutex mu_;  // pairs_ and results_

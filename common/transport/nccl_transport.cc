@@ -121,6 +121,11 @@ class NcclTransport final : public KvTransport, public NcclTransportStats {
 
   std::string_view name() const override { return kTransportNccl; }
 
+  void SetWriteGate(KvWriteGate* gate) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    gate_ = gate;
+  }
+
   absl::StatusOr<v1::KvPoolDescriptor> ExportPool(KvPoolView& pool, const KvEndpointInfo& self) override {
     if (options_.require_device_pools && !pool.on_device()) {
       return absl::FailedPreconditionError("the NCCL KV transport moves GPU memory only; this KV pool is in host memory");
@@ -138,7 +143,7 @@ class NcclTransport final : public KvTransport, public NcclTransportStats {
     d.set_remote_key(EncodeNcclExport(e));
     {
       std::lock_guard<std::mutex> lock(mu_);
-      receiver_ = std::make_unique<NcclReceiver>(ops_, pool, device, options_);
+      receiver_ = std::make_unique<NcclReceiver>(ops_, pool, device, options_, gate_);
     }
     TANDEM_LOG(INFO) << "KV pool exported over NCCL: GPU " << device << " (PCI " << e.pci_bus_id << ")";
     return d;
@@ -297,6 +302,7 @@ class NcclTransport final : public KvTransport, public NcclTransportStats {
   NcclTransportOptions options_;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<SendPeer>> peers_;
+  KvWriteGate* gate_ = nullptr;  // for the receiver ExportPool makes after it is set
   std::unique_ptr<NcclReceiver> receiver_;
 };
 

@@ -11,6 +11,7 @@
 #include "common/transport/nccl_protocol.h"
 #include "common/transport/nccl_transport.h"
 #include "common/transport/transport_selection.h"
+#include "decode_worker/kv_reservations.h"
 #include "gtest/gtest.h"
 #include "tests/common/transport/test_pool.h"
 
@@ -176,6 +177,7 @@ class NcclTransportTest : public ::testing::Test {
     o.max_direct_runs = max_direct_runs;
     decode_ = MakeNcclTransportWith(std::make_shared<FakeOps>(fabric_, 1), nullptr, o);
     decode_raw_ = decode_.get();
+    decode_->SetWriteGate(gate_);
     prefill_ = MakeNcclTransportWith(std::make_shared<FakeOps>(fabric_, 0),
                                      std::make_unique<DirectControl>(decode_raw_, res_), o);
     auto d = decode_->ExportPool(dst_pool_, {"d0:1", "fp"});
@@ -206,6 +208,7 @@ class NcclTransportTest : public ::testing::Test {
 
   Fabric fabric_;
   Reservations res_;
+  KvWriteGate* gate_ = nullptr;  // for the decode side Make builds
   TestPool src_pool_{SmallLayout(), 16, 1.0f};
   TestPool dst_pool_{SmallLayout(), 16, 5000.0f};
   std::unique_ptr<KvTransport> decode_;  // destroyed last (declared first)
@@ -334,6 +337,57 @@ TEST_F(NcclTransportTest, HangEndsAtTheDeadlineAndTheNextTransferReconnects) {
   SendAll(**again);
   ASSERT_TRUE((*again)->Finish().ok());
   EXPECT_EQ(fabric_.unique_ids, 2);
+}
+
+// With the decode worker's reservations as the gate: the router releasing
+// a reservation while its receives are posted (it gave up on the request)
+// must not hand the blocks to anyone before the receives are over, by
+// completing or by the abort at their deadline.
+TEST_F(NcclTransportTest, AReservationReleasedWhileReceivingKeepsItsBlocksUntilTheyEnd) {
+  BlockAllocator blocks(16);
+  KvReservations reservations(blocks);
+  prefill_.reset();
+  decode_.reset();
+  gate_ = &reservations;
+  Make(kNcclMaxDirectRuns);
+  auto Held = [&] { return 16 - blocks.num_free(); };
+
+  for (const bool arrives : {true, false}) {
+    SCOPED_TRACE(arrives ? "receives complete" : "receives aborted at their deadline");
+    const std::string id = arrives ? "done" : "late";
+    auto dst = reservations.Reserve(id, 2, absl::Now() + absl::Seconds(30));
+    ASSERT_TRUE(dst.ok());
+    {
+      std::lock_guard<std::mutex> l(fabric_.mu);
+      fabric_.hold = true;
+    }
+    auto t = Start(id, {0, 1}, *dst, arrives ? absl::Seconds(5) : absl::Milliseconds(300));
+    ASSERT_TRUE(t.ok()) << t.status();
+    SendAll(**t);  // the decode side accepted (pinned) and posted its receives
+    reservations.Release(id);
+    EXPECT_EQ(Held(), 2);  // dead, but still written
+    EXPECT_EQ(reservations.Claim(id).status().code(), absl::StatusCode::kNotFound);
+    if (arrives) {
+      std::lock_guard<std::mutex> l(fabric_.mu);
+      fabric_.hold = false;
+    }
+    absl::Status s = (*t)->Finish();
+    EXPECT_EQ(s.ok(), arrives) << s;
+    decode_->WaitReceived(id, absl::Now() + absl::Seconds(5)).IgnoreError();
+    const absl::Time give_up = absl::Now() + absl::Seconds(5);
+    while (Held() != 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
+    EXPECT_EQ(Held(), 0);
+    if (arrives) ExpectCopied({0, 1}, *dst);
+    {
+      std::lock_guard<std::mutex> l(fabric_.mu);
+      fabric_.hold = false;
+      fabric_.wire[0].clear();
+      fabric_.wire[1].clear();
+    }
+  }
+  prefill_.reset();
+  decode_.reset();  // before the gate goes
+  EXPECT_EQ(reservations.reserved_blocks(), 0);
 }
 
 v1::NcclTransferRequest GoodRequest() {
