@@ -334,11 +334,20 @@ TEST_F(DisaggregatedTest, AKilledDecodeWorkerFailsItsRequestsAndIsNoLongerUsed) 
                   .ok());
 }
 
-// Starts a cluster whose prefill and decode workers got different flags;
+// Starts a cluster whose decode and prefill workers got different flags;
 // the registration of whichever registers second (the prefill worker, as
 // the cluster starts it after the decode worker, unless it is slower) must
 // be refused naming `what`, and a request then cannot be served.
-void ExpectWorkersRefuseToPair(const LocalClusterOptions& o, const std::string& logs_dir, const std::string& what) {
+void ExpectWorkersRefuseToPair(const std::string& model_dir, const std::string& logs_dir,
+                               std::vector<std::string> decode_args, std::vector<std::string> prefill_args,
+                               const std::string& what) {
+  LocalClusterOptions o;
+  o.model_dir = model_dir;
+  o.bin_dir = testing::BinDir();
+  o.log_dir = logs_dir;
+  o.decode_args = std::move(decode_args);
+  o.prefill_args = std::move(prefill_args);
+  o.wait_for_workers = false;
   auto cluster = LocalCluster::Start(o);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   const absl::Time give_up = absl::Now() + absl::Seconds(20);
@@ -358,28 +367,15 @@ void ExpectWorkersRefuseToPair(const LocalClusterOptions& o, const std::string& 
 }
 
 TEST_F(DisaggregatedTest, WorkersWithDifferentKvLayoutsRefuseToPair) {
-  LocalClusterOptions o;
-  o.model_dir = model_dir_->str();
-  o.bin_dir = testing::BinDir();
-  o.log_dir = logs_.str();
-  o.decode_args = {"--block_size=16"};
-  o.prefill_args = {"--block_size=32"};
-  o.wait_for_workers = false;
-  ExpectWorkersRefuseToPair(o, logs_.str(), "block_size");
+  ExpectWorkersRefuseToPair(model_dir_->str(), logs_.str(), {"--block_size=16"}, {"--block_size=32"}, "block_size");
 }
 
 // bf16 and fp32 activations give different KV and logits: a prefill worker
 // computing one way must not hand its KV to a decode worker computing the
 // other, or the tokens would differ from a single-process run.
 TEST_F(DisaggregatedTest, WorkersWithDifferentNumericsRefuseToPair) {
-  LocalClusterOptions o;
-  o.model_dir = model_dir_->str();
-  o.bin_dir = testing::BinDir();
-  o.log_dir = logs_.str();
-  o.decode_args = {"--cpu_bf16_activations=on"};
-  o.prefill_args = {"--cpu_bf16_activations=off"};
-  o.wait_for_workers = false;
-  ExpectWorkersRefuseToPair(o, logs_.str(), "engine numerics mismatch");
+  ExpectWorkersRefuseToPair(model_dir_->str(), logs_.str(), {"--cpu_bf16_activations=on"},
+                            {"--cpu_bf16_activations=off"}, "engine numerics mismatch");
 }
 
 }  // namespace
