@@ -79,7 +79,21 @@ StagedReceiver::~StagedReceiver() {
     if (a.request != nullptr) ucp_request_free(a.request);
   }
   acks_.clear();
-  worker_.reset();  // cancels receives still writing into slots
+  // UCX 1.13 asserts when a worker is destroyed while one of its endpoints
+  // still has operations queued (a rendezvous read into a slot, the
+  // release of a dropped one): progress until the receives it started have
+  // ended, completed or failed, and the worker is quiet. Bounded, for a
+  // sender that stopped answering.
+  const absl::Time until = absl::Now() + absl::Seconds(2);
+  int quiet_rounds = 0;
+  while (absl::Now() < until && quiet_rounds < 100) {
+    const bool receiving = std::any_of(slots_.begin(), slots_.end(),
+                                       [](const Slot& s) { return s.state == SlotState::kReceiving; });
+    const bool progressed = ucp_worker_progress(worker_.get()) != 0;
+    quiet_rounds = receiving || progressed ? 0 : quiet_rounds + 1;
+    if (!progressed) std::this_thread::yield();
+  }
+  worker_.reset();
   queue_.reset();   // waits for the copies into the pool
   for (Slot& slot : slots_) Unpin(slot);
   region_.reset();

@@ -22,11 +22,17 @@
 // puts) is the better choice for them and what auto picks; `ucx_staged`
 // on host pools is what CI, without a GPU, tests the protocol with.
 //
-// Threads: decode side, one progress thread per exported pool. Prefill
-// side, one send worker used under one mutex (SERIALIZED), which guards
-// the staging slots, the peer cache and every in-flight chunk; whichever
-// transfer's call holds it advances every transfer's chunks, so a slot held
-// by one transfer is released even while another waits for it.
+// Threads: decode side, one progress thread per exported pool, the only
+// thread that touches its UCX worker. Prefill side (ucx_staged_sender.h),
+// one send worker (SERIALIZED) and one mutex that guards it, the staging
+// slots, the peer cache and every in-flight chunk; every UCX call of the
+// prefill side is made under that mutex, by two kinds of threads: the
+// transfers' callers (queueing chunks and FINISH, pumping while they wait
+// for a slot or in Finish) and the transport's send progress thread, which
+// pumps once per lock hold while any chunk is in flight or any FINISH
+// awaits its acknowledgement, and sleeps otherwise. So chunks move between
+// SendLayer calls, while the forward pass computes, and a slot held by one
+// transfer is released even while another waits for it.
 #pragma once
 
 #include <memory>

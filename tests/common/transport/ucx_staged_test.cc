@@ -4,8 +4,10 @@
 // the flow control and the shared slot pool are what is under test. Block
 // lists come from block allocators, and every test checks at its end that
 // all blocks went back.
+#include <chrono>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/kv/block_allocator.h"
@@ -119,6 +121,26 @@ class StagedTransportTest : public ::testing::Test {
     }
   }
 
+  // Whether every destination block already holds its source's bytes,
+  // read while the receiver may still be writing them: that race is the
+  // point (only Finish orders the two), so the thread sanitizer is told to
+  // look away, and the loads are volatile so each call reads memory anew.
+  __attribute__((no_sanitize("thread"))) bool Landed(TestPool& src, const KvTransferSpec& spec) {
+    const size_t bytes = static_cast<size_t>(SmallLayout().block_bytes());
+    for (int l = 0; l < SmallLayout().num_layers; ++l) {
+      for (int kv = 0; kv < 2; ++kv) {
+        for (size_t i = 0; i < spec.src_blocks.size(); ++i) {
+          const volatile char* d = reinterpret_cast<const volatile char*>(dst_.At(l, kv, spec.dst_blocks[i]));
+          const char* s = reinterpret_cast<const char*>(src.At(l, kv, spec.src_blocks[i]));
+          for (size_t b = 0; b < bytes; ++b) {
+            if (d[b] != s[b]) return false;
+          }
+        }
+      }
+    }
+    return true;
+  }
+
   TestPool dst_{SmallLayout(), kBlocks, -5000.0f};
   BlockAllocator src_blocks_{kBlocks}, dst_blocks_{kBlocks};
   std::unique_ptr<KvTransport> receiver_, sender_;
@@ -192,6 +214,69 @@ TEST_F(StagedTransportTest, ADecodeSideRefusalFailsTheTransferAndTheNextOneWorks
   ExpectLanded(src, good);
   EXPECT_TRUE(src_blocks_.Release(*src_blocks).ok());
   EXPECT_TRUE(dst_blocks_.Release(*dst_blocks).ok());
+}
+
+// The layer-wise overlap: a transfer moves while the prefill worker
+// computes, between SendLayer calls and before Finish, because the sender's
+// progress thread posts the chunks whose copies are done and drives their
+// rendezvous. Without it the last chunks would wait for Finish (over TCP
+// the rendezvous needs the sender's progress to move the data at all).
+TEST_F(StagedTransportTest, ChunksLandBeforeFinishIsCalled) {
+  TestPool src(SmallLayout(), kBlocks, 4000.0f);
+  KvTransferSpec spec{"t-overlap", Scattered(src_blocks_, 7), Scattered(dst_blocks_, 7),
+                      absl::Now() + absl::Seconds(20)};
+  auto t = sender_->StartTransfer(src, kPrefill, desc_, spec);
+  ASSERT_TRUE(t.ok()) << t.status();
+  for (int l = 0; l < SmallLayout().num_layers; ++l) ASSERT_TRUE((*t)->SendLayer(l).ok()) << l;
+  // The forward pass would compute here; nothing calls into the transport.
+  const absl::Time until = absl::Now() + absl::Seconds(5);
+  bool landed = Landed(src, spec);
+  while (!landed && absl::Now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    landed = Landed(src, spec);
+  }
+  EXPECT_TRUE(landed) << "the KV did not reach the decode pool within 5 s of the last SendLayer without Finish";
+  absl::Status s = (*t)->Finish();
+  ASSERT_TRUE(s.ok()) << s;
+  ExpectLanded(src, spec);
+  EXPECT_TRUE(src_blocks_.Release(spec.src_blocks).ok());
+  EXPECT_TRUE(dst_blocks_.Release(spec.dst_blocks).ok());
+}
+
+// The prefill side torn down right after the last SendLayer, its progress
+// thread busy with the chunks: the transfer's destructor lets them go out
+// (no Finish was called) and the transport's joins the thread first.
+TEST_F(StagedTransportTest, TheSenderShutsDownWithChunksInFlight) {
+  TestPool src(SmallLayout(), kBlocks, 6000.0f);
+  KvTransferSpec spec{"t-drop", Scattered(src_blocks_, 7), Scattered(dst_blocks_, 7), absl::Now() + absl::Seconds(20)};
+  const absl::Time start = absl::Now();
+  auto t = sender_->StartTransfer(src, kPrefill, desc_, spec);
+  ASSERT_TRUE(t.ok()) << t.status();
+  for (int l = 0; l < SmallLayout().num_layers; ++l) ASSERT_TRUE((*t)->SendLayer(l).ok()) << l;
+  t->reset();
+  sender_.reset();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_TRUE(src_blocks_.Release(spec.src_blocks).ok());
+  EXPECT_TRUE(dst_blocks_.Release(spec.dst_blocks).ok());
+}
+
+// The decode side stopping (its transport destroyed) while chunks are on
+// their way: the receiver finishes or fails what it started receiving
+// before its UCX worker goes, and the sender's transfer fails, not hangs.
+TEST_F(StagedTransportTest, TheReceiverShutsDownWithChunksInFlight) {
+  TestPool src(SmallLayout(), kBlocks, 7000.0f);
+  KvTransferSpec spec{"t-gone", Scattered(src_blocks_, 7), Scattered(dst_blocks_, 7), absl::Now() + absl::Seconds(5)};
+  auto t = sender_->StartTransfer(src, kPrefill, desc_, spec);
+  ASSERT_TRUE(t.ok()) << t.status();
+  for (int l = 0; l < SmallLayout().num_layers; ++l) ASSERT_TRUE((*t)->SendLayer(l).ok()) << l;
+  receiver_.reset();
+  const absl::Time start = absl::Now();
+  EXPECT_FALSE((*t)->Finish().ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(6));
+  t->reset();
+  sender_.reset();
+  EXPECT_TRUE(src_blocks_.Release(spec.src_blocks).ok());
+  EXPECT_TRUE(dst_blocks_.Release(spec.dst_blocks).ok());
 }
 
 TEST_F(StagedTransportTest, BlocksLargerThanTheSlotsAreRefusedUpFront) {

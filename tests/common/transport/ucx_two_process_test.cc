@@ -4,6 +4,7 @@
 // any UCX context) that exports its pool and sends the descriptor over a
 // pipe. The child checks the bytes it received itself and reports through
 // its exit status.
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -111,6 +112,8 @@ class DecodeChild {
     return ReadAll(from_child_, bytes.data(), n) && desc->ParseFromString(bytes);
   }
   bool SignalDone() { return WriteAll(to_child_, "x", 1); }
+  // A crash: nothing of the child's UCX state is torn down or flushed.
+  bool Kill() { return kill(pid_, SIGKILL) == 0; }
   // The child's exit code, or -1 if it did not exit normally.
   int Wait() {
     int status = 0;
@@ -187,6 +190,34 @@ TEST_P(UcxTwoProcessTest, ADecodeProcessDyingAfterATransferFailsTheNext) {
   s = RunTransfer(**sender, src, desc, {"b", {3}, {0}, absl::Now() + absl::Seconds(60)});
   EXPECT_FALSE(s.ok());
   EXPECT_LT(absl::Now() - start, absl::Seconds(15)) << s;
+}
+
+// The decode process is killed while the transfer is under way (staged: with
+// chunks of it in flight, the sender's progress thread driving them): the
+// transfer fails instead of hanging, and the prefill side then shuts down
+// cleanly.
+TEST_P(UcxTwoProcessTest, ADecodeProcessKilledMidTransferFailsItAndTheSenderShutsDown) {
+  DecodeChild child;
+  ASSERT_TRUE(child.Start(GetParam(), /*exit_after_export=*/false));
+  v1::KvPoolDescriptor desc;
+  ASSERT_TRUE(child.ReadDescriptor(&desc));
+  auto sender = CreateKvTransport(GetParam());
+  ASSERT_TRUE(sender.ok()) << sender.status();
+  TestPool src(SmallLayout(), 6, kSourceTag);
+  auto t = (*sender)->StartTransfer(src, kPrefill, desc, {"a", {2, 3}, {5, 0}, absl::Now() + absl::Seconds(60)});
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_TRUE((*t)->SendLayer(0).ok());
+  ASSERT_TRUE(child.Kill());
+  child.Wait();
+  const absl::Time start = absl::Now();
+  absl::Status s;
+  for (int l = 1; l < SmallLayout().num_layers && s.ok(); ++l) s = (*t)->SendLayer(l);
+  if (s.ok()) s = (*t)->Finish();
+  EXPECT_FALSE(s.ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(15)) << s;
+  t->reset();
+  sender->reset();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(20)) << s;
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, UcxTwoProcessTest, ::testing::Values("ucx", "ucx_staged"),
