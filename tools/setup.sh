@@ -11,6 +11,7 @@ PACKAGES=(
   libopenblas-dev nlohmann-json3-dev libpcre2-dev libicu-dev
   prometheus
   nodejs npm
+  clang-14 libclang-rt-14-dev  # the fuzz targets: libFuzzer and the sanitizer runtimes are in the rt package
 )
 
 missing=()
