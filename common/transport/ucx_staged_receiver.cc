@@ -81,17 +81,22 @@ StagedReceiver::~StagedReceiver() {
   acks_.clear();
   // UCX 1.13 asserts when a worker is destroyed while one of its endpoints
   // still has operations queued (a rendezvous read into a slot, the
-  // release of a dropped one): progress until the receives it started have
-  // ended, completed or failed, and the worker is quiet. Bounded, for a
-  // sender that stopped answering.
+  // release of a dropped one, a connection handshake a sender just
+  // started): progress until the receives it started have ended, completed
+  // or failed, and the worker has had nothing to do for a while (a TCP
+  // handshake takes a few round trips). Bounded, for a sender that stopped
+  // answering.
   const absl::Time until = absl::Now() + absl::Seconds(2);
-  int quiet_rounds = 0;
-  while (absl::Now() < until && quiet_rounds < 100) {
+  absl::Time busy_at = absl::Now();
+  while (absl::Now() < until && absl::Now() - busy_at < absl::Milliseconds(50)) {
     const bool receiving = std::any_of(slots_.begin(), slots_.end(),
                                        [](const Slot& s) { return s.state == SlotState::kReceiving; });
     const bool progressed = ucp_worker_progress(worker_.get()) != 0;
-    quiet_rounds = receiving || progressed ? 0 : quiet_rounds + 1;
-    if (!progressed) std::this_thread::yield();
+    if (receiving || progressed) {
+      busy_at = absl::Now();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
   }
   worker_.reset();
   queue_.reset();   // waits for the copies into the pool
