@@ -70,6 +70,9 @@ TEST(BenchSweepTest, FourRatesWriteJsonAndPlotsThatAgreeWithTheRouterMetrics) {
                                            out.str(), "/results.json --names=a,b --out=", out.str(), "/cmp.svg 2>&1");
   EXPECT_EQ(std::system(compare.c_str()), 0);
   EXPECT_GT(std::filesystem::file_size(out.path() / "cmp.svg"), 1000u);
+  // No KV block left in use on any worker once the load is over.
+  absl::Status no_leak = testing::WaitForNoUsedBlocks((*cluster)->decode_addresses(), (*cluster)->prefill_addresses());
+  EXPECT_TRUE(no_leak.ok()) << no_leak;
   EXPECT_TRUE((*cluster)->Stop().ok());
 }
 

@@ -161,6 +161,9 @@ TEST(ObservabilityTest, DashboardAndRulesHaveDataAndMetricsMatchTheClient) {
                     &out),
             0)
       << out << "\nprometheus log: " << testing::ReadFile((logs.path() / "prometheus.log").string());
+  // No KV block left in use on any worker once the load is over.
+  absl::Status no_leak = testing::WaitForNoUsedBlocks((*cluster)->decode_addresses(), (*cluster)->prefill_addresses());
+  EXPECT_TRUE(no_leak.ok()) << no_leak;
   EXPECT_TRUE((*cluster)->Stop().ok());
 }
 

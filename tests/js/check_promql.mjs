@@ -69,6 +69,16 @@ const scalar = async (expr) => {
   const r = await query(expr);
   return r.length ? Number(r[0].value[1]) : NaN;
 };
+// Prometheus holds what it scraped up to one interval ago: wait until the
+// last request's counts are in (or give up after 15 s and report).
+for (let attempt = 0; attempt < 60; ++attempt) {
+  const [okNow, tokensNow] = [
+    await scalar('sum(tandem_requests_total{outcome="ok"})'),
+    await scalar("sum(tandem_generation_tokens_total)"),
+  ];
+  if (okNow === client.ok_requests && tokensNow === client.generated_tokens) break;
+  await sleep(250);
+}
 const ok = await scalar('sum(tandem_requests_total{outcome="ok"})');
 if (ok !== client.ok_requests) failures.push(`tandem_requests_total{outcome="ok"} is ${ok}, the client finished ${client.ok_requests}`);
 const ttftCount = await scalar("sum(tandem_time_to_first_token_seconds_count)");
