@@ -37,7 +37,7 @@ namespace tandem {
 struct KvEndpointInfo {
   std::string worker_id;
   std::string model_fingerprint;
-  std::string numerics;
+  std::string numerics = "";
 };
 
 // One request's KV on its way. Used by one thread (the prefill loop).

@@ -1,5 +1,6 @@
 #include "common/transport/ucx_handles.h"
 
+#include <algorithm>
 #include <thread>
 #include <utility>
 
@@ -124,6 +125,18 @@ absl::Status WaitForUcxRequest(ucp_worker_h worker, ucs_status_ptr_t request, ab
   ucp_request_free(request);
   if (s != UCS_OK) return UcxError(what, s);
   return absl::OkStatus();
+}
+
+absl::Status CompleteUcxHandshake(ucp_worker_h worker, ucp_ep_h ep, const std::string& peer_id, absl::Time deadline) {
+  ucp_request_param_t params = {};
+  absl::Status connected = WaitForUcxRequest(worker, ucp_ep_flush_nbx(ep, &params),
+                                             std::min(deadline, absl::Now() + kUcxConnectTimeout),
+                                             absl::StrCat("connecting to decode worker ", peer_id));
+  if (absl::IsDeadlineExceeded(connected) && absl::Now() <= deadline) {
+    return absl::UnavailableError(absl::StrCat("decode worker ", peer_id, " did not answer within ",
+                                               absl::FormatDuration(kUcxConnectTimeout)));
+  }
+  return connected;
 }
 
 absl::StatusOr<UcxEndpoint> UcxEndpoint::Connect(ucp_worker_h worker, std::string_view remote_address,

@@ -84,6 +84,17 @@ absl::StatusOr<UcxRemoteKey> UnpackUcxRemoteKey(ucp_ep_h ep, std::string_view pa
 absl::Status WaitForUcxRequest(ucp_worker_h worker, ucs_status_ptr_t request, absl::Time deadline,
                                std::string_view what);
 
+// How long a decode worker has to answer a new connection.
+inline constexpr absl::Duration kUcxConnectTimeout = absl::Seconds(5);
+
+// Completes the connection handshake of a new endpoint to decode worker
+// `peer_id` (a flush), by `deadline` or kUcxConnectTimeout from now,
+// whichever is first: closing an endpoint whose handshake is still in
+// flight leaves a reply pending on the peer's worker, which UCX 1.13
+// asserts on when that worker is destroyed. UNAVAILABLE when the peer did
+// not answer in time but the caller's deadline has not passed.
+absl::Status CompleteUcxHandshake(ucp_worker_h worker, ucp_ep_h ep, const std::string& peer_id, absl::Time deadline);
+
 // An endpoint to a remote worker, with peer-failure detection: `on_error`
 // runs (from ucp_worker_progress) when the peer dies, and outstanding
 // operations then complete with an error instead of hanging.

@@ -10,8 +10,6 @@
 namespace tandem {
 namespace {
 
-constexpr absl::Duration kConnectTimeout = absl::Seconds(5);
-
 void OnPeerError(void* arg, ucp_ep_h, ucs_status_t status) {
   auto* peer = static_cast<StagedPeer*>(arg);
   peer->failed = true;
@@ -112,19 +110,9 @@ absl::StatusOr<std::shared_ptr<StagedPeer>> StagedSender::ConnectLocked(const v1
                         absl::StrCat("connecting to decode worker ", dest.worker_id(), ": ", ep.status().message()));
   }
   peer->ep.emplace(std::move(*ep));
-  // Complete the handshake before use (see ucx_transport.cc: closing an
-  // endpoint mid-handshake trips UCX 1.13 when the peer's worker goes).
-  ucp_request_param_t params = {};
-  absl::Status connected = WaitForUcxRequest(worker_.get(), ucp_ep_flush_nbx(peer->ep->get(), &params),
-                                             std::min(deadline, absl::Now() + kConnectTimeout),
-                                             absl::StrCat("connecting to decode worker ", dest.worker_id()));
-  if (!connected.ok()) {
+  if (absl::Status s = CompleteUcxHandshake(worker_.get(), peer->ep->get(), dest.worker_id(), deadline); !s.ok()) {
     peer->failed = true;
-    if (absl::IsDeadlineExceeded(connected) && absl::Now() <= deadline) {
-      return absl::UnavailableError(absl::StrCat("decode worker ", dest.worker_id(), " did not answer within ",
-                                                 absl::FormatDuration(kConnectTimeout)));
-    }
-    return connected;
+    return s;
   }
   peers_[dest.worker_id()] = peer;
   return peer;

@@ -21,9 +21,6 @@ namespace {
 // How long the target's progress thread sleeps in poll() at most; wakeups
 // normally come through the worker's event fd, this only bounds a missed one.
 constexpr int kProgressPollMs = 10;
-// A peer that does not complete the connection handshake in this time is
-// treated as unreachable.
-constexpr absl::Duration kConnectTimeout = absl::Seconds(5);
 
 // A connection to one decode worker's pool. Every member except `failed`
 // is guarded by the owning transport's send mutex, and so is the last
@@ -158,7 +155,7 @@ class UcxTransport final : public KvTransport {
   UcxTransport() = default;
 
   // The cached connection to `dest`'s worker, or a new one, established by
-  // `deadline` (at most kConnectTimeout from now).
+  // `deadline` (at most kUcxConnectTimeout from now).
   absl::StatusOr<std::shared_ptr<Peer>> Connect(const v1::KvPoolDescriptor& dest, absl::Time deadline);
   void ProgressLoop(int event_fd);
 
@@ -316,20 +313,10 @@ absl::StatusOr<std::shared_ptr<Peer>> UcxTransport::Connect(const v1::KvPoolDesc
     }
     peer->regions.push_back({r.address, r.length, std::move(*key)});
   }
-  // Completes the connection handshake now. Closing an endpoint whose
-  // handshake is still in flight leaves a reply pending on the peer's
-  // worker, which UCX 1.13 asserts on when that worker is destroyed.
-  ucp_request_param_t params = {};
-  absl::Status connected = WaitForUcxRequest(send_worker_.get(), ucp_ep_flush_nbx(peer->ep->get(), &params),
-                                             std::min(deadline, absl::Now() + kConnectTimeout),
-                                             absl::StrCat("connecting to decode worker ", dest.worker_id()));
-  if (!connected.ok()) {
+  if (absl::Status s = CompleteUcxHandshake(send_worker_.get(), peer->ep->get(), dest.worker_id(), deadline);
+      !s.ok()) {
     peer->failed = true;
-    if (absl::IsDeadlineExceeded(connected) && absl::Now() <= deadline) {
-      return absl::UnavailableError(absl::StrCat("decode worker ", dest.worker_id(), " did not answer within ",
-                                                 absl::FormatDuration(kConnectTimeout)));
-    }
-    return connected;
+    return s;
   }
   peers_[dest.worker_id()] = peer;
   return peer;

@@ -71,19 +71,16 @@ const scalar = async (expr) => {
 };
 // Prometheus holds what it scraped up to one interval ago: wait until the
 // last request's counts are in (or give up after 15 s and report).
+let ok, tokens;
 for (let attempt = 0; attempt < 60; ++attempt) {
-  const [okNow, tokensNow] = [
-    await scalar('sum(tandem_requests_total{outcome="ok"})'),
-    await scalar("sum(tandem_generation_tokens_total)"),
-  ];
-  if (okNow === client.ok_requests && tokensNow === client.generated_tokens) break;
+  ok = await scalar('sum(tandem_requests_total{outcome="ok"})');
+  tokens = await scalar("sum(tandem_generation_tokens_total)");
+  if (ok === client.ok_requests && tokens === client.generated_tokens) break;
   await sleep(250);
 }
-const ok = await scalar('sum(tandem_requests_total{outcome="ok"})');
 if (ok !== client.ok_requests) failures.push(`tandem_requests_total{outcome="ok"} is ${ok}, the client finished ${client.ok_requests}`);
 const ttftCount = await scalar("sum(tandem_time_to_first_token_seconds_count)");
 if (ttftCount !== client.ok_requests) failures.push(`TTFT histogram counted ${ttftCount} requests, not ${client.ok_requests}`);
-const tokens = await scalar("sum(tandem_generation_tokens_total)");
 if (tokens !== client.generated_tokens) failures.push(`tandem_generation_tokens_total is ${tokens}, the client got ${client.generated_tokens}`);
 
 // The client's TTFT includes the network and the client's own scheduling,

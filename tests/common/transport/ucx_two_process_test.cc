@@ -161,54 +161,66 @@ absl::Status RunTransfer(KvTransport& sender, TestPool& src, const v1::KvPoolDes
   return (*t)->Finish();
 }
 
-class UcxTwoProcessTest : public ::testing::TestWithParam<std::string> {};
+class UcxTwoProcessTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  // Forks the decode child, reads its pool descriptor and makes the sender
+  // (after the fork: the child must not inherit a UCX context).
+  void StartBoth(bool exit_after_export) {
+    ASSERT_TRUE(child_.Start(GetParam(), exit_after_export));
+    ASSERT_TRUE(child_.ReadDescriptor(&desc_));
+    auto sender = CreateKvTransport(GetParam());
+    ASSERT_TRUE(sender.ok()) << sender.status();
+    sender_ = std::move(*sender);
+  }
+  // A transfer of blocks 2 and 3 into the child's 5 and 0, layer 0 sent.
+  std::unique_ptr<KvTransfer> StartWithLayerZero(absl::Duration timeout) {
+    auto t = sender_->StartTransfer(src_, kPrefill, desc_, {"a", {2, 3}, {5, 0}, absl::Now() + timeout});
+    EXPECT_TRUE(t.ok()) << t.status();
+    if (!t.ok()) return nullptr;
+    EXPECT_TRUE((*t)->SendLayer(0).ok());
+    return std::move(*t);
+  }
+  // The layers after 0, then Finish; the first error.
+  static absl::Status SendTheRest(KvTransfer& t) {
+    absl::Status s;
+    for (int l = 1; l < SmallLayout().num_layers && s.ok(); ++l) s = t.SendLayer(l);
+    return s.ok() ? t.Finish() : s;
+  }
+
+  DecodeChild child_;  // destroyed last: waits for the child
+  v1::KvPoolDescriptor desc_;
+  TestPool src_{SmallLayout(), 6, kSourceTag};
+  std::unique_ptr<KvTransport> sender_;
+};
 
 TEST_P(UcxTwoProcessTest, BlocksArriveInAnotherProcess) {
-  DecodeChild child;
-  ASSERT_TRUE(child.Start(GetParam(), /*exit_after_export=*/false));
-  v1::KvPoolDescriptor desc;
-  ASSERT_TRUE(child.ReadDescriptor(&desc));
-  auto sender = CreateKvTransport(GetParam());
-  ASSERT_TRUE(sender.ok()) << sender.status();
-  TestPool src(SmallLayout(), 6, kSourceTag);
+  ASSERT_NO_FATAL_FAILURE(StartBoth(/*exit_after_export=*/false));
   // Two transfers over the one cached connection.
-  absl::Status s = RunTransfer(**sender, src, desc, {"a", {2}, {5}, absl::Now() + absl::Seconds(20)});
+  absl::Status s = RunTransfer(*sender_, src_, desc_, {"a", {2}, {5}, absl::Now() + absl::Seconds(20)});
   ASSERT_TRUE(s.ok()) << s;
-  s = RunTransfer(**sender, src, desc, {"b", {3}, {0}, absl::Now() + absl::Seconds(20)});
+  s = RunTransfer(*sender_, src_, desc_, {"b", {3}, {0}, absl::Now() + absl::Seconds(20)});
   ASSERT_TRUE(s.ok()) << s;
-  ASSERT_TRUE(child.SignalDone());
-  EXPECT_EQ(child.Wait(), kChildOk) << "the child found wrong bytes or failed to set up";
+  ASSERT_TRUE(child_.SignalDone());
+  EXPECT_EQ(child_.Wait(), kChildOk) << "the child found wrong bytes or failed to set up";
 }
 
 TEST_P(UcxTwoProcessTest, ADeadDecodeProcessIsAnErrorNotAHang) {
-  DecodeChild child;
-  ASSERT_TRUE(child.Start(GetParam(), /*exit_after_export=*/true));
-  v1::KvPoolDescriptor desc;
-  ASSERT_TRUE(child.ReadDescriptor(&desc));
-  ASSERT_EQ(child.Wait(), kChildOk);  // gone now
-  auto sender = CreateKvTransport(GetParam());
-  ASSERT_TRUE(sender.ok()) << sender.status();
-  TestPool src(SmallLayout(), 6, kSourceTag);
+  ASSERT_NO_FATAL_FAILURE(StartBoth(/*exit_after_export=*/true));
+  ASSERT_EQ(child_.Wait(), kChildOk);  // gone now
   const absl::Time start = absl::Now();
-  absl::Status s = RunTransfer(**sender, src, desc, {"a", {2}, {5}, absl::Now() + absl::Seconds(60)});
+  absl::Status s = RunTransfer(*sender_, src_, desc_, {"a", {2}, {5}, absl::Now() + absl::Seconds(60)});
   EXPECT_FALSE(s.ok());
   EXPECT_LT(absl::Now() - start, absl::Seconds(10)) << s;
 }
 
 TEST_P(UcxTwoProcessTest, ADecodeProcessDyingAfterATransferFailsTheNext) {
-  DecodeChild child;
-  ASSERT_TRUE(child.Start(GetParam(), /*exit_after_export=*/false));
-  v1::KvPoolDescriptor desc;
-  ASSERT_TRUE(child.ReadDescriptor(&desc));
-  auto sender = CreateKvTransport(GetParam());
-  ASSERT_TRUE(sender.ok()) << sender.status();
-  TestPool src(SmallLayout(), 6, kSourceTag);
-  absl::Status s = RunTransfer(**sender, src, desc, {"a", {2}, {5}, absl::Now() + absl::Seconds(20)});
+  ASSERT_NO_FATAL_FAILURE(StartBoth(/*exit_after_export=*/false));
+  absl::Status s = RunTransfer(*sender_, src_, desc_, {"a", {2}, {5}, absl::Now() + absl::Seconds(20)});
   ASSERT_TRUE(s.ok()) << s;
-  ASSERT_TRUE(child.SignalDone());
-  child.Wait();  // exits (its check fails: block 0 was never sent)
+  ASSERT_TRUE(child_.SignalDone());
+  child_.Wait();  // exits (its check fails: block 0 was never sent)
   const absl::Time start = absl::Now();
-  s = RunTransfer(**sender, src, desc, {"b", {3}, {0}, absl::Now() + absl::Seconds(60)});
+  s = RunTransfer(*sender_, src_, desc_, {"b", {3}, {0}, absl::Now() + absl::Seconds(60)});
   EXPECT_FALSE(s.ok());
   EXPECT_LT(absl::Now() - start, absl::Seconds(15)) << s;
 }
@@ -218,26 +230,17 @@ TEST_P(UcxTwoProcessTest, ADecodeProcessDyingAfterATransferFailsTheNext) {
 // transfer fails instead of hanging, and the prefill side then shuts down
 // cleanly.
 TEST_P(UcxTwoProcessTest, ADecodeProcessKilledMidTransferFailsItAndTheSenderShutsDown) {
-  DecodeChild child;
-  ASSERT_TRUE(child.Start(GetParam(), /*exit_after_export=*/false));
-  v1::KvPoolDescriptor desc;
-  ASSERT_TRUE(child.ReadDescriptor(&desc));
-  auto sender = CreateKvTransport(GetParam());
-  ASSERT_TRUE(sender.ok()) << sender.status();
-  TestPool src(SmallLayout(), 6, kSourceTag);
-  auto t = (*sender)->StartTransfer(src, kPrefill, desc, {"a", {2, 3}, {5, 0}, absl::Now() + absl::Seconds(60)});
-  ASSERT_TRUE(t.ok()) << t.status();
-  ASSERT_TRUE((*t)->SendLayer(0).ok());
-  ASSERT_TRUE(child.Kill());
-  child.Wait();
+  ASSERT_NO_FATAL_FAILURE(StartBoth(/*exit_after_export=*/false));
+  std::unique_ptr<KvTransfer> t = StartWithLayerZero(absl::Seconds(60));
+  ASSERT_NE(t, nullptr);
+  ASSERT_TRUE(child_.Kill());
+  child_.Wait();
   const absl::Time start = absl::Now();
-  absl::Status s;
-  for (int l = 1; l < SmallLayout().num_layers && s.ok(); ++l) s = (*t)->SendLayer(l);
-  if (s.ok()) s = (*t)->Finish();
+  absl::Status s = SendTheRest(*t);
   EXPECT_FALSE(s.ok());
   EXPECT_LT(absl::Now() - start, absl::Seconds(15)) << s;
-  t->reset();
-  sender->reset();
+  t.reset();
+  sender_.reset();
   EXPECT_LT(absl::Now() - start, absl::Seconds(20)) << s;
 }
 
@@ -246,26 +249,19 @@ TEST_P(UcxTwoProcessTest, ADecodeProcessKilledMidTransferFailsItAndTheSenderShut
 // time, without UCX asserting or hanging in its teardown, and the sender
 // neither hangs nor crashes.
 TEST_P(UcxTwoProcessTest, ADecodeProcessStoppingMidTransferExitsNormally) {
-  DecodeChild child;
-  ASSERT_TRUE(child.Start(GetParam(), /*exit_after_export=*/false));
-  v1::KvPoolDescriptor desc;
-  ASSERT_TRUE(child.ReadDescriptor(&desc));
-  auto sender = CreateKvTransport(GetParam());
-  ASSERT_TRUE(sender.ok()) << sender.status();
-  TestPool src(SmallLayout(), 6, kSourceTag);
-  auto t = (*sender)->StartTransfer(src, kPrefill, desc, {"a", {2, 3}, {5, 0}, absl::Now() + absl::Seconds(5)});
-  ASSERT_TRUE(t.ok()) << t.status();
-  ASSERT_TRUE((*t)->SendLayer(0).ok());
-  ASSERT_TRUE(child.SignalDone());  // the child checks what it has and tears down while the rest comes
-  absl::Status s;
-  for (int l = 1; l < SmallLayout().num_layers && s.ok(); ++l) s = (*t)->SendLayer(l);
-  const int code = child.WaitFor(absl::Seconds(15));
-  EXPECT_GE(code, 0) << (code == -2 ? "the decode process hung in its teardown" : "the decode process crashed");
+  ASSERT_NO_FATAL_FAILURE(StartBoth(/*exit_after_export=*/false));
+  std::unique_ptr<KvTransfer> t = StartWithLayerZero(absl::Seconds(5));
+  ASSERT_NE(t, nullptr);
+  ASSERT_TRUE(child_.SignalDone());  // the child checks what it has and tears down while the rest comes
   const absl::Time start = absl::Now();
-  if (s.ok()) s = (*t)->Finish();  // OK if all of it landed before the teardown, else an error
-  EXPECT_LT(absl::Now() - start, absl::Seconds(10)) << s;  // a peer gone unnoticed (shm): the deadline
-  t->reset();
-  sender->reset();
+  // OK if all of it landed before the teardown, else an error; by the
+  // deadline at the latest (shm notices no peer gone).
+  absl::Status s = SendTheRest(*t);
+  const int code = child_.WaitFor(absl::Seconds(15));
+  EXPECT_GE(code, 0) << (code == -2 ? "the decode process hung in its teardown" : "the decode process crashed");
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10)) << s;
+  t.reset();
+  sender_.reset();
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, UcxTwoProcessTest, ::testing::Values("ucx", "ucx_staged"),
