@@ -11,7 +11,8 @@
 # tandem-logits) and the model directory .device/model8b (config.json from
 # bench/models/llama-3-8b-shape plus Llama 3's tokenizer.json).
 #   STEPS="parity bench workload peer" bash tests/cuda/device_run.sh   # on the device, $OUT set
-# (also: opprof, per-operation times; profile, Nsight Compute per kernel)
+# (also: gemv, the small GEMMs shape by shape; opprof, per-operation times;
+# profile, Nsight Compute per kernel)
 set -uo pipefail
 export LD_LIBRARY_PATH=$PWD/.device/lib:/usr/local/cuda/lib64
 export NCCL_NVLS_ENABLE=0
@@ -41,6 +42,12 @@ for step in $STEPS; do
         [[ $? == 0 ]] || { status=1; tail -5 "$OUT/workload$t.err"; }
         echo "max_batch_tokens $t: $(grep workload "$OUT/workload$t.log")"
       done ;;
+    gemv)
+      # The decode step's small GEMMs, every compiled shape (tandem-gemv-bench).
+      .device/bin/tandem-gemv-bench --model=.device/model8b --out="$OUT/gemv.json" ${GEMV_ARGS:-} \
+        > "$OUT/gemv.log" 2> "$OUT/gemv.err"
+      [[ $? == 0 ]] || { status=1; tail -20 "$OUT/gemv.err"; }
+      grep -E "device|^[a-z_+]+:|best|step" "$OUT/gemv.log" ;;
     opprof)
       # Per-operation time (TANDEM_CUDA_PROFILE=1) of eager decode steps at
       # batch 1 and 256 and of 2k prefills: where a step's time goes.

@@ -13,7 +13,20 @@ __global__ void EmbeddingGatherKernel(const int32_t* tokens, const __nv_bfloat16
   AllowDependentLaunch();
   const int64_t t = blockIdx.x;
   const __nv_bfloat16* row = embed + static_cast<int64_t>(tokens[t]) * hidden;
-  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) x[t * hidden + i] = __bfloat162float(row[i]);
+  float* out = x + t * hidden;
+  if (hidden % 8 == 0) {
+    // 16-byte loads (a row is 8 KB at hidden 4096: 2 per thread, not 16).
+    for (int64_t i = 8 * threadIdx.x; i < hidden; i += 8 * blockDim.x) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(row + i);
+      const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+      const float2 a = __bfloat1622float2(h[0]), b = __bfloat1622float2(h[1]);
+      const float2 c = __bfloat1622float2(h[2]), d = __bfloat1622float2(h[3]);
+      reinterpret_cast<float4*>(out + i)[0] = make_float4(a.x, a.y, b.x, b.y);
+      reinterpret_cast<float4*>(out + i)[1] = make_float4(c.x, c.y, d.x, d.y);
+    }
+    return;
+  }
+  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) out[i] = __bfloat162float(row[i]);
 }
 
 // One block per row, each thread holding up to kNormChunks chunks of 4
