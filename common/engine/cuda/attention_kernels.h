@@ -25,7 +25,7 @@ struct KvCacheRef {
 // Each (row, kv head, context split of `partition` positions) is one
 // thread block that reads its K/V slice once for all the query heads of
 // its group, keeping an unnormalized partial output with its running max
-// and sum; DecodeAttentionCombine merges a row's splits. Big batches fill
+// and sum; the last split of a (row, kv head) to finish merges them. Big batches fill
 // the GPU with the widest partition; small ones split finer
 // (DecodeSplitFor in forward_plan.h) so that even one sequence keeps
 // every SM busy.
@@ -46,6 +46,10 @@ struct DecodeAttentionArgs {
   float* partial_max;           // [num_rows][num_heads][max_splits]
   float* partial_sum;           // [num_rows][num_heads][max_splits]
   __nv_bfloat16* out;
+  // [num_rows][num_kv_heads] zeros: the last split of a (row, kv head)
+  // to finish merges the group's splits into `out` and sets its counter
+  // back to 0 for the next launch.
+  int32_t* arrivals;
 };
 // True when the decode kernel handles this shape (head_dim 64 or 128,
 // at most 16 query heads per kv head); otherwise use ReferenceAttention.

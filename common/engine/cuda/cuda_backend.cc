@@ -51,6 +51,7 @@ int64_t NextPow2(int64_t v) {
 struct Scratch {
   DeviceBuffer meta, x, normed, qkv, attn, delta, gate_up, act, logits;
   DeviceBuffer partial_out, partial_max, partial_sum;
+  DeviceBuffer arrivals;  // decode attention's per-(row, kv head) split counters: zero between launches
 
   absl::Status Reserve(const ModelConfig& c, int64_t rows, int64_t logit_rows, int64_t decode_rows, int64_t splits,
                        size_t meta_bytes) {
@@ -68,12 +69,21 @@ struct Scratch {
     TANDEM_RETURN_IF_ERROR(partial_out.Reserve(slots * c.head_dim * 4));
     TANDEM_RETURN_IF_ERROR(partial_max.Reserve(slots * 4));
     TANDEM_RETURN_IF_ERROR(partial_sum.Reserve(slots * 4));
+    const void* old_arrivals = arrivals.get();
+    TANDEM_RETURN_IF_ERROR(arrivals.Reserve(std::max<int64_t>(decode_rows, 1) * c.num_key_value_heads * 4));
+    if (arrivals.get() != old_arrivals) {
+      // A new allocation: nothing has used it yet, and every launch leaves
+      // it zero. Synchronized, since the forward stream does not order
+      // itself after the legacy stream's memset (a rare growth, not a step).
+      TANDEM_CUDA_RETURN_IF_ERROR(cudaMemset(arrivals.get(), 0, arrivals.bytes()));
+      TANDEM_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+    }
     return absl::OkStatus();
   }
   int64_t bytes() const {
     int64_t b = 0;
     for (const DeviceBuffer* d : {&meta, &x, &normed, &qkv, &attn, &delta, &gate_up, &act, &logits, &partial_out,
-                                  &partial_max, &partial_sum}) {
+                                  &partial_max, &partial_sum, &arrivals}) {
       b += static_cast<int64_t>(d->bytes());
     }
     return b;
@@ -272,7 +282,8 @@ absl::Status CudaBackend::EnqueueForward(const ForwardPlan& plan, Scratch& s, co
                             {s.qkv.as<float>(), qkv, d + plan.at.decode_rows, d + plan.at.decode_ctx,
                              d + plan.at.decode_tables, plan.decode_table_stride, plan.num_decode_rows,
                              static_cast<int32_t>(split.partition), split.splits,
-                             s.partial_out.as<float>(), s.partial_max.as<float>(), s.partial_sum.as<float>(), attn},
+                             s.partial_out.as<float>(), s.partial_max.as<float>(), s.partial_sum.as<float>(), attn,
+                             s.arrivals.as<int32_t>()},
                             stream_);
       profiler_.Mark(stream_, "attention prefill");
       cuda::PrefillAttention(kv,

@@ -40,6 +40,38 @@ struct DecodeSmem {
   int64_t base[kDecodeMaxPartition];  // element offset of each position's K/V row
 };
 
+// The merge of one row's splits for query heads [h0, h0 + group): each
+// split's partial output rescaled to the row's max, summed in split order,
+// normalized. A warp per head, a lane per 4 dims. Partials are read from
+// L2 (__ldcg): other blocks wrote them. Done by the row's last split to
+// finish rather than by a kernel of its own: a launch less per layer, and
+// at batch 1 a separate merge (32 splits) cost as much as the attention.
+template <int HD>
+__device__ void CombineGroup(const DecodeAttentionArgs& a, int64_t num_heads, int64_t i, int h0, int group,
+                             int splits) {
+  constexpr int kLanes = HD / 4;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int h = h0 + warp; h < h0 + group; h += kThreads / 32) {
+    const int64_t base = (i * num_heads + h) * a.max_splits;
+    float m = -FLT_MAX;
+    for (int s = lane; s < splits; s += 32) m = fmaxf(m, __ldcg(a.partial_max + base + s));
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
+    if (lane >= kLanes) continue;
+    float4 num = make_float4(0, 0, 0, 0);
+    float den = 0;
+#pragma unroll 8
+    for (int s = 0; s < splits; ++s) {
+      const float w = __expf(__ldcg(a.partial_max + base + s) - m);
+      const float4 o = __ldcg(reinterpret_cast<const float4*>(a.partial_out + (base + s) * HD) + lane);
+      num = make_float4(num.x + w * o.x, num.y + w * o.y, num.z + w * o.z, num.w + w * o.w);
+      den += w * __ldcg(a.partial_sum + base + s);
+    }
+    __nv_bfloat16* out = a.out + static_cast<int64_t>(a.rows[i]) * num_heads * HD + h * HD + 4 * lane;
+    reinterpret_cast<__nv_bfloat162*>(out)[0] = __floats2bfloat162_rn(num.x / den, num.y / den);
+    reinterpret_cast<__nv_bfloat162*>(out)[1] = __floats2bfloat162_rn(num.z / den, num.w / den);
+  }
+}
+
 // Grid (kv head, row, split); a split is `partition` consecutive positions.
 // The kv head's query heads (its group, at most 16) are the 16 rows of an
 // m16n8k16 tensor-core tile, so K and V are read once for all of them:
@@ -207,58 +239,22 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
       a.partial_sum[slot] = sum;
     }
   }
-}
-
-// Grid (row, query head), 128 threads: rescales each split's partial
-// output to the row's global max and normalizes. The splits are spread
-// over the threads (groups of head_dim / 4 threads, 4 dims each, take
-// every groups-th split) so that their loads are in flight together: a
-// loop over 32 splits in one thread waited on 32 L2 round trips in turn.
-constexpr int kCombineThreads = 128;
-constexpr int kCombineMaxGroups = kCombineThreads / 16;  // head_dim 64
-
-__global__ void __launch_bounds__(kCombineThreads) CombineKernel(DecodeAttentionArgs a, int64_t num_heads,
-                                                                 int64_t head_dim) {
-  WaitForPrecedingGrid();
-  AllowDependentLaunch();
-  __shared__ float4 group_out[kCombineThreads];
-  __shared__ float group_den[kCombineMaxGroups];
-  __shared__ float warp_max[kCombineThreads / 32];
-  const int64_t i = blockIdx.x, h = blockIdx.y;
-  const int splits = (a.context_lens[i] + a.partition - 1) / a.partition;
-  const int64_t base = (i * num_heads + h) * a.max_splits;
-  float m = -FLT_MAX;
-  for (int s = threadIdx.x; s < splits; s += kCombineThreads) m = fmaxf(m, a.partial_max[base + s]);
-  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
-  if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = m;
+  // Count this split in; the last one of the (row, kv head) merges them.
+  // The fence before the count publishes this block's partials; the one
+  // after it orders the merge's reads after every other split's count.
+  __shared__ bool last;
+  const int splits = (ctx + a.partition - 1) / a.partition;
+  __threadfence();
   __syncthreads();
-#pragma unroll
-  for (int w = 0; w < kCombineThreads / 32; ++w) m = fmaxf(m, warp_max[w]);
-  const int lanes = static_cast<int>(head_dim / 4), groups = kCombineThreads / lanes;
-  const int g = threadIdx.x / lanes, d4 = threadIdx.x % lanes;
-  float4 num = make_float4(0, 0, 0, 0);
-  float den = 0;
-#pragma unroll 4
-  for (int s = g; s < splits; s += groups) {
-    const float w = __expf(a.partial_max[base + s] - m);
-    const float4 o = reinterpret_cast<const float4*>(a.partial_out + (base + s) * head_dim)[d4];
-    num = make_float4(num.x + w * o.x, num.y + w * o.y, num.z + w * o.z, num.w + w * o.w);
-    den += w * a.partial_sum[base + s];
+  if (threadIdx.x == 0) {
+    int32_t* counter = a.arrivals + i * kv.num_kv_heads + kvh;
+    last = atomicAdd(counter, 1) == splits - 1;
+    if (last) *counter = 0;  // every split has arrived: ready for the next launch
   }
-  group_out[threadIdx.x] = num;
-  if (d4 == 0) group_den[g] = den;
   __syncthreads();
-  if (g != 0) return;
-  num = make_float4(0, 0, 0, 0);
-  den = 0;
-  for (int j = 0; j < groups; ++j) {
-    const float4 o = group_out[j * lanes + d4];
-    num = make_float4(num.x + o.x, num.y + o.y, num.z + o.z, num.w + o.w);
-    den += group_den[j];
-  }
-  __nv_bfloat16* out = a.out + static_cast<int64_t>(a.rows[i]) * num_heads * head_dim + h * head_dim + 4 * d4;
-  reinterpret_cast<__nv_bfloat162*>(out)[0] = __floats2bfloat162_rn(num.x / den, num.y / den);
-  reinterpret_cast<__nv_bfloat162*>(out)[1] = __floats2bfloat162_rn(num.z / den, num.w / den);
+  if (!last) return;
+  __threadfence();
+  CombineGroup<HD>(a, kv.num_heads, i, kvh * group, group, splits);
 }
 
 }  // namespace
@@ -276,8 +272,6 @@ void DecodeAttention(const KvCacheRef& kv, const DecodeAttentionArgs& a, cudaStr
   } else {
     LaunchPdl(DecodeKernel<128>, grid, dim3(kThreads), 0, stream, kv, a);
   }
-  const dim3 cgrid(static_cast<unsigned>(a.num_rows), static_cast<unsigned>(kv.num_heads));
-  LaunchPdl(CombineKernel, cgrid, dim3(kCombineThreads), 0, stream, a, kv.num_heads, kv.head_dim);
 }
 
 }  // namespace tandem::cuda
