@@ -14,9 +14,11 @@
 #include "absl/strings/str_cat.h"
 #include "common/transport/block_runs.h"
 #include "common/transport/cuda_block_copy.h"
+#include "common/transport/cuda_copy_lane.h"
 #include "common/transport/cuda_handles.h"
 #include "common/transport/cuda_ipc_descriptor.h"
 #include "common/transport/host_id.h"
+#include "common/transport/layer_batches.h"
 #include "common/transport/transport_selection.h"
 #include "common/util/logging.h"
 #include "common/util/status_macros.h"
@@ -24,11 +26,10 @@
 namespace tandem {
 namespace {
 
-// A layer's K and V blocks go through one gather kernel (one launch for
-// all runs, K and V together: each cudaMemcpyAsync costs a few
-// microseconds, a scattered 8k-token prompt has hundreds of runs, and even
-// one run per layer means two copies per layer); one cudaMemcpyAsync per
-// run and K/V only where the kernel cannot be used.
+// Copies go through the gather kernel (cuda_block_copy.h: many layers and
+// all their blocks per launch); one cudaMemcpyAsync per run of blocks, K
+// and V apart, only where the kernel cannot be used (pools not 16-byte
+// aligned) or is switched off (CudaIpcOptions).
 
 absl::Status NotOnDevice(std::string_view side) {
   return absl::FailedPreconditionError(absl::StrCat("the CUDA IPC KV transport moves GPU memory only; ", std::string(side),
@@ -120,6 +121,20 @@ class IpcMapping {
   bool opened_ = false;
 };
 
+// One request's copies. Used by one thread (KvTransfer's contract): the
+// pending layers, the parameters and the lane are touched only by the
+// thread that calls SendLayer and Finish (and, last, the destructor).
+//
+// Launch policy: SendLayer(l) launches at once when the lane's stream is
+// idle (nothing this transfer launched is still running; the first launch
+// never waits); otherwise `l` joins the pending layers, and the next
+// SendLayer that finds the stream idle, or Finish, launches all of them in
+// one kernel. In the prefill worker the layers are a forward pass's layer
+// apart (0.4-9 ms, far longer than a layer's copy), so every SendLayer still
+// launches at once and the copies overlap the compute layer by layer; a
+// burst of SendLayer calls (the transfer bench, or layers sent after the
+// pass) costs a few launches instead of one per layer. Layers may arrive in
+// any order; a launch takes any list of layers.
 class CudaIpcTransfer final : public KvTransfer {
  public:
   // A transfer whose deadline passed before it started: fails in Finish.
@@ -130,54 +145,67 @@ class CudaIpcTransfer final : public KvTransfer {
     return t;
   }
 
-  static absl::StatusOr<std::unique_ptr<CudaIpcTransfer>> Create(KvPoolView& src, int device,
+  // `lane` is idle and on the current device; `use_kernel` false forces the
+  // cudaMemcpyAsync path (tests).
+  static absl::StatusOr<std::unique_ptr<CudaIpcTransfer>> Create(KvPoolView& src, CudaCopyLaneLease lane,
                                                                  std::shared_ptr<IpcMapping> mapping,
                                                                  CudaIpcOffsets offsets, v1::KvPoolDescriptor dest,
-                                                                 KvTransferSpec spec) {
+                                                                 KvTransferSpec spec, bool use_kernel) {
     std::unique_ptr<CudaIpcTransfer> t(new CudaIpcTransfer(src, std::move(spec)));
-    t->device_ = device;
+    // Owned from here on: any failure below still synchronizes the lane's
+    // stream (the table upload) before the lane goes back.
+    t->lane_ = std::move(lane);
     t->mapping_ = std::move(mapping);
     t->offsets_ = std::move(offsets);
     t->dest_ = std::move(dest);
-    t->runs_ = PlanBlockRuns(t->spec_.src_blocks, t->spec_.dst_blocks);
-    TANDEM_ASSIGN_OR_RETURN(t->stream_, CudaStream::Create());
-    TANDEM_ASSIGN_OR_RETURN(t->done_, CudaEvent::Create(cudaEventInterprocess));
+    const int num_layers = t->dest_.key_base_size();
     const uint64_t stride = t->dest_.block_stride();
-    t->use_kernel_ = KvBlockCopyAligned(src.KeyBlock(0, 0), src.ValueBlock(0, 0), t->DstKey(0), t->DstValue(0),
-                                        stride);
-    if (t->use_kernel_) {
-      // The (src, dst) table, uploaded once for all layers. Stream-ordered
-      // allocation: no device-wide synchronization as with cudaMalloc.
-      for (size_t i = 0; i < t->spec_.src_blocks.size(); ++i) {
-        t->table_host_.push_back(t->spec_.src_blocks[i]);
-        t->table_host_.push_back(t->spec_.dst_blocks[i]);
+    t->pending_ = PendingLayers(num_layers);
+    t->layers_.reserve(static_cast<size_t>(num_layers));
+    for (int l = 0; l < num_layers; ++l) {
+      const KvCopyParams::Layer bases{src.KeyBlock(l, 0), src.ValueBlock(l, 0), t->DstKey(l), t->DstValue(l)};
+      use_kernel = use_kernel && KvBlockCopyAligned(bases.src_k, bases.src_v, bases.dst_k, bases.dst_v, stride);
+      t->layers_.push_back(bases);
+    }
+    const std::vector<int32_t>& src_blocks = t->spec_.src_blocks;
+    const std::vector<int32_t>& dst_blocks = t->spec_.dst_blocks;
+    if (!use_kernel) {
+      t->runs_ = PlanBlockRuns(src_blocks, dst_blocks);
+      return t;
+    }
+    t->params_ = std::make_unique<KvCopyParams>();
+    KvCopyParams& p = *t->params_;
+    p.block_bytes = stride;
+    p.num_pairs = static_cast<int32_t>(src_blocks.size());
+    p.num_layers = 0;
+    p.table = nullptr;
+    if (src_blocks.size() <= static_cast<size_t>(kKvCopyInlinePairs)) {
+      // Short prompts (up to 4k tokens in 16-token blocks): the table rides
+      // in every launch's parameters, nothing to upload.
+      for (size_t i = 0; i < src_blocks.size(); ++i) {
+        p.pairs[2 * i] = src_blocks[i];
+        p.pairs[2 * i + 1] = dst_blocks[i];
       }
-      const size_t bytes = t->table_host_.size() * sizeof(int32_t);
-      void* table = nullptr;
-      if (cudaMallocAsync(&table, bytes, t->stream_.get()) != cudaSuccess) {
-        // No stream-ordered allocator (an old driver or MIG setting): one
-        // copy per run instead, slower for scattered blocks but correct.
-        cudaGetLastError();
-        t->use_kernel_ = false;
-      } else {
-        t->table_ = static_cast<int32_t*>(table);
-        TANDEM_CUDA_RETURN_IF_ERROR(
-            cudaMemcpyAsync(table, t->table_host_.data(), bytes, cudaMemcpyHostToDevice, t->stream_.get()));
-      }
+    } else {
+      // Queued on the lane's stream ahead of every launch of this transfer.
+      TANDEM_ASSIGN_OR_RETURN(p.table, t->lane_->UploadTable(src_blocks, dst_blocks));
     }
     return t;
   }
 
   ~CudaIpcTransfer() override {
-    if (stream_.get() == nullptr) return;
+    if (!lane_) return;
     // Copies still queued read source blocks the prefill worker frees next
     // and write blocks the decode worker reuses once this transfer failed:
-    // they must be over before either happens. Local copies always end.
-    absl::StatusOr<CudaDeviceScope> scope = CudaDeviceScope::Enter(device_);
-    if (table_ != nullptr) cudaFreeAsync(table_, stream_.get());
-    const cudaError_t err = cudaStreamSynchronize(stream_.get());
+    // they must be over before either happens, and before the lane (its
+    // stream and table buffers) serves another transfer. Layers still
+    // pending were never launched and now never will be. Local copies
+    // always end.
+    absl::StatusOr<CudaDeviceScope> scope = CudaDeviceScope::Enter(lane_->device());
+    const cudaError_t err = cudaStreamSynchronize(lane_->stream());
     if (err != cudaSuccess) {
       TANDEM_LOG(WARNING) << Describe() << ": " << cudaGetErrorString(err);
+      lane_.Discard();  // not known to be idle: not handed to another transfer
     }
   }
 
@@ -189,29 +217,45 @@ class CudaIpcTransfer final : public KvTransfer {
     if (layer < 0 || layer >= dest_.key_base_size()) {
       return absl::InvalidArgumentError(absl::StrCat(Describe(), ": layer ", layer, " out of range"));
     }
-    absl::Status s = Enqueue(layer);
-    if (!s.ok()) return Fail(std::move(s));
+    absl::StatusOr<CudaDeviceScope> scope = CudaDeviceScope::Enter(lane_->device());
+    if (!scope.ok()) return Fail(scope.status());
+    if (absl::Now() > spec_.deadline) return Expire();
+    pending_.Add(layer);
+    if (launched_) {
+      absl::StatusOr<bool> idle = StreamIdle();
+      if (!idle.ok()) {
+        WaitForLaunched();
+        return Fail(idle.status());
+      }
+      if (!*idle) return absl::OkStatus();  // launched with a later layer, or by Finish
+    }
+    absl::Status s = LaunchPending();
+    if (!s.ok()) {
+      WaitForLaunched();
+      return Fail(std::move(s));
+    }
     return absl::OkStatus();
   }
 
   absl::Status Finish() override {
     if (result_.has_value()) return *result_;
-    absl::StatusOr<CudaDeviceScope> scope = CudaDeviceScope::Enter(device_);
+    absl::StatusOr<CudaDeviceScope> scope = CudaDeviceScope::Enter(lane_->device());
     if (!scope.ok()) return Fail(scope.status());
-    cudaError_t err = cudaEventRecord(done_.get(), stream_.get());
-    if (err != cudaSuccess) return Fail(CudaStatus(err, "cudaEventRecord(transfer done)"));
+    if (absl::Now() > spec_.deadline) return Expire();
+    if (absl::Status s = LaunchPending(); !s.ok()) {
+      WaitForLaunched();
+      return Fail(std::move(s));
+    }
+    cudaError_t err = cudaEventRecord(lane_->done(), lane_->stream());
+    if (err != cudaSuccess) {
+      WaitForLaunched();
+      return Fail(CudaStatus(err, "cudaEventRecord(transfer done)"));
+    }
     // Poll rather than block: a blocking wait cannot honour the deadline.
     int rounds = 0;
-    while ((err = cudaEventQuery(done_.get())) == cudaErrorNotReady) {
-      if (absl::Now() > spec_.deadline) {
-        // The failure lets the decode worker hand the blocks to another
-        // request: the copies still queued must be over first (they cannot
-        // be recalled, and local copies always end).
-        if (const cudaError_t e = cudaEventSynchronize(done_.get()); e != cudaSuccess) {
-          TANDEM_LOG(WARNING) << Describe() << ": waiting for the copies: " << cudaGetErrorString(e);
-        }
-        return Fail(absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline")));
-      }
+    while ((err = cudaEventQuery(lane_->done())) == cudaErrorNotReady) {
+      ClearNotReady();
+      if (absl::Now() > spec_.deadline) return Expire();
       if (++rounds > 200) {
         std::this_thread::sleep_for(std::chrono::microseconds(20));
       } else {
@@ -235,23 +279,67 @@ class CudaIpcTransfer final : public KvTransfer {
   char* DstKey(int layer) const { return mapping_->base() + offsets_.key[layer]; }
   char* DstValue(int layer) const { return mapping_->base() + offsets_.value[layer]; }
 
-  absl::Status Enqueue(int layer) {
-    TANDEM_ASSIGN_OR_RETURN(CudaDeviceScope scope, CudaDeviceScope::Enter(device_));
-    const uint64_t stride = dest_.block_stride();
-    if (use_kernel_) {
-      TANDEM_CUDA_RETURN_IF_ERROR(LaunchKvBlockCopy(table_, static_cast<int32_t>(spec_.src_blocks.size()),
-                                                    src_.KeyBlock(layer, 0), src_.ValueBlock(layer, 0),
-                                                    DstKey(layer), DstValue(layer), stride, stream_.get()));
-    } else {
-      for (const BlockRun& r : runs_) {
-        const size_t bytes = static_cast<size_t>(r.count) * stride;
-        TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(DstKey(layer) + r.dst * stride, src_.KeyBlock(layer, r.src), bytes,
-                                                    cudaMemcpyDefault, stream_.get()));
-        TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(DstValue(layer) + r.dst * stride, src_.ValueBlock(layer, r.src),
-                                                    bytes, cudaMemcpyDefault, stream_.get()));
-      }
+  // cudaErrorNotReady is a state, not an error; the runtime may still keep
+  // it as the thread's last error, where a later launch check would find it.
+  static void ClearNotReady() {
+    if (cudaPeekAtLastError() == cudaErrorNotReady) cudaGetLastError();
+  }
+
+  // Whether everything queued on the lane's stream has run.
+  absl::StatusOr<bool> StreamIdle() {
+    const cudaError_t q = cudaStreamQuery(lane_->stream());
+    if (q == cudaErrorNotReady) {
+      ClearNotReady();
+      return false;
     }
-    bytes_ += 2 * static_cast<int64_t>(spec_.src_blocks.size() * stride);
+    if (q != cudaSuccess) return CudaStatus(q, "KV copy");
+    return true;
+  }
+
+  // Past the deadline the decode worker may give the blocks to another
+  // request once it hears of the failure (its reservation is not this
+  // transport's write gate: the copies are ours). So nothing more is
+  // launched (pending layers stay unsent), and the copies already queued,
+  // which cannot be recalled but always end, are waited for first.
+  absl::Status Expire() {
+    WaitForLaunched();
+    return Fail(absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline")));
+  }
+
+  // Before a failure is reported (the decode worker may reuse the blocks
+  // then): waits for what was launched. The destructor waits too; this
+  // makes the failure itself mean "nothing of it still runs".
+  void WaitForLaunched() {
+    if (const cudaError_t e = cudaStreamSynchronize(lane_->stream()); e != cudaSuccess) {
+      TANDEM_LOG(WARNING) << Describe() << ": waiting for the copies: " << cudaGetErrorString(e);
+    }
+  }
+
+  // Launches every pending layer: one kernel per kKvCopyMaxLayers of them,
+  // or one cudaMemcpyAsync per run, K and V apart, without the kernel.
+  absl::Status LaunchPending() {
+    const uint64_t stride = dest_.block_stride();
+    const int64_t layer_bytes = 2 * static_cast<int64_t>(spec_.src_blocks.size() * stride);
+    for (const std::vector<int32_t>& group : pending_.Take(kKvCopyMaxLayers)) {
+      if (params_ != nullptr) {
+        params_->num_layers = static_cast<int32_t>(group.size());
+        for (size_t i = 0; i < group.size(); ++i) params_->layers[i] = layers_[static_cast<size_t>(group[i])];
+        TANDEM_CUDA_RETURN_IF_ERROR(LaunchKvCopy(*params_, lane_->max_ctas(), lane_->stream()));
+      } else {
+        for (const int32_t layer : group) {
+          for (const BlockRun& r : runs_) {
+            const size_t bytes = static_cast<size_t>(r.count) * stride;
+            TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(DstKey(layer) + r.dst * stride, src_.KeyBlock(layer, r.src),
+                                                        bytes, cudaMemcpyDefault, lane_->stream()));
+            TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(DstValue(layer) + r.dst * stride,
+                                                        src_.ValueBlock(layer, r.src), bytes, cudaMemcpyDefault,
+                                                        lane_->stream()));
+          }
+        }
+      }
+      launched_ = true;
+      bytes_ += static_cast<int64_t>(group.size()) * layer_bytes;
+    }
     return absl::OkStatus();
   }
 
@@ -262,22 +350,23 @@ class CudaIpcTransfer final : public KvTransfer {
 
   KvPoolView& src_;
   KvTransferSpec spec_;
-  int device_ = 0;
   std::shared_ptr<IpcMapping> mapping_;
   CudaIpcOffsets offsets_;
   v1::KvPoolDescriptor dest_;
-  std::vector<BlockRun> runs_;
-  bool use_kernel_ = false;
-  std::vector<int32_t> table_host_;
-  int32_t* table_ = nullptr;  // stream-ordered allocation, freed on the stream
-  CudaStream stream_;         // declared after table_: destroyed first, after the sync in the destructor
-  CudaEvent done_;
+  std::vector<KvCopyParams::Layer> layers_;  // per layer: source and destination K/V bases
+  std::unique_ptr<KvCopyParams> params_;     // kernel path: the pairs (or table) once, layers per launch
+  std::vector<BlockRun> runs_;               // cudaMemcpyAsync path
+  PendingLayers pending_;
+  bool launched_ = false;
   int64_t bytes_ = 0;
   std::optional<absl::Status> result_;
+  // Last: released first, after the destructor synchronized its stream.
+  CudaCopyLaneLease lane_;
 };
 
 class CudaIpcTransport final : public KvTransport {
  public:
+  explicit CudaIpcTransport(CudaIpcOptions options) : options_(options) {}
   std::string_view name() const override { return kTransportCudaIpc; }
 
   absl::StatusOr<v1::KvPoolDescriptor> ExportPool(KvPoolView& pool, const KvEndpointInfo& self) override {
@@ -329,9 +418,10 @@ class CudaIpcTransport final : public KvTransport {
     TANDEM_ASSIGN_OR_RETURN(int device, DeviceOfPointer(pool.KeyBlock(0, 0)));
     TANDEM_ASSIGN_OR_RETURN(CudaDeviceScope scope, CudaDeviceScope::Enter(device));
     TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<IpcMapping> mapping, Connect(dest, e, device));
+    TANDEM_ASSIGN_OR_RETURN(CudaCopyLaneLease lane, lanes_->Acquire(device));
     TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<CudaIpcTransfer> t,
-                            CudaIpcTransfer::Create(pool, device, std::move(mapping), std::move(offsets), dest,
-                                                    std::move(spec)));
+                            CudaIpcTransfer::Create(pool, std::move(lane), std::move(mapping), std::move(offsets),
+                                                    dest, std::move(spec), options_.gather_kernel));
     return std::unique_ptr<KvTransfer>(std::move(t));
   }
 
@@ -360,14 +450,18 @@ class CudaIpcTransport final : public KvTransport {
     return m;
   }
 
+  const CudaIpcOptions options_;
+  // Streams, events and table buffers, reused transfer after transfer
+  // (shared with the transfers holding one, which may outlive this).
+  const std::shared_ptr<CudaCopyLanePool> lanes_ = CudaCopyLanePool::Create();
   std::mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<IpcMapping>> peers_;
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<KvTransport>> MakeCudaIpcTransport() {
-  return std::unique_ptr<KvTransport>(new CudaIpcTransport());
+absl::StatusOr<std::unique_ptr<KvTransport>> MakeCudaIpcTransport(CudaIpcOptions options) {
+  return std::unique_ptr<KvTransport>(new CudaIpcTransport(options));
 }
 
 }  // namespace tandem

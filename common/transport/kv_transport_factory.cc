@@ -22,7 +22,7 @@
 namespace tandem {
 
 #ifndef TANDEM_TRANSPORT_CUDA
-absl::StatusOr<std::unique_ptr<KvTransport>> MakeCudaIpcTransport() {
+absl::StatusOr<std::unique_ptr<KvTransport>> MakeCudaIpcTransport(CudaIpcOptions) {
   return absl::UnimplementedError("the cuda_ipc KV transport needs a build with CUDA (TANDEM_CUDA=ON)");
 }
 #endif

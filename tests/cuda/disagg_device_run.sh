@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Disaggregated serving on one GPU, in one device call (under 7 min):
-#   unit    the GPU transport test (cuda_ipc, ucx_staged, auto between two
-#           processes, every block checked)
+#   unit    the GPU transport test (cuda_ipc with its gather kernel and its
+#           memcpy path, ucx_staged, auto between two processes; layers in
+#           and out of order, coalesced, long tables, pooled streams, every
+#           block checked)
 #   parity  router + 1 prefill + 1 decode worker on GPU 0 (--device cuda,
 #           --gpu_memory_fraction 0.4 each) on the built-in model, once per
 #           transport (cuda_ipc, ucx; PARITY_TRANSPORTS): greedy tokens of a set of
@@ -245,14 +247,14 @@ step_unit() {
   # before it touches CUDA, which a process that ran an earlier case has.
   local t ok=1
   : > "$OUT/cuda_transport_test.log"
-  for t in cuda_ipc ucx_staged auto; do
+  for t in cuda_ipc cuda_ipc_memcpy ucx_staged auto; do
     timeout 60 "$BIN/cuda_transport_test" --gtest_filter="*/$t" >> "$OUT/cuda_transport_test.log" 2>&1 || ok=0
   done
   if ((ok)); then
     if grep -q "SKIPPED" "$OUT/cuda_transport_test.log"; then
       fail "cuda_transport_test skipped (no GPU visible?)"
     else
-      pass "cuda_transport_test: GPU blocks land in another process over cuda_ipc, ucx_staged and auto"
+      pass "cuda_transport_test: GPU blocks land in another process over cuda_ipc (kernel and memcpy paths), ucx_staged and auto"
     fi
   else
     fail "cuda_transport_test (see cuda_transport_test.log)"

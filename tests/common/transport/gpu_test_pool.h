@@ -1,9 +1,10 @@
-// A small GPU KV pool for the two-process transport tests (CUDA builds):
-// its layout, a fill where every 32-bit word is a function of a seed and
-// its offset, the two transfers the tests make (many short runs and one
-// long run), and the check that after them a destination pool holds
-// exactly the source's words in the transferred blocks and its own
-// everywhere else (the trash block included).
+// GPU KV pools for the two-process transport tests (CUDA builds): a small
+// layout, a fill where every 32-bit word is a function of a seed and its
+// offset, the two transfers the NCCL test makes (many short runs and one
+// long run), and the check that after a list of transfers a destination
+// pool (any layout and size) holds exactly the source's words in the
+// transferred blocks and its own everywhere else (the trash block
+// included).
 #pragma once
 
 #include <cstdio>
@@ -36,9 +37,10 @@ inline absl::Status FillGpuTestPool(CudaKvPool& pool, uint32_t seed) {
 }
 
 // Offset (in words) of block `b` of layer `l`, K (kv 0) or V, from the
-// pool's base: CudaKvPool keeps num_blocks + 1 blocks per array.
-inline size_t GpuTestWordOffset(int l, int kv, int32_t b) {
-  return ((static_cast<size_t>(l) * 2 + kv) * (kGpuTestBlocks + 1) + b) * (GpuTestLayout().block_bytes() / 4);
+// base of a pool of `layout` with `num_blocks` blocks: CudaKvPool keeps
+// num_blocks + 1 blocks per array.
+inline size_t GpuTestWordOffset(const KvLayout& layout, int32_t num_blocks, int l, int kv, int32_t b) {
+  return ((static_cast<size_t>(l) * 2 + kv) * (num_blocks + 1) + b) * (layout.block_bytes() / 4);
 }
 
 // The two transfers: many short runs and one long run.
@@ -56,27 +58,32 @@ inline std::vector<KvTransferSpec> GpuTestSpecs(absl::Duration deadline) {
   return {scattered, run};
 }
 
-// Whether `pool` (filled with `dst_seed`) holds what `specs` copied from a
-// pool filled with `src_seed`, and nothing else changed; prints the first
-// wrong word.
+// Whether `pool` (filled with `dst_seed`) holds what `specs` copied, in
+// order (a later transfer's block replaces an earlier one's), from a pool
+// of the same layout and size filled with `src_seed`, and nothing else
+// changed; prints the first wrong word.
 inline bool GpuTestPoolHoldsTransfers(CudaKvPool& pool, const std::vector<KvTransferSpec>& specs, uint32_t src_seed,
                                       uint32_t dst_seed) {
   std::vector<uint32_t> got(static_cast<size_t>(pool.bytes()) / 4);
   if (cudaMemcpy(got.data(), pool.KeyBlock(0, 0), pool.bytes(), cudaMemcpyDeviceToHost) != cudaSuccess) return false;
-  std::vector<int32_t> source_of(kGpuTestBlocks + 1, -1);
+  const KvLayout& layout = pool.layout();
+  const int32_t blocks = pool.num_blocks();
+  std::vector<int32_t> source_of(blocks + 1, -1);
   for (const KvTransferSpec& s : specs) {
     for (size_t i = 0; i < s.src_blocks.size(); ++i) source_of[s.dst_blocks[i]] = s.src_blocks[i];
   }
-  const size_t words = GpuTestLayout().block_bytes() / 4;
-  for (int l = 0; l < GpuTestLayout().num_layers; ++l) {
+  const size_t words = layout.block_bytes() / 4;
+  for (int l = 0; l < layout.num_layers; ++l) {
     for (int kv = 0; kv < 2; ++kv) {
-      for (int32_t b = 0; b <= kGpuTestBlocks; ++b) {  // the trash block must be untouched too
-        const bool copied = b < kGpuTestBlocks && source_of[b] >= 0;
+      for (int32_t b = 0; b <= blocks; ++b) {  // the trash block must be untouched too
+        const bool copied = b < blocks && source_of[b] >= 0;
+        const size_t at = GpuTestWordOffset(layout, blocks, l, kv, b);
+        const size_t from = copied ? GpuTestWordOffset(layout, blocks, l, kv, source_of[b]) : at;
+        const uint32_t seed = copied ? src_seed : dst_seed;
         for (size_t w = 0; w < words; ++w) {
-          const uint32_t want = copied ? GpuTestWord(src_seed, GpuTestWordOffset(l, kv, source_of[b]) + w)
-                                       : GpuTestWord(dst_seed, GpuTestWordOffset(l, kv, b) + w);
-          if (got[GpuTestWordOffset(l, kv, b) + w] != want) {
-            std::fprintf(stderr, "layer %d kv %d block %d word %zu wrong\n", l, kv, b, w);
+          if (got[at + w] != GpuTestWord(seed, from + w)) {
+            std::fprintf(stderr, "layer %d kv %d block %d word %zu wrong (%s)\n", l, kv, b, w,
+                         copied ? "copied" : "untouched");
             return false;
           }
         }
