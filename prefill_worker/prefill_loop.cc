@@ -181,6 +181,10 @@ void PrefillLoop::RunBatch(std::vector<std::shared_ptr<PrefillJob>> jobs) {
     if (!r.status.ok()) {
       TANDEM_LOG(WARNING) << "prefill of " << jobs[i]->request_id << " failed: " << r.status;
     }
+    // The transfer ends (its copies still queued on the GPU waited for)
+    // before its source blocks go back and before the router hears of a
+    // failure and lets the decode worker reuse the destination blocks.
+    transfers[i].reset();
     engine_.Release(seqs[i]);
     jobs[i]->Complete(std::move(r));
   }
