@@ -34,6 +34,7 @@ ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json, to
 ABSL_FLAG(bool, dummy_weights, true, "random weights of the config's shapes");
 ABSL_FLAG(double, gpu_memory_fraction, 0.9, "share of device memory for weights, scratch and KV");
 ABSL_FLAG(bool, cuda_graphs, true, "replay CUDA graphs for decode steps");
+ABSL_FLAG(int32_t, decode_min_partition, 0, "narrowest flash-decoding context split (0: the engine's default)");
 ABSL_FLAG(std::string, decode_batches, "1,64,256", "decode batch sizes");
 ABSL_FLAG(int32_t, decode_context, 1024, "context length of the decode steps");
 ABSL_FLAG(std::string, prefill_lengths, "512,2048,8192", "prompt lengths of the prefill runs");
@@ -189,6 +190,7 @@ int Main() {
   bo.num_kv_blocks = 0;
   bo.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
   bo.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  bo.cuda_decode_min_partition = absl::GetFlag(FLAGS_decode_min_partition);
   auto backend = CreateBackend(*model, bo);
   if (!backend.ok()) {
     std::fprintf(stderr, "%s\n", backend.status().ToString().c_str());

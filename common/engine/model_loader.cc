@@ -113,6 +113,7 @@ absl::StatusOr<std::unique_ptr<ModelBackend>> CreateBackend(const LoadedModel& m
                              ? std::min<int64_t>(model.config.max_position_embeddings, 32768)
                              : 8192;
       cuda.cuda_graphs = options.cuda_graphs;
+      if (options.cuda_decode_min_partition > 0) cuda.decode_min_partition = options.cuda_decode_min_partition;
       return CreateCudaBackend(model.config, *model.weights, cuda);
 #else
       return absl::UnimplementedError("this build has no CUDA backend (configure with -DTANDEM_CUDA=ON)");

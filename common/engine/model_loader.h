@@ -70,6 +70,7 @@ struct BackendOptions {
   // --gpu-memory-utilization).
   double gpu_memory_fraction = 0.9;
   bool cuda_graphs = true;  // CUDA: replay captured graphs for decode steps
+  int32_t cuda_decode_min_partition = 0;  // CUDA: narrowest flash-decoding split (0: the backend's default)
 };
 
 absl::StatusOr<std::unique_ptr<ModelBackend>> CreateBackend(const LoadedModel& model,

@@ -152,7 +152,8 @@ class CudaBackend final : public ModelBackend {
   absl::Status Sample(const ForwardBatch& batch, const float* logits, ForwardOutput* out);
   // How the decode rows of a batch of `rows` rows split their contexts.
   DecodeSplit SplitFor(int64_t rows, int64_t longest) const {
-    return DecodeSplitFor(rows, config_.num_key_value_heads, longest, num_sms_, kMaxGraphBatch * graph_max_splits_);
+    return DecodeSplitFor(rows, config_.num_key_value_heads, longest, num_sms_, kMaxGraphBatch * graph_max_splits_,
+                          options_.decode_min_partition);
   }
   PlanLimits Limits() const {
     return {kv_.layout().block_size, kv_.num_blocks(), kv_.trash_block(), config_.vocab_size, options_.max_context};
@@ -176,6 +177,11 @@ class CudaBackend final : public ModelBackend {
 absl::Status CudaBackend::Init(const ModelConfig& config, const WeightStore& weights, const CudaBackendOptions& o) {
   config_ = config;
   options_ = o;
+  const int32_t p = o.decode_min_partition;
+  if (p < cuda::kDecodeMinPartition || p > cuda::kDecodeMaxPartition || (p & (p - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("decode_min_partition ", p, " is not a power of two in [",
+                                                   cuda::kDecodeMinPartition, ", ", cuda::kDecodeMaxPartition, "]"));
+  }
   TANDEM_CUDA_RETURN_IF_ERROR(cudaSetDevice(o.device));
   int sms = 0;
   TANDEM_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, o.device));

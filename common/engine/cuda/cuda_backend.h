@@ -28,6 +28,11 @@ struct CudaBackendOptions {
   // (padded batch size, context splits); off: every step is launched
   // kernel by kernel (same results).
   bool cuda_graphs = true;
+  // The narrowest context split of flash-decoding (a power of two in
+  // [32, 256]): small batches split their contexts down to it so that
+  // the attention grid fills the GPU. 64 (one K/V tile per block) beat 32
+  // and 128 at batch 1 and 4 on an H200 (docs/benchmarks.md).
+  int32_t decode_min_partition = 64;
 };
 
 absl::StatusOr<std::unique_ptr<ModelBackend>> CreateCudaBackend(const ModelConfig& config, const WeightStore& weights,

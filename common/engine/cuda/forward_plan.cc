@@ -34,11 +34,11 @@ absl::Status CheckSequence(const SequenceChunk& c, size_t s, const PlanLimits& l
 }  // namespace
 
 DecodeSplit DecodeSplitFor(int64_t rows, int64_t num_kv_heads, int64_t longest_context, int64_t num_sms,
-                           int64_t max_row_splits) {
+                           int64_t max_row_splits, int64_t min_partition) {
   const int64_t ctx = std::max<int64_t>(longest_context, 1);
   auto splits = [ctx](int64_t p) { return (ctx + p - 1) / p; };
   DecodeSplit d;
-  while (d.partition > kPlanDecodeMinPartition && rows * num_kv_heads * splits(d.partition) < 4 * num_sms &&
+  while (d.partition > std::max(min_partition, kPlanDecodeMinPartition) && rows * num_kv_heads * splits(d.partition) < 4 * num_sms &&
          rows * splits(d.partition / 2) <= max_row_splits) {
     d.partition /= 2;
   }

@@ -62,13 +62,15 @@ struct DecodeSplit {
 };
 
 // The split for `rows` decode rows whose longest context is
-// `longest_context`: the partition is halved from the widest while the
+// `longest_context`: the partition is halved from the widest (down to
+// `min_partition`, a power of two in [kPlanDecodeMinPartition,
+// kPlanDecodeMaxPartition]) while the
 // attention grid (rows x kv heads x splits blocks) has fewer than 4 blocks
 // per SM and rows x splits stays within `max_row_splits` (the size of the
 // partial-result buffers). It depends only on its arguments, so a captured
 // graph's shape follows from them.
 DecodeSplit DecodeSplitFor(int64_t rows, int64_t num_kv_heads, int64_t longest_context, int64_t num_sms,
-                           int64_t max_row_splits);
+                           int64_t max_row_splits, int64_t min_partition = kPlanDecodeMinPartition);
 
 // INVALID_ARGUMENT for empty sequences, token ids outside the vocabulary,
 // block ids outside the pool, too short block tables, or sequences past

@@ -124,6 +124,10 @@ TEST(ForwardPlanTest, SmallDecodeBatchesSplitTheirContextsFiner) {
   DecodeSplit mid = DecodeSplitFor(8, 8, 1024, sms, cap);
   EXPECT_EQ(mid.partition, 64);
   EXPECT_EQ(mid.splits, 16);
+  // A wider narrowest split stops the halving there.
+  DecodeSplit coarse = DecodeSplitFor(1, 8, 1024, sms, cap, /*min_partition=*/64);
+  EXPECT_EQ(coarse.partition, 64);
+  EXPECT_EQ(coarse.splits, 16);
   // The partial buffers bound rows x splits.
   DecodeSplit bounded = DecodeSplitFor(1, 1, 8192, sms, /*max_row_splits=*/64);
   EXPECT_EQ(bounded.partition, 128);
