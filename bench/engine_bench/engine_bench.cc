@@ -11,7 +11,6 @@
 //     bandwidth.
 // Writes everything to --out as JSON.
 //   tandem-engine-bench --model DIR --dummy_weights --out engine.json
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -24,10 +23,10 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
+#include "bench/gpu_ceilings/gpu_ceilings.h"
 #include "common/engine/engine.h"
 #include "common/engine/local_generator.h"
 #include "common/engine/model_loader.h"
-#include "common/model/dtype.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json, tokenizer.json)");
@@ -52,11 +51,6 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 #define BENCH_CHECK(expr)                                                              \
   do {                                                                                 \
     if (!(expr)) {                                                                     \
@@ -65,71 +59,6 @@ double Median(std::vector<double> v) {
     }                                                                                  \
   } while (0)
 #define CUDA_OK(expr) BENCH_CHECK((expr) == cudaSuccess)
-
-// Bytes read plus bytes written per second by cudaMemcpy of 2 GiB.
-double CopyBandwidth() {
-  const size_t bytes = size_t{2} << 30;
-  void *a = nullptr, *b = nullptr;
-  CUDA_OK(cudaMalloc(&a, bytes));
-  CUDA_OK(cudaMalloc(&b, bytes));
-  CUDA_OK(cudaMemset(a, 0x5a, bytes));
-  cudaEvent_t e0, e1;
-  CUDA_OK(cudaEventCreate(&e0));
-  CUDA_OK(cudaEventCreate(&e1));
-  std::vector<double> t;
-  for (int i = 0; i < 12; ++i) {
-    CUDA_OK(cudaEventRecord(e0));
-    CUDA_OK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice));
-    CUDA_OK(cudaEventRecord(e1));
-    CUDA_OK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CUDA_OK(cudaEventElapsedTime(&ms, e0, e1));
-    if (i >= 2) t.push_back(ms / 1e3);
-  }
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * static_cast<double>(bytes) / Median(t);
-}
-
-// FLOP/s of an 8192^3 bf16 matrix product (fp32 accumulation, bf16 out)
-// on random data.
-double GemmRate() {
-  const int n = 8192;
-  const size_t elems = size_t{n} * n;
-  std::vector<uint16_t> host(elems);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  for (auto& h : host) h = FloatToBF16(dist(rng));
-  void *a = nullptr, *b = nullptr, *c = nullptr;
-  CUDA_OK(cudaMalloc(&a, elems * 2));
-  CUDA_OK(cudaMalloc(&b, elems * 2));
-  CUDA_OK(cudaMalloc(&c, elems * 2));
-  CUDA_OK(cudaMemcpy(a, host.data(), elems * 2, cudaMemcpyHostToDevice));
-  std::reverse(host.begin(), host.end());
-  CUDA_OK(cudaMemcpy(b, host.data(), elems * 2, cudaMemcpyHostToDevice));
-  cublasHandle_t h;
-  BENCH_CHECK(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
-  const float alpha = 1, beta = 0;
-  cudaEvent_t e0, e1;
-  CUDA_OK(cudaEventCreate(&e0));
-  CUDA_OK(cudaEventCreate(&e1));
-  std::vector<double> t;
-  for (int i = 0; i < 12; ++i) {
-    CUDA_OK(cudaEventRecord(e0));
-    BENCH_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n, &beta,
-                             c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS);
-    CUDA_OK(cudaEventRecord(e1));
-    CUDA_OK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CUDA_OK(cudaEventElapsedTime(&ms, e0, e1));
-    if (i >= 2) t.push_back(ms / 1e3);
-  }
-  cublasDestroy(h);
-  cudaFree(a);
-  cudaFree(b);
-  cudaFree(c);
-  return 2.0 * n * static_cast<double>(n) * n / Median(t);
-}
 
 struct ModelCosts {
   double weight_bytes = 0;      // every matrix read once per step (bf16)
@@ -172,8 +101,14 @@ int Main() {
   nlohmann::json out;
   std::printf("measuring ceilings...\n");
   std::fflush(stdout);
-  const double copy_bw = CopyBandwidth();
-  const double gemm = GemmRate();
+  const absl::StatusOr<double> copy_bw_or = bench::CopyBandwidth();
+  const absl::StatusOr<double> gemm_or = bench::GemmRate();
+  if (!copy_bw_or.ok() || !gemm_or.ok()) {
+    std::fprintf(stderr, "tandem-engine-bench: measuring the ceilings: %s\n",
+                 (copy_bw_or.ok() ? gemm_or.status() : copy_bw_or.status()).ToString().c_str());
+    return 1;
+  }
+  const double copy_bw = *copy_bw_or, gemm = *gemm_or;
   cudaDeviceProp prop{};
   CUDA_OK(cudaGetDeviceProperties(&prop, 0));
   out["device"] = prop.name;
@@ -259,7 +194,7 @@ int Main() {
       const double s = run(toks, cached, blocks_per_seq);
       if (i >= 3) t.push_back(s);
     }
-    const double step = Median(t);
+    const double step = bench::Median(t);
     const double kv = costs.kv_bytes_per_token * b * ctx;
     const double bw = (costs.weight_bytes + kv) / step;
     std::printf(
@@ -284,7 +219,7 @@ int Main() {
       const double s = run(toks, {0}, blocks);
       if (i >= 2) t.push_back(s);
     }
-    const double sec = Median(t);
+    const double sec = bench::Median(t);
     const double flops = 2.0 * costs.matmul_params * len + 2.0 * costs.lm_head_params + AttentionFlops(cfg, len);
     std::printf("prefill %5d tokens: %.2f ms, %.0f tok/s, %.0f TFLOP/s = %.1f%% of the GEMM rate\n", len, sec * 1e3,
                 len / sec, flops / sec / 1e12, 100 * flops / sec / gemm);

@@ -20,6 +20,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
+#include "bench/gpu_ceilings/gpu_ceilings.h"
 #include "common/engine/cuda/small_gemm.h"
 #include "common/model/model_config.h"
 #include "nlohmann/json.hpp"
@@ -40,11 +41,6 @@ namespace {
     }                                                                                              \
   } while (0)
 #define CUDA_OK(expr) BENCH_CHECK((expr) == cudaSuccess)
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 std::vector<int> Ints(const std::string& s) {
   std::vector<int> v;
@@ -78,37 +74,7 @@ double TimeGraph(cudaStream_t stream, const std::function<void()>& enqueue, int 
   cudaEventDestroy(e1);
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
-  return Median(t);
-}
-
-// Bytes read plus written per second by cudaMemcpyAsync of 2 GiB, timed
-// with events outside any graph (as tandem-engine-bench does): a memcpy
-// node in a CUDA graph runs on a copy engine, ~35% slower on an H200
-// (2.77 instead of 4.25 TB/s), which is no ceiling for a kernel.
-double CopyBandwidth(cudaStream_t stream) {
-  const size_t bytes = size_t{2} << 30;
-  void *a = nullptr, *b = nullptr;
-  CUDA_OK(cudaMalloc(&a, bytes));
-  CUDA_OK(cudaMalloc(&b, bytes));
-  CUDA_OK(cudaMemset(a, 0x5a, bytes));
-  cudaEvent_t e0, e1;
-  CUDA_OK(cudaEventCreate(&e0));
-  CUDA_OK(cudaEventCreate(&e1));
-  std::vector<double> t;
-  for (int i = 0; i < 12; ++i) {
-    CUDA_OK(cudaEventRecord(e0, stream));
-    CUDA_OK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, stream));
-    CUDA_OK(cudaEventRecord(e1, stream));
-    CUDA_OK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CUDA_OK(cudaEventElapsedTime(&ms, e0, e1));
-    if (i >= 2) t.push_back(ms / 1e3);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * static_cast<double>(bytes) / Median(t);
+  return bench::Median(t);
 }
 
 // One matrix product of the model: n output columns of k inputs (gated:
@@ -170,7 +136,12 @@ int Main() {
   CUDA_OK(cudaMalloc(&y, static_cast<size_t>(max_n) * 4));
   Fill(x, static_cast<size_t>(max_k) * 2, stream);
 
-  const double copy_bw = CopyBandwidth(stream);
+  const absl::StatusOr<double> measured = bench::CopyBandwidth();
+  if (!measured.ok()) {
+    std::fprintf(stderr, "tandem-gemv-bench: %s\n", measured.status().ToString().c_str());
+    return 1;
+  }
+  const double copy_bw = *measured;
   std::printf("device %s: copy bandwidth %.0f GB/s (read+write), L2 %d MB\n", prop.name, copy_bw / 1e9,
               prop.l2CacheSize >> 20);
   nlohmann::json out;
