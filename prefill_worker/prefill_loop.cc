@@ -160,6 +160,11 @@ void PrefillLoop::RunBatch(std::vector<std::shared_ptr<PrefillJob>> jobs) {
       r.status = sampled.status();
     } else if (!errors[i].ok()) {
       r.status = errors[i];
+      if (transfers[i] != nullptr) {
+        // Its end may know more than the failed send did (why the decode
+        // side turned a chunk away); it never makes the transfer good.
+        if (absl::Status end = transfers[i]->Finish(); !end.ok()) r.status = std::move(end);
+      }
     } else {
       r.status = transfers[i]->Finish();
       r.kv_bytes = transfers[i]->bytes_sent();

@@ -50,7 +50,10 @@ class KvTransfer {
   // Blocks until every started copy is complete in the destination's
   // memory. DEADLINE_EXCEEDED past the transfer's deadline; UNAVAILABLE if
   // the peer is gone. After an error the transfer is abandoned (the decode
-  // worker frees the reservation).
+  // worker frees the reservation). Called after a SendLayer failed, it may
+  // return a more precise failure (the staged UCX transport fetches the
+  // decode side's reason for turning a chunk away); an OK from it then
+  // does not make the transfer good.
   virtual absl::Status Finish() = 0;
   virtual int64_t bytes_sent() const = 0;
   virtual const std::string& id() const = 0;

@@ -204,7 +204,13 @@ bool StagedSender::PumpLocked() {
       }
       ucp_request_free(item.request);
       item.request = nullptr;
-      if (s != UCS_OK) tx.Fail(UcxError(absl::StrCat("KV transfer ", tx.id, ": sending a chunk"), s));
+      if (s != UCS_OK) {
+        // Cancelled or invalid while our endpoint is sound: the receiver's
+        // handler said no (ucx_staged_receiver.cc), not the network.
+        const bool refused = s == UCS_ERR_CANCELED || s == UCS_ERR_INVALID_PARAM;
+        if (tx.status.ok() && refused && tx.peer->usable()) tx.refused = true;
+        tx.Fail(UcxError(absl::StrCat("KV transfer ", tx.id, ": sending a chunk"), s));
+      }
       moved = true;
       done = true;
     }

@@ -65,6 +65,10 @@ struct StagedTxState {
   std::shared_ptr<StagedPeer> peer;
   std::unique_ptr<CopyQueue> queue;  // device -> slot copies, in order
   absl::Status status;               // the first failure
+  // The first failure was the decode side turning a chunk away (its AM
+  // handler refused the rendezvous): the endpoint is sound, and the reason
+  // comes in the acknowledgement of FINISH.
+  bool refused = false;
   int64_t outstanding = 0;           // chunks in the sender's list
   bool finish_sent = false;          // FINISH posted: the ack is due
   std::optional<StagedAckHeader> ack;

@@ -31,7 +31,7 @@ class StagedTransfer final : public KvTransfer {
   ~StagedTransfer() override;
 
   absl::Status SendLayer(int layer) override;
-  absl::Status Finish() override { return FinishBy(spec_.deadline); }
+  absl::Status Finish() override;
   int64_t bytes_sent() const override { return bytes_; }
   const std::string& id() const override { return spec_.transfer_id; }
   std::string_view transport() const override { return kTransportUcxStaged; }
@@ -39,6 +39,12 @@ class StagedTransfer final : public KvTransfer {
 
  private:
   absl::Status FinishBy(absl::Time deadline);
+  // FINISH with the chunk count, then the decode side's acknowledgement
+  // (every chunk copied into its pool, or why not), by `until`.
+  absl::StatusOr<StagedAckHeader> FinishAndAwaitAck(absl::Time until);
+  // After a refusal (StagedTxState::refused): the decode side's reason, or
+  // `failure` when none comes in time.
+  absl::Status FetchRefusal(absl::Status failure);
   absl::Status Fail(absl::Status s);
   std::string Describe() const {
     return absl::StrCat("KV transfer ", spec_.transfer_id, " to decode worker ", dest_.worker_id(), " (staged UCX)");
@@ -55,7 +61,11 @@ class StagedTransfer final : public KvTransfer {
   std::string finish_header_;
   ucs_status_ptr_t finish_request_ = nullptr;  // guarded by the send mutex
   std::optional<absl::Status> result_;
+  bool refusal_fetched_ = false;
 };
+
+// How long Finish waits for the decode side's reason after a refusal.
+constexpr absl::Duration kRefusalReasonWait = absl::Seconds(1);
 
 class UcxStagedTransport final : public KvTransport {
  public:
@@ -170,6 +180,9 @@ StagedTransfer::~StagedTransfer() {
     FinishBy(std::min(spec_.deadline, absl::Now() + absl::Seconds(2))).IgnoreError();
   }
   std::lock_guard<std::mutex> lock(sender_.mu());
+  // A refusal whose reason nobody fetched may leave chunks in flight on
+  // the endpoint: no later transfer reuses it.
+  if (tx_->refused && !refusal_fetched_) sender_.DropPeerLocked(tx_->peer);
   if (finish_request_ != nullptr) ucp_request_free(finish_request_);
   sender_.ForgetLocked(tx_->id);
   tx_.reset();
@@ -180,8 +193,9 @@ absl::Status StagedTransfer::Fail(absl::Status s) {
     std::lock_guard<std::mutex> lock(sender_.mu());
     tx_->Fail(s);
     // No later transfer reuses an endpoint with chunks of unknown fate;
-    // the force-close also cancels this transfer's sends in flight.
-    sender_.DropPeerLocked(tx_->peer);
+    // the force-close also cancels this transfer's sends in flight. A
+    // refusal keeps the endpoint: Finish asks it for the reason.
+    if (!tx_->refused) sender_.DropPeerLocked(tx_->peer);
   }
   result_ = s;
   return s;
@@ -267,37 +281,57 @@ absl::Status StagedTransfer::FinishBy(absl::Time deadline) {
         break;
       }
     }
-    if (!failed.ok()) return Fail(failed);
+    if (!failed.ok()) {
+      bool refused = false;
+      {
+        std::lock_guard<std::mutex> lock(sender_.mu());
+        refused = tx_->refused;
+      }
+      Fail(failed).IgnoreError();  // keeps the endpoint after a refusal
+      if (refused && !refusal_fetched_) return FetchRefusal(failed);
+      return *result_;
+    }
     if (absl::Now() > deadline) return missed();
     backoff();
   }
-  // 2. FINISH with the chunk count, on which the decode side answers once
-  // every chunk is copied into its pool.
-  absl::Status sent;
+  // 2. FINISH and its acknowledgement.
+  absl::StatusOr<StagedAckHeader> ack = FinishAndAwaitAck(deadline);
+  if (!ack.ok()) return Fail(ack.status());
+  if (ack->code != 0) {
+    // The decode side refused the data; the connection itself is fine.
+    result_ = absl::Status(static_cast<absl::StatusCode>(ack->code),
+                           absl::StrCat(Describe(), ": the decode worker reports: ", ack->message));
+    return *result_;
+  }
+  result_ = absl::OkStatus();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StagedAckHeader> StagedTransfer::FinishAndAwaitAck(absl::Time until) {
+  int rounds = 0;
+  auto backoff = [&rounds] {
+    if (++rounds > 200) {
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    } else {
+      std::this_thread::yield();
+    }
+  };
+  // FINISH carries the chunk count; the decode side answers once every
+  // chunk is copied into its pool (or the transfer failed there).
   {
     std::lock_guard<std::mutex> lock(sender_.mu());
-    if (!tx_->peer->usable()) {
-      sent = absl::UnavailableError(absl::StrCat(Describe(), ": the connection is gone"));
-    } else {
-      finish_header_ = EncodeStagedFinish({spec_.transfer_id, chunks_sent_});
-      ucp_request_param_t p = {};
-      p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-      p.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
-      ucs_status_ptr_t r = ucp_am_send_nbx(tx_->peer->ep->get(), kStagedFinishAm, finish_header_.data(),
-                                           finish_header_.size(), nullptr, 0, &p);
-      if (UCS_PTR_IS_ERR(r)) {
-        sent = UcxError(absl::StrCat(Describe(), ": sending FINISH"), UCS_PTR_STATUS(r));
-      } else {
-        finish_request_ = r;
-        sender_.NoteFinishSentLocked(*tx_);
-      }
-    }
+    if (!tx_->peer->usable()) return absl::UnavailableError(absl::StrCat(Describe(), ": the connection is gone"));
+    finish_header_ = EncodeStagedFinish({spec_.transfer_id, chunks_sent_});
+    ucp_request_param_t p = {};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
+    ucs_status_ptr_t r = ucp_am_send_nbx(tx_->peer->ep->get(), kStagedFinishAm, finish_header_.data(),
+                                         finish_header_.size(), nullptr, 0, &p);
+    if (UCS_PTR_IS_ERR(r)) return UcxError(absl::StrCat(Describe(), ": sending FINISH"), UCS_PTR_STATUS(r));
+    finish_request_ = r;
+    sender_.NoteFinishSentLocked(*tx_);
   }
-  if (!sent.ok()) return Fail(sent);
-  // 3. The acknowledgement.
   for (;;) {
-    std::optional<StagedAckHeader> ack;
-    absl::Status failed;
     {
       std::lock_guard<std::mutex> lock(sender_.mu());
       sender_.PumpLocked();
@@ -306,28 +340,71 @@ absl::Status StagedTransfer::FinishBy(absl::Time deadline) {
         if (s != UCS_INPROGRESS) {
           ucp_request_free(finish_request_);
           finish_request_ = nullptr;
-          if (s != UCS_OK) failed = UcxError(absl::StrCat(Describe(), ": sending FINISH"), s);
+          if (s != UCS_OK) return UcxError(absl::StrCat(Describe(), ": sending FINISH"), s);
         }
       }
-      if (tx_->ack.has_value()) {
-        ack = tx_->ack;
-      } else if (failed.ok() && !tx_->peer->usable()) {
-        failed = absl::UnavailableError(absl::StrCat(Describe(), ": the connection is gone"));
-      }
+      if (tx_->ack.has_value()) return *tx_->ack;
+      if (!tx_->peer->usable()) return absl::UnavailableError(absl::StrCat(Describe(), ": the connection is gone"));
     }
-    if (ack.has_value()) {
-      if (ack->code == 0) break;
-      // The decode side refused the data; the connection itself is fine.
-      result_ = absl::Status(static_cast<absl::StatusCode>(ack->code),
-                             absl::StrCat(Describe(), ": the decode worker reports: ", ack->message));
-      return *result_;
+    if (absl::Now() > until) {
+      return absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline"));
     }
-    if (!failed.ok()) return Fail(failed);
-    if (absl::Now() > deadline) return missed();
     backoff();
   }
-  result_ = absl::OkStatus();
-  return absl::OkStatus();
+}
+
+absl::Status StagedTransfer::Finish() {
+  if (result_.has_value() && !result_->ok() && tx_ != nullptr && !refusal_fetched_) {
+    bool refused = false;
+    {
+      std::lock_guard<std::mutex> lock(sender_.mu());
+      refused = tx_->refused;
+    }
+    if (refused) return FetchRefusal(*result_);
+  }
+  return FinishBy(spec_.deadline);
+}
+
+absl::Status StagedTransfer::FetchRefusal(absl::Status failure) {
+  refusal_fetched_ = true;
+  const absl::Time until = std::min(spec_.deadline, absl::Now() + kRefusalReasonWait);
+  // The transfer's other chunks end first (turned away too, or landed):
+  // the decode side acknowledges only once nothing of it is in flight.
+  absl::Status ended;
+  for (int rounds = 0;; ++rounds) {
+    {
+      std::lock_guard<std::mutex> lock(sender_.mu());
+      sender_.PumpLocked();
+      if (tx_->outstanding == 0) break;
+      if (!tx_->peer->usable()) {
+        ended = absl::UnavailableError("the connection is gone");
+        break;
+      }
+    }
+    if (absl::Now() > until) {
+      ended = absl::DeadlineExceededError("chunks still in flight");
+      break;
+    }
+    if (rounds > 200) {
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    } else {
+      std::this_thread::yield();
+    }
+  }
+  absl::StatusOr<StagedAckHeader> ack =
+      ended.ok() ? FinishAndAwaitAck(until) : absl::StatusOr<StagedAckHeader>(ended);
+  if (ack.ok() && ack->code != 0) {
+    result_ = absl::Status(static_cast<absl::StatusCode>(ack->code),
+                           absl::StrCat(Describe(), ": the decode worker reports: ", ack->message));
+    return *result_;
+  }
+  // No reason came: the endpoint's state is unknown, so nothing reuses it.
+  {
+    std::lock_guard<std::mutex> lock(sender_.mu());
+    sender_.DropPeerLocked(tx_->peer);
+  }
+  result_ = std::move(failure);
+  return *result_;
 }
 
 }  // namespace

@@ -49,8 +49,12 @@ class StagedGateTest : public ::testing::Test {
     for (size_t i = 0; i < dst.size(); ++i) src.push_back(static_cast<int32_t>(i));
     auto t = sender_->StartTransfer(src_, kPrefill, desc_, {id, src, dst, absl::Now() + absl::Seconds(20)});
     if (!t.ok()) return t.status();
+    // As the prefill loop does: after a failed send, Finish may say why.
     for (int l = 0; l < SmallLayout().num_layers; ++l) {
-      if (absl::Status s = (*t)->SendLayer(l); !s.ok()) return s;
+      if (absl::Status s = (*t)->SendLayer(l); !s.ok()) {
+        absl::Status end = (*t)->Finish();
+        return end.ok() ? s : end;
+      }
     }
     return (*t)->Finish();
   }
@@ -101,11 +105,12 @@ TEST_F(StagedGateTest, ALateSenderFailsAndItsBlocksNowSomeoneElsesKeepTheirBytes
   // Its blocks go to the next request before the late transfer arrives.
   auto next = reservations_.Reserve("t-next", 4, absl::Now() + absl::Seconds(30));
   ASSERT_TRUE(next.ok());
-  // The sender hears of it as the refusal in the acknowledgement
-  // (NOT_FOUND) or, when a later chunk is turned away first, as a
-  // cancelled send.
+  // The sender hears the decode side's reason (NOT_FOUND: no live
+  // reservation), whether every chunk went out before the refusal or a
+  // later chunk was turned away (its rendezvous cancelled) first.
   absl::Status s = Send("t-late", aimed);
-  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(absl::IsNotFound(s)) << s;
+  EXPECT_NE(s.message().find("the decode worker reports"), std::string::npos) << s;
   EXPECT_NE(s.message().find("t-late"), std::string::npos) << s;
   for (int32_t b : aimed) EXPECT_TRUE(Untouched(b)) << "block " << b;
   reservations_.Release("t-next");
@@ -116,7 +121,8 @@ TEST_F(StagedGateTest, ASenderNamingAnotherReservationsBlocksIsRefused) {
   auto theirs = reservations_.Reserve("t-theirs", 2, absl::Now() + absl::Seconds(30));
   ASSERT_TRUE(mine.ok() && theirs.ok());
   absl::Status s = Send("t-mine", {(*mine)[0], (*theirs)[1]});
-  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(absl::IsPermissionDenied(s)) << s;
+  EXPECT_NE(s.message().find("the decode worker reports"), std::string::npos) << s;
   EXPECT_TRUE(Untouched((*theirs)[1]));
   // The refusal left the reservations as they were: the right transfer works.
   absl::Status ok = Send("t-theirs", *theirs);
