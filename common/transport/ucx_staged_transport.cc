@@ -18,6 +18,17 @@
 namespace tandem {
 namespace {
 
+// Between polling rounds of a transfer's own waits (the send mutex
+// released): yield at first, a chunk or an ACK is usually microseconds
+// away, then 20 us sleeps.
+void Backoff(int& rounds) {
+  if (++rounds > 200) {
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  } else {
+    std::this_thread::yield();
+  }
+}
+
 class StagedTransfer final : public KvTransfer {
  public:
   StagedTransfer(StagedSender& sender, std::shared_ptr<StagedTxState> tx, KvPoolView& src,
@@ -45,6 +56,10 @@ class StagedTransfer final : public KvTransfer {
   // After a refusal (StagedTxState::refused): the decode side's reason, or
   // `failure` when none comes in time.
   absl::Status FetchRefusal(absl::Status failure);
+  bool Refused() {
+    std::lock_guard<std::mutex> lock(sender_.mu());
+    return tx_->refused;
+  }
   absl::Status Fail(absl::Status s);
   std::string Describe() const {
     return absl::StrCat("KV transfer ", spec_.transfer_id, " to decode worker ", dest_.worker_id(), " (staged UCX)");
@@ -261,13 +276,6 @@ absl::Status StagedTransfer::SendLayer(int layer) {
 absl::Status StagedTransfer::FinishBy(absl::Time deadline) {
   if (result_.has_value()) return *result_;
   int rounds = 0;
-  auto backoff = [&rounds] {
-    if (++rounds > 200) {
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
-    } else {
-      std::this_thread::yield();
-    }
-  };
   auto missed = [&] { return Fail(absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline"))); };
   // 1. Every chunk's AM completed: the decode side has received its data.
   for (;;) {
@@ -282,17 +290,13 @@ absl::Status StagedTransfer::FinishBy(absl::Time deadline) {
       }
     }
     if (!failed.ok()) {
-      bool refused = false;
-      {
-        std::lock_guard<std::mutex> lock(sender_.mu());
-        refused = tx_->refused;
-      }
+      const bool refused = Refused();
       Fail(failed).IgnoreError();  // keeps the endpoint after a refusal
       if (refused && !refusal_fetched_) return FetchRefusal(failed);
       return *result_;
     }
     if (absl::Now() > deadline) return missed();
-    backoff();
+    Backoff(rounds);
   }
   // 2. FINISH and its acknowledgement.
   absl::StatusOr<StagedAckHeader> ack = FinishAndAwaitAck(deadline);
@@ -309,13 +313,6 @@ absl::Status StagedTransfer::FinishBy(absl::Time deadline) {
 
 absl::StatusOr<StagedAckHeader> StagedTransfer::FinishAndAwaitAck(absl::Time until) {
   int rounds = 0;
-  auto backoff = [&rounds] {
-    if (++rounds > 200) {
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
-    } else {
-      std::this_thread::yield();
-    }
-  };
   // FINISH carries the chunk count; the decode side answers once every
   // chunk is copied into its pool (or the transfer failed there).
   {
@@ -349,18 +346,13 @@ absl::StatusOr<StagedAckHeader> StagedTransfer::FinishAndAwaitAck(absl::Time unt
     if (absl::Now() > until) {
       return absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline"));
     }
-    backoff();
+    Backoff(rounds);
   }
 }
 
 absl::Status StagedTransfer::Finish() {
-  if (result_.has_value() && !result_->ok() && tx_ != nullptr && !refusal_fetched_) {
-    bool refused = false;
-    {
-      std::lock_guard<std::mutex> lock(sender_.mu());
-      refused = tx_->refused;
-    }
-    if (refused) return FetchRefusal(*result_);
+  if (result_.has_value() && !result_->ok() && tx_ != nullptr && !refusal_fetched_ && Refused()) {
+    return FetchRefusal(*result_);
   }
   return FinishBy(spec_.deadline);
 }
@@ -371,7 +363,7 @@ absl::Status StagedTransfer::FetchRefusal(absl::Status failure) {
   // The transfer's other chunks end first (turned away too, or landed):
   // the decode side acknowledges only once nothing of it is in flight.
   absl::Status ended;
-  for (int rounds = 0;; ++rounds) {
+  for (int rounds = 0;;) {
     {
       std::lock_guard<std::mutex> lock(sender_.mu());
       sender_.PumpLocked();
@@ -385,11 +377,7 @@ absl::Status StagedTransfer::FetchRefusal(absl::Status failure) {
       ended = absl::DeadlineExceededError("chunks still in flight");
       break;
     }
-    if (rounds > 200) {
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
-    } else {
-      std::this_thread::yield();
-    }
+    Backoff(rounds);
   }
   absl::StatusOr<StagedAckHeader> ack =
       ended.ok() ? FinishAndAwaitAck(until) : absl::StatusOr<StagedAckHeader>(ended);
