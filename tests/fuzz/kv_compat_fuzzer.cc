@@ -7,14 +7,7 @@
 #include <vector>
 
 #include "common/transport/kv_transport.h"
-#include "google/protobuf/stubs/logging.h"
-
-// Protobuf logs every string field with invalid UTF-8, which random input
-// hits tens of thousands of times a second.
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  google::protobuf::SetLogHandler(nullptr);
-  return 0;
-}
+#include "tests/fuzz/quiet_protobuf.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // One byte of count, that many little-endian int32 block ids, then the

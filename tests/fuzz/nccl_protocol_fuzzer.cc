@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "common/transport/nccl_protocol.h"
-#include "google/protobuf/stubs/logging.h"
+#include "tests/fuzz/quiet_protobuf.h"
 
 namespace {
 
@@ -39,13 +39,6 @@ void FuzzRequest(std::string_view bytes, bool layout_from_request) {
 }
 
 }  // namespace
-
-// Protobuf logs every string field with invalid UTF-8, which random input
-// hits tens of thousands of times a second.
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  google::protobuf::SetLogHandler(nullptr);
-  return 0;
-}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;

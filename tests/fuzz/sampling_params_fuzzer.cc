@@ -10,15 +10,8 @@
 #include "common/rpc/proto_convert.h"
 #include "common/sampling/sampler.h"
 #include "common/sampling/stop_checker.h"
-#include "google/protobuf/stubs/logging.h"
 #include "tandem/v1/generate.pb.h"
-
-// Protobuf logs every string field with invalid UTF-8, which random input
-// hits tens of thousands of times a second.
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  google::protobuf::SetLogHandler(nullptr);
-  return 0;
-}
+#include "tests/fuzz/quiet_protobuf.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // First byte: the vocabulary size, small so that top_k, logprobs and stop
