@@ -223,17 +223,10 @@ class CudaIpcTransfer final : public KvTransfer {
     pending_.Add(layer);
     if (launched_) {
       absl::StatusOr<bool> idle = StreamIdle();
-      if (!idle.ok()) {
-        WaitForLaunched();
-        return Fail(idle.status());
-      }
+      if (!idle.ok()) return FailAfterCopies(idle.status());
       if (!*idle) return absl::OkStatus();  // launched with a later layer, or by Finish
     }
-    absl::Status s = LaunchPending();
-    if (!s.ok()) {
-      WaitForLaunched();
-      return Fail(std::move(s));
-    }
+    if (absl::Status s = LaunchPending(); !s.ok()) return FailAfterCopies(std::move(s));
     return absl::OkStatus();
   }
 
@@ -242,15 +235,9 @@ class CudaIpcTransfer final : public KvTransfer {
     absl::StatusOr<CudaDeviceScope> scope = CudaDeviceScope::Enter(lane_->device());
     if (!scope.ok()) return Fail(scope.status());
     if (absl::Now() > spec_.deadline) return Expire();
-    if (absl::Status s = LaunchPending(); !s.ok()) {
-      WaitForLaunched();
-      return Fail(std::move(s));
-    }
+    if (absl::Status s = LaunchPending(); !s.ok()) return FailAfterCopies(std::move(s));
     cudaError_t err = cudaEventRecord(lane_->done(), lane_->stream());
-    if (err != cudaSuccess) {
-      WaitForLaunched();
-      return Fail(CudaStatus(err, "cudaEventRecord(transfer done)"));
-    }
+    if (err != cudaSuccess) return FailAfterCopies(CudaStatus(err, "cudaEventRecord(transfer done)"));
     // Poll rather than block: a blocking wait cannot honour the deadline.
     int rounds = 0;
     while ((err = cudaEventQuery(lane_->done())) == cudaErrorNotReady) {
@@ -302,17 +289,18 @@ class CudaIpcTransfer final : public KvTransfer {
   // launched (pending layers stay unsent), and the copies already queued,
   // which cannot be recalled but always end, are waited for first.
   absl::Status Expire() {
-    WaitForLaunched();
-    return Fail(absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline")));
+    return FailAfterCopies(absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline")));
   }
 
-  // Before a failure is reported (the decode worker may reuse the blocks
-  // then): waits for what was launched. The destructor waits too; this
-  // makes the failure itself mean "nothing of it still runs".
-  void WaitForLaunched() {
+  // Every failure once copies may be queued: before it is reported (the
+  // decode worker may reuse the blocks then), waits for what was launched.
+  // The destructor waits too; this makes the failure itself mean "nothing
+  // of it still runs".
+  absl::Status FailAfterCopies(absl::Status s) {
     if (const cudaError_t e = cudaStreamSynchronize(lane_->stream()); e != cudaSuccess) {
       TANDEM_LOG(WARNING) << Describe() << ": waiting for the copies: " << cudaGetErrorString(e);
     }
+    return Fail(std::move(s));
   }
 
   // Launches every pending layer: one kernel per kKvCopyMaxLayers of them,
