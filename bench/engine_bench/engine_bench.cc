@@ -17,7 +17,9 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -34,6 +36,7 @@ ABSL_FLAG(bool, dummy_weights, true, "random weights of the config's shapes");
 ABSL_FLAG(double, gpu_memory_fraction, 0.9, "share of device memory for weights, scratch and KV");
 ABSL_FLAG(bool, cuda_graphs, true, "replay CUDA graphs for decode steps");
 ABSL_FLAG(int32_t, decode_min_partition, 0, "narrowest flash-decoding context split (0: the engine's default)");
+ABSL_FLAG(std::string, gemm_algos, "", "GEMM algorithm table from tandem-gemm-tune (empty: cuBLASLt's heuristic)");
 ABSL_FLAG(std::string, decode_batches, "1,64,256", "decode batch sizes");
 ABSL_FLAG(int32_t, decode_context, 1024, "context length of the decode steps");
 ABSL_FLAG(std::string, prefill_lengths, "512,2048,8192", "prompt lengths of the prefill runs");
@@ -91,6 +94,35 @@ std::vector<int32_t> RandomTokens(int64_t n, int64_t vocab, uint64_t seed) {
   return t;
 }
 
+// The workload's backend, timed: wall time inside Forward (host planning,
+// uploads, the GPU's work and the wait for its samples) for steps with
+// prompt tokens ("mixed") and pure decode steps. What the workload's wall
+// time has beyond both is the engine's own host work between steps.
+class TimedBackend final : public ModelBackend {
+ public:
+  explicit TimedBackend(std::unique_ptr<ModelBackend> inner) : inner_(std::move(inner)) {}
+  const ModelConfig& config() const override { return inner_->config(); }
+  KvPoolView& kv_pool() override { return inner_->kv_pool(); }
+  bool samples_on_device() const override { return inner_->samples_on_device(); }
+  std::string numerics() const override { return inner_->numerics(); }
+  absl::Status Forward(const ForwardBatch& batch, ForwardOutput* out) override {
+    const bool mixed = std::any_of(batch.seqs.begin(), batch.seqs.end(),
+                                   [](const SequenceChunk& c) { return c.tokens.size() > 1; });
+    const auto t0 = Clock::now();
+    absl::Status s = inner_->Forward(batch, out);
+    (mixed ? mixed_s : decode_s) += Seconds(t0, Clock::now());
+    ++(mixed ? mixed_steps : decode_steps);
+    return s;
+  }
+  void Reset() { mixed_s = decode_s = 0, mixed_steps = decode_steps = 0; }
+
+  double mixed_s = 0, decode_s = 0;
+  int64_t mixed_steps = 0, decode_steps = 0;
+
+ private:
+  std::unique_ptr<ModelBackend> inner_;
+};
+
 std::vector<int32_t> Parse(const std::string& s) {
   std::vector<int32_t> v;
   for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty())) v.push_back(std::stoi(std::string(p)));
@@ -126,6 +158,7 @@ int Main() {
   bo.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
   bo.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   bo.cuda_decode_min_partition = absl::GetFlag(FLAGS_decode_min_partition);
+  bo.cuda_gemm_algos = absl::GetFlag(FLAGS_gemm_algos);
   auto backend = CreateBackend(*model, bo);
   if (!backend.ok()) {
     std::fprintf(stderr, "%s\n", backend.status().ToString().c_str());
@@ -232,7 +265,9 @@ int Main() {
   const int32_t n = absl::GetFlag(FLAGS_workload_requests), p = absl::GetFlag(FLAGS_workload_prompt),
                 g = absl::GetFlag(FLAGS_workload_output);
   if (n > 0) {
-    Engine engine(std::move(*backend));
+    auto timed_owner = std::make_unique<TimedBackend>(std::move(*backend));
+    TimedBackend* timed = timed_owner.get();
+    Engine engine(std::move(timed_owner));
     LocalGeneratorOptions lo;
     lo.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
     lo.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
@@ -251,9 +286,16 @@ int Main() {
       BENCH_CHECK(gen.Run(warm, [](const GenerationEvent&) {}).ok());
     }
     int64_t tokens = 0;
+    timed->Reset();
     const auto t0 = Clock::now();
     BENCH_CHECK(gen.Run(reqs, [&](const GenerationEvent& e) { tokens += e.token >= 0 ? 1 : 0; }).ok());
     const double wall = Seconds(t0, Clock::now());
+    const double host_s = wall - timed->mixed_s - timed->decode_s;
+    std::printf("workload steps: %lld with prompt tokens %.2f s, %lld pure decode %.2f s (%.2f ms each), "
+                "between steps %.2f s\n",
+                static_cast<long long>(timed->mixed_steps), timed->mixed_s,
+                static_cast<long long>(timed->decode_steps), timed->decode_s,
+                timed->decode_s / std::max<int64_t>(1, timed->decode_steps) * 1e3, host_s);
     // Roofline: every prompt token through the matrices once, then each
     // decode step reads the weights once and every sequence's KV.
     const double prefill_flops = n * (2.0 * costs.matmul_params * p + 2.0 * costs.lm_head_params + AttentionFlops(cfg, p));
@@ -268,7 +310,9 @@ int Main() {
     out["workload"] = {{"requests", n}, {"prompt", p}, {"output", g}, {"wall_s", wall},
                        {"output_tokens_per_s", tokens / wall}, {"output_tokens", tokens}, {"roofline_s", roofline},
                        {"vs_roofline", wall / roofline}, {"max_batch_seen", gen.max_batch_seen()},
-                       {"preemptions", gen.num_preemptions()}};
+                       {"preemptions", gen.num_preemptions()}, {"mixed_steps", timed->mixed_steps},
+                       {"mixed_s", timed->mixed_s}, {"decode_steps", timed->decode_steps},
+                       {"decode_s", timed->decode_s}, {"between_steps_s", host_s}};
   }
   std::ofstream(absl::GetFlag(FLAGS_out)) << out.dump(2) << "\n";
   return 0;

@@ -114,6 +114,7 @@ absl::StatusOr<std::unique_ptr<ModelBackend>> CreateBackend(const LoadedModel& m
                              : 8192;
       cuda.cuda_graphs = options.cuda_graphs;
       if (options.cuda_decode_min_partition > 0) cuda.decode_min_partition = options.cuda_decode_min_partition;
+      cuda.gemm_algos = options.cuda_gemm_algos;
       return CreateCudaBackend(model.config, *model.weights, cuda);
 #else
       return absl::UnimplementedError("this build has no CUDA backend (configure with -DTANDEM_CUDA=ON)");

@@ -71,6 +71,7 @@ struct BackendOptions {
   double gpu_memory_fraction = 0.9;
   bool cuda_graphs = true;  // CUDA: replay captured graphs for decode steps
   int32_t cuda_decode_min_partition = 0;  // CUDA: narrowest flash-decoding split (0: the backend's default)
+  std::string cuda_gemm_algos;            // CUDA: tandem-gemm-tune's table (empty: cuBLASLt's heuristic)
 };
 
 absl::StatusOr<std::unique_ptr<ModelBackend>> CreateBackend(const LoadedModel& model,

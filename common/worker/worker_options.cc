@@ -18,6 +18,9 @@ ABSL_FLAG(int32_t, num_kv_blocks, 2048,
 ABSL_FLAG(double, gpu_memory_fraction, 0.9,
           "CUDA: share of the GPU's memory this worker may use (weights, scratch, KV pool)");
 ABSL_FLAG(int32_t, gpu, 0, "CUDA device ordinal");
+ABSL_FLAG(std::string, gemm_algos, "",
+          "CUDA: GEMM algorithm table written by tandem-gemm-tune for this GPU (empty: cuBLASLt's heuristic); "
+          "prefill and decode workers should load the same one");
 ABSL_FLAG(int32_t, block_size, 16, "tokens per KV block (prefill and decode workers must agree)");
 ABSL_FLAG(int32_t, num_threads, 0, "CPU backend threads; 0: all cores");
 ABSL_FLAG(std::string, cpu_bf16_activations, "auto",
@@ -50,6 +53,7 @@ WorkerOptions WorkerOptionsFromFlags() {
   }
   o.backend.gpu_memory_fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
   o.backend.gpu = absl::GetFlag(FLAGS_gpu);
+  o.backend.cuda_gemm_algos = absl::GetFlag(FLAGS_gemm_algos);
   o.device = absl::GetFlag(FLAGS_device);
   o.backend.device = o.device == "cuda" ? BackendOptions::Device::kCuda : BackendOptions::Device::kCpu;
   o.transport = absl::GetFlag(FLAGS_transport);

@@ -8,11 +8,12 @@
 #   3. the same workload through HF transformers' generate_batch (the peer).
 # Expects staged binaries in .device/bin and libraries in .device/lib
 # (tools/stage_device.sh build-cuda .device tandem tandem-engine-bench
-# tandem-logits) and the model directory .device/model8b (config.json from
+# tandem-logits tandem-gemm-tune) and the model directory .device/model8b (config.json from
 # bench/models/llama-3-8b-shape plus Llama 3's tokenizer.json).
 #   STEPS="parity bench workload peer" bash tests/cuda/device_run.sh   # on the device, $OUT set
-# (also: gemv, the small GEMMs shape by shape; opprof, per-operation times;
-# profile, Nsight Compute per kernel)
+# (also: tune, the GEMM algorithm table for the later steps (or set
+# GEMM_ALGOS to a table file); gemv, the small GEMMs shape by shape;
+# opprof, per-operation times; profile, Nsight Compute per kernel)
 set -uo pipefail
 export LD_LIBRARY_PATH=$PWD/.device/lib:/usr/local/cuda/lib64
 export NCCL_NVLS_ENABLE=0
@@ -24,12 +25,21 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee
 status=0
 for step in $STEPS; do
   echo "=== $step ($(date +%T))"
+  ALGOS_ARG=${GEMM_ALGOS:+--gemm_algos=$GEMM_ALGOS}
   case $step in
     parity)
       $PY tests/cuda/hf_parity.py .device/bin "$OUT/parity.json" 2>&1 | grep -v Warning | tee "$OUT/parity.log" | tail -40
       [[ ${PIPESTATUS[0]} == 0 ]] || status=1 ;;
+    tune)
+      # The 8B model's GEMMs, every heuristic algorithm timed per shape
+      # (tandem-gemm-tune); later steps use the table (GEMM_ALGOS).
+      .device/bin/tandem-gemm-tune --model=.device/model8b --out="$OUT/gemm_algos.json" ${TUNE_ARGS:-} \
+        > "$OUT/gemm_tune.log" 2> "$OUT/gemm_tune.err"
+      [[ $? == 0 ]] || { status=1; tail -5 "$OUT/gemm_tune.err"; }
+      grep -E "forward pass|wrote" "$OUT/gemm_tune.log"
+      GEMM_ALGOS=$OUT/gemm_algos.json ;;
     bench)
-      .device/bin/tandem-engine-bench --model=.device/model8b --out="$OUT/engine.json" ${BENCH_ARGS:-} \
+      .device/bin/tandem-engine-bench --model=.device/model8b --out="$OUT/engine.json" ${ALGOS_ARG} ${BENCH_ARGS:-} \
         > "$OUT/engine.log" 2> "$OUT/engine.err"
       [[ $? == 0 ]] || { status=1; tail -20 "$OUT/engine.err"; }
       grep -E "CUDA memory plan" "$OUT/engine.err"
@@ -37,7 +47,7 @@ for step in $STEPS; do
     workload)
       # The 256 x 512/128 workload alone at other per-step token budgets.
       for t in ${WORKLOAD_TOKENS:-16384}; do
-        .device/bin/tandem-engine-bench --model=.device/model8b --out="$OUT/workload$t.json" --decode_batches= \
+        .device/bin/tandem-engine-bench --model=.device/model8b --out="$OUT/workload$t.json" ${ALGOS_ARG} --decode_batches= \
           --prefill_lengths= --max_batch_tokens=$t > "$OUT/workload$t.log" 2> "$OUT/workload$t.err"
         [[ $? == 0 ]] || { status=1; tail -5 "$OUT/workload$t.err"; }
         echo "max_batch_tokens $t: $(grep workload "$OUT/workload$t.log")"
@@ -52,7 +62,7 @@ for step in $STEPS; do
       # Per-operation time (TANDEM_CUDA_PROFILE=1) of eager decode steps at
       # batch 1 and 256 and of 2k prefills: where a step's time goes.
       for b in 1 256; do
-        TANDEM_CUDA_PROFILE=1 .device/bin/tandem-engine-bench --model=.device/model8b --out="$OUT/opprof$b.json" \
+        TANDEM_CUDA_PROFILE=1 .device/bin/tandem-engine-bench --model=.device/model8b --out="$OUT/opprof$b.json" ${ALGOS_ARG} \
           --cuda_graphs=false --decode_batches=$b --prefill_lengths=$([[ $b == 1 ]] && echo 2048 || echo "") \
           --workload_requests=0 > "$OUT/opprof$b.log" 2> "$OUT/opprof$b.err"
         [[ $? == 0 ]] || { status=1; tail -5 "$OUT/opprof$b.err"; }

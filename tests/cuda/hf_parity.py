@@ -5,7 +5,8 @@ Qwen2-shaped (q/k/v bias, tied embeddings) checkpoints are written by
 transformers (save_pretrained, safetensors, bf16); tandem-logits computes
 teacher-forced logits of a batch of mixed-length prompts (up to 4k tokens)
 through one forward pass, and through the decode path (half prefilled, then
-one token per step). The reference runs transformers' SDPA attention (the
+one token per step), with a GEMM algorithm table tuned for the model
+(tandem-gemm-tune). The reference runs transformers' SDPA attention (the
 FlashAttention numerics tandem's CUDA kernels follow). Pass: relative error
 (max |diff| / max |ref|) under 2e-2 and top-1 agreement on at least 99% of
 positions (a tie for the maximum on either side counts as agreement:
@@ -75,8 +76,17 @@ def main():
         with torch.no_grad():
             for s in seqs:
                 ref.append(model(torch.tensor([s], device="cuda")).logits[0].float().cpu().numpy())
+        # The CUDA runs use a GEMM algorithm table tuned for this model, as
+        # a deployment would (tandem-gemm-tune; min_gain 0 so that more
+        # shapes leave cuBLASLt's heuristic choice).
+        algos = os.path.join(d, "gemm_algos.json")
+        subprocess.run([os.path.join(BIN, "tandem-gemm-tune"), f"--model={d}", "--rows=8,16,64,256,1024,4096,8192",
+                        "--copies=2", "--candidates=8", "--min_gain=0", f"--out={algos}"], check=True,
+                       stdout=subprocess.DEVNULL)
+        tuned = [f"--gemm_algos={algos}"]
         runs = {}
-        for label, args in [("cuda", ["--device=cuda"]), ("cuda_incremental", ["--device=cuda", "--incremental"]),
+        for label, args in [("cuda", ["--device=cuda"] + tuned),
+                            ("cuda_incremental", ["--device=cuda", "--incremental"] + tuned),
                             ("cpu", ["--device=cpu"])]:
             out = os.path.join(d, f"{label}.bin")
             subprocess.run([os.path.join(BIN, "tandem-logits"), f"--model={d}", f"--tokens={d}/tokens.json",
@@ -100,7 +110,7 @@ def main():
         for label, args in [("graphs", []), ("eager", ["--cuda_graphs=false"])]:
             out = os.path.join(d, f"greedy-{label}.json")
             subprocess.run([os.path.join(BIN, "tandem-logits"), f"--model={d}", f"--tokens={d}/tokens.json",
-                            f"--out={out}", "--device=cuda", "--greedy_steps=48"] + args, check=True)
+                            f"--out={out}", "--device=cuda", "--greedy_steps=48"] + tuned + args, check=True)
             gen[label] = json.load(open(out))
         same = gen["graphs"] == gen["eager"]
         ok = ok and same

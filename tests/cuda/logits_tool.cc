@@ -29,6 +29,7 @@ ABSL_FLAG(int32_t, greedy_steps, 0,
           "instead of logits: prefill the batch, then this many greedy decode steps sampled by the backend; "
           "--out gets the generated ids as JSON");
 ABSL_FLAG(bool, cuda_graphs, true, "CUDA: replay graphs for decode steps");
+ABSL_FLAG(std::string, gemm_algos, "", "CUDA: GEMM algorithm table from tandem-gemm-tune");
 
 namespace tandem {
 namespace {
@@ -100,6 +101,7 @@ int Main() {
     o.num_kv_blocks = blocks + 8 + static_cast<int32_t>(seqs.size()) * (absl::GetFlag(FLAGS_greedy_steps) / bs + 1);
     o.max_context = config->max_position_embeddings;
     o.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+    o.gemm_algos = absl::GetFlag(FLAGS_gemm_algos);
     auto b = CreateCudaBackend(*config, **weights, o);
     if (!b.ok()) return Fail(b.status().ToString());
     backend = std::move(*b);

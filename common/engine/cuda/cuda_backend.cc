@@ -1,6 +1,5 @@
 #include "common/engine/cuda/cuda_backend.h"
 
-#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -21,6 +20,7 @@
 #include "common/engine/cuda/device_buffer.h"
 #include "common/engine/cuda/forward_plan.h"
 #include "common/engine/cuda/kernel_profiler.h"
+#include "common/engine/cuda/lt_gemm.h"
 #include "common/engine/cuda/sampling_kernels.h"
 #include "common/engine/cuda/small_gemm.h"
 #include "common/kv/kv_layout.h"
@@ -33,7 +33,7 @@ namespace {
 // Device memory kept out of the KV pool for the eager path's scratch
 // (activations of up to a few thousand prefill tokens) and cuBLAS.
 constexpr double kScratchReserve = 3.0 * (1 << 30);
-constexpr size_t kCublasWorkspace = 64 << 20;
+constexpr size_t kGemmWorkspace = 64 << 20;
 // Batch sizes a decode step is captured at; a batch runs in the smallest
 // that holds it, padded with rows that only touch the trash block.
 constexpr int64_t kGraphBatches[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256};
@@ -112,7 +112,6 @@ class CudaBackend final : public ModelBackend {
  public:
   ~CudaBackend() override {
     graphs_.clear();
-    if (cublas_ != nullptr) cublasDestroy(cublas_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
@@ -131,12 +130,7 @@ class CudaBackend final : public ModelBackend {
       cuda::SmallGemm(x, rows, k, w.as<__nv_bfloat16>(), n, y, out_type == CUDA_R_16BF, stream_);
       return absl::OkStatus();
     }
-    const float alpha = 1.0f, beta = 0.0f;
-    return CublasStatus(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(rows),
-                                     static_cast<int>(k), &alpha, w.get(), CUDA_R_16BF, static_cast<int>(k), x,
-                                     CUDA_R_16BF, static_cast<int>(k), &beta, y, out_type, static_cast<int>(n),
-                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                        "cublasGemmEx");
+    return gemm_.Run(x, rows, w.as<__nv_bfloat16>(), GemmShape{n, k, out_type == CUDA_R_32F}, y, stream_);
   }
   // Enqueues the whole forward pass of `plan` (its meta already in
   // s.meta) up to rounded logits in s.logits. No host synchronization
@@ -162,8 +156,8 @@ class CudaBackend final : public ModelBackend {
   ModelConfig config_;
   CudaBackendOptions options_;
   cudaStream_t stream_ = nullptr;
-  cublasHandle_t cublas_ = nullptr;
-  DeviceBuffer cublas_workspace_, inv_freq_;
+  DeviceBuffer gemm_workspace_, inv_freq_;
+  LtGemm gemm_;  // destroyed before its workspace
   CudaWeights w_;
   CudaKvPool kv_;
   Scratch eager_, graph_;
@@ -187,11 +181,13 @@ absl::Status CudaBackend::Init(const ModelConfig& config, const WeightStore& wei
   TANDEM_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, o.device));
   num_sms_ = sms;
   TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  TANDEM_CUBLAS_RETURN_IF_ERROR(cublasCreate(&cublas_));
-  TANDEM_CUBLAS_RETURN_IF_ERROR(cublasSetStream(cublas_, stream_));
-  // A workspace of our own: cuBLAS then never allocates during capture.
-  TANDEM_RETURN_IF_ERROR(cublas_workspace_.Allocate(kCublasWorkspace));
-  TANDEM_CUBLAS_RETURN_IF_ERROR(cublasSetWorkspace(cublas_, cublas_workspace_.get(), kCublasWorkspace));
+  GemmAlgoTable gemm_algos;
+  if (!o.gemm_algos.empty()) {
+    TANDEM_ASSIGN_OR_RETURN(gemm_algos, LoadGemmAlgoTableForDevice(o.gemm_algos, o.device));
+  }
+  // A workspace of our own: cuBLASLt then never allocates during capture.
+  TANDEM_RETURN_IF_ERROR(gemm_workspace_.Allocate(kGemmWorkspace));
+  TANDEM_RETURN_IF_ERROR(gemm_.Init(gemm_workspace_.get(), kGemmWorkspace, std::move(gemm_algos)));
   TANDEM_RETURN_IF_ERROR(UploadWeights(config, weights, &w_));
 
   std::vector<float> inv;
@@ -216,7 +212,7 @@ absl::Status CudaBackend::Init(const ModelConfig& config, const WeightStore& wei
   if (blocks <= 0) {
     // Our budget is a share of the whole device; what we hold already
     // counts against it, and we never take more than is free.
-    const double mine = static_cast<double>(w_.bytes + graph_.bytes() + kCublasWorkspace);
+    const double mine = static_cast<double>(w_.bytes + graph_.bytes() + kGemmWorkspace);
     const double avail = std::min(static_cast<double>(total_bytes) * o.gpu_memory_fraction - mine,
                                   static_cast<double>(free_bytes)) -
                          kScratchReserve;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "common/engine/model_backend.h"
@@ -33,6 +34,10 @@ struct CudaBackendOptions {
   // the attention grid fills the GPU. 64 (one K/V tile per block) beat 32
   // and 128 at batch 1 and 4 on an H200 (docs/benchmarks.md).
   int32_t decode_min_partition = 64;
+  // A GemmAlgoTable file from tandem-gemm-tune (empty: cuBLASLt's
+  // heuristic for every GEMM). Ignored, with a warning, when it was tuned
+  // on another kind of GPU.
+  std::string gemm_algos;
 };
 
 absl::StatusOr<std::unique_ptr<ModelBackend>> CreateCudaBackend(const ModelConfig& config, const WeightStore& weights,
