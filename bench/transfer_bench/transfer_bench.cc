@@ -13,7 +13,8 @@
 //   2. TTFT (--ttft_lengths, needs --model): the engine's prefill of one
 //      prompt alone, and with the transfer driven from on_layer_done the
 //      way the prefill worker does it (start at layer 0, SendLayer per
-//      layer, Finish after the pass).
+//      layer, Finish after the pass), the two in alternation; also the
+//      host time spent in the hooks and in Finish.
 // Writes JSON to --out and a table to stdout. Device runs only.
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -199,9 +200,17 @@ absl::Status Bandwidth(const KvLayout& layout, const v1::KvPoolDescriptor& dest,
 }
 
 // One prompt through the engine; with `t`, its KV shipped to `dest` as the
-// prefill loop does. Seconds from the step's start until Finish returned.
-absl::StatusOr<double> TimePrefill(Engine& engine, int len, KvTransport* t, const v1::KvPoolDescriptor& dest,
-                                   uint64_t salt, int64_t* kv_bytes) {
+// prefill loop does.
+struct PrefillTime {
+  double seconds = 0;         // from the step's start until Finish returned
+  double hook_seconds = 0;    // host time inside on_layer_done (StartTransfer + SendLayer), on the
+                              // pass's critical path: the engine synchronizes before each hook
+  double finish_seconds = 0;  // Finish, after the pass
+  int64_t kv_bytes = 0;
+};
+
+absl::StatusOr<PrefillTime> TimePrefill(Engine& engine, int len, KvTransport* t, const v1::KvPoolDescriptor& dest,
+                                        uint64_t salt) {
   std::mt19937 rng(static_cast<uint32_t>(len * 7919 + salt));
   Sequence seq;
   seq.id = static_cast<SeqId>(1000 + salt);
@@ -210,8 +219,10 @@ absl::StatusOr<double> TimePrefill(Engine& engine, int len, KvTransport* t, cons
   seq.sampling.temperature = 0;
   std::unique_ptr<KvTransfer> transfer;
   absl::Status hook;
+  PrefillTime out;
   auto on_layer = [&](int layer) {
     if (t == nullptr || !hook.ok()) return;
+    const absl::Time entered = absl::Now();
     if (layer == 0) {
       absl::StatusOr<std::vector<int32_t>> src = engine.kv_cache().BlockTable(seq.id);
       if (!src.ok()) {
@@ -229,21 +240,29 @@ absl::StatusOr<double> TimePrefill(Engine& engine, int len, KvTransport* t, cons
       transfer = std::move(*x);
     }
     hook = transfer->SendLayer(layer);
+    out.hook_seconds += absl::ToDoubleSeconds(absl::Now() - entered);
   };
   Sequence* batch[] = {&seq};
   const absl::Time start = absl::Now();
   absl::StatusOr<std::vector<SampleResult>> r = engine.Step(batch, on_layer);
   absl::Status s = r.status();
   if (s.ok()) s = hook;
+  const absl::Time computed = absl::Now();
   if (s.ok() && transfer != nullptr) s = transfer->Finish();
-  const double sec = absl::ToDoubleSeconds(absl::Now() - start);
-  if (transfer != nullptr) *kv_bytes = transfer->bytes_sent();
+  const absl::Time end = absl::Now();
+  out.seconds = absl::ToDoubleSeconds(end - start);
+  out.finish_seconds = absl::ToDoubleSeconds(end - computed);
+  if (transfer != nullptr) out.kv_bytes = transfer->bytes_sent();
   transfer.reset();
   engine.Release(seq);
   TANDEM_RETURN_IF_ERROR(s);
-  return sec;
+  return out;
 }
 
+// Per length and transport, the prefill alone and with the transfer in
+// alternation (alone, with, alone, with, ...), so that drift (clocks,
+// another transport's threads winding down) weighs on both sides alike;
+// the overhead is the difference of the two medians.
 absl::Status Ttft(const LoadedModel& model, const v1::KvPoolDescriptor& dest, nlohmann::json& out) {
   const std::vector<int> lengths = Ints(absl::GetFlag(FLAGS_ttft_lengths));
   if (lengths.empty()) return absl::OkStatus();
@@ -255,8 +274,7 @@ absl::Status Ttft(const LoadedModel& model, const v1::KvPoolDescriptor& dest, nl
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> backend, CreateBackend(model, o));
   Engine engine(std::move(backend));
   std::vector<std::unique_ptr<KvTransport>> transports;
-  std::vector<std::string> names = {"none"};
-  transports.push_back(nullptr);
+  std::vector<std::string> names;
   for (const std::string& name : absl::GetFlag(FLAGS_transports)) {
     TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransport> t, CreateKvTransport(name));
     transports.push_back(std::move(t));
@@ -265,21 +283,28 @@ absl::Status Ttft(const LoadedModel& model, const v1::KvPoolDescriptor& dest, nl
   const int repeats = absl::GetFlag(FLAGS_repeats);
   for (int len : lengths) {
     if ((len + kBlockSize - 1) / kBlockSize > dest.num_blocks()) continue;
-    double alone = 0;
     for (size_t k = 0; k < transports.size(); ++k) {
-      std::vector<double> secs;
+      std::vector<double> alone, with, hooks, finishes;
       int64_t kv_bytes = 0;
       for (int r = 0; r <= repeats; ++r) {
-        TANDEM_ASSIGN_OR_RETURN(double sec, TimePrefill(engine, len, transports[k].get(), dest, r, &kv_bytes));
-        if (r > 0) secs.push_back(sec);
+        TANDEM_ASSIGN_OR_RETURN(PrefillTime a, TimePrefill(engine, len, nullptr, dest, 2 * r));
+        TANDEM_ASSIGN_OR_RETURN(PrefillTime w, TimePrefill(engine, len, transports[k].get(), dest, 2 * r + 1));
+        if (r == 0) continue;  // warm-up
+        alone.push_back(a.seconds);
+        with.push_back(w.seconds);
+        hooks.push_back(w.hook_seconds);
+        finishes.push_back(w.finish_seconds);
+        kv_bytes = w.kv_bytes;
       }
-      const double sec = Median(secs);
-      if (k == 0) alone = sec;
-      nlohmann::json row = {{"transport", names[k]},   {"tokens", len},
-                            {"seconds", sec},          {"prefill_alone_seconds", alone},
-                            {"overhead_seconds", sec - alone}, {"kv_bytes", kv_bytes}};
-      printf("TTFT %-11s %6d tokens %9.2f ms (prefill alone %9.2f ms, +%6.2f ms, %.1f MiB KV)\n", names[k].c_str(),
-             len, sec * 1e3, alone * 1e3, (sec - alone) * 1e3, static_cast<double>(kv_bytes) / (1 << 20));
+      const double sec = Median(with), base = Median(alone), hook = Median(hooks), finish = Median(finishes);
+      nlohmann::json row = {{"transport", names[k]},       {"tokens", len},
+                            {"seconds", sec},              {"prefill_alone_seconds", base},
+                            {"overhead_seconds", sec - base}, {"hook_seconds", hook},
+                            {"finish_seconds", finish},    {"kv_bytes", kv_bytes}};
+      printf("TTFT %-11s %6d tokens %9.2f ms (prefill alone %9.2f ms, +%6.2f ms, %.1f MiB KV; "
+             "in hooks %.3f ms, Finish %.3f ms)\n",
+             names[k].c_str(), len, sec * 1e3, base * 1e3, (sec - base) * 1e3,
+             static_cast<double>(kv_bytes) / (1 << 20), hook * 1e3, finish * 1e3);
       fflush(stdout);
       out["ttft"].push_back(row);
     }

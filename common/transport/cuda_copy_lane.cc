@@ -13,17 +13,15 @@ absl::StatusOr<std::unique_ptr<CudaCopyLane>> CudaCopyLane::Create(int device) {
   std::unique_ptr<CudaCopyLane> lane(new CudaCopyLane());
   lane->device_ = device;
   TANDEM_ASSIGN_OR_RETURN(lane->stream_, CudaStream::Create());
-  TANDEM_ASSIGN_OR_RETURN(lane->done_, CudaEvent::Create(cudaEventInterprocess));
   TANDEM_CUDA_RETURN_IF_ERROR(KvCopyMaxCtas(&lane->max_ctas_));
   return lane;
 }
 
 CudaCopyLane::~CudaCopyLane() {
-  // The buffers, stream and event belong to device_'s context.
+  // The buffers and the stream belong to device_'s context.
   absl::StatusOr<CudaDeviceScope> scope = CudaDeviceScope::Enter(device_);
   device_table_.Reset();
   host_table_.Reset();
-  done_ = CudaEvent();
   stream_ = CudaStream();
 }
 

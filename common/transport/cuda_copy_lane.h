@@ -1,7 +1,7 @@
 // The CUDA objects one CUDA IPC transfer copies with, reused by the
-// transfers after it: creating a stream and an interprocess event and
-// allocating and filling a block table cost tens of microseconds per
-// transfer, as much as a short prompt's whole copy. CUDA builds only.
+// transfers after it: creating a stream and allocating and filling a block
+// table cost tens of microseconds per transfer, as much as a short
+// prompt's whole copy. CUDA builds only.
 //
 // A lane is held by one transfer at a time (CudaCopyLaneLease); the holder
 // returns it only once its stream is synchronized (nothing of its copies
@@ -32,10 +32,9 @@ class CudaCopyLane {
   CudaCopyLane& operator=(const CudaCopyLane&) = delete;
 
   int device() const { return device_; }
+  // Carries the holder's copies and nothing else, so the holder knows they
+  // are done when the stream is idle (no completion event to record).
   cudaStream_t stream() const { return stream_.get(); }
-  // What Finish records after the copies and polls (interprocess-capable,
-  // so that a later protocol may hand it to the decode worker).
-  cudaEvent_t done() const { return done_.get(); }
   // The copy kernel's grid cap on this device (KvCopyMaxCtas).
   int max_ctas() const { return max_ctas_; }
 
@@ -55,7 +54,6 @@ class CudaCopyLane {
   int device_ = 0;
   int max_ctas_ = 1;
   CudaStream stream_;
-  CudaEvent done_;
   PinnedBuffer host_table_;
   DeviceBuffer device_table_;
 };

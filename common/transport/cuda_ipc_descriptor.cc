@@ -69,6 +69,8 @@ absl::StatusOr<CudaIpcOffsets> ComputeCudaIpcOffsets(const v1::KvPoolDescriptor&
     return address - e.base;
   };
   CudaIpcOffsets o;
+  o.key.reserve(static_cast<size_t>(d.key_base_size()));
+  o.value.reserve(static_cast<size_t>(d.value_base_size()));
   for (int l = 0; l < d.key_base_size(); ++l) {
     absl::StatusOr<uint64_t> k = offset(d.key_base(l), l, "K");
     if (!k.ok()) return k.status();

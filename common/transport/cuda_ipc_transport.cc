@@ -4,11 +4,9 @@
 #include <cuda_runtime.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstring>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +17,7 @@
 #include "common/transport/cuda_ipc_descriptor.h"
 #include "common/transport/host_id.h"
 #include "common/transport/layer_batches.h"
+#include "common/transport/poll_backoff.h"
 #include "common/transport/transport_selection.h"
 #include "common/util/logging.h"
 #include "common/util/status_macros.h"
@@ -125,22 +124,22 @@ class IpcMapping {
 // pending layers, the parameters and the lane are touched only by the
 // thread that calls SendLayer and Finish (and, last, the destructor).
 //
-// Launch policy: SendLayer(l) launches at once when the lane's stream is
-// idle (nothing this transfer launched is still running; the first launch
-// never waits); otherwise `l` joins the pending layers, and the next
-// SendLayer that finds the stream idle, or Finish, launches all of them in
-// one kernel. In the prefill worker the layers are a forward pass's layer
-// apart (0.4-9 ms, far longer than a layer's copy), so every SendLayer still
-// launches at once and the copies overlap the compute layer by layer; a
-// burst of SendLayer calls (the transfer bench, or layers sent after the
-// pass) costs a few launches instead of one per layer. Layers may arrive in
-// any order; a launch takes any list of layers.
+// Launch policy (LaunchTiming, layer_batches.h): a SendLayer that comes in
+// a burst of calls holds its layer; the call that ends the burst (the last
+// layer, or one after a pause of LaunchTiming::kWindow) or Finish launches
+// every held layer in one kernel. In the prefill worker the layers are a
+// forward pass's layer apart (0.4-9 ms, far longer than a layer's copy), so
+// every layer but the first (which goes out with the second) launches in
+// its own hook and the copies overlap the compute layer by layer; a burst
+// of SendLayer calls (the transfer bench, or layers sent after the pass)
+// costs one launch. No SendLayer makes a CUDA call unless it launches.
+// Layers may arrive in any order; a launch takes any list of layers.
 class CudaIpcTransfer final : public KvTransfer {
  public:
   // A transfer whose deadline passed before it started: fails in Finish.
-  static std::unique_ptr<CudaIpcTransfer> Late(KvPoolView& src, v1::KvPoolDescriptor dest, KvTransferSpec spec) {
-    std::unique_ptr<CudaIpcTransfer> t(new CudaIpcTransfer(src, std::move(spec)));
-    t->dest_ = std::move(dest);
+  static std::unique_ptr<CudaIpcTransfer> Late(KvPoolView& src, const v1::KvPoolDescriptor& dest,
+                                               KvTransferSpec spec) {
+    std::unique_ptr<CudaIpcTransfer> t(new CudaIpcTransfer(src, dest, std::move(spec)));
     t->result_ = absl::DeadlineExceededError(absl::StrCat(t->Describe(), " missed its deadline"));
     return t;
   }
@@ -149,18 +148,17 @@ class CudaIpcTransfer final : public KvTransfer {
   // cudaMemcpyAsync path (tests).
   static absl::StatusOr<std::unique_ptr<CudaIpcTransfer>> Create(KvPoolView& src, CudaCopyLaneLease lane,
                                                                  std::shared_ptr<IpcMapping> mapping,
-                                                                 CudaIpcOffsets offsets, v1::KvPoolDescriptor dest,
+                                                                 CudaIpcOffsets offsets,
+                                                                 const v1::KvPoolDescriptor& dest,
                                                                  KvTransferSpec spec, bool use_kernel) {
-    std::unique_ptr<CudaIpcTransfer> t(new CudaIpcTransfer(src, std::move(spec)));
+    std::unique_ptr<CudaIpcTransfer> t(new CudaIpcTransfer(src, dest, std::move(spec)));
     // Owned from here on: any failure below still synchronizes the lane's
     // stream (the table upload) before the lane goes back.
     t->lane_ = std::move(lane);
     t->mapping_ = std::move(mapping);
     t->offsets_ = std::move(offsets);
-    t->dest_ = std::move(dest);
-    const int num_layers = t->dest_.key_base_size();
-    const uint64_t stride = t->dest_.block_stride();
-    t->pending_ = PendingLayers(num_layers);
+    const int num_layers = t->num_layers_;
+    const uint64_t stride = t->stride_;
     t->layers_.reserve(static_cast<size_t>(num_layers));
     for (int l = 0; l < num_layers; ++l) {
       const KvCopyParams::Layer bases{src.KeyBlock(l, 0), src.ValueBlock(l, 0), t->DstKey(l), t->DstValue(l)};
@@ -169,12 +167,12 @@ class CudaIpcTransfer final : public KvTransfer {
     }
     const std::vector<int32_t>& src_blocks = t->spec_.src_blocks;
     const std::vector<int32_t>& dst_blocks = t->spec_.dst_blocks;
+    t->use_kernel_ = use_kernel;
     if (!use_kernel) {
       t->runs_ = PlanBlockRuns(src_blocks, dst_blocks);
       return t;
     }
-    t->params_ = std::make_unique<KvCopyParams>();
-    KvCopyParams& p = *t->params_;
+    KvCopyParams& p = t->params_;
     p.block_bytes = stride;
     p.num_pairs = static_cast<int32_t>(src_blocks.size());
     p.num_layers = 0;
@@ -200,7 +198,8 @@ class CudaIpcTransfer final : public KvTransfer {
     // they must be over before either happens, and before the lane (its
     // stream and table buffers) serves another transfer. Layers still
     // pending were never launched and now never will be. Local copies
-    // always end.
+    // always end. After a Finish that succeeded the stream is idle and
+    // this returns at once.
     absl::StatusOr<CudaDeviceScope> scope = CudaDeviceScope::Enter(lane_->device());
     const cudaError_t err = cudaStreamSynchronize(lane_->stream());
     if (err != cudaSuccess) {
@@ -214,18 +213,15 @@ class CudaIpcTransfer final : public KvTransfer {
       return result_->ok() ? absl::FailedPreconditionError(absl::StrCat(Describe(), ": SendLayer after Finish"))
                            : *result_;
     }
-    if (layer < 0 || layer >= dest_.key_base_size()) {
+    if (layer < 0 || layer >= num_layers_) {
       return absl::InvalidArgumentError(absl::StrCat(Describe(), ": layer ", layer, " out of range"));
     }
-    absl::StatusOr<CudaDeviceScope> scope = CudaDeviceScope::Enter(lane_->device());
-    if (!scope.ok()) return Fail(scope.status());
     if (absl::Now() > spec_.deadline) return Expire();
     pending_.Add(layer);
-    if (launched_) {
-      absl::StatusOr<bool> idle = StreamIdle();
-      if (!idle.ok()) return FailAfterCopies(idle.status());
-      if (!*idle) return absl::OkStatus();  // launched with a later layer, or by Finish
-    }
+    // Held: goes out with a later layer, or with Finish.
+    if (!timing_.Sent(layer, LaunchTiming::Clock::now())) return absl::OkStatus();
+    absl::StatusOr<CudaDeviceScope> scope = CudaDeviceScope::Enter(lane_->device());
+    if (!scope.ok()) return FailAfterCopies(scope.status());
     if (absl::Status s = LaunchPending(); !s.ok()) return FailAfterCopies(std::move(s));
     return absl::OkStatus();
   }
@@ -233,23 +229,21 @@ class CudaIpcTransfer final : public KvTransfer {
   absl::Status Finish() override {
     if (result_.has_value()) return *result_;
     absl::StatusOr<CudaDeviceScope> scope = CudaDeviceScope::Enter(lane_->device());
-    if (!scope.ok()) return Fail(scope.status());
+    if (!scope.ok()) return FailAfterCopies(scope.status());
     if (absl::Now() > spec_.deadline) return Expire();
     if (absl::Status s = LaunchPending(); !s.ok()) return FailAfterCopies(std::move(s));
-    cudaError_t err = cudaEventRecord(lane_->done(), lane_->stream());
-    if (err != cudaSuccess) return FailAfterCopies(CudaStatus(err, "cudaEventRecord(transfer done)"));
-    // Poll rather than block: a blocking wait cannot honour the deadline.
-    int rounds = 0;
-    while ((err = cudaEventQuery(lane_->done())) == cudaErrorNotReady) {
-      ClearNotReady();
+    // The lane's stream carries this transfer's copies and nothing else, so
+    // it is idle exactly when they are all done: polled directly, with no
+    // event to record. Polled rather than synchronized: a blocking wait
+    // cannot honour the deadline.
+    const PollBackoff backoff;
+    while (true) {
+      absl::StatusOr<bool> idle = StreamIdle();
+      if (!idle.ok()) return Fail(idle.status());
+      if (*idle) break;
       if (absl::Now() > spec_.deadline) return Expire();
-      if (++rounds > 200) {
-        std::this_thread::sleep_for(std::chrono::microseconds(20));
-      } else {
-        std::this_thread::yield();
-      }
+      backoff.Wait();
     }
-    if (err != cudaSuccess) return Fail(CudaStatus(err, "KV copy"));
     result_ = absl::OkStatus();
     return absl::OkStatus();
   }
@@ -259,24 +253,27 @@ class CudaIpcTransfer final : public KvTransfer {
   std::string_view transport() const override { return kTransportCudaIpc; }
 
  private:
-  CudaIpcTransfer(KvPoolView& src, KvTransferSpec spec) : src_(src), spec_(std::move(spec)) {}
+  CudaIpcTransfer(KvPoolView& src, const v1::KvPoolDescriptor& dest, KvTransferSpec spec)
+      : src_(src),
+        spec_(std::move(spec)),
+        worker_id_(dest.worker_id()),
+        num_layers_(dest.key_base_size()),
+        stride_(dest.block_stride()),
+        pending_(num_layers_),
+        timing_(num_layers_, LaunchTiming::Clock::now()) {}
   std::string Describe() const {
-    return absl::StrCat("KV transfer ", spec_.transfer_id, " to decode worker ", dest_.worker_id(), " (CUDA IPC)");
+    return absl::StrCat("KV transfer ", spec_.transfer_id, " to decode worker ", worker_id_, " (CUDA IPC)");
   }
-  char* DstKey(int layer) const { return mapping_->base() + offsets_.key[layer]; }
-  char* DstValue(int layer) const { return mapping_->base() + offsets_.value[layer]; }
+  char* DstKey(int layer) const { return mapping_->base() + offsets_.key[static_cast<size_t>(layer)]; }
+  char* DstValue(int layer) const { return mapping_->base() + offsets_.value[static_cast<size_t>(layer)]; }
 
-  // cudaErrorNotReady is a state, not an error; the runtime may still keep
-  // it as the thread's last error, where a later launch check would find it.
-  static void ClearNotReady() {
-    if (cudaPeekAtLastError() == cudaErrorNotReady) cudaGetLastError();
-  }
-
-  // Whether everything queued on the lane's stream has run.
+  // Whether everything queued on the lane's stream has run. cudaErrorNotReady
+  // is a state, not an error; the runtime may still keep it as the thread's
+  // last error, where a later launch check would find it, so it is cleared.
   absl::StatusOr<bool> StreamIdle() {
     const cudaError_t q = cudaStreamQuery(lane_->stream());
     if (q == cudaErrorNotReady) {
-      ClearNotReady();
+      if (cudaPeekAtLastError() == cudaErrorNotReady) cudaGetLastError();
       return false;
     }
     if (q != cudaSuccess) return CudaStatus(q, "KV copy");
@@ -295,7 +292,8 @@ class CudaIpcTransfer final : public KvTransfer {
   // Every failure once copies may be queued: before it is reported (the
   // decode worker may reuse the blocks then), waits for what was launched.
   // The destructor waits too; this makes the failure itself mean "nothing
-  // of it still runs".
+  // of it still runs". (A stream is synchronized whichever device is
+  // current.)
   absl::Status FailAfterCopies(absl::Status s) {
     if (const cudaError_t e = cudaStreamSynchronize(lane_->stream()); e != cudaSuccess) {
       TANDEM_LOG(WARNING) << Describe() << ": waiting for the copies: " << cudaGetErrorString(e);
@@ -306,26 +304,24 @@ class CudaIpcTransfer final : public KvTransfer {
   // Launches every pending layer: one kernel per kKvCopyMaxLayers of them,
   // or one cudaMemcpyAsync per run, K and V apart, without the kernel.
   absl::Status LaunchPending() {
-    const uint64_t stride = dest_.block_stride();
-    const int64_t layer_bytes = 2 * static_cast<int64_t>(spec_.src_blocks.size() * stride);
+    const int64_t layer_bytes = 2 * static_cast<int64_t>(spec_.src_blocks.size() * stride_);
     for (const std::vector<int32_t>& group : pending_.Take(kKvCopyMaxLayers)) {
-      if (params_ != nullptr) {
-        params_->num_layers = static_cast<int32_t>(group.size());
-        for (size_t i = 0; i < group.size(); ++i) params_->layers[i] = layers_[static_cast<size_t>(group[i])];
-        TANDEM_CUDA_RETURN_IF_ERROR(LaunchKvCopy(*params_, lane_->max_ctas(), lane_->stream()));
+      if (use_kernel_) {
+        params_.num_layers = static_cast<int32_t>(group.size());
+        for (size_t i = 0; i < group.size(); ++i) params_.layers[i] = layers_[static_cast<size_t>(group[i])];
+        TANDEM_CUDA_RETURN_IF_ERROR(LaunchKvCopy(params_, lane_->max_ctas(), lane_->stream()));
       } else {
         for (const int32_t layer : group) {
           for (const BlockRun& r : runs_) {
-            const size_t bytes = static_cast<size_t>(r.count) * stride;
-            TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(DstKey(layer) + r.dst * stride, src_.KeyBlock(layer, r.src),
+            const size_t bytes = static_cast<size_t>(r.count) * stride_;
+            TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(DstKey(layer) + r.dst * stride_, src_.KeyBlock(layer, r.src),
                                                         bytes, cudaMemcpyDefault, lane_->stream()));
-            TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(DstValue(layer) + r.dst * stride,
+            TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(DstValue(layer) + r.dst * stride_,
                                                         src_.ValueBlock(layer, r.src), bytes, cudaMemcpyDefault,
                                                         lane_->stream()));
           }
         }
       }
-      launched_ = true;
       bytes_ += static_cast<int64_t>(group.size()) * layer_bytes;
     }
     return absl::OkStatus();
@@ -338,14 +334,19 @@ class CudaIpcTransfer final : public KvTransfer {
 
   KvPoolView& src_;
   KvTransferSpec spec_;
+  // Of the destination descriptor, what the copies and messages need (the
+  // descriptor itself is not kept: copying it costs a dozen allocations).
+  std::string worker_id_;
+  int num_layers_;
+  uint64_t stride_;
   std::shared_ptr<IpcMapping> mapping_;
   CudaIpcOffsets offsets_;
-  v1::KvPoolDescriptor dest_;
   std::vector<KvCopyParams::Layer> layers_;  // per layer: source and destination K/V bases
-  std::unique_ptr<KvCopyParams> params_;     // kernel path: the pairs (or table) once, layers per launch
+  bool use_kernel_ = false;
+  KvCopyParams params_{};                    // kernel path: the pairs (or table) once, layers per launch
   std::vector<BlockRun> runs_;               // cudaMemcpyAsync path
   PendingLayers pending_;
-  bool launched_ = false;
+  LaunchTiming timing_;
   int64_t bytes_ = 0;
   std::optional<absl::Status> result_;
   // Last: released first, after the destructor synchronized its stream.

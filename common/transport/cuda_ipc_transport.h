@@ -5,25 +5,25 @@
 // copies the blocks device-to-device, straight into the reserved
 // destination blocks: no host staging, no network. A gather kernel
 // (cuda_block_copy.h) copies every block of one or more layers per launch;
-// SendLayer launches at once while the transfer's previous copies are done
-// and otherwise leaves the layer pending for the next launch (the next
-// SendLayer finding the copies done, or Finish), so a burst of layers costs
-// a few launches, not one per layer. Finish() waits (polling, bounded by
-// the deadline) for an event recorded after the copies. Each transfer
-// borrows a stream, that event and its block-table buffers from a pool the
-// transport keeps (cuda_copy_lane.h): no CUDA object is created per
-// transfer once the pool is warm.
+// SendLayer holds its layer while the calls come in a burst and launches
+// what is held once the burst ends (layer_batches.h: the last layer, a
+// pause between calls, or Finish), so a burst of layers costs one launch
+// and paced layers (a forward pass) launch in their own hooks. Finish()
+// polls (bounded by the deadline) until the transfer's stream is idle.
+// Each transfer borrows that stream and its block-table buffers from a
+// pool the transport keeps (cuda_copy_lane.h): no CUDA object is created
+// per transfer once the pool is warm.
 //
 // Ordering: the engine calls on_layer_done after synchronizing its forward
-// stream, so a layer's K/V is in memory when SendLayer enqueues its copies;
+// stream, so a layer's K/V is in memory when SendLayer enqueues its copies
+// (held layers are in memory too, and stay so until the transfer ends);
 // the decode worker reads the blocks only after Finish() returned OK (the
-// router sends Decode after Prefill succeeded), by which time the event has
-// completed, so no cross-process event wait is needed. The event is
-// created interprocess-capable so that a later protocol may hand it to the
-// decode worker instead. No copy outlives its transfer (the destructor
-// synchronizes the stream), and a transfer that fails (DEADLINE_EXCEEDED
-// included) has waited for the copies it launched before it says so: the
-// decode worker may reuse the blocks at once.
+// router sends Decode after Prefill succeeded), by which time the copies
+// have completed, so no cross-process event is needed. No copy outlives
+// its transfer (the destructor synchronizes the stream), and a transfer
+// that fails (DEADLINE_EXCEEDED included) has waited for the copies it
+// launched before it says so: the decode worker may reuse the blocks at
+// once.
 //
 // Refuses, with FAILED_PRECONDITION: host-memory pools (either side), a
 // descriptor from another host (host_id.h), a peer GPU this process cannot

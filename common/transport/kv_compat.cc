@@ -28,7 +28,6 @@ v1::KvLayoutSpec ToProto(const KvLayout& layout) {
 
 absl::Status CheckKvCompatible(const KvEndpointInfo& self, const KvLayout& local,
                                const v1::KvPoolDescriptor& remote) {
-  const std::string who = absl::StrCat("KV layout mismatch with decode worker ", remote.worker_id(), ": ");
   if (remote.model_fingerprint() != self.model_fingerprint) {
     return absl::FailedPreconditionError(absl::StrCat("model mismatch with decode worker ", remote.worker_id(),
                                                       ": model_fingerprint is ", self.model_fingerprint,
@@ -41,8 +40,10 @@ absl::Status CheckKvCompatible(const KvEndpointInfo& self, const KvLayout& local
   }
   const v1::KvLayoutSpec mine = ToProto(local);
   const v1::KvLayoutSpec& theirs = remote.layout();
+  // The message is built only on a mismatch: this runs once per transfer.
   auto differs = [&](const char* field, auto here, auto there) {
-    return absl::FailedPreconditionError(absl::StrCat(who, field, " is ", here, " here but ", there, " there"));
+    return absl::FailedPreconditionError(absl::StrCat("KV layout mismatch with decode worker ", remote.worker_id(),
+                                                      ": ", field, " is ", here, " here but ", there, " there"));
   };
   if (mine.num_layers() != theirs.num_layers()) return differs("num_layers", mine.num_layers(), theirs.num_layers());
   if (mine.num_kv_heads() != theirs.num_kv_heads()) {

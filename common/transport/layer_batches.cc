@@ -27,4 +27,22 @@ std::vector<std::vector<int32_t>> PendingLayers::Take(int max_per_launch) {
   return launches;
 }
 
+bool LaunchTiming::Sent(int layer, Clock::time_point now) {
+  if (layer >= 0 && static_cast<size_t>(layer) < sent_.size() && !sent_[static_cast<size_t>(layer)]) {
+    sent_[static_cast<size_t>(layer)] = true;
+    ++sent_count_;
+  }
+  const Clock::time_point since = holding_ ? hold_since_ : last_call_;
+  last_call_ = now;
+  if (sent_count_ == static_cast<int>(sent_.size()) || now - since >= kWindow) {
+    holding_ = false;
+    return true;
+  }
+  if (!holding_) {
+    holding_ = true;
+    hold_since_ = now;
+  }
+  return false;
+}
+
 }  // namespace tandem

@@ -105,7 +105,7 @@ std::vector<Step> Steps(const std::string& transport) {
   }
   steps.push_back({"run", {run}, {InOrder()}});
   // Scattered blocks, layers in order: every layer in one tight burst, so
-  // later layers are pending while the first copies run (coalesced).
+  // the layers are held and go out together at the last one (coalesced).
   steps.push_back({"scattered", {scattered("scattered", 20)}, {InOrder()}});
   // Layers reversed, and in a random order.
   std::vector<int> reversed = InOrder();
@@ -126,8 +126,8 @@ std::vector<Step> Steps(const std::string& transport) {
   steps.push_back({"long", {long1}, {InOrder()}});
   steps.push_back({"long again", {long2}, {shuffled}});
   // Many short transfers in a row, each on the stream the previous one
-  // gave back; a pause between layers now and then, so that some layers
-  // launch alone and others wait.
+  // gave back; a pause between layers now and then, so that the layer
+  // after a pause launches alone at once and the others are held.
   for (int k = 0; k < 16; ++k) {
     std::vector<int> order = InOrder();
     if (k % 2 == 1) std::shuffle(order.begin(), order.end(), rng);
@@ -267,8 +267,8 @@ TEST_P(CudaTransportTest, GpuBlocksLandInAnotherProcess) {
           ASSERT_TRUE(transfers[j]->SendLayer(step.orders[j][k]).ok()) << k;
         }
       }
-      // Now and then a pause, as between a real prefill's layers: the
-      // copies launched so far end, and the next layer launches at once.
+      // Now and then a pause, as between a real prefill's layers: the next
+      // layer launches at once (with what was held before it).
       if (step.what == "many" && k % 9 == 4) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     if (step.expire) std::this_thread::sleep_for(std::chrono::milliseconds(300));

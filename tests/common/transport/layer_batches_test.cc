@@ -1,9 +1,12 @@
 // The pending-layer set of the CUDA IPC transport: any arrival order, a
 // layer pending twice copied once, groups capped at the launch size, and
-// nothing left pending after a take.
+// nothing left pending after a take. And its launch timing: a burst is one
+// launch at its last layer, paced layers launch at once (the first with
+// the second), a slow burst is held at most one window.
 #include "common/transport/layer_batches.h"
 
 #include <algorithm>
+#include <chrono>
 #include <numeric>
 #include <random>
 
@@ -94,6 +97,64 @@ TEST(PendingLayersTest, RandomArrivalsAreEachTakenOnce) {
     take();
     for (int l = 0; l < layers; ++l) EXPECT_EQ(taken[static_cast<size_t>(l)], 1) << "layer " << l;
   }
+}
+
+using Clock = LaunchTiming::Clock;
+using std::chrono::microseconds;
+using std::chrono::milliseconds;
+
+// Which calls of a transfer launch, for layers 0..n-1 sent at `times`
+// (offsets from the start).
+std::vector<int> LaunchingCalls(int n, const std::vector<Clock::duration>& times) {
+  const Clock::time_point t0{};
+  LaunchTiming timing(n, t0);
+  std::vector<int> launches;
+  for (int l = 0; l < n; ++l) {
+    if (timing.Sent(l, t0 + times[static_cast<size_t>(l)])) launches.push_back(l);
+  }
+  return launches;
+}
+
+TEST(LaunchTimingTest, ABurstIsOneLaunchAtItsLastLayer) {
+  std::vector<Clock::duration> times;
+  for (int l = 0; l < 32; ++l) times.push_back(microseconds(1) + l * std::chrono::nanoseconds(300));
+  EXPECT_EQ(LaunchingCalls(32, times), (std::vector<int>{31}));
+}
+
+TEST(LaunchTimingTest, PacedLayersLaunchAtOnceButTheFirstRidesWithTheSecond) {
+  std::vector<Clock::duration> times;
+  for (int l = 0; l < 8; ++l) times.push_back(microseconds(2) + l * microseconds(400));
+  EXPECT_EQ(LaunchingCalls(8, times), (std::vector<int>{1, 2, 3, 4, 5, 6, 7}));
+}
+
+TEST(LaunchTimingTest, AStartLongBeforeTheFirstLayerLaunchesItAtOnce) {
+  std::vector<Clock::duration> times;
+  for (int l = 0; l < 4; ++l) times.push_back(milliseconds(5) + l * milliseconds(1));
+  EXPECT_EQ(LaunchingCalls(4, times), (std::vector<int>{0, 1, 2, 3}));
+}
+
+TEST(LaunchTimingTest, ASlowBurstIsHeldAtMostOneWindow) {
+  // Calls 6 us apart: the first hold (since call 0) reaches 20 us at call 4;
+  // the next (since call 5) is at 18 us by call 8, and call 9 is the last
+  // layer, which goes out at once.
+  std::vector<Clock::duration> times;
+  for (int l = 0; l < 10; ++l) times.push_back(l * microseconds(6));
+  EXPECT_EQ(LaunchingCalls(10, times), (std::vector<int>{4, 9}));
+}
+
+TEST(LaunchTimingTest, ALayerSentTwiceCountsOnceTowardsAllSent) {
+  const Clock::time_point t0{};
+  LaunchTiming timing(2, t0);
+  EXPECT_FALSE(timing.Sent(0, t0 + microseconds(1)));
+  EXPECT_FALSE(timing.Sent(0, t0 + microseconds(2)));
+  EXPECT_TRUE(timing.Sent(1, t0 + microseconds(3)));  // both sent
+  EXPECT_TRUE(timing.Sent(1, t0 + microseconds(4)));  // and nothing more can come: at once
+}
+
+TEST(LaunchTimingTest, OneLayerTransfersLaunchAtOnce) {
+  const Clock::time_point t0{};
+  LaunchTiming timing(1, t0);
+  EXPECT_TRUE(timing.Sent(0, t0));
 }
 
 }  // namespace
