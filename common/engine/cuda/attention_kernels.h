@@ -29,7 +29,7 @@ struct KvCacheRef {
 // the GPU with the widest partition; small ones split finer
 // (DecodeSplitFor in forward_plan.h) so that even one sequence keeps
 // every SM busy.
-inline constexpr int kDecodeMaxPartition = 256;
+inline constexpr int kDecodeMaxPartition = 1024;
 inline constexpr int kDecodeMinPartition = 32;
 
 struct DecodeAttentionArgs {

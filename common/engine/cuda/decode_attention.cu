@@ -37,7 +37,10 @@ struct DecodeSmem {
     float out[kWarps][16][HD];
   } u;
   float m[kWarps][16], l[kWarps][16];
-  int64_t base[kDecodeMaxPartition];  // element offset of each position's K/V row
+  // Each position's slot in the pool (block x block_size + offset): 32
+  // bits, so the widest split's table fits beside the tile in the 48 KB of
+  // static shared memory.
+  uint32_t slot[kDecodeMaxPartition];
 };
 
 // The merge of one row's splits for query heads [h0, h0 + group): each
@@ -84,10 +87,7 @@ __device__ void CombineGroup(const DecodeAttentionArgs& a, int64_t num_heads, in
 // unnormalized output, max and sum go to the partial buffers.
 template <int HD>
 __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, DecodeAttentionArgs a) {
-  WaitForPrecedingGrid();
-  AllowDependentLaunch();
   __shared__ __align__(128) DecodeSmem<HD> sm;
-  constexpr int P = DecodeSmem<HD>::kPitch;
   constexpr int kChunks = HD / 8;  // 16-byte chunks per K/V row
 
   const int kvh = blockIdx.x;
@@ -96,7 +96,11 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
   const int group = static_cast<int>(kv.num_heads / kv.num_kv_heads);
   const int ctx = a.context_lens[i];
   const int start = split * a.partition;
-  if (start >= ctx) return;
+  if (start >= ctx) {
+    WaitForPrecedingGrid();
+    AllowDependentLaunch();
+    return;
+  }
   const int n = min(ctx, start + a.partition) - start;
   const int row = a.rows[i];
   const int32_t* table = a.tables + i * a.table_stride;
@@ -104,14 +108,46 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;  // mma fragment coordinates
 
+  // Before waiting for the previous kernel (programmatic dependent
+  // launch): the plan's tables and every K/V row but the new token's were
+  // written before this step's first kernel ran, so the first tile's loads
+  // leave now and overlap the previous kernel's tail. The new token's row
+  // (position ctx - 1, written by the RoPE kernel just before) is read
+  // after the wait; no copy is issued into its shared-memory row before,
+  // so the two cannot race.
   for (int j = threadIdx.x; j < n; j += kThreads) {
     const int p = start + j;
-    sm.base[j] = (static_cast<int64_t>(table[p / kv.block_size]) * kv.block_size + p % kv.block_size) * kv_row +
-                 kvh * HD;
+    sm.slot[j] = static_cast<uint32_t>(table[p / kv.block_size]) * kv.block_size + p % kv.block_size;
   }
+  __syncthreads();
+  const int fresh = ctx - 1 - start < min(n, kTile) ? ctx - 1 - start : -1;  // its row in tile 0, if there
+  auto row_at = [&](int j) { return static_cast<int64_t>(sm.slot[j]) * kv_row + kvh * HD; };
+  // Copies tile `kt` of K or V into `dst`, rows past the split zero-filled
+  // (P is 0 there, and 0 x garbage could be NaN); row `skip` left alone.
+  auto load_tile = [&](__nv_bfloat16 (*dst)[DecodeSmem<HD>::kPitch], const __nv_bfloat16* src, int kt, int skip) {
+    for (int c = threadIdx.x; c < kTile * kChunks; c += kThreads) {
+      const int r = c / kChunks, d = (c % kChunks) * 8;
+      if (r == skip) continue;
+      const int j = kt * kTile + r;
+      const bool valid = j < n;
+      CpAsync16(&dst[r][d], src + (valid ? row_at(j) : 0) + d, valid);
+    }
+    CpAsyncCommit();
+  };
+  load_tile(sm.u.kv.k, kv.k, 0, fresh);
+  load_tile(sm.u.kv.v, kv.v, 0, fresh);
+
+  WaitForPrecedingGrid();
+  AllowDependentLaunch();
   for (int e = threadIdx.x; e < 16 * HD; e += kThreads) {
     const int r = e / HD, d = e % HD;
     sm.q[r][d] = __float2bfloat16(r < group ? a.qkv[row * a.qkv_stride + (kvh * group + r) * HD + d] : 0.0f);
+  }
+  if (fresh >= 0 && threadIdx.x < 2 * kChunks) {  // from L2: the previous kernel wrote it
+    const bool is_v = threadIdx.x >= kChunks;
+    const int d = (threadIdx.x % kChunks) * 8;
+    const uint4 v = __ldcg(reinterpret_cast<const uint4*>((is_v ? kv.v : kv.k) + row_at(fresh) + d));
+    *reinterpret_cast<uint4*>(is_v ? &sm.u.kv.v[fresh][d] : &sm.u.kv.k[fresh][d]) = v;
   }
   __syncthreads();
   uint32_t qf[HD / 16][4];
@@ -125,27 +161,22 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
   float m[2] = {-INFINITY, -INFINITY};  // rows g and g + 8, log2 units
   float l[2] = {0.0f, 0.0f};            // this thread's share of the row sums
 
+  // K and V of a tile are separate cp.async groups, so the scores and the
+  // softmax run while V still lands, and the next tile's K (then V) is
+  // loaded as soon as every warp is done with the current one: the loads
+  // of a split are never idle while it computes. Pending groups at each
+  // wait: the one waited for and the one committed after it.
   const int num_tiles = (n + kTile - 1) / kTile;
   for (int kt = 0; kt < num_tiles; ++kt) {
-    if (kt > 0) __syncthreads();  // every warp is done with the previous tile
-    for (int c = threadIdx.x; c < kTile * kChunks; c += kThreads) {
-      const int r = c / kChunks, d = (c % kChunks) * 8;
-      const int j = kt * kTile + r;
-      const bool valid = j < n;
-      const int64_t at = (valid ? sm.base[j] : 0) + d;
-      CpAsync16(&sm.u.kv.k[r][d], kv.k + at, valid);
-      CpAsync16(&sm.u.kv.v[r][d], kv.v + at, valid);
-    }
-    CpAsyncCommit();
-    CpAsyncWaitAll();
+    CpAsyncWait<1>();  // K of tile kt
     __syncthreads();
     const int j0 = kt * kTile + warp * 16;  // this warp's first position in the split
-    if (j0 >= n) continue;                  // uniform across the warp
-
+    const bool active = j0 < n;             // uniform across the warp
     float s[2][4];
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) {
       s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+      if (!active) continue;
 #pragma unroll
       for (int kk = 0; kk < HD; kk += 32) {
         uint32_t b[4];
@@ -154,50 +185,69 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
         Mma(s[nt], qf[kk / 16 + 1], b[2], b[3]);
       }
     }
-    float mx[2] = {-INFINITY, -INFINITY};
+    __syncthreads();  // every warp is done with K of tile kt
+    if (kt + 1 < num_tiles) {
+      load_tile(sm.u.kv.k, kv.k, kt + 1, -1);
+    } else {
+      CpAsyncCommit();  // an empty group keeps the count
+    }
+    uint32_t pf[4], pf_lo[4];
+    if (active) {
+      float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
+      for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int j = j0 + nt * 8 + 2 * t + (e & 1);
-        const float v = j < n ? s[nt][e] * scale_log2 : -INFINITY;
-        s[nt][e] = v;
-        mx[e >> 1] = fmaxf(mx[e >> 1], v);
+        for (int e = 0; e < 4; ++e) {
+          const int j = j0 + nt * 8 + 2 * t + (e & 1);
+          const float v = j < n ? s[nt][e] * scale_log2 : -INFINITY;
+          s[nt][e] = v;
+          mx[e >> 1] = fmaxf(mx[e >> 1], v);
+        }
+      }
+      float alpha[2];
+      OnlineSoftmaxStep(m, mx, alpha);
+      // P in two bf16 parts (hi + lo carries ~16 mantissa bits), so P.V is
+      // as exact as fp32 probabilities; the tensor cores have time to spare.
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        const float p0 = exp2f(s[nt][0] - mx[0]), p1 = exp2f(s[nt][1] - mx[0]);
+        const float p2 = exp2f(s[nt][2] - mx[1]), p3 = exp2f(s[nt][3] - mx[1]);
+        l[0] = (nt == 0 ? l[0] * alpha[0] : l[0]) + p0 + p1;
+        l[1] = (nt == 0 ? l[1] * alpha[1] : l[1]) + p2 + p3;
+        pf[nt * 2 + 0] = PackBf16(p0, p1);
+        pf[nt * 2 + 1] = PackBf16(p2, p3);
+        pf_lo[nt * 2 + 0] = PackBf16(p0 - RoundBf16(p0), p1 - RoundBf16(p1));
+        pf_lo[nt * 2 + 1] = PackBf16(p2 - RoundBf16(p2), p3 - RoundBf16(p3));
+      }
+#pragma unroll
+      for (int j = 0; j < HD / 8; ++j) {
+        o[j][0] *= alpha[0];
+        o[j][1] *= alpha[0];
+        o[j][2] *= alpha[1];
+        o[j][3] *= alpha[1];
       }
     }
-    float alpha[2];
-    OnlineSoftmaxStep(m, mx, alpha);
-    // P in two bf16 parts (hi + lo carries ~16 mantissa bits), so P.V is as
-    // exact as fp32 probabilities; the tensor cores have time to spare.
-    uint32_t pf[4], pf_lo[4];
+    CpAsyncWait<1>();  // V of tile kt
+    __syncthreads();
+    if (active) {
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      const float p0 = exp2f(s[nt][0] - mx[0]), p1 = exp2f(s[nt][1] - mx[0]);
-      const float p2 = exp2f(s[nt][2] - mx[1]), p3 = exp2f(s[nt][3] - mx[1]);
-      l[0] = (nt == 0 ? l[0] * alpha[0] : l[0]) + p0 + p1;
-      l[1] = (nt == 0 ? l[1] * alpha[1] : l[1]) + p2 + p3;
-      pf[nt * 2 + 0] = PackBf16(p0, p1);
-      pf[nt * 2 + 1] = PackBf16(p2, p3);
-      pf_lo[nt * 2 + 0] = PackBf16(p0 - RoundBf16(p0), p1 - RoundBf16(p1));
-      pf_lo[nt * 2 + 1] = PackBf16(p2 - RoundBf16(p2), p3 - RoundBf16(p3));
+      for (int j = 0; j < HD / 8; j += 2) {
+        uint32_t b[4];
+        LdMatrixX4Trans(b, &sm.u.kv.v[warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][j * 8 + (lane >> 4) * 8]);
+        Mma(o[j], pf, b[0], b[1]);
+        Mma(o[j + 1], pf, b[2], b[3]);
+        Mma(o[j], pf_lo, b[0], b[1]);
+        Mma(o[j + 1], pf_lo, b[2], b[3]);
+      }
     }
-#pragma unroll
-    for (int j = 0; j < HD / 8; ++j) {
-      o[j][0] *= alpha[0];
-      o[j][1] *= alpha[0];
-      o[j][2] *= alpha[1];
-      o[j][3] *= alpha[1];
-    }
-#pragma unroll
-    for (int j = 0; j < HD / 8; j += 2) {
-      uint32_t b[4];
-      LdMatrixX4Trans(b, &sm.u.kv.v[warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8][j * 8 + (lane >> 4) * 8]);
-      Mma(o[j], pf, b[0], b[1]);
-      Mma(o[j + 1], pf, b[2], b[3]);
-      Mma(o[j], pf_lo, b[0], b[1]);
-      Mma(o[j + 1], pf_lo, b[2], b[3]);
+    __syncthreads();  // every warp is done with V of tile kt
+    if (kt + 1 < num_tiles) {
+      load_tile(sm.u.kv.v, kv.v, kt + 1, -1);
+    } else {
+      CpAsyncCommit();
     }
   }
+  CpAsyncWaitAll();  // (only empty groups are left) before out reuses the tile's space
 
   // Merge the warps: their row states into shared memory (over the K/V
   // tile), then each (head, dim) sums the rescaled outputs.

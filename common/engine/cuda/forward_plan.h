@@ -20,7 +20,7 @@
 namespace tandem {
 
 inline constexpr int32_t kPlanPrefillTile = 64;            // == cuda::kPrefillTile
-inline constexpr int64_t kPlanDecodeMaxPartition = 256;    // == cuda::kDecodeMaxPartition
+inline constexpr int64_t kPlanDecodeMaxPartition = 1024;    // == cuda::kDecodeMaxPartition
 inline constexpr int64_t kPlanDecodeMinPartition = 32;     // == cuda::kDecodeMinPartition
 
 struct PlanLimits {

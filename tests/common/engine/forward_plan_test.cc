@@ -116,10 +116,14 @@ TEST(ForwardPlanTest, SmallDecodeBatchesSplitTheirContextsFiner) {
   DecodeSplit one = DecodeSplitFor(1, 8, 1024, sms, cap);
   EXPECT_EQ(one.partition, kPlanDecodeMinPartition);
   EXPECT_EQ(one.splits, 32);
-  // 64 sequences already give 64 x 8 x 4 = 2048 blocks: the widest.
-  DecodeSplit wide = DecodeSplitFor(64, 8, 1024, sms, cap);
+  // 256 sequences already give 256 x 8 x 1 = 2048 blocks: the widest.
+  DecodeSplit wide = DecodeSplitFor(256, 8, 1024, sms, cap);
   EXPECT_EQ(wide.partition, kPlanDecodeMaxPartition);
-  EXPECT_EQ(wide.splits, 4);
+  EXPECT_EQ(wide.splits, 1);
+  // 64 give 512 blocks there (under 4 per SM): halved once.
+  DecodeSplit b64 = DecodeSplitFor(64, 8, 1024, sms, cap);
+  EXPECT_EQ(b64.partition, 512);
+  EXPECT_EQ(b64.splits, 2);
   // In between: 8 x 8 x ceil(1024 / p) >= 4 x 132 first at p = 64.
   DecodeSplit mid = DecodeSplitFor(8, 8, 1024, sms, cap);
   EXPECT_EQ(mid.partition, 64);
