@@ -20,6 +20,9 @@ export NCCL_NVLS_ENABLE=0
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/out}
 STEPS=${STEPS:-parity bench peer}
+# The committed H200 table for the 8B shape; GEMM_ALGOS= (empty) runs
+# cuBLASLt's heuristic instead.
+GEMM_ALGOS=${GEMM_ALGOS-deploy/gemm_algos/nvidia-h200.llama-3-8b.json}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 status=0
