@@ -112,6 +112,7 @@ class CudaBackend final : public ModelBackend {
  public:
   ~CudaBackend() override {
     graphs_.clear();
+    for (cudaEvent_t e : layer_done_) cudaEventDestroy(e);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
@@ -138,6 +139,12 @@ class CudaBackend final : public ModelBackend {
   absl::Status EnqueueForward(const ForwardPlan& plan, Scratch& s, const DecodeSplit& split,
                               const std::function<void(int)>& on_layer_done);
   absl::Status Upload(const std::vector<int32_t>& meta, size_t count, DeviceBuffer& dst);
+  // Waits for layer `l`'s kernels, then runs its hook.
+  absl::Status LayerDone(int l, const std::function<void(int)>& on_layer_done) {
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(layer_done_[static_cast<size_t>(l)]));
+    on_layer_done(l);
+    return absl::OkStatus();
+  }
   // Pure decode steps of up to kMaxGraphBatch sequences: padded to a
   // ladder size and replayed from a captured graph (or, with graphs off,
   // launched directly with the same shapes). `used` gets the scratch
@@ -165,6 +172,9 @@ class CudaBackend final : public ModelBackend {
   std::map<std::tuple<int64_t, int64_t, int64_t>, CudaGraphExec> graphs_;  // (batch, partition, splits)
   PinnedBuffer pinned_meta_, pinned_sample_, pinned_results_;
   KernelProfiler profiler_;
+  // One per layer, recorded after the layer's kernels when a pass has a
+  // layer hook (EnqueueForward).
+  std::vector<cudaEvent_t> layer_done_;
   DeviceBuffer sample_params_, sample_results_, sample_work_;
 };
 
@@ -192,6 +202,11 @@ absl::Status CudaBackend::Init(const ModelConfig& config, const WeightStore& wei
 
   std::vector<float> inv;
   for (double f : RopeInverseFrequencies(config)) inv.push_back(static_cast<float>(f));
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+    cudaEvent_t e = nullptr;
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    layer_done_.push_back(e);
+  }
   TANDEM_RETURN_IF_ERROR(inv_freq_.Allocate(inv.size() * sizeof(float)));
   TANDEM_CUDA_RETURN_IF_ERROR(
       cudaMemcpy(inv_freq_.get(), inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice));
@@ -322,12 +337,17 @@ absl::Status CudaBackend::EnqueueForward(const ForwardPlan& plan, Scratch& s, co
     } else {
       cuda::AddInPlace(x, delta, rows * hidden, stream_);
     }
+    // The layer's K/V must be in memory before a transport reads it, so
+    // its hook waits for the layer's event; it runs one layer late, once
+    // the next layer is enqueued, so that the GPU computes while the host
+    // waits and sends (a stream synchronize per layer left the GPU idle
+    // while each layer's kernels were enqueued).
     if (on_layer_done) {
-      // The layer's K/V must be in memory before a transport reads it.
-      TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-      on_layer_done(layer);
+      TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(layer_done_[static_cast<size_t>(layer)], stream_));
+      if (layer > 0) TANDEM_RETURN_IF_ERROR(LayerDone(layer - 1, on_layer_done));
     }
   }
+  if (on_layer_done && num_layers > 0) TANDEM_RETURN_IF_ERROR(LayerDone(num_layers - 1, on_layer_done));
   profiler_.Mark(stream_, "lm_head+norm");
   cuda::RmsNorm(x, d + plan.at.logit_rows, w_.final_norm.as<__nv_bfloat16>(), plan.num_logit_rows, hidden, eps,
                 normed, stream_);
