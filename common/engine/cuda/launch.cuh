@@ -7,8 +7,11 @@
 // The contract, for every kernel launched with LaunchPdl: it calls
 // WaitForPrecedingGrid() before its first read of anything an earlier
 // kernel wrote and before its first global write (the previous kernel may
-// still be reading what it overwrites). Only weights, which nothing
-// writes, may be touched before that (e.g. prefetched into L2). Waiting
+// still be reading what it overwrites). Only what no kernel of the pass
+// writes may be read before that: weights, and the pass's plan (tables,
+// positions, slots), which is copied in before the pass's first kernel,
+// a full dependency every later kernel inherits; and K/V rows of earlier
+// steps (decode attention). Waiting
 // means the previous grid has completed and its writes are visible, and
 // since that grid waited on its own predecessor, on every earlier one.
 // Kernels call AllowDependentLaunch() once their own inputs are settled so
