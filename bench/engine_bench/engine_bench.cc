@@ -24,7 +24,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/str_split.h"
+#include "bench/gpu_ceilings/bench_util.h"
 #include "bench/gpu_ceilings/gpu_ceilings.h"
 #include "common/engine/engine.h"
 #include "common/engine/local_generator.h"
@@ -53,15 +53,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
-
-#define BENCH_CHECK(expr)                                                              \
-  do {                                                                                 \
-    if (!(expr)) {                                                                     \
-      std::fprintf(stderr, "tandem-engine-bench: %s failed (%s:%d)\n", #expr, __FILE__, __LINE__); \
-      std::exit(1);                                                                    \
-    }                                                                                  \
-  } while (0)
-#define CUDA_OK(expr) BENCH_CHECK((expr) == cudaSuccess)
 
 struct ModelCosts {
   double weight_bytes = 0;      // every matrix read once per step (bf16)
@@ -122,12 +113,6 @@ class TimedBackend final : public ModelBackend {
  private:
   std::unique_ptr<ModelBackend> inner_;
 };
-
-std::vector<int32_t> Parse(const std::string& s) {
-  std::vector<int32_t> v;
-  for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty())) v.push_back(std::stoi(std::string(p)));
-  return v;
-}
 
 int Main() {
   nlohmann::json out;
@@ -199,7 +184,8 @@ int Main() {
   // --- Decode ---
   const int32_t ctx = absl::GetFlag(FLAGS_decode_context);
   const int32_t blocks_per_seq = (ctx + bs - 1) / bs;
-  for (int32_t b : Parse(absl::GetFlag(FLAGS_decode_batches))) {
+  for (const int64_t batch : bench::ParseInts(absl::GetFlag(FLAGS_decode_batches))) {
+    const auto b = static_cast<int32_t>(batch);
     if (static_cast<int64_t>(b) * blocks_per_seq > pool_blocks) {
       std::printf("decode batch %d x %d tokens: skipped, the KV pool has %d blocks\n", b, ctx, pool_blocks);
       continue;
@@ -243,7 +229,8 @@ int Main() {
   }
 
   // --- Prefill ---
-  for (int32_t len : Parse(absl::GetFlag(FLAGS_prefill_lengths))) {
+  for (const int64_t length : bench::ParseInts(absl::GetFlag(FLAGS_prefill_lengths))) {
+    const auto len = static_cast<int32_t>(length);
     const int32_t blocks = (len + bs - 1) / bs;
     if (blocks > pool_blocks) continue;
     std::vector<std::vector<int32_t>> toks{RandomTokens(len, cfg.vocab_size, 99)};

@@ -24,7 +24,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/str_split.h"
+#include "bench/gpu_ceilings/bench_util.h"
 #include "bench/gpu_ceilings/gpu_ceilings.h"
 #include "common/engine/cuda/gemm_algo_table.h"
 #include "common/engine/cuda/lt_gemm.h"
@@ -41,21 +41,6 @@ ABSL_FLAG(std::string, out, "gemm_algos.json", "where to write the table");
 
 namespace tandem {
 namespace {
-
-#define TUNE_CHECK(expr)                                                                          \
-  do {                                                                                            \
-    if (!(expr)) {                                                                                \
-      std::fprintf(stderr, "tandem-gemm-tune: %s failed (%s:%d)\n", #expr, __FILE__, __LINE__); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
-#define CUDA_OK(expr) TUNE_CHECK((expr) == cudaSuccess)
-
-std::vector<int64_t> Ints(const std::string& s) {
-  std::vector<int64_t> v;
-  for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty())) v.push_back(std::stoll(std::string(p)));
-  return v;
-}
 
 struct Product {
   std::string name;
@@ -76,35 +61,16 @@ void FillRandom(__nv_bfloat16* p, size_t count, const std::vector<__nv_bfloat16>
 // Seconds per launch of `enqueue(i)` for i in [0, launches), captured in
 // one graph and replayed (median of `repeats`); negative if it failed.
 double TimeGraph(cudaStream_t stream, int launches, int repeats, const std::function<absl::Status(int)>& enqueue) {
-  cudaGraph_t graph = nullptr;
-  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  bool ok = true;
-  for (int i = 0; i < launches && ok; ++i) ok = enqueue(i).ok();
-  CUDA_OK(cudaStreamEndCapture(stream, &graph));
-  if (!ok) {
-    cudaGraphDestroy(graph);
-    return -1;
-  }
-  cudaGraphExec_t exec = nullptr;
-  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t e0, e1;
-  CUDA_OK(cudaEventCreate(&e0));
-  CUDA_OK(cudaEventCreate(&e1));
-  std::vector<double> t;
-  for (int r = 0; r <= repeats; ++r) {  // the first replay warms up
-    CUDA_OK(cudaEventRecord(e0, stream));
-    CUDA_OK(cudaGraphLaunch(exec, stream));
-    CUDA_OK(cudaEventRecord(e1, stream));
-    CUDA_OK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CUDA_OK(cudaEventElapsedTime(&ms, e0, e1));
-    if (r > 0) t.push_back(ms / 1e3 / launches);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  return bench::Median(t);
+  absl::StatusOr<double> t = bench::GraphReplaySeconds(
+      stream,
+      [&] {
+        for (int i = 0; i < launches; ++i) {
+          if (absl::Status s = enqueue(i); !s.ok()) return s;
+        }
+        return absl::OkStatus();
+      },
+      repeats);
+  return t.ok() ? *t / launches : -1;
 }
 
 // The first `rows` x n outputs as floats.
@@ -138,10 +104,10 @@ int Main() {
     return 1;
   }
   const ModelConfig& c = *config;
-  const std::vector<int64_t> row_counts = Ints(absl::GetFlag(FLAGS_rows));
+  const std::vector<int64_t> row_counts = bench::ParseInts(absl::GetFlag(FLAGS_rows));
   const int copies = std::max(1, absl::GetFlag(FLAGS_copies)), repeats = absl::GetFlag(FLAGS_repeats);
   const int max_candidates = absl::GetFlag(FLAGS_candidates);
-  TUNE_CHECK(!row_counts.empty() && max_candidates >= 1);
+  BENCH_CHECK(!row_counts.empty() && max_candidates >= 1);
   const int64_t max_rows = *std::max_element(row_counts.begin(), row_counts.end());
 
   cudaDeviceProp prop;
@@ -152,7 +118,7 @@ int Main() {
   void* workspace = nullptr;
   CUDA_OK(cudaMalloc(&workspace, kWorkspace));
   LtGemm gemm;
-  TUNE_CHECK(gemm.Init(workspace, kWorkspace, GemmAlgoTable()).ok());
+  BENCH_CHECK(gemm.Init(workspace, kWorkspace, GemmAlgoTable()).ok());
 
   const int64_t h = c.hidden_size, inter = c.intermediate_size;
   const int64_t logit_rows = 256;  // the engine's largest decode batch
@@ -203,10 +169,10 @@ int Main() {
       }
       const int64_t check_rows = std::min<int64_t>(rows, 64);
       auto run = [&](const GemmAlgo& a, int i) { return gemm.RunWith(a, x, rows, p.w[i], p.shape, y, stream); };
-      TUNE_CHECK(run(cands->front(), 0).ok());
+      BENCH_CHECK(run(cands->front(), 0).ok());
       const std::vector<float> ref = Fetch(y, check_rows, p.shape);
       const double heuristic = TimeGraph(stream, copies, repeats, [&](int i) { return run(cands->front(), i); });
-      TUNE_CHECK(heuristic > 0);
+      BENCH_CHECK(heuristic > 0);
       GemmAlgo best = cands->front();
       double best_s = heuristic;
       int rejected = 0;
@@ -214,7 +180,7 @@ int Main() {
         const GemmAlgo& a = (*cands)[i];
         const double s = TimeGraph(stream, copies, repeats, [&](int j) { return run(a, j); });
         if (s <= 0 || s >= best_s * (1.0 - absl::GetFlag(FLAGS_min_gain))) continue;
-        TUNE_CHECK(run(a, 0).ok());
+        BENCH_CHECK(run(a, 0).ok());
         if (RelErr(Fetch(y, check_rows, p.shape), ref) > 1e-2) {
           ++rejected;
           continue;

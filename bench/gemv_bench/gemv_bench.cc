@@ -19,7 +19,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/str_split.h"
+#include "bench/gpu_ceilings/bench_util.h"
 #include "bench/gpu_ceilings/gpu_ceilings.h"
 #include "common/engine/cuda/small_gemm.h"
 #include "common/model/model_config.h"
@@ -33,48 +33,18 @@ ABSL_FLAG(std::string, out, "gemv_bench.json", "JSON results");
 namespace tandem {
 namespace {
 
-#define BENCH_CHECK(expr)                                                                          \
-  do {                                                                                             \
-    if (!(expr)) {                                                                                 \
-      std::fprintf(stderr, "tandem-gemv-bench: %s failed (%s:%d)\n", #expr, __FILE__, __LINE__); \
-      std::exit(1);                                                                                \
-    }                                                                                              \
-  } while (0)
-#define CUDA_OK(expr) BENCH_CHECK((expr) == cudaSuccess)
-
-std::vector<int> Ints(const std::string& s) {
-  std::vector<int> v;
-  for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty())) v.push_back(std::stoi(std::string(p)));
-  return v;
-}
-
-// Seconds per call of `enqueue` (which launches `calls` kernels) replayed
-// from a CUDA graph, median of the repeats.
+// Seconds per replay of the graph of `enqueue`'s launches, median of the
+// repeats.
 double TimeGraph(cudaStream_t stream, const std::function<void()>& enqueue, int repeats) {
-  cudaGraph_t graph = nullptr;
-  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  enqueue();
-  CUDA_OK(cudaStreamEndCapture(stream, &graph));
-  cudaGraphExec_t exec = nullptr;
-  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t e0, e1;
-  CUDA_OK(cudaEventCreate(&e0));
-  CUDA_OK(cudaEventCreate(&e1));
-  std::vector<double> t;
-  for (int r = 0; r <= repeats; ++r) {
-    CUDA_OK(cudaEventRecord(e0, stream));
-    CUDA_OK(cudaGraphLaunch(exec, stream));
-    CUDA_OK(cudaEventRecord(e1, stream));
-    CUDA_OK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CUDA_OK(cudaEventElapsedTime(&ms, e0, e1));
-    if (r > 0) t.push_back(ms / 1e3);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  return bench::Median(t);
+  absl::StatusOr<double> t = bench::GraphReplaySeconds(
+      stream,
+      [&] {
+        enqueue();
+        return absl::OkStatus();
+      },
+      repeats);
+  BENCH_CHECK(t.ok());
+  return *t;
 }
 
 // One matrix product of the model: n output columns of k inputs (gated:
@@ -181,7 +151,7 @@ int Main() {
     double best = 1e30;
     std::string best_name;
     for (cuda::SmallGemmShape s : cuda::SmallGemmShapes()) {
-      for (int bps : Ints(absl::GetFlag(FLAGS_blocks_per_sm))) {
+      for (int64_t bps : bench::ParseInts(absl::GetFlag(FLAGS_blocks_per_sm))) {
         s.blocks_per_sm = bps;
         const double t = TimeGraph(stream, [&] {
                            for (int l = 0; l < p.copies; ++l) BENCH_CHECK(run(p, s, l));
