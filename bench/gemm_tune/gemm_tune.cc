@@ -5,7 +5,10 @@
 // `--gemm_algos`. Each candidate runs over several distinct weight copies
 // in one CUDA graph (so the weights come from memory, as in a real step),
 // and must give the heuristic choice's results (relative error under
-// 1e-2 on the first rows) to be chosen. Prints each shape's heuristic and
+// 1e-2 on the first rows) to be chosen. With --explore N, the variants
+// of the N fastest of them (split-K, swizzling, custom options, cluster
+// shapes: LtGemm::Variants) are timed too, for the decode row counts
+// (--explore_max_rows). Prints each shape's heuristic and
 // best times, and per row count the GEMM time of one forward pass both
 // ways.
 //   tandem-gemm-tune --model DIR --out gemm_algos.json
@@ -36,6 +39,10 @@ ABSL_FLAG(std::string, rows, "8,16,24,32,48,64,96,128,160,192,224,256,512,1024,2
 ABSL_FLAG(int32_t, candidates, 16, "most heuristic algorithms timed per shape");
 ABSL_FLAG(int32_t, copies, 8, "distinct weight copies per timed graph");
 ABSL_FLAG(int32_t, repeats, 3, "timed graph replays per algorithm (median)");
+ABSL_FLAG(int32_t, explore, 0,
+          "also time the variants (split-K, swizzle, custom option, cluster shape) of this many of the fastest "
+          "heuristic choices");
+ABSL_FLAG(int64_t, explore_max_rows, 256, "with --explore: only for row counts up to this");
 ABSL_FLAG(double, min_gain, 0.01, "keep the heuristic's choice unless another is this much faster");
 ABSL_FLAG(std::string, out, "gemm_algos.json", "where to write the table");
 
@@ -176,17 +183,38 @@ int Main() {
       GemmAlgo best = cands->front();
       double best_s = heuristic;
       int rejected = 0;
-      for (size_t i = 1; i < cands->size(); ++i) {
-        const GemmAlgo& a = (*cands)[i];
+      std::vector<std::pair<double, GemmAlgo>> timed = {{heuristic, cands->front()}};
+      // Keeps `a` when it beats the best so far by min_gain and computes
+      // the heuristic choice's products.
+      auto consider = [&](const GemmAlgo& a) {
         const double s = TimeGraph(stream, copies, repeats, [&](int j) { return run(a, j); });
-        if (s <= 0 || s >= best_s * (1.0 - absl::GetFlag(FLAGS_min_gain))) continue;
+        if (s <= 0) return;
+        timed.emplace_back(s, a);
+        if (s >= best_s * (1.0 - absl::GetFlag(FLAGS_min_gain))) return;
         BENCH_CHECK(run(a, 0).ok());
         if (RelErr(Fetch(y, check_rows, p.shape), ref) > 1e-2) {
           ++rejected;
-          continue;
+          return;
         }
         best = a;
         best_s = s;
+      };
+      for (size_t i = 1; i < cands->size(); ++i) consider((*cands)[i]);
+      size_t tried = cands->size();
+      if (absl::GetFlag(FLAGS_explore) > 0 && rows <= absl::GetFlag(FLAGS_explore_max_rows)) {
+        std::sort(timed.begin(), timed.end(), [](const auto& l, const auto& r) { return l.first < r.first; });
+        const size_t bases = std::min<size_t>(timed.size(), static_cast<size_t>(absl::GetFlag(FLAGS_explore)));
+        std::vector<GemmAlgo> seeds;
+        for (size_t i = 0; i < bases; ++i) seeds.push_back(timed[i].second);
+        for (const GemmAlgo& seed : seeds) {
+          absl::StatusOr<std::vector<GemmAlgo>> variants = gemm.Variants(rows, p.shape, seed);
+          if (!variants.ok()) continue;
+          for (const GemmAlgo& v : *variants) {
+            if (std::any_of(timed.begin(), timed.end(), [&](const auto& c) { return c.second == v; })) continue;
+            consider(v);
+            ++tried;
+          }
+        }
       }
       table.Set(rows, p.shape, best, best_s * 1e6, heuristic * 1e6);
       const double flops = 2.0 * static_cast<double>(rows * p.shape.n * p.shape.k);
@@ -194,9 +222,9 @@ int Main() {
       pass_heuristic += heuristic * per_pass;
       pass_best += best_s * per_pass;
       std::printf(
-          "rows %5ld %-8s [%6ld x %5ld]: heuristic %9.1f us %5.0f TFLOP/s | best of %2zu %9.1f us %5.0f TFLOP/s "
+          "rows %5ld %-8s [%6ld x %5ld]: heuristic %9.1f us %5.0f TFLOP/s | best of %3zu %9.1f us %5.0f TFLOP/s "
           "(%.2fx) algo %d tile %u stages %u splitk %d%s\n",
-          rows, p.name.c_str(), p.shape.n, p.shape.k, heuristic * 1e6, flops / heuristic / 1e12, cands->size(),
+          rows, p.name.c_str(), p.shape.n, p.shape.k, heuristic * 1e6, flops / heuristic / 1e12, tried,
           best_s * 1e6, flops / best_s / 1e12, heuristic / best_s, best.id, best.tile, best.stages, best.splitk,
           rejected > 0 ? " (faster ones gave other results)" : "");
       std::fflush(stdout);

@@ -1,5 +1,7 @@
 #include "common/engine/cuda/lt_gemm.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/engine/cuda/cuda_check.h"
 #include "common/util/logging.h"
@@ -126,6 +128,56 @@ absl::StatusOr<std::vector<GemmAlgo>> LtGemm::Candidates(int64_t rows, const Gem
   if (out.empty()) {
     return absl::NotFoundError(absl::StrCat("cuBLASLt has no algorithm for rows ", rows, ", n ", shape.n, ", k ",
                                             shape.k));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<GemmAlgo>> LtGemm::Variants(int64_t rows, const GemmShape& shape, const GemmAlgo& base) {
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Plan> plan, Describe(rows, shape));
+  cublasLtMatmulAlgo_t algo;
+  TANDEM_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulAlgoInit(handle_, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16BF,
+                                                       CUDA_R_16BF, OutType(shape), OutType(shape), base.id, &algo));
+  int32_t splitk_support = 0, custom_max = 0;
+  uint32_t reduction_mask = 0, swizzle_support = 0;
+  size_t written = 0;
+  TANDEM_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulAlgoCapGetAttribute(
+      &algo, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &splitk_support, sizeof(splitk_support), &written));
+  TANDEM_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulAlgoCapGetAttribute(
+      &algo, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &reduction_mask, sizeof(reduction_mask), &written));
+  TANDEM_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulAlgoCapGetAttribute(
+      &algo, CUBLASLT_ALGO_CAP_CTA_SWIZZLING_SUPPORT, &swizzle_support, sizeof(swizzle_support), &written));
+  TANDEM_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_CUSTOM_OPTION_MAX,
+                                                                  &custom_max, sizeof(custom_max), &written));
+  std::vector<std::pair<int32_t, uint32_t>> splits = {{1, CUBLASLT_REDUCTION_SCHEME_NONE}};
+  if (splitk_support != 0) {
+    for (int32_t k = 2; k <= 4; ++k) {
+      for (uint32_t scheme : {CUBLASLT_REDUCTION_SCHEME_INPLACE, CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE,
+                              CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE}) {
+        if ((reduction_mask & scheme) != 0) splits.emplace_back(k, scheme);
+      }
+    }
+  }
+  std::vector<uint16_t> clusters = {base.cluster_shape};
+  for (uint16_t c : {CUBLASLT_CLUSTER_SHAPE_AUTO, CUBLASLT_CLUSTER_SHAPE_1x1x1, CUBLASLT_CLUSTER_SHAPE_2x1x1,
+                     CUBLASLT_CLUSTER_SHAPE_1x2x1}) {
+    if (c != base.cluster_shape) clusters.push_back(c);
+  }
+  std::vector<GemmAlgo> out;
+  for (const auto& [splitk, reduction] : splits) {
+    for (uint32_t swizzle = 0; swizzle <= (swizzle_support != 0 ? 1u : 0u); ++swizzle) {
+      for (int32_t custom = 0; custom <= std::min(custom_max, 15); ++custom) {
+        for (uint16_t cluster : clusters) {
+          GemmAlgo a = base;
+          a.splitk = splitk;
+          a.reduction = reduction;
+          a.swizzle = swizzle;
+          a.custom = static_cast<uint32_t>(custom);
+          a.cluster_shape = cluster;
+          if (a == base || !Build(a, *plan, shape).ok()) continue;
+          out.push_back(a);
+        }
+      }
+    }
   }
   return out;
 }

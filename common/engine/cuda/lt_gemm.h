@@ -41,6 +41,11 @@ class LtGemm {
   // For the tuner: up to `max_count` algorithms cuBLASLt's heuristic
   // offers for this shape, best guess first (what Run uses untuned).
   absl::StatusOr<std::vector<GemmAlgo>> Candidates(int64_t rows, const GemmShape& shape, int max_count);
+  // For the tuner's wider search: the variants of `base` (its algorithm,
+  // tile and stages) that run this shape: split-K 1-4 with each reduction
+  // scheme the algorithm supports, CTA swizzling off and on, every custom
+  // option (at most 16), and cluster shapes auto, 1x1, 2x1 and 1x2.
+  absl::StatusOr<std::vector<GemmAlgo>> Variants(int64_t rows, const GemmShape& shape, const GemmAlgo& base);
   // Runs `algo` `repeats` times, rebuilt from its GemmAlgo form as a
   // table entry would be; an error when it cannot run this shape.
   absl::Status RunWith(const GemmAlgo& algo, const __nv_bfloat16* x, int64_t rows, const __nv_bfloat16* w,
