@@ -30,7 +30,7 @@ absl::Status GetConfig(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfi
                       "cublasLtMatmulAlgoConfigGetAttribute");
 }
 
-absl::StatusOr<GemmAlgo> Describe(const cublasLtMatmulAlgo_t& algo) {
+absl::StatusOr<GemmAlgo> ToGemmAlgo(const cublasLtMatmulAlgo_t& algo) {
   GemmAlgo a;
   TANDEM_RETURN_IF_ERROR(GetConfig(algo, CUBLASLT_ALGO_CONFIG_ID, &a.id));
   TANDEM_RETURN_IF_ERROR(GetConfig(algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &a.tile));
@@ -122,7 +122,7 @@ absl::StatusOr<std::vector<GemmAlgo>> LtGemm::Candidates(int64_t rows, const Gem
   std::vector<GemmAlgo> out;
   for (int i = 0; i < found; ++i) {
     if (results[static_cast<size_t>(i)].state != CUBLAS_STATUS_SUCCESS) continue;
-    TANDEM_ASSIGN_OR_RETURN(GemmAlgo a, tandem::Describe(results[static_cast<size_t>(i)].algo));
+    TANDEM_ASSIGN_OR_RETURN(GemmAlgo a, ToGemmAlgo(results[static_cast<size_t>(i)].algo));
     out.push_back(a);
   }
   if (out.empty()) {
@@ -194,10 +194,10 @@ absl::StatusOr<LtGemm::Plan*> LtGemm::PlanFor(int64_t rows, const GemmShape& sha
       plan->algo = *algo;
       chosen = true;
       ++table_hits_;
-    } else {
+    } else if (warned_.insert(shape).second) {  // once per shape: prefill row counts vary
       TANDEM_LOG(WARNING) << "tuned GEMM algorithm " << tuned->id << " does not run rows " << rows << ", n "
                           << shape.n << ", k " << shape.k << " (" << algo.status().message()
-                          << "); using cuBLASLt's heuristic";
+                          << "); using cuBLASLt's heuristic where it does not";
     }
   }
   if (!chosen) {

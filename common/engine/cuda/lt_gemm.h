@@ -16,6 +16,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -77,6 +78,7 @@ class LtGemm {
   GemmAlgoTable table_;
   int64_t table_hits_ = 0;
   std::map<std::pair<int64_t, GemmShape>, std::unique_ptr<Plan>> plans_;
+  std::set<GemmShape> warned_;  // shapes whose tuned algorithm failed a check
 };
 
 // Loads the table at `path` for device ordinal `device`. A table tuned on
