@@ -6,6 +6,15 @@
 #include "common/util/logging.h"
 
 namespace tandem {
+namespace {
+
+PrefillResult Failed(absl::Status status) {
+  PrefillResult r;
+  r.status = std::move(status);
+  return r;
+}
+
+}  // namespace
 
 void PrefillJob::Complete(PrefillResult r) {
   {
@@ -79,7 +88,7 @@ void PrefillLoop::Loop() {
     }
     std::erase_if(batch, [](const std::shared_ptr<PrefillJob>& j) {
       if (!j->cancelled()) return false;
-      j->Complete({absl::CancelledError("cancelled before prefill started")});
+      j->Complete(Failed(absl::CancelledError("cancelled before prefill started")));
       return true;
     });
     if (!batch.empty()) RunBatch(std::move(batch));
@@ -87,7 +96,9 @@ void PrefillLoop::Loop() {
     running_ = 0;
   }
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& job : queue_) job->Complete({absl::UnavailableError("prefill worker is shutting down")});
+  for (auto& job : queue_) {
+    job->Complete(Failed(absl::UnavailableError("prefill worker is shutting down")));
+  }
   queue_.clear();
 }
 

@@ -1,5 +1,5 @@
 // tandem-bench: load a router the way the field measures serving systems.
-//   tandem-bench --router HOST:PORT --rates 1,2,4,8 --num_requests 200 \
+//   tandem-bench --router HOST:PORT --rates 1,2,4,8 --num_requests 200
 //       --input_len 512 --output_len 128 --out_dir results/
 //   tandem-bench --router HOST:PORT --concurrency 1,8,32 ...
 //   tandem-bench compare before.json after.json --out compare.svg

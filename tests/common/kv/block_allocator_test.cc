@@ -75,7 +75,9 @@ TEST(BlockAllocatorTest, ConcurrentAllocateAndReleaseKeepTheCountsExact) {
     threads.emplace_back([&a] {
       for (int i = 0; i < 2000; ++i) {
         auto x = a.Allocate(1 + i % 7);
-        if (x.ok()) ASSERT_TRUE(a.Release(*x).ok());
+        if (x.ok()) {
+          ASSERT_TRUE(a.Release(*x).ok());
+        }
       }
     });
   }

@@ -81,7 +81,9 @@ class TransportTest : public ::testing::TestWithParam<std::string> {
       // A scattered pool is registered as several regions, a contiguous one as one.
       auto regions = DecodeUcxRemoteRegions(d.desc.remote_key(), "decode-b");
       EXPECT_TRUE(regions.ok()) << regions.status();
-      if (regions.ok()) EXPECT_EQ(regions->size() > 1, scattered) << regions->size();
+      if (regions.ok()) {
+        EXPECT_EQ(regions->size() > 1, scattered) << regions->size();
+      }
     }
     if (GetParam() == "ucx_staged") {
       EXPECT_EQ(d.desc.transport(), "ucx_staged");
