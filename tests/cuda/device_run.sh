@@ -12,7 +12,8 @@
 # bench/models/llama-3-8b-shape plus Llama 3's tokenizer.json).
 #   STEPS="parity bench workload peer" bash tests/cuda/device_run.sh   # on the device, $OUT set
 # (also: tune, the GEMM algorithm table for the later steps (or set
-# GEMM_ALGOS to a table file); gemv, the small GEMMs shape by shape;
+# GEMM_ALGOS to a table file); ab, an interleaved A/B of engine settings
+# (AB_VARIANTS); gemv, the small GEMMs shape by shape;
 # opprof, per-operation times; profile, Nsight Compute per kernel)
 set -uo pipefail
 export LD_LIBRARY_PATH=$PWD/.device/lib:/usr/local/cuda/lib64
@@ -61,6 +62,23 @@ for step in $STEPS; do
         > "$OUT/gemv.log" 2> "$OUT/gemv.err"
       [[ $? == 0 ]] || { status=1; tail -20 "$OUT/gemv.err"; }
       grep -E "device|^[a-z_+]+:|best|step" "$OUT/gemv.log" ;;
+    ab)
+      # Interleaved A/B of engine settings, given as environment assignments
+      # (AB_VARIANTS="TANDEM_CUDA_PDL=1|TANDEM_CUDA_PDL=0"; an empty one runs
+      # the defaults): AB_RUNS rounds (3), each running every variant once
+      # in its own process, decode steps only unless AB_ARGS says more;
+      # tests/cuda/ab_summary.py prints the medians. One process's batch-1
+      # figure varies by ~2%, too much for a single pair to decide.
+      IFS='|' read -ra variants <<< "${AB_VARIANTS:-|}"
+      for ((r = 1; r <= ${AB_RUNS:-3}; ++r)); do
+        for v in "${!variants[@]}"; do
+          # shellcheck disable=SC2086  # a variant is several words
+          env ${variants[$v]} .device/bin/tandem-engine-bench --model=.device/model8b ${ALGOS_ARG} \
+            --prefill_lengths= --workload_requests=0 ${AB_ARGS:-} --out="$OUT/ab-$v-$r.json" \
+            > "$OUT/ab-$v-$r.log" 2>&1 || { status=1; tail -3 "$OUT/ab-$v-$r.log"; }
+        done
+      done
+      $PY tests/cuda/ab_summary.py "$OUT" "${variants[@]}" ;;
     opprof)
       # Per-operation time (TANDEM_CUDA_PROFILE=1) of eager decode steps at
       # batch 1 and 256 and of 2k prefills: where a step's time goes.
