@@ -4,8 +4,6 @@
 #include <algorithm>
 #include <array>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +11,7 @@
 #include "common/tokenizer/pre_tokenizer.h"
 #include "common/tokenizer/token_decoder.h"
 #include "common/tokenizer/tokenizer.h"
+#include "common/util/read_file.h"
 #include "nlohmann/json.hpp"
 
 namespace tandem {
@@ -285,14 +284,6 @@ class HfTokenizer final : public Tokenizer {
   std::vector<int32_t> eos_;
   int64_t vocab_size_ = 0;
 };
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 }  // namespace
 

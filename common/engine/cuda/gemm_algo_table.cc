@@ -1,10 +1,9 @@
 #include "common/engine/cuda/gemm_algo_table.h"
 
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/util/read_file.h"
 #include "common/util/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -88,12 +87,8 @@ absl::StatusOr<GemmAlgoTable> GemmAlgoTable::Parse(std::string_view json) {
 }
 
 absl::StatusOr<GemmAlgoTable> GemmAlgoTable::Load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
-  absl::StatusOr<GemmAlgoTable> t = Parse(ss.str());
+  TANDEM_ASSIGN_OR_RETURN(const std::string text, ReadWholeFile(path));
+  absl::StatusOr<GemmAlgoTable> t = Parse(text);
   if (!t.ok()) return absl::Status(t.status().code(), absl::StrCat(path, ": ", t.status().message()));
   return t;
 }

@@ -107,6 +107,11 @@ absl::StatusOr<cublasLtMatmulAlgo_t> LtGemm::Build(const GemmAlgo& a, const Plan
 
 absl::StatusOr<std::vector<GemmAlgo>> LtGemm::Candidates(int64_t rows, const GemmShape& shape, int max_count) {
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Plan> plan, Describe(rows, shape));
+  return Heuristic(*plan, rows, shape, max_count);
+}
+
+absl::StatusOr<std::vector<GemmAlgo>> LtGemm::Heuristic(const Plan& plan, int64_t rows, const GemmShape& shape,
+                                                        int max_count) {
   cublasLtMatmulPreference_t pref = nullptr;
   TANDEM_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref));
   std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(max_count));
@@ -114,7 +119,7 @@ absl::StatusOr<std::vector<GemmAlgo>> LtGemm::Candidates(int64_t rows, const Gem
   cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                            &workspace_bytes_, sizeof(workspace_bytes_));
   if (st == CUBLAS_STATUS_SUCCESS) {
-    st = cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->d, plan->d, pref, max_count,
+    st = cublasLtMatmulAlgoGetHeuristic(handle_, plan.desc, plan.a, plan.b, plan.d, plan.d, pref, max_count,
                                         results.data(), &found);
   }
   cublasLtMatmulPreferenceDestroy(pref);
@@ -193,7 +198,6 @@ absl::StatusOr<LtGemm::Plan*> LtGemm::PlanFor(int64_t rows, const GemmShape& sha
     if (algo.ok()) {
       plan->algo = *algo;
       chosen = true;
-      ++table_hits_;
     } else if (warned_.insert(shape).second) {  // once per shape: prefill row counts vary
       TANDEM_LOG(WARNING) << "tuned GEMM algorithm " << tuned->id << " does not run rows " << rows << ", n "
                           << shape.n << ", k " << shape.k << " (" << algo.status().message()
@@ -201,7 +205,7 @@ absl::StatusOr<LtGemm::Plan*> LtGemm::PlanFor(int64_t rows, const GemmShape& sha
     }
   }
   if (!chosen) {
-    TANDEM_ASSIGN_OR_RETURN(std::vector<GemmAlgo> candidates, Candidates(rows, shape, 1));
+    TANDEM_ASSIGN_OR_RETURN(std::vector<GemmAlgo> candidates, Heuristic(*plan, rows, shape, 1));
     TANDEM_ASSIGN_OR_RETURN(plan->algo, Build(candidates.front(), *plan, shape));
   }
   Plan* p = plan.get();
@@ -224,11 +228,10 @@ absl::Status LtGemm::Run(const __nv_bfloat16* x, int64_t rows, const __nv_bfloat
 }
 
 absl::Status LtGemm::RunWith(const GemmAlgo& algo, const __nv_bfloat16* x, int64_t rows, const __nv_bfloat16* w,
-                             const GemmShape& shape, void* y, cudaStream_t stream, int repeats) {
+                             const GemmShape& shape, void* y, cudaStream_t stream) {
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Plan> plan, Describe(rows, shape));
   TANDEM_ASSIGN_OR_RETURN(cublasLtMatmulAlgo_t built, Build(algo, *plan, shape));
-  for (int i = 0; i < repeats; ++i) TANDEM_RETURN_IF_ERROR(Matmul(*plan, built, x, w, y, stream));
-  return absl::OkStatus();
+  return Matmul(*plan, built, x, w, y, stream);
 }
 
 absl::StatusOr<GemmAlgoTable> LoadGemmAlgoTableForDevice(const std::string& path, int device) {

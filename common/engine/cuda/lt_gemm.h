@@ -47,14 +47,11 @@ class LtGemm {
   // scheme the algorithm supports, CTA swizzling off and on, every custom
   // option (at most 16), and cluster shapes auto, 1x1, 2x1 and 1x2.
   absl::StatusOr<std::vector<GemmAlgo>> Variants(int64_t rows, const GemmShape& shape, const GemmAlgo& base);
-  // Runs `algo` `repeats` times, rebuilt from its GemmAlgo form as a
-  // table entry would be; an error when it cannot run this shape.
+  // Runs `algo`, rebuilt from its GemmAlgo form as a table entry would
+  // be; an error when it cannot run this shape.
   absl::Status RunWith(const GemmAlgo& algo, const __nv_bfloat16* x, int64_t rows, const __nv_bfloat16* w,
-                       const GemmShape& shape, void* y, cudaStream_t stream, int repeats = 1);
+                       const GemmShape& shape, void* y, cudaStream_t stream);
 
-  // How many distinct (rows, shape) ran an algorithm from the table.
-  int64_t table_hits() const { return table_hits_; }
-  const GemmAlgoTable& table() const { return table_; }
 
  private:
   // The descriptors of one (rows, shape) and the algorithm chosen for it.
@@ -66,6 +63,9 @@ class LtGemm {
   };
   absl::StatusOr<Plan*> PlanFor(int64_t rows, const GemmShape& shape);
   absl::StatusOr<std::unique_ptr<Plan>> Describe(int64_t rows, const GemmShape& shape);
+  // cuBLASLt's heuristic choices for `plan`, best guess first.
+  absl::StatusOr<std::vector<GemmAlgo>> Heuristic(const Plan& plan, int64_t rows, const GemmShape& shape,
+                                                  int max_count);
   // `algo` as a cublasLtMatmulAlgo_t, checked to run `plan`'s shape
   // within the workspace.
   absl::StatusOr<cublasLtMatmulAlgo_t> Build(const GemmAlgo& algo, const Plan& plan, const GemmShape& shape);
@@ -76,7 +76,6 @@ class LtGemm {
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   GemmAlgoTable table_;
-  int64_t table_hits_ = 0;
   std::map<std::pair<int64_t, GemmShape>, std::unique_ptr<Plan>> plans_;
   std::set<GemmShape> warned_;  // shapes whose tuned algorithm failed a check
 };
