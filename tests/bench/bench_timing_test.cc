@@ -44,6 +44,12 @@ class DelayingService final : public v1::GenerationService::Service {
     for (double t : served_tpot_) sum += t;
     return served_tpot_.empty() ? 0 : sum / static_cast<double>(served_tpot_.size());
   }
+  // The per-request inter-token gaps the server produced, summarized as
+  // the client's figures are.
+  Percentiles ServedTpotPercentiles() {
+    std::lock_guard<std::mutex> l(mu_);
+    return Summarize(served_tpot_);
+  }
 
  private:
   absl::Duration ttft_, tpot_;
@@ -68,7 +74,9 @@ TEST(BenchTimingTest, MeasuredTtftAndTpotMatchAKnownServerDelay) {
   const double served = service.ServedTpot();
   EXPECT_NEAR(s.tpot.mean, served, served * 0.03);
   EXPECT_GE(s.tpot.p90, 0.020 * 0.95);
-  EXPECT_LE(s.tpot.p90, served * 1.05);
+  // p90 against the server's own p90: on a loaded machine its sleeps
+  // overshoot unevenly, so the requests' TPOTs spread around their mean.
+  EXPECT_LE(s.tpot.p90, service.ServedTpotPercentiles().p90 * 1.05);
   EXPECT_GE(s.ttft.p50, 0.050 * 0.95);
   EXPECT_LE(s.ttft.p50, 0.050 * 1.15);
   EXPECT_NEAR(s.itl.p50, 0.020, 0.020 * 0.05);
