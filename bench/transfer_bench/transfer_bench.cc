@@ -8,8 +8,10 @@
 //
 //   1. bandwidth: for each prompt length, all layers of ceil(len/16)
 //      blocks (consecutive, and scattered: every other block, reversed),
-//      SendLayer per layer then Finish; KV bytes / wall time. Baseline:
-//      cudaMemcpy device-to-device of the same bytes in this process.
+//      SendLayer per layer then Finish; KV bytes / wall time, split into
+//      StartTransfer, the SendLayer calls and Finish. Baselines: cudaMemcpy
+//      device-to-device of the same bytes in this process, by the GPU's
+//      clock and by the host's; and the CUDA IPC gather kernel alone.
 //   2. TTFT (--ttft_lengths, needs --model): the engine's prefill of one
 //      prompt alone, and with the transfer driven from on_layer_done the
 //      way the prefill worker does it (start at layer 0, SendLayer per
@@ -38,6 +40,7 @@
 #include "common/engine/engine.h"
 #include "common/engine/model_loader.h"
 #include "common/kv/kv_layout.h"
+#include "common/transport/cuda_block_copy.h"
 #include "common/transport/kv_transport.h"
 #include "common/util/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -120,26 +123,45 @@ int DecodeChild(const KvLayout& layout, int32_t blocks, int to_parent, int from_
   return 0;
 }
 
-absl::StatusOr<double> TimeTransfer(KvTransport& t, KvPoolView& src, const v1::KvPoolDescriptor& dest,
-                                    const std::vector<int32_t>& src_blocks, const std::vector<int32_t>& dst_blocks,
-                                    const std::string& id) {
+// One transfer's wall time, split where the host hands over: StartTransfer,
+// the SendLayer calls (the last one launches the copies of a burst), and
+// Finish (waiting for the copies to end).
+struct TransferTime {
+  double total = 0, start = 0, send = 0, finish = 0;
+};
+
+absl::StatusOr<TransferTime> TimeTransfer(KvTransport& t, KvPoolView& src, const v1::KvPoolDescriptor& dest,
+                                          const std::vector<int32_t>& src_blocks,
+                                          const std::vector<int32_t>& dst_blocks, const std::string& id) {
   const absl::Time start = absl::Now();
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransfer> x,
                           t.StartTransfer(src, kPrefill, dest, {id, src_blocks, dst_blocks, absl::Now() + absl::Seconds(60)}));
+  const absl::Time started = absl::Now();
   for (int l = 0; l < src.layout().num_layers; ++l) TANDEM_RETURN_IF_ERROR(x->SendLayer(l));
+  const absl::Time sent = absl::Now();
   TANDEM_RETURN_IF_ERROR(x->Finish());
-  return absl::ToDoubleSeconds(absl::Now() - start);
+  const absl::Time end = absl::Now();
+  return TransferTime{absl::ToDoubleSeconds(end - start), absl::ToDoubleSeconds(started - start),
+                      absl::ToDoubleSeconds(sent - started), absl::ToDoubleSeconds(end - sent)};
 }
 
-// Device-to-device copy bandwidth of `bytes` (median of repeats), bytes/s.
-absl::StatusOr<double> DeviceCopyBandwidth(size_t bytes, int repeats) {
+// Device-to-device copy of `bytes` (median of repeats), bytes/s: by the
+// GPU's clock (events around the copy: the device's bandwidth) and by the
+// host's (cudaMemcpyAsync until cudaStreamSynchronize returns: what a
+// host thread that asks for a copy and waits for it sees, launch and
+// wake-up included, as the transfer's wall time does).
+struct CopyRate {
+  double gpu = 0, wall = 0;
+};
+
+absl::StatusOr<CopyRate> DeviceCopyBandwidth(size_t bytes, int repeats) {
   DeviceBuffer a, b;
   TANDEM_RETURN_IF_ERROR(a.Allocate(bytes));
   TANDEM_RETURN_IF_ERROR(b.Allocate(bytes));
   cudaEvent_t e0, e1;
   TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&e0));
   TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&e1));
-  std::vector<double> bw;
+  std::vector<double> gpu, wall;
   for (int r = 0; r <= repeats; ++r) {
     TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(e0));
     TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpy(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice));
@@ -147,7 +169,57 @@ absl::StatusOr<double> DeviceCopyBandwidth(size_t bytes, int repeats) {
     TANDEM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(e1));
     float ms = 0;
     TANDEM_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, e0, e1));
-    if (r > 0 && ms > 0) bw.push_back(static_cast<double>(bytes) / (ms / 1e3));
+    const absl::Time start = absl::Now();
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, 0));
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(0));
+    const double sec = absl::ToDoubleSeconds(absl::Now() - start);
+    if (r > 0 && ms > 0) gpu.push_back(static_cast<double>(bytes) / (ms / 1e3));
+    if (r > 0) wall.push_back(static_cast<double>(bytes) / sec);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return CopyRate{Median(gpu), Median(wall)};
+}
+
+// The CUDA IPC transport's gather kernel alone (cuda_block_copy.h), all
+// layers in one launch, between two pools of this process, by the GPU's
+// clock: how much of a transfer is the copy itself.
+absl::StatusOr<double> GatherKernelBandwidth(CudaKvPool& src, CudaKvPool& dst, const std::vector<int32_t>& s,
+                                             const std::vector<int32_t>& d, int repeats) {
+  KvCopyParams p{};
+  const int layers = std::min(src.layout().num_layers, kKvCopyMaxLayers);
+  for (int l = 0; l < layers; ++l) {
+    p.layers[l] = {src.KeyBlock(l, 0), src.ValueBlock(l, 0), dst.KeyBlock(l, 0), dst.ValueBlock(l, 0)};
+  }
+  p.num_layers = layers;
+  p.num_pairs = static_cast<int32_t>(s.size());
+  p.block_bytes = static_cast<uint64_t>(src.layout().block_bytes());
+  std::vector<int32_t> pairs;
+  for (size_t i = 0; i < s.size(); ++i) pairs.insert(pairs.end(), {s[i], d[i]});
+  DeviceBuffer table;
+  if (s.size() <= static_cast<size_t>(kKvCopyInlinePairs)) {
+    std::copy(pairs.begin(), pairs.end(), p.pairs);
+  } else {
+    TANDEM_RETURN_IF_ERROR(table.Allocate(pairs.size() * sizeof(int32_t)));
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpy(table.get(), pairs.data(), pairs.size() * sizeof(int32_t),
+                                           cudaMemcpyHostToDevice));
+    p.table = table.as<int32_t>();
+  }
+  int ctas = 0;
+  TANDEM_CUDA_RETURN_IF_ERROR(KvCopyMaxCtas(&ctas));
+  cudaEvent_t e0, e1;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&e0));
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&e1));
+  std::vector<double> bw;
+  const double bytes = 2.0 * static_cast<double>(s.size()) * src.layout().block_bytes() * layers;
+  for (int r = 0; r <= repeats; ++r) {
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(e0));
+    TANDEM_CUDA_RETURN_IF_ERROR(LaunchKvCopy(p, ctas, 0));
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(e1));
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(e1));
+    float ms = 0;
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, e0, e1));
+    if (r > 0 && ms > 0) bw.push_back(bytes / (ms / 1e3));
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
@@ -159,9 +231,10 @@ absl::Status Bandwidth(const KvLayout& layout, const v1::KvPoolDescriptor& dest,
   const int repeats = absl::GetFlag(FLAGS_repeats);
   int32_t max_blocks = 1;
   for (int len : lengths) max_blocks = std::max(max_blocks, (len + kBlockSize - 1) / kBlockSize);
-  CudaKvPool src;
+  CudaKvPool src, local_dst;
   TANDEM_RETURN_IF_ERROR(src.Init(layout, 2 * max_blocks));
-  std::map<int, double> d2d_of_length;  // the baseline, measured once per size
+  TANDEM_RETURN_IF_ERROR(local_dst.Init(layout, 2 * max_blocks));
+  std::map<int, CopyRate> d2d_of_length;  // the baseline, measured once per size
   for (int len : lengths) {
     const double bytes = 2.0 * ((len + kBlockSize - 1) / kBlockSize) * layout.block_bytes() * layout.num_layers;
     TANDEM_ASSIGN_OR_RETURN(d2d_of_length[len], DeviceCopyBandwidth(static_cast<size_t>(bytes), repeats));
@@ -178,19 +251,46 @@ absl::Status Bandwidth(const KvLayout& layout, const v1::KvPoolDescriptor& dest,
           s.push_back(scattered ? 2 * i : i);
           d.push_back(scattered ? (dest.num_blocks() - 1 - 2 * i) % dest.num_blocks() : i);
         }
-        std::vector<double> secs;
+        std::vector<double> secs, starts, sends, finishes;
         for (int r = 0; r <= repeats; ++r) {
-          TANDEM_ASSIGN_OR_RETURN(double sec, TimeTransfer(*t, src, dest, s, d, absl::StrCat(name, "-", len, "-", r)));
-          if (r > 0) secs.push_back(sec);
+          TANDEM_ASSIGN_OR_RETURN(TransferTime tt,
+                                  TimeTransfer(*t, src, dest, s, d, absl::StrCat(name, "-", len, "-", r)));
+          if (r == 0) continue;  // warm-up
+          secs.push_back(tt.total);
+          starts.push_back(tt.start);
+          sends.push_back(tt.send);
+          finishes.push_back(tt.finish);
         }
         const double sec = Median(secs);
-        const double d2d = d2d_of_length[len];
-        nlohmann::json row = {{"transport", name}, {"tokens", len},      {"pattern", pattern},
-                              {"kv_bytes", bytes}, {"seconds", sec},     {"bytes_per_second", bytes / sec},
-                              {"d2d_memcpy_bytes_per_second", d2d},      {"fraction_of_d2d", bytes / sec / d2d}};
-        printf("%-11s %6d tokens %-11s %8.1f MiB %8.3f ms %7.1f GB/s  (d2d memcpy %7.1f GB/s, %5.1f%%)\n",
-               name.c_str(), len, pattern, bytes / (1 << 20), sec * 1e3, bytes / sec / 1e9, d2d / 1e9,
-               100 * bytes / sec / d2d);
+        const CopyRate d2d = d2d_of_length[len];
+        // The copy by itself, for the transport whose copy it is.
+        double kernel = 0;
+        if (name == "cuda_ipc") {
+          std::vector<int32_t> local_d(d.size());
+          for (size_t i = 0; i < d.size(); ++i) local_d[i] = d[i] % local_dst.num_blocks();
+          TANDEM_ASSIGN_OR_RETURN(kernel, GatherKernelBandwidth(src, local_dst, s, local_d, repeats));
+        }
+        nlohmann::json row = {{"transport", name},
+                              {"tokens", len},
+                              {"pattern", pattern},
+                              {"kv_bytes", bytes},
+                              {"seconds", sec},
+                              {"start_seconds", Median(starts)},
+                              {"send_seconds", Median(sends)},
+                              {"finish_seconds", Median(finishes)},
+                              {"bytes_per_second", bytes / sec},
+                              {"d2d_memcpy_bytes_per_second", d2d.gpu},
+                              {"d2d_memcpy_wall_bytes_per_second", d2d.wall},
+                              {"fraction_of_d2d", bytes / sec / d2d.gpu},
+                              {"fraction_of_d2d_wall", bytes / sec / d2d.wall},
+                              {"gather_kernel_bytes_per_second", kernel}};
+        printf("%-11s %6d tokens %-11s %8.1f MiB %8.3f ms %7.1f GB/s  (d2d memcpy %7.1f GB/s, %5.1f%%; "
+               "host-timed %7.1f GB/s, %5.1f%%)  start %.1f us, SendLayers %.1f us, Finish %.1f us",
+               name.c_str(), len, pattern, bytes / (1 << 20), sec * 1e3, bytes / sec / 1e9, d2d.gpu / 1e9,
+               100 * bytes / sec / d2d.gpu, d2d.wall / 1e9, 100 * bytes / sec / d2d.wall, Median(starts) * 1e6,
+               Median(sends) * 1e6, Median(finishes) * 1e6);
+        if (kernel > 0) printf("; gather kernel alone %7.1f GB/s", kernel / 1e9);
+        printf("\n");
         fflush(stdout);
         out["bandwidth"].push_back(row);
       }

@@ -5,7 +5,8 @@
 // layer, an 8k-token prompt's copies reached only ~65% of a memcpy's
 // bandwidth); one launch for all blocks, because a scattered prompt has
 // hundreds of runs and one cudaMemcpyAsync per run costs more in calls than
-// in bytes. CUDA builds only; the kernel is in cuda_block_copy.cu.
+// in bytes. The bytes move by Hopper bulk copies (TMA, sm_90), through
+// shared memory. CUDA builds only; the kernel is in cuda_block_copy.cu.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -54,7 +55,8 @@ static_assert(sizeof(KvCopyParams) <= 4000, "kernel parameters over the classic 
 cudaError_t LaunchKvCopy(const KvCopyParams& p, int max_ctas, cudaStream_t stream);
 
 // The grid that fills the current device once (its SMs times the kernel's
-// resident blocks per SM).
+// resident blocks per SM). Also sets the kernel's shared-memory size on the
+// current device: call it there before the first LaunchKvCopy.
 cudaError_t KvCopyMaxCtas(int* ctas);
 
 // Whether LaunchKvCopy may be used for these addresses (16-byte words).

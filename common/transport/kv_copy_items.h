@@ -14,15 +14,11 @@
 
 namespace tandem {
 
-// Threads per thread block, and 16-byte loads each thread issues before
-// its first store.
-inline constexpr int kKvCopyThreads = 256;
-inline constexpr int kKvCopyInFlight = 8;
 // One work item: up to this many 16-byte words of one block (32 KB: one
-// Llama-3-8B block of bf16 K or V, 8 heads x 128 x 16 tokens), one round of
-// loads of one thread block; larger blocks split into several items, which
-// other SMs share.
-inline constexpr uint64_t kKvCopyItemWords = static_cast<uint64_t>(kKvCopyThreads) * kKvCopyInFlight;
+// Llama-3-8B block of bf16 K or V, 8 heads x 128 x 16 tokens), moved by
+// one bulk copy into a shared-memory stage and one out of it; larger
+// blocks split into several items, which other SMs share.
+inline constexpr uint64_t kKvCopyItemWords = 2048;
 
 struct KvCopyShape {
   uint64_t words_per_block = 0;  // 16-byte words

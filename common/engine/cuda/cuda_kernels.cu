@@ -90,53 +90,109 @@ unsigned NormThreads(int64_t dim) {
   return static_cast<unsigned>((threads + 31) / 32 * 32);
 }
 
-// Grid (row, pair group): each thread owns one (head, i) pair of dims i
-// and i + head_dim / 2 of one head of the row's q, k or v: bias and bf16
-// rounding for all three, RoPE for q and k, and the K/V cache write. No
-// thread reads what another writes, so there is no barrier.
+// V consecutive values as one memory word: fp32 (16 bytes at V = 4) or
+// bf16 (8 bytes); V = 1 is the plain scalar access. Aligned to the word.
+template <int V>
+struct Vec;
+template <>
+struct Vec<1> {
+  __device__ static void Load(const float* p, float (&v)[1]) { v[0] = *p; }
+  __device__ static void Store(float* p, const float (&v)[1]) { *p = v[0]; }
+  __device__ static void LoadBf16(const __nv_bfloat16* p, float (&v)[1]) { v[0] = __bfloat162float(*p); }
+  __device__ static void StoreBf16(__nv_bfloat16* p, const float (&v)[1]) { *p = __float2bfloat16(v[0]); }
+};
+template <>
+struct Vec<4> {
+  __device__ static void Load(const float* p, float (&v)[4]) {
+    const float4 w = *reinterpret_cast<const float4*>(p);
+    v[0] = w.x, v[1] = w.y, v[2] = w.z, v[3] = w.w;
+  }
+  __device__ static void Store(float* p, const float (&v)[4]) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  }
+  __device__ static void LoadBf16(const __nv_bfloat16* p, float (&v)[4]) {
+    const uint2 w = *reinterpret_cast<const uint2*>(p);
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w.x));
+    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w.y));
+    v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
+  }
+  __device__ static void StoreBf16(__nv_bfloat16* p, const float (&v)[4]) {
+    const __nv_bfloat162 a = __floats2bfloat162_rn(v[0], v[1]), b = __floats2bfloat162_rn(v[2], v[3]);
+    uint2 w;
+    w.x = *reinterpret_cast<const uint32_t*>(&a);
+    w.y = *reinterpret_cast<const uint32_t*>(&b);
+    *reinterpret_cast<uint2*>(p) = w;
+  }
+};
+
+// Grid (row, pair group): each thread owns V consecutive (head, i) pairs
+// of dims i and i + head_dim / 2 of one head of the row's q, k or v: bias
+// and bf16 rounding for all three, RoPE for q and k, and the K/V cache
+// write. V = 4 (head_dim % 8 == 0) moves 16-byte words of q/k/v and
+// 8-byte words of the cache: the kernel is memory-bound at prefill (every
+// q/k/v value read and q, k rewritten, in fp32), and one 4-byte word per
+// load left it at under half the bandwidth. The arithmetic is per value
+// either way. No thread reads what another writes, so there is no barrier.
+template <int V>
 __global__ void RopeCacheKernel(RopeCacheArgs a) {
   WaitForPrecedingGrid();
   AllowDependentLaunch();
+  using Words = Vec<V>;
   const int64_t t = blockIdx.x;
   const int64_t half = a.head_dim / 2;
-  const int64_t pairs = (a.num_heads + 2 * a.num_kv_heads) * half;
+  const int64_t groups = (a.num_heads + 2 * a.num_kv_heads) * (half / V);
   const int64_t p = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
-  if (p >= pairs) return;
-  const int64_t head = p / half, i = p % half;
+  if (p >= groups) return;
+  const int64_t head = p / (half / V), i = (p % (half / V)) * V;
   const int64_t q_size = a.num_heads * a.head_dim, kv_size = a.num_kv_heads * a.head_dim;
   float* row = a.qkv + t * (q_size + 2 * kv_size);
   const int64_t at = head * a.head_dim + i;  // q, k and v heads follow each other in the row
   // Projections come out of the matrix product rounded to bf16 (bias
   // added first), as a bf16 model's nn.Linear does.
-  float x1 = row[at], x2 = row[at + half];
+  float x1[V], x2[V];
+  Words::Load(row + at, x1);
+  Words::Load(row + at + half, x2);
   if (a.bias != nullptr) {
-    x1 += __bfloat162float(a.bias[at]);
-    x2 += __bfloat162float(a.bias[at + half]);
+    float b1[V], b2[V];
+    Words::LoadBf16(a.bias + at, b1);
+    Words::LoadBf16(a.bias + at + half, b2);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      x1[k] += b1[k];
+      x2[k] += b2[k];
+    }
   }
-  x1 = RoundBf16(x1);
-  x2 = RoundBf16(x2);
+#pragma unroll
+  for (int k = 0; k < V; ++k) {
+    x1[k] = RoundBf16(x1[k]);
+    x2[k] = RoundBf16(x2[k]);
+  }
   const int64_t pos = a.positions[t];
   const int64_t slot = (static_cast<int64_t>(a.slot_block[t]) * a.block_size + pos % a.block_size) * kv_size;
   if (head >= a.num_heads + a.num_kv_heads) {  // v: no rotation
     const int64_t d = at - q_size - kv_size;
-    a.v_cache[slot + d] = __float2bfloat16(x1);
-    a.v_cache[slot + d + half] = __float2bfloat16(x2);
+    Words::StoreBf16(a.v_cache + slot + d, x1);
+    Words::StoreBf16(a.v_cache + slot + d + half, x2);
     return;
   }
   // Angles in fp32, cos/sin and the products rounded to bf16: the
   // arithmetic of Hugging Face's apply_rotary_pos_emb in a bf16 model.
-  float s, c;
-  sincosf(static_cast<float>(pos) * a.inv_freq[i], &s, &c);
-  s = RoundBf16(s);
-  c = RoundBf16(c);
-  const float y1 = RoundBf16(RoundBf16(x1 * c) - RoundBf16(x2 * s));
-  const float y2 = RoundBf16(RoundBf16(x2 * c) + RoundBf16(x1 * s));
-  row[at] = y1;
-  row[at + half] = y2;
+  float y1[V], y2[V];
+#pragma unroll
+  for (int k = 0; k < V; ++k) {
+    float s, c;
+    sincosf(static_cast<float>(pos) * a.inv_freq[i + k], &s, &c);
+    s = RoundBf16(s);
+    c = RoundBf16(c);
+    y1[k] = RoundBf16(RoundBf16(x1[k] * c) - RoundBf16(x2[k] * s));
+    y2[k] = RoundBf16(RoundBf16(x2[k] * c) + RoundBf16(x1[k] * s));
+  }
+  Words::Store(row + at, y1);
+  Words::Store(row + at + half, y2);
   if (head >= a.num_heads) {  // k
     const int64_t d = at - q_size;
-    a.k_cache[slot + d] = __float2bfloat16(y1);
-    a.k_cache[slot + d + half] = __float2bfloat16(y2);
+    Words::StoreBf16(a.k_cache + slot + d, y1);
+    Words::StoreBf16(a.k_cache + slot + d + half, y2);
   }
 }
 
@@ -200,9 +256,17 @@ void RmsNorm(const float* x, const int32_t* src_rows, const __nv_bfloat16* weigh
 }
 
 void RopeAndWriteCache(const RopeCacheArgs& a, cudaStream_t stream) {
-  const int64_t pairs = (a.num_heads + 2 * a.num_kv_heads) * (a.head_dim / 2);
-  const dim3 grid(static_cast<unsigned>(a.rows), static_cast<unsigned>((pairs + 127) / 128));
-  if (a.rows > 0) LaunchPdl(RopeCacheKernel, grid, dim3(128), 0, stream, a);
+  if (a.rows <= 0) return;
+  // 4 pairs per thread where every word is then aligned: head_dim % 8 == 0
+  // makes i, half, the head offsets and the row length multiples of 4.
+  const bool wide = a.head_dim % 8 == 0;
+  const int64_t groups = (a.num_heads + 2 * a.num_kv_heads) * (a.head_dim / 2) / (wide ? 4 : 1);
+  const dim3 grid(static_cast<unsigned>(a.rows), static_cast<unsigned>((groups + 127) / 128));
+  if (wide) {
+    LaunchPdl(RopeCacheKernel<4>, grid, dim3(128), 0, stream, a);
+  } else {
+    LaunchPdl(RopeCacheKernel<1>, grid, dim3(128), 0, stream, a);
+  }
 }
 
 void AddRmsNorm(float* x, const __nv_bfloat16* delta, const __nv_bfloat16* weight, int64_t rows, int64_t dim,

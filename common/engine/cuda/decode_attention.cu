@@ -139,9 +139,19 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
 
   WaitForPrecedingGrid();
   AllowDependentLaunch();
-  for (int e = threadIdx.x; e < 16 * HD; e += kThreads) {
-    const int r = e / HD, d = e % HD;
-    sm.q[r][d] = __float2bfloat16(r < group ? a.qkv[row * a.qkv_stride + (kvh * group + r) * HD + d] : 0.0f);
+  // The group's queries (fp32, just written by the RoPE kernel): every
+  // load of a thread leaves before its first store, one L2 round trip.
+  constexpr int kQ = 16 * HD / kThreads;
+  float qv[kQ];
+#pragma unroll
+  for (int u = 0; u < kQ; ++u) {
+    const int e = threadIdx.x + u * kThreads, r = e / HD, d = e % HD;
+    qv[u] = r < group ? a.qkv[row * a.qkv_stride + (kvh * group + r) * HD + d] : 0.0f;
+  }
+#pragma unroll
+  for (int u = 0; u < kQ; ++u) {
+    const int e = threadIdx.x + u * kThreads;
+    sm.q[e / HD][e % HD] = __float2bfloat16(qv[u]);
   }
   if (fresh >= 0 && threadIdx.x < 2 * kChunks) {  // from L2: the previous kernel wrote it
     const bool is_v = threadIdx.x >= kChunks;
@@ -270,6 +280,12 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
     }
   }
   __syncthreads();
+  // A row of one split (every row of a large batch, with splits up to
+  // kDecodeMaxPartition wide) is done here: its normalized output is
+  // written directly, with no partials, fences, count or merge, each a
+  // round trip on the block's critical path. The values are the merge's
+  // own: it would scale this split by exp(0) = 1 and divide by its sum.
+  const int splits = (ctx + a.partition - 1) / a.partition;
   for (int e = threadIdx.x; e < group * HD; e += kThreads) {
     const int h = e / HD, d = e % HD;
     float mm = -INFINITY;
@@ -282,6 +298,10 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
       out += sm.u.out[w][h][d] * f;
       sum += sm.l[w][h] * f;
     }
+    if (splits == 1) {
+      a.out[static_cast<int64_t>(row) * kv.num_heads * HD + (kvh * group + h) * HD + d] = __float2bfloat16(out / sum);
+      continue;
+    }
     const int64_t slot = (i * kv.num_heads + kvh * group + h) * a.max_splits + split;
     a.partial_out[slot * HD + d] = out;
     if (d == 0) {
@@ -289,11 +309,11 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
       a.partial_sum[slot] = sum;
     }
   }
+  if (splits == 1) return;
   // Count this split in; the last one of the (row, kv head) merges them.
   // The fence before the count publishes this block's partials; the one
   // after it orders the merge's reads after every other split's count.
   __shared__ bool last;
-  const int splits = (ctx + a.partition - 1) / a.partition;
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {

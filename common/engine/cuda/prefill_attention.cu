@@ -70,11 +70,26 @@ __global__ void __launch_bounds__(kThreads, 2) PrefillKernel(KvCacheRef kv, Pref
 
   const int num_kv_tiles = (kv_len + kT - 1) / kT;
   load_kv(num_kv_tiles - 1, 0);
-  for (int e = threadIdx.x; e < kT * HD / 2; e += kThreads) {
-    const int r = e / (HD / 2), d = (e % (HD / 2)) * 2;
-    float2 v = make_float2(0.0f, 0.0f);
-    if (r < n) v = *reinterpret_cast<const float2*>(a.qkv + (tile.first_row + r) * a.qkv_stride + h * HD + d);
-    *reinterpret_cast<__nv_bfloat162*>(q_s + r * P + d) = __floats2bfloat162_rn(v.x, v.y);
+  // Q (fp32 in the qkv rows) to bf16 in shared memory: every load of a
+  // thread is issued before its first store, so the tile's Q costs one
+  // memory round trip, not one per row the thread visits (a 512-token
+  // prompt's block walks only ~4.5 K/V tiles, so its prologue counts).
+  constexpr int kQLoads = kT * HD / 4 / kThreads;  // float4 words per thread
+  float4 qv[kQLoads];
+#pragma unroll
+  for (int u = 0; u < kQLoads; ++u) {
+    const int e = threadIdx.x + u * kThreads;
+    const int r = e / (HD / 4), d = (e % (HD / 4)) * 4;
+    qv[u] = r < n ? *reinterpret_cast<const float4*>(a.qkv + (tile.first_row + r) * a.qkv_stride + h * HD + d)
+                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+#pragma unroll
+  for (int u = 0; u < kQLoads; ++u) {
+    const int e = threadIdx.x + u * kThreads;
+    const int r = e / (HD / 4), d = (e % (HD / 4)) * 4;
+    auto* q2 = reinterpret_cast<__nv_bfloat162*>(q_s + r * P + d);
+    q2[0] = __floats2bfloat162_rn(qv[u].x, qv[u].y);
+    q2[1] = __floats2bfloat162_rn(qv[u].z, qv[u].w);
   }
   __syncthreads();
 

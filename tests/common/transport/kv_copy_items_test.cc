@@ -1,5 +1,5 @@
 // The gather kernel's work items (kv_copy_items.h), walked on the CPU the
-// way the kernel's threads walk them: every 16-byte word of K and V of every
+// way the kernel's thread blocks walk them: every 16-byte word of K and V of every
 // pair of every layer of a launch is copied exactly once, whatever the
 // block size (under, at and over one item) and the grid.
 #include "common/transport/kv_copy_items.h"
@@ -24,14 +24,11 @@ std::vector<int> Touches(uint64_t block_bytes, int32_t pairs, int32_t layers, ui
       EXPECT_LT(it.pair, static_cast<uint64_t>(pairs));
       EXPECT_GE(it.words, 1u);
       EXPECT_LE(it.words, kKvCopyItemWords);
-      for (int t = 0; t < kKvCopyThreads; ++t) {
-        for (int u = 0; u < kKvCopyInFlight; ++u) {
-          const uint64_t i = static_cast<uint64_t>(t) + static_cast<uint64_t>(u) * kKvCopyThreads;
-          if (i >= it.words) continue;
-          const uint64_t w = it.first_word + i;
-          EXPECT_LT(w, words);
-          ++count[static_cast<size_t>(((it.layer * pairs + it.pair) * 2 + (it.value ? 1 : 0)) * words + w)];
-        }
+      // One bulk copy of words [first_word, first_word + words).
+      for (uint64_t i = 0; i < it.words; ++i) {
+        const uint64_t w = it.first_word + i;
+        EXPECT_LT(w, words);
+        ++count[static_cast<size_t>(((it.layer * pairs + it.pair) * 2 + (it.value ? 1 : 0)) * words + w)];
       }
     }
   }
