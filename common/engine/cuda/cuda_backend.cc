@@ -57,7 +57,7 @@ struct Scratch {
                        size_t meta_bytes) {
     const int64_t h = c.hidden_size, inter = c.intermediate_size, qs = c.q_size(), kvs = c.kv_size();
     TANDEM_RETURN_IF_ERROR(meta.Reserve(meta_bytes));
-    TANDEM_RETURN_IF_ERROR(x.Reserve(rows * h * 4));
+    TANDEM_RETURN_IF_ERROR(x.Reserve(rows * h * 2));
     TANDEM_RETURN_IF_ERROR(normed.Reserve(rows * h * 2));
     TANDEM_RETURN_IF_ERROR(qkv.Reserve(rows * (qs + 2 * kvs) * 4));
     TANDEM_RETURN_IF_ERROR(attn.Reserve(rows * qs * 2));
@@ -272,7 +272,7 @@ absl::Status CudaBackend::EnqueueForward(const ForwardPlan& plan, Scratch& s, co
   const int64_t group = c.num_attention_heads / c.num_key_value_heads;
   const bool fast_decode = cuda::DecodeAttentionSupported(c.head_dim, group);
   const bool fast_prefill = cuda::PrefillAttentionSupported(c.head_dim);
-  auto* x = s.x.as<float>();
+  auto* x = s.x.as<__nv_bfloat16>();
   auto* normed = s.normed.as<__nv_bfloat16>();
   auto* delta = s.delta.as<__nv_bfloat16>();
 

@@ -8,25 +8,21 @@
 namespace tandem::cuda {
 namespace {
 
-__global__ void EmbeddingGatherKernel(const int32_t* tokens, const __nv_bfloat16* embed, int64_t hidden, float* x) {
+__global__ void EmbeddingGatherKernel(const int32_t* tokens, const __nv_bfloat16* embed, int64_t hidden,
+                                      __nv_bfloat16* x) {
   WaitForPrecedingGrid();
   AllowDependentLaunch();
   const int64_t t = blockIdx.x;
   const __nv_bfloat16* row = embed + static_cast<int64_t>(tokens[t]) * hidden;
-  float* out = x + t * hidden;
+  __nv_bfloat16* out = x + t * hidden;
   if (hidden % 8 == 0) {
-    // 16-byte loads (a row is 8 KB at hidden 4096: 2 per thread, not 16).
+    // 16-byte words (a row is 8 KB at hidden 4096: 2 per thread, not 16).
     for (int64_t i = 8 * threadIdx.x; i < hidden; i += 8 * blockDim.x) {
-      const uint4 raw = *reinterpret_cast<const uint4*>(row + i);
-      const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
-      const float2 a = __bfloat1622float2(h[0]), b = __bfloat1622float2(h[1]);
-      const float2 c = __bfloat1622float2(h[2]), d = __bfloat1622float2(h[3]);
-      reinterpret_cast<float4*>(out + i)[0] = make_float4(a.x, a.y, b.x, b.y);
-      reinterpret_cast<float4*>(out + i)[1] = make_float4(c.x, c.y, d.x, d.y);
+      *reinterpret_cast<uint4*>(out + i) = *reinterpret_cast<const uint4*>(row + i);
     }
     return;
   }
-  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) out[i] = __bfloat162float(row[i]);
+  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) out[i] = row[i];
 }
 
 // One block per row, each thread holding up to kNormChunks chunks of 4
@@ -42,17 +38,25 @@ __device__ inline float4 LoadBf16x4(const __nv_bfloat16* p) {
   return make_float4(a.x, a.y, b.x, b.y);
 }
 
+__device__ inline void StoreBf16x4(__nv_bfloat16* p, float4 v) {
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+  uint2 packed;
+  packed.x = *reinterpret_cast<const uint32_t*>(&lo);
+  packed.y = *reinterpret_cast<const uint32_t*>(&hi);
+  *reinterpret_cast<uint2*>(p) = packed;
+}
+
 // kAdd: x[row] = bf16(x[row] + delta[row]) first (x is then the row read).
 // out[r] = bf16(w * bf16(x / rms)).
 template <bool kAdd>
-__global__ void __launch_bounds__(kNormMaxThreads) NormKernel(float* x, const int32_t* src_rows,
+__global__ void __launch_bounds__(kNormMaxThreads) NormKernel(__nv_bfloat16* x, const int32_t* src_rows,
                                                               const __nv_bfloat16* delta, const __nv_bfloat16* w,
                                                               int64_t dim, float eps, __nv_bfloat16* out) {
   WaitForPrecedingGrid();
   AllowDependentLaunch();
   __shared__ float scratch[32];
   const int64_t r = blockIdx.x;
-  float* xr = x + (src_rows != nullptr ? src_rows[r] : r) * dim;
+  __nv_bfloat16* xr = x + (src_rows != nullptr ? src_rows[r] : r) * dim;
   const int64_t chunks = dim / 4;
   float4 v[kNormChunks];
   float ss = 0;
@@ -60,12 +64,12 @@ __global__ void __launch_bounds__(kNormMaxThreads) NormKernel(float* x, const in
   for (int j = 0; j < kNormChunks; ++j) {
     const int64_t c = threadIdx.x + static_cast<int64_t>(j) * blockDim.x;
     if (c >= chunks) break;
-    v[j] = *reinterpret_cast<const float4*>(xr + 4 * c);
+    v[j] = LoadBf16x4(xr + 4 * c);
     if constexpr (kAdd) {
       const float4 d = LoadBf16x4(delta + r * dim + 4 * c);
       v[j] = make_float4(RoundBf16(v[j].x + d.x), RoundBf16(v[j].y + d.y), RoundBf16(v[j].z + d.z),
                          RoundBf16(v[j].w + d.w));
-      *reinterpret_cast<float4*>(xr + 4 * c) = v[j];
+      StoreBf16x4(xr + 4 * c, v[j]);
     }
     ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
   }
@@ -75,12 +79,8 @@ __global__ void __launch_bounds__(kNormMaxThreads) NormKernel(float* x, const in
     const int64_t c = threadIdx.x + static_cast<int64_t>(j) * blockDim.x;
     if (c >= chunks) break;
     const float4 g = LoadBf16x4(w + 4 * c);
-    __nv_bfloat162 lo = __floats2bfloat162_rn(g.x * RoundBf16(v[j].x * inv), g.y * RoundBf16(v[j].y * inv));
-    __nv_bfloat162 hi = __floats2bfloat162_rn(g.z * RoundBf16(v[j].z * inv), g.w * RoundBf16(v[j].w * inv));
-    uint2 packed;
-    packed.x = *reinterpret_cast<uint32_t*>(&lo);
-    packed.y = *reinterpret_cast<uint32_t*>(&hi);
-    *reinterpret_cast<uint2*>(out + r * dim + 4 * c) = packed;
+    StoreBf16x4(out + r * dim + 4 * c, make_float4(g.x * RoundBf16(v[j].x * inv), g.y * RoundBf16(v[j].y * inv),
+                                                   g.z * RoundBf16(v[j].z * inv), g.w * RoundBf16(v[j].w * inv)));
   }
 }
 
@@ -220,12 +220,12 @@ __global__ void SiluMulKernel(const __nv_bfloat16* gate_up, int64_t rows, int64_
 }
 
 // The residual stream of a bf16 model is bf16: the sum is rounded.
-__global__ void AddKernel(float* x, const __nv_bfloat16* d, int64_t n) {
+__global__ void AddKernel(__nv_bfloat16* x, const __nv_bfloat16* d, int64_t n) {
   WaitForPrecedingGrid();
   AllowDependentLaunch();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    x[i] = RoundBf16(x[i] + __bfloat162float(d[i]));
+    x[i] = __float2bfloat16(__bfloat162float(x[i]) + __bfloat162float(d[i]));
   }
 }
 
@@ -240,18 +240,19 @@ __global__ void RoundKernel(float* x, int64_t n) {
 
 }  // namespace
 
-void EmbeddingGather(const int32_t* tokens, const __nv_bfloat16* embed, int64_t rows, int64_t hidden, float* x,
-                     cudaStream_t stream) {
+void EmbeddingGather(const int32_t* tokens, const __nv_bfloat16* embed, int64_t rows, int64_t hidden,
+                     __nv_bfloat16* x, cudaStream_t stream) {
   if (rows > 0) LaunchPdl(EmbeddingGatherKernel, dim3(static_cast<unsigned>(rows)), dim3(256), 0, stream, tokens, embed, hidden, x);
 }
 
 bool NormSupported(int64_t dim) { return dim % 4 == 0 && dim <= int64_t{4} * kNormChunks * kNormMaxThreads; }
 
-void RmsNorm(const float* x, const int32_t* src_rows, const __nv_bfloat16* weight, int64_t rows, int64_t dim,
+void RmsNorm(const __nv_bfloat16* x, const int32_t* src_rows, const __nv_bfloat16* weight, int64_t rows, int64_t dim,
              float eps, __nv_bfloat16* out, cudaStream_t stream) {
   if (rows > 0) {
     LaunchPdl(NormKernel<false>, dim3(static_cast<unsigned>(rows)), dim3(NormThreads(dim)), 0, stream,
-              const_cast<float*>(x), src_rows, static_cast<const __nv_bfloat16*>(nullptr), weight, dim, eps, out);
+              const_cast<__nv_bfloat16*>(x), src_rows, static_cast<const __nv_bfloat16*>(nullptr), weight, dim, eps,
+              out);
   }
 }
 
@@ -269,7 +270,7 @@ void RopeAndWriteCache(const RopeCacheArgs& a, cudaStream_t stream) {
   }
 }
 
-void AddRmsNorm(float* x, const __nv_bfloat16* delta, const __nv_bfloat16* weight, int64_t rows, int64_t dim,
+void AddRmsNorm(__nv_bfloat16* x, const __nv_bfloat16* delta, const __nv_bfloat16* weight, int64_t rows, int64_t dim,
                 float eps, __nv_bfloat16* out, cudaStream_t stream) {
   if (rows > 0) {
     LaunchPdl(NormKernel<true>, dim3(static_cast<unsigned>(rows)), dim3(NormThreads(dim)), 0, stream, x,
@@ -287,7 +288,7 @@ void RoundToBf16(float* x, int64_t n, cudaStream_t stream) {
   if (n > 0) LaunchPdl(RoundKernel, dim3(static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096))), dim3(256), 0, stream, x, n);
 }
 
-void AddInPlace(float* x, const __nv_bfloat16* delta, int64_t n, cudaStream_t stream) {
+void AddInPlace(__nv_bfloat16* x, const __nv_bfloat16* delta, int64_t n, cudaStream_t stream) {
   if (n > 0) {
     LaunchPdl(AddKernel, dim3(static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096))), dim3(256), 0, stream,
               x, delta, n);

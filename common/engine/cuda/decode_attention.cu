@@ -34,7 +34,7 @@ struct DecodeSmem {
       __nv_bfloat16 k[kTile][kPitch];
       __nv_bfloat16 v[kTile][kPitch];
     } kv;
-    float out[kWarps][16][HD];
+    float out[kWarps][16][kPitch];  // padded: the warps' float2 stores hit distinct banks
   } u;
   float m[kWarps][16], l[kWarps][16];
   // Each position's slot in the pool (block x block_size + offset): 32
@@ -160,9 +160,6 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
     *reinterpret_cast<uint4*>(is_v ? &sm.u.kv.v[fresh][d] : &sm.u.kv.k[fresh][d]) = v;
   }
   __syncthreads();
-  uint32_t qf[HD / 16][4];
-#pragma unroll
-  for (int ks = 0; ks < HD / 16; ++ks) LdMatrixX4(qf[ks], &sm.q[lane & 15][ks * 16 + (lane >> 4) * 8]);
 
   const float scale_log2 = rsqrtf(static_cast<float>(HD)) * kLog2e;
   float o[HD / 8][4];
@@ -182,17 +179,26 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
     __syncthreads();
     const int j0 = kt * kTile + warp * 16;  // this warp's first position in the split
     const bool active = j0 < n;             // uniform across the warp
+    // The Q fragments come from shared memory tile by tile rather than
+    // living in 32 registers per thread for the whole walk: with them held,
+    // the kernel needed more than the 128 registers of 4 blocks per SM and
+    // spilled. Each s[nt] still sums its 16-dim products in order.
     float s[2][4];
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-      if (!active) continue;
+    for (int nt = 0; nt < 2; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+    if (active) {
 #pragma unroll
       for (int kk = 0; kk < HD; kk += 32) {
-        uint32_t b[4];
-        LdMatrixX4(b, &sm.u.kv.k[warp * 16 + nt * 8 + (lane & 7)][kk + (lane >> 3) * 8]);
-        Mma(s[nt], qf[kk / 16], b[0], b[1]);
-        Mma(s[nt], qf[kk / 16 + 1], b[2], b[3]);
+        uint32_t qa[4], qb[4];
+        LdMatrixX4(qa, &sm.q[lane & 15][kk + (lane >> 4) * 8]);
+        LdMatrixX4(qb, &sm.q[lane & 15][kk + 16 + (lane >> 4) * 8]);
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) {
+          uint32_t b[4];
+          LdMatrixX4(b, &sm.u.kv.k[warp * 16 + nt * 8 + (lane & 7)][kk + (lane >> 3) * 8]);
+          Mma(s[nt], qa, b[0], b[1]);
+          Mma(s[nt], qb, b[2], b[3]);
+        }
       }
     }
     __syncthreads();  // every warp is done with K of tile kt
@@ -271,8 +277,7 @@ __global__ void __launch_bounds__(kThreads, 4) DecodeKernel(KvCacheRef kv, Decod
   for (int r = 0; r < 2; ++r) {
 #pragma unroll
     for (int j = 0; j < HD / 8; ++j) {
-      sm.u.out[warp][g + 8 * r][j * 8 + 2 * t] = o[j][2 * r];
-      sm.u.out[warp][g + 8 * r][j * 8 + 2 * t + 1] = o[j][2 * r + 1];
+      *reinterpret_cast<float2*>(&sm.u.out[warp][g + 8 * r][j * 8 + 2 * t]) = make_float2(o[j][2 * r], o[j][2 * r + 1]);
     }
     if (t == 0) {
       sm.m[warp][g + 8 * r] = m[r];
