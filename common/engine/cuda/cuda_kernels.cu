@@ -111,17 +111,11 @@ struct Vec<4> {
     *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
   }
   __device__ static void LoadBf16(const __nv_bfloat16* p, float (&v)[4]) {
-    const uint2 w = *reinterpret_cast<const uint2*>(p);
-    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w.x));
-    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w.y));
-    v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
+    const float4 w = LoadBf16x4(p);
+    v[0] = w.x, v[1] = w.y, v[2] = w.z, v[3] = w.w;
   }
   __device__ static void StoreBf16(__nv_bfloat16* p, const float (&v)[4]) {
-    const __nv_bfloat162 a = __floats2bfloat162_rn(v[0], v[1]), b = __floats2bfloat162_rn(v[2], v[3]);
-    uint2 w;
-    w.x = *reinterpret_cast<const uint32_t*>(&a);
-    w.y = *reinterpret_cast<const uint32_t*>(&b);
-    *reinterpret_cast<uint2*>(p) = w;
+    StoreBf16x4(p, make_float4(v[0], v[1], v[2], v[3]));
   }
 };
 
