@@ -2,6 +2,10 @@
 
 #include "common/transport/kv_copy_items.h"
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#error "the KV gather kernel moves bytes by Hopper bulk copies (TMA): build for sm_90 or later"
+#endif
+
 namespace tandem {
 namespace {
 
