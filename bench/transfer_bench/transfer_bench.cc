@@ -128,6 +128,7 @@ int DecodeChild(const KvLayout& layout, int32_t blocks, int to_parent, int from_
 // Finish (waiting for the copies to end).
 struct TransferTime {
   double total = 0, start = 0, send = 0, finish = 0;
+  double last_send = 0;  // of `send`: the last SendLayer, which launches a burst's copies
 };
 
 absl::StatusOr<TransferTime> TimeTransfer(KvTransport& t, KvPoolView& src, const v1::KvPoolDescriptor& dest,
@@ -137,12 +138,16 @@ absl::StatusOr<TransferTime> TimeTransfer(KvTransport& t, KvPoolView& src, const
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransfer> x,
                           t.StartTransfer(src, kPrefill, dest, {id, src_blocks, dst_blocks, absl::Now() + absl::Seconds(60)}));
   const absl::Time started = absl::Now();
-  for (int l = 0; l < src.layout().num_layers; ++l) TANDEM_RETURN_IF_ERROR(x->SendLayer(l));
+  const int layers = src.layout().num_layers;
+  for (int l = 0; l + 1 < layers; ++l) TANDEM_RETURN_IF_ERROR(x->SendLayer(l));
+  const absl::Time held = absl::Now();
+  if (layers > 0) TANDEM_RETURN_IF_ERROR(x->SendLayer(layers - 1));
   const absl::Time sent = absl::Now();
   TANDEM_RETURN_IF_ERROR(x->Finish());
   const absl::Time end = absl::Now();
   return TransferTime{absl::ToDoubleSeconds(end - start), absl::ToDoubleSeconds(started - start),
-                      absl::ToDoubleSeconds(sent - started), absl::ToDoubleSeconds(end - sent)};
+                      absl::ToDoubleSeconds(sent - started), absl::ToDoubleSeconds(end - sent),
+                      absl::ToDoubleSeconds(sent - held)};
 }
 
 // Device-to-device copy of `bytes` (median of repeats), bytes/s: by the
@@ -251,7 +256,7 @@ absl::Status Bandwidth(const KvLayout& layout, const v1::KvPoolDescriptor& dest,
           s.push_back(scattered ? 2 * i : i);
           d.push_back(scattered ? (dest.num_blocks() - 1 - 2 * i) % dest.num_blocks() : i);
         }
-        std::vector<double> secs, starts, sends, finishes;
+        std::vector<double> secs, starts, sends, finishes, last_sends;
         for (int r = 0; r <= repeats; ++r) {
           TANDEM_ASSIGN_OR_RETURN(TransferTime tt,
                                   TimeTransfer(*t, src, dest, s, d, absl::StrCat(name, "-", len, "-", r)));
@@ -260,6 +265,7 @@ absl::Status Bandwidth(const KvLayout& layout, const v1::KvPoolDescriptor& dest,
           starts.push_back(tt.start);
           sends.push_back(tt.send);
           finishes.push_back(tt.finish);
+          last_sends.push_back(tt.last_send);
         }
         const double sec = Median(secs);
         const CopyRate d2d = d2d_of_length[len];
@@ -278,6 +284,7 @@ absl::Status Bandwidth(const KvLayout& layout, const v1::KvPoolDescriptor& dest,
                               {"start_seconds", Median(starts)},
                               {"send_seconds", Median(sends)},
                               {"finish_seconds", Median(finishes)},
+                              {"last_send_seconds", Median(last_sends)},
                               {"bytes_per_second", bytes / sec},
                               {"d2d_memcpy_bytes_per_second", d2d.gpu},
                               {"d2d_memcpy_wall_bytes_per_second", d2d.wall},
@@ -285,10 +292,10 @@ absl::Status Bandwidth(const KvLayout& layout, const v1::KvPoolDescriptor& dest,
                               {"fraction_of_d2d_wall", bytes / sec / d2d.wall},
                               {"gather_kernel_bytes_per_second", kernel}};
         printf("%-11s %6d tokens %-11s %8.1f MiB %8.3f ms %7.1f GB/s  (d2d memcpy %7.1f GB/s, %5.1f%%; "
-               "host-timed %7.1f GB/s, %5.1f%%)  start %.1f us, SendLayers %.1f us, Finish %.1f us",
+               "host-timed %7.1f GB/s, %5.1f%%)  start %.1f us, SendLayers %.1f us (last %.1f), Finish %.1f us",
                name.c_str(), len, pattern, bytes / (1 << 20), sec * 1e3, bytes / sec / 1e9, d2d.gpu / 1e9,
                100 * bytes / sec / d2d.gpu, d2d.wall / 1e9, 100 * bytes / sec / d2d.wall, Median(starts) * 1e6,
-               Median(sends) * 1e6, Median(finishes) * 1e6);
+               Median(sends) * 1e6, Median(last_sends) * 1e6, Median(finishes) * 1e6);
         if (kernel > 0) printf("; gather kernel alone %7.1f GB/s", kernel / 1e9);
         printf("\n");
         fflush(stdout);

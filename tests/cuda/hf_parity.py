@@ -14,6 +14,14 @@ both sides' logits are bf16), for CUDA vs transformers and CUDA vs CPU. Then gre
 with on-GPU sampling: CUDA-graph replay must give exactly the tokens of
 kernel-by-kernel launches.
 
+Beside the pass figures, the reference's own spread: the same checkpoint
+through transformers' eager attention (bf16 probabilities, fp32 softmax)
+against its SDPA run, compared the same way ("hf_eager_vs_hf_sdpa"; not a
+pass criterion). With random weights the next-token distributions are
+nearly flat, so two correct bf16 forwards that differ only in
+accumulation order already disagree on some near-tied positions; this
+says how many.
+
   python3 tests/cuda/hf_parity.py BIN_DIR OUT_JSON
 """
 import json
@@ -76,6 +84,15 @@ def main():
         with torch.no_grad():
             for s in seqs:
                 ref.append(model(torch.tensor([s], device="cuda")).logits[0].float().cpu().numpy())
+        del model
+        eager_model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.bfloat16, attn_implementation="eager").cuda()
+        eager_model.eval()
+        eager = []
+        with torch.no_grad():
+            for s in seqs:
+                eager.append(eager_model(torch.tensor([s], device="cuda")).logits[0].float().cpu().numpy())
+        del eager_model
+        torch.cuda.empty_cache()
         # The CUDA runs use a GEMM algorithm table tuned for this model, as
         # a deployment would (tandem-gemm-tune; min_gain 0 so that more
         # shapes leave cuBLASLt's heuristic choice).
@@ -105,6 +122,10 @@ def main():
                 ok = ok and v["ok"]
                 print(f"{name:7s} len {n:5d} {k:18s} rel_err {v['rel_err']:.2e} top1 {v['top1']:.4f} "
                       f"{'ok' if v['ok'] else 'FAIL'}", flush=True)
+            spread = compare(eager[i], ref[i])
+            res[n]["hf_eager_vs_hf_sdpa"] = spread
+            print(f"{name:7s} len {n:5d} {'hf_eager_vs_hf_sdpa':18s} rel_err {spread['rel_err']:.2e} "
+                  f"top1 {spread['top1']:.4f} (the reference's own spread)", flush=True)
         # Greedy decode, sampled on the GPU: graphs vs eager launches.
         gen = {}
         for label, args in [("graphs", []), ("eager", ["--cuda_graphs=false"])]:
