@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
@@ -150,6 +151,30 @@ absl::StatusOr<TransferTime> TimeTransfer(KvTransport& t, KvPoolView& src, const
                       absl::ToDoubleSeconds(sent - held)};
 }
 
+// Median GPU seconds (events around it on the default stream) of what
+// `enqueue` queues there, over `repeats` runs after one warm-up.
+template <typename Enqueue>
+absl::StatusOr<double> MedianGpuSeconds(int repeats, Enqueue enqueue) {
+  cudaEvent_t e[2] = {nullptr, nullptr};
+  absl::Cleanup destroy = [&] {
+    for (cudaEvent_t x : e) {
+      if (x != nullptr) cudaEventDestroy(x);
+    }
+  };
+  for (cudaEvent_t& x : e) TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&x));
+  std::vector<double> secs;
+  for (int r = 0; r <= repeats; ++r) {
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(e[0]));
+    TANDEM_CUDA_RETURN_IF_ERROR(enqueue());
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(e[1]));
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(e[1]));
+    float ms = 0;
+    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, e[0], e[1]));
+    if (r > 0 && ms > 0) secs.push_back(ms / 1e3);
+  }
+  return Median(secs);
+}
+
 // Device-to-device copy of `bytes` (median of repeats), bytes/s: by the
 // GPU's clock (events around the copy: the device's bandwidth) and by the
 // host's (cudaMemcpyAsync until cudaStreamSynchronize returns: what a
@@ -163,27 +188,19 @@ absl::StatusOr<CopyRate> DeviceCopyBandwidth(size_t bytes, int repeats) {
   DeviceBuffer a, b;
   TANDEM_RETURN_IF_ERROR(a.Allocate(bytes));
   TANDEM_RETURN_IF_ERROR(b.Allocate(bytes));
-  cudaEvent_t e0, e1;
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&e0));
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&e1));
-  std::vector<double> gpu, wall;
+  TANDEM_ASSIGN_OR_RETURN(const double gpu, MedianGpuSeconds(repeats, [&] {
+                            return cudaMemcpy(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice);
+                          }));
+  std::vector<double> wall;
   for (int r = 0; r <= repeats; ++r) {
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(e0));
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpy(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice));
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(e1));
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(e1));
-    float ms = 0;
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, e0, e1));
     const absl::Time start = absl::Now();
     TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, 0));
     TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(0));
-    const double sec = absl::ToDoubleSeconds(absl::Now() - start);
-    if (r > 0 && ms > 0) gpu.push_back(static_cast<double>(bytes) / (ms / 1e3));
-    if (r > 0) wall.push_back(static_cast<double>(bytes) / sec);
+    if (r > 0) wall.push_back(absl::ToDoubleSeconds(absl::Now() - start));
   }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return CopyRate{Median(gpu), Median(wall)};
+  const double wall_sec = Median(wall);
+  return CopyRate{gpu > 0 ? static_cast<double>(bytes) / gpu : 0,
+                  wall_sec > 0 ? static_cast<double>(bytes) / wall_sec : 0};
 }
 
 // The CUDA IPC transport's gather kernel alone (cuda_block_copy.h), all
@@ -212,23 +229,9 @@ absl::StatusOr<double> GatherKernelBandwidth(CudaKvPool& src, CudaKvPool& dst, c
   }
   int ctas = 0;
   TANDEM_CUDA_RETURN_IF_ERROR(KvCopyMaxCtas(&ctas));
-  cudaEvent_t e0, e1;
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&e0));
-  TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&e1));
-  std::vector<double> bw;
   const double bytes = 2.0 * static_cast<double>(s.size()) * src.layout().block_bytes() * layers;
-  for (int r = 0; r <= repeats; ++r) {
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(e0));
-    TANDEM_CUDA_RETURN_IF_ERROR(LaunchKvCopy(p, ctas, 0));
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(e1));
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(e1));
-    float ms = 0;
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, e0, e1));
-    if (r > 0 && ms > 0) bw.push_back(bytes / (ms / 1e3));
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return Median(bw);
+  TANDEM_ASSIGN_OR_RETURN(const double sec, MedianGpuSeconds(repeats, [&] { return LaunchKvCopy(p, ctas, 0); }));
+  return sec > 0 ? bytes / sec : 0;
 }
 
 absl::Status Bandwidth(const KvLayout& layout, const v1::KvPoolDescriptor& dest, nlohmann::json& out) {
