@@ -54,6 +54,8 @@ ABSL_FLAG(std::vector<std::string>, lengths, std::vector<std::string>({"512", "1
           "prompt lengths (tokens) of the bandwidth part");
 ABSL_FLAG(std::vector<std::string>, ttft_lengths, std::vector<std::string>({"512", "1024", "2048", "4096", "8192"}),
           "prompt lengths of the TTFT part; empty: skip it");
+ABSL_FLAG(int32_t, concurrent_transfers, 8,
+          "transfers in flight at once in the sustained part (a prefill batch's requests); 0: skip it");
 ABSL_FLAG(int32_t, repeats, 5, "timed repetitions per point (after one warm-up); the median is reported");
 ABSL_FLAG(double, gpu_memory_fraction, 0.45, "share of the GPU the engine of the TTFT part may use");
 ABSL_FLAG(std::string, out, "transfer_bench.json", "JSON results");
@@ -131,6 +133,15 @@ struct TransferTime {
   double total = 0, start = 0, send = 0, finish = 0;
   double last_send = 0;  // of `send`: the last SendLayer, which launches a burst's copies
 };
+
+// Blocks of the source pool and of the decode child's pool: room for
+// every bandwidth row (scattered takes every other block of twice the
+// prompt) and for the sustained part's transfers of a 4k-token prompt,
+// each on blocks of its own.
+int32_t SourceBlocks(int32_t max_prompt_blocks) {
+  return std::max(2 * max_prompt_blocks,
+                  std::max(1, absl::GetFlag(FLAGS_concurrent_transfers)) * ((4096 + kBlockSize - 1) / kBlockSize));
+}
 
 absl::StatusOr<TransferTime> TimeTransfer(KvTransport& t, KvPoolView& src, const v1::KvPoolDescriptor& dest,
                                           const std::vector<int32_t>& src_blocks,
@@ -234,13 +245,99 @@ absl::StatusOr<double> GatherKernelBandwidth(CudaKvPool& src, CudaKvPool& dst, c
   return sec > 0 ? bytes / sec : 0;
 }
 
+// `k` transfers in flight at once, as a prefill batch's requests are: all
+// started, then layer by layer each one's SendLayer, then every Finish;
+// each copies its own `n` source blocks to its own `n` destination blocks.
+// KV bytes of all of them / the wall time from the first StartTransfer to
+// the last Finish: the transport's throughput, in which one transfer's
+// host work (start, launch, wake-up) overlaps the others' copies.
+absl::StatusOr<double> SustainedSeconds(KvTransport& t, KvPoolView& src, const v1::KvPoolDescriptor& dest, int32_t n,
+                                        int k, const std::string& id) {
+  const absl::Time start = absl::Now();
+  std::vector<std::unique_ptr<KvTransfer>> xs;
+  for (int j = 0; j < k; ++j) {
+    std::vector<int32_t> s(static_cast<size_t>(n)), d(static_cast<size_t>(n));
+    for (int32_t i = 0; i < n; ++i) {
+      s[static_cast<size_t>(i)] = j * n + i;
+      d[static_cast<size_t>(i)] = dest.num_blocks() - 1 - (j * n + i);
+    }
+    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransfer> x,
+                            t.StartTransfer(src, kPrefill, dest,
+                                            {absl::StrCat(id, "-", j), s, d, absl::Now() + absl::Seconds(60)}));
+    xs.push_back(std::move(x));
+  }
+  for (int l = 0; l < src.layout().num_layers; ++l) {
+    for (auto& x : xs) TANDEM_RETURN_IF_ERROR(x->SendLayer(l));
+  }
+  for (auto& x : xs) TANDEM_RETURN_IF_ERROR(x->Finish());
+  return absl::ToDoubleSeconds(absl::Now() - start);
+}
+
+// The baseline of the sustained part: `k` device-to-device copies of
+// `bytes`, each between its own pair of buffers, back to back on one
+// stream; bytes/s by the GPU's clock.
+absl::StatusOr<double> BackToBackCopyBandwidth(size_t bytes, int k, int repeats) {
+  std::vector<DeviceBuffer> a(static_cast<size_t>(k)), b(static_cast<size_t>(k));
+  for (int j = 0; j < k; ++j) {
+    TANDEM_RETURN_IF_ERROR(a[static_cast<size_t>(j)].Allocate(bytes));
+    TANDEM_RETURN_IF_ERROR(b[static_cast<size_t>(j)].Allocate(bytes));
+  }
+  TANDEM_ASSIGN_OR_RETURN(const double sec, MedianGpuSeconds(repeats, [&]() -> cudaError_t {
+                            for (int j = 0; j < k; ++j) {
+                              const cudaError_t e = cudaMemcpyAsync(b[static_cast<size_t>(j)].get(),
+                                                                    a[static_cast<size_t>(j)].get(), bytes,
+                                                                    cudaMemcpyDeviceToDevice, 0);
+                              if (e != cudaSuccess) return e;
+                            }
+                            return cudaSuccess;
+                          }));
+  return sec > 0 ? static_cast<double>(k) * static_cast<double>(bytes) / sec : 0;
+}
+
+absl::Status Sustained(const KvLayout& layout, CudaKvPool& src, const v1::KvPoolDescriptor& dest, nlohmann::json& out) {
+  const int want = absl::GetFlag(FLAGS_concurrent_transfers);
+  if (want <= 0) return absl::OkStatus();
+  const int repeats = absl::GetFlag(FLAGS_repeats);
+  for (const std::string& name : absl::GetFlag(FLAGS_transports)) {
+    TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransport> t, CreateKvTransport(name));
+    for (int len : Ints(absl::GetFlag(FLAGS_lengths))) {
+      const int32_t n = (len + kBlockSize - 1) / kBlockSize;
+      // As many as both pools hold without sharing a block.
+      const int k = std::min<int>(want, std::min(src.num_blocks(), dest.num_blocks()) / n);
+      if (k < 2) continue;
+      const double bytes = 2.0 * n * layout.block_bytes() * layout.num_layers;
+      std::vector<double> secs;
+      for (int r = 0; r <= repeats; ++r) {
+        TANDEM_ASSIGN_OR_RETURN(const double sec,
+                                SustainedSeconds(*t, src, dest, n, k, absl::StrCat(name, "-sustained-", len, "-", r)));
+        if (r > 0) secs.push_back(sec);
+      }
+      TANDEM_ASSIGN_OR_RETURN(const double d2d, BackToBackCopyBandwidth(static_cast<size_t>(bytes), k, repeats));
+      const double sec = Median(secs), rate = k * bytes / sec;
+      out["sustained"].push_back({{"transport", name},
+                                  {"tokens", len},
+                                  {"transfers_in_flight", k},
+                                  {"kv_bytes", k * bytes},
+                                  {"seconds", sec},
+                                  {"bytes_per_second", rate},
+                                  {"d2d_memcpy_back_to_back_bytes_per_second", d2d},
+                                  {"fraction_of_d2d", rate / d2d}});
+      printf("sustained %-11s %6d tokens x %d in flight %8.1f MiB %8.3f ms %7.1f GB/s  "
+             "(%d back-to-back d2d memcpys %7.1f GB/s, %5.1f%%)\n",
+             name.c_str(), len, k, k * bytes / (1 << 20), sec * 1e3, rate / 1e9, k, d2d / 1e9, 100 * rate / d2d);
+      fflush(stdout);
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Bandwidth(const KvLayout& layout, const v1::KvPoolDescriptor& dest, nlohmann::json& out) {
   const std::vector<int> lengths = Ints(absl::GetFlag(FLAGS_lengths));
   const int repeats = absl::GetFlag(FLAGS_repeats);
   int32_t max_blocks = 1;
   for (int len : lengths) max_blocks = std::max(max_blocks, (len + kBlockSize - 1) / kBlockSize);
   CudaKvPool src, local_dst;
-  TANDEM_RETURN_IF_ERROR(src.Init(layout, 2 * max_blocks));
+  TANDEM_RETURN_IF_ERROR(src.Init(layout, SourceBlocks(max_blocks)));
   TANDEM_RETURN_IF_ERROR(local_dst.Init(layout, 2 * max_blocks));
   std::map<int, CopyRate> d2d_of_length;  // the baseline, measured once per size
   for (int len : lengths) {
@@ -306,7 +403,7 @@ absl::Status Bandwidth(const KvLayout& layout, const v1::KvPoolDescriptor& dest,
       }
     }
   }
-  return absl::OkStatus();
+  return Sustained(layout, src, dest, out);
 }
 
 // One prompt through the engine; with `t`, its KV shipped to `dest` as the
@@ -425,8 +522,11 @@ absl::Status Ttft(const LoadedModel& model, const v1::KvPoolDescriptor& dest, nl
 absl::Status Run() {
   TANDEM_ASSIGN_OR_RETURN(LoadedModel model, LoadModel({absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_dummy_weights), 0}));
   const KvLayout layout = KvLayoutFor(model.config, kBlockSize, DType::kBF16);
-  int32_t blocks = 1;
-  for (int len : Ints(absl::GetFlag(FLAGS_lengths))) blocks = std::max(blocks, 2 * ((len + kBlockSize - 1) / kBlockSize));
+  int32_t max_prompt_blocks = 1;
+  for (int len : Ints(absl::GetFlag(FLAGS_lengths))) {
+    max_prompt_blocks = std::max(max_prompt_blocks, (len + kBlockSize - 1) / kBlockSize);
+  }
+  int32_t blocks = SourceBlocks(max_prompt_blocks);
   for (int len : Ints(absl::GetFlag(FLAGS_ttft_lengths))) blocks = std::max(blocks, (len + kBlockSize - 1) / kBlockSize);
 
   int to_parent[2], to_child[2];
@@ -454,6 +554,7 @@ absl::Status Run() {
                         {"layout", layout.DebugString()},
                         {"decode_pool_transport", dest.transport()},
                         {"bandwidth", nlohmann::json::array()},
+                        {"sustained", nlohmann::json::array()},
                         {"ttft", nlohmann::json::array()}};
   absl::Status s = Bandwidth(layout, dest, out);
   if (s.ok()) s = Ttft(model, dest, out);

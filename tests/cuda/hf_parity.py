@@ -65,14 +65,20 @@ def compare(test, ref):
             "ok": rel < 2e-2 and top1 >= 0.99}
 
 
-def report_spread(name, n, eager, sdpa):
-    spread = compare(eager, sdpa)
-    print(f"{name:7s} len {n:5d} {'hf_eager_vs_hf_sdpa':18s} rel_err {spread['rel_err']:.2e} "
-          f"top1 {spread['top1']:.4f} strict {spread['top1_strict']:.4f} (the reference's own spread)", flush=True)
+def report_spread(name, n, eager, sdpa, truth):
+    """The reference's own spread: its two bf16 attention paths against
+    each other, and each against the fp32 forward of the same weights."""
+    spread = {"hf_eager_vs_hf_sdpa": compare(eager, sdpa), "hf_sdpa_vs_fp32": compare(sdpa, truth),
+              "hf_eager_vs_fp32": compare(eager, truth)}
+    for k, v in spread.items():
+        print(f"{name:7s} len {n:5d} {k:18s} rel_err {v['rel_err']:.2e} "
+              f"top1 {v['top1']:.4f} strict {v['top1_strict']:.4f} (the reference's own spread)", flush=True)
     return spread
 
 
 def main():
+    torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 forward is plain fp32
+    torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
     report, ok = {}, True
     for name, cfg in CONFIGS.items():
@@ -101,10 +107,18 @@ def main():
             for s in seqs:
                 eager.append(eager_model(torch.tensor([s], device="cuda")).logits[0].float().cpu().numpy())
         del eager_model
+        # The truth the bf16 runs approximate: the same bf16 weights, upcast
+        # exactly, through an fp32 forward.
+        fp32_model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="sdpa").cuda()
+        fp32_model.eval()
+        truth = []
+        with torch.no_grad():
+            for s in seqs:
+                truth.append(fp32_model(torch.tensor([s], device="cuda")).logits[0].float().cpu().numpy())
+        del fp32_model
         torch.cuda.empty_cache()
         if SPREAD_ONLY:
-            report[name] = {n: {"hf_eager_vs_hf_sdpa": report_spread(name, n, eager[i], ref[i])}
-                            for i, n in enumerate(LENGTHS)}
+            report[name] = {n: report_spread(name, n, eager[i], ref[i], truth[i]) for i, n in enumerate(LENGTHS)}
             continue
         # The CUDA runs use a GEMM algorithm table tuned for this model, as
         # a deployment would (tandem-gemm-tune; min_gain 0 so that more
@@ -135,7 +149,11 @@ def main():
                 ok = ok and v["ok"]
                 print(f"{name:7s} len {n:5d} {k:18s} rel_err {v['rel_err']:.2e} top1 {v['top1']:.4f} "
                       f"{'ok' if v['ok'] else 'FAIL'}", flush=True)
-            res[n]["hf_eager_vs_hf_sdpa"] = report_spread(name, n, eager[i], ref[i])
+            res[n].update(report_spread(name, n, eager[i], ref[i], truth[i]))
+            for label in ("cuda", "cpu"):
+                res[n][f"{label}_vs_fp32"] = compare(runs[label][i], truth[i])
+                print(f"{name:7s} len {n:5d} {label + '_vs_fp32':18s} rel_err {res[n][label + '_vs_fp32']['rel_err']:.2e} "
+                      f"top1 {res[n][label + '_vs_fp32']['top1']:.4f} (against the fp32 forward)", flush=True)
         # Greedy decode, sampled on the GPU: graphs vs eager launches.
         gen = {}
         for label, args in [("graphs", []), ("eager", ["--cuda_graphs=false"])]:
