@@ -33,7 +33,12 @@ for step in $STEPS; do
   case $step in
     parity)
       $PY tests/cuda/hf_parity.py .device/bin "$OUT/parity.json" 2>&1 | grep -v Warning | tee "$OUT/parity.log" | tail -40
-      [[ ${PIPESTATUS[0]} == 0 ]] || status=1 ;;
+      [[ ${PIPESTATUS[0]} == 0 ]] || status=1
+      # The same at 2.5x the weights' scale, where the reference's own
+      # spread reaches the bounds: reported beside it, not a pass criterion.
+      PARITY_INIT_RANGE=0.05 $PY tests/cuda/hf_parity.py .device/bin "$OUT/parity_init0.05.json" 2>&1 \
+        | grep -v Warning > "$OUT/parity_init0.05.log"
+      echo "init 0.05 (reported, not a pass criterion): exit ${PIPESTATUS[0]}; $(grep -c FAIL "$OUT/parity_init0.05.log") figures under the bounds" ;;
     tune)
       # The 8B model's GEMMs, every heuristic algorithm timed per shape
       # (tandem-gemm-tune); later steps use the table (GEMM_ALGOS).
