@@ -246,13 +246,25 @@ absl::StatusOr<double> GatherKernelBandwidth(CudaKvPool& src, CudaKvPool& dst, c
 }
 
 // `k` transfers in flight at once, as a prefill batch's requests are: all
-// started, then layer by layer each one's SendLayer, then every Finish;
-// each copies its own `n` source blocks to its own `n` destination blocks.
-// KV bytes of all of them / the wall time from the first StartTransfer to
-// the last Finish: the transport's throughput, in which one transfer's
-// host work (start, launch, wake-up) overlaps the others' copies.
-absl::StatusOr<double> SustainedSeconds(KvTransport& t, KvPoolView& src, const v1::KvPoolDescriptor& dest, int32_t n,
-                                        int k, const std::string& id) {
+// started, then each one's layers in a burst, then every Finish; each
+// copies its own `n` source blocks to its own `n` destination blocks. KV
+// bytes of all of them / the wall time from the first StartTransfer to the
+// last Finish: the transport's throughput, in which one transfer's host
+// work (start, launch, wake-up) overlaps the others' copies.
+//
+// Why a burst per transfer and not layer by layer across them: with no
+// compute between the layers (the prefill worker has a layer's forward
+// pass there), interleaved calls hold each transfer's layers longer than
+// LaunchTiming's window, so every SendLayer launches and the bench would
+// time 32 x k launches (~1.5 ms at k = 8 on an H200) instead of copies.
+// Seconds: all of it, and its three phases (every StartTransfer, every
+// SendLayer, every Finish).
+struct SustainedTime {
+  double total = 0, start = 0, send = 0, finish = 0;
+};
+
+absl::StatusOr<SustainedTime> SustainedSeconds(KvTransport& t, KvPoolView& src, const v1::KvPoolDescriptor& dest,
+                                               int32_t n, int k, const std::string& id) {
   const absl::Time start = absl::Now();
   std::vector<std::unique_ptr<KvTransfer>> xs;
   for (int j = 0; j < k; ++j) {
@@ -266,11 +278,15 @@ absl::StatusOr<double> SustainedSeconds(KvTransport& t, KvPoolView& src, const v
                                             {absl::StrCat(id, "-", j), s, d, absl::Now() + absl::Seconds(60)}));
     xs.push_back(std::move(x));
   }
-  for (int l = 0; l < src.layout().num_layers; ++l) {
-    for (auto& x : xs) TANDEM_RETURN_IF_ERROR(x->SendLayer(l));
+  const absl::Time started = absl::Now();
+  for (auto& x : xs) {
+    for (int l = 0; l < src.layout().num_layers; ++l) TANDEM_RETURN_IF_ERROR(x->SendLayer(l));
   }
+  const absl::Time sent = absl::Now();
   for (auto& x : xs) TANDEM_RETURN_IF_ERROR(x->Finish());
-  return absl::ToDoubleSeconds(absl::Now() - start);
+  const absl::Time end = absl::Now();
+  return SustainedTime{absl::ToDoubleSeconds(end - start), absl::ToDoubleSeconds(started - start),
+                       absl::ToDoubleSeconds(sent - started), absl::ToDoubleSeconds(end - sent)};
 }
 
 // The baseline of the sustained part: `k` device-to-device copies of
@@ -306,25 +322,35 @@ absl::Status Sustained(const KvLayout& layout, CudaKvPool& src, const v1::KvPool
       const int k = std::min<int>(want, std::min(src.num_blocks(), dest.num_blocks()) / n);
       if (k < 2) continue;
       const double bytes = 2.0 * n * layout.block_bytes() * layout.num_layers;
-      std::vector<double> secs;
+      std::vector<double> secs, starts, sends, finishes;
       for (int r = 0; r <= repeats; ++r) {
-        TANDEM_ASSIGN_OR_RETURN(const double sec,
+        TANDEM_ASSIGN_OR_RETURN(const SustainedTime st,
                                 SustainedSeconds(*t, src, dest, n, k, absl::StrCat(name, "-sustained-", len, "-", r)));
-        if (r > 0) secs.push_back(sec);
+        if (r == 0) continue;  // warm-up
+        secs.push_back(st.total);
+        starts.push_back(st.start);
+        sends.push_back(st.send);
+        finishes.push_back(st.finish);
       }
       TANDEM_ASSIGN_OR_RETURN(const double d2d, BackToBackCopyBandwidth(static_cast<size_t>(bytes), k, repeats));
       const double sec = Median(secs), rate = k * bytes / sec;
+      const auto [lo, hi] = std::minmax_element(secs.begin(), secs.end());
       out["sustained"].push_back({{"transport", name},
                                   {"tokens", len},
                                   {"transfers_in_flight", k},
                                   {"kv_bytes", k * bytes},
                                   {"seconds", sec},
+                                  {"seconds_each_repeat", secs},
+                                  {"start_seconds", Median(starts)},
+                                  {"send_seconds", Median(sends)},
+                                  {"finish_seconds", Median(finishes)},
                                   {"bytes_per_second", rate},
                                   {"d2d_memcpy_back_to_back_bytes_per_second", d2d},
                                   {"fraction_of_d2d", rate / d2d}});
-      printf("sustained %-11s %6d tokens x %d in flight %8.1f MiB %8.3f ms %7.1f GB/s  "
-             "(%d back-to-back d2d memcpys %7.1f GB/s, %5.1f%%)\n",
-             name.c_str(), len, k, k * bytes / (1 << 20), sec * 1e3, rate / 1e9, k, d2d / 1e9, 100 * rate / d2d);
+      printf("sustained %-11s %6d tokens x %d in flight %8.1f MiB %8.3f ms (%.3f-%.3f) %7.1f GB/s  "
+             "(%d back-to-back d2d memcpys %7.1f GB/s, %5.1f%%)  starts %.1f us, SendLayers %.1f us, Finishes %.1f us\n",
+             name.c_str(), len, k, k * bytes / (1 << 20), sec * 1e3, *lo * 1e3, *hi * 1e3, rate / 1e9, k, d2d / 1e9,
+             100 * rate / d2d, Median(starts) * 1e6, Median(sends) * 1e6, Median(finishes) * 1e6);
       fflush(stdout);
     }
   }
