@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA engine's device run, in one call (see docs/benchmarks.md):
+#   0. unit: the engine's GPU tests (cuda_sampling_test: the GPU sampler
+#      against the host Sampler);
 #   1. parity with transformers (tests/cuda/hf_parity.py): logits of random
 #      Llama-3- and Qwen2-shaped checkpoints, CUDA vs HF, CUDA vs CPU, and
 #      greedy decoding with graph replay vs kernel-by-kernel launches;
@@ -8,9 +10,9 @@
 #   3. the same workload through HF transformers' generate_batch (the peer).
 # Expects staged binaries in .device/bin and libraries in .device/lib
 # (tools/stage_device.sh build-cuda .device tandem tandem-engine-bench
-# tandem-logits tandem-gemm-tune) and the model directory .device/model8b (config.json from
+# tandem-logits tandem-gemm-tune cuda_sampling_test) and the model directory .device/model8b (config.json from
 # bench/models/llama-3-8b-shape plus Llama 3's tokenizer.json).
-#   STEPS="parity bench workload peer" bash tests/cuda/device_run.sh   # on the device, $OUT set
+#   STEPS="unit parity bench workload peer" bash tests/cuda/device_run.sh   # on the device, $OUT set
 # (also: tune, the GEMM algorithm table for the later steps (or set
 # GEMM_ALGOS to a table file); ab, an interleaved A/B of engine settings
 # (AB_VARIANTS); gemv, the small GEMMs shape by shape;
@@ -20,7 +22,7 @@ export LD_LIBRARY_PATH=$PWD/.device/lib:/usr/local/cuda/lib64
 export NCCL_NVLS_ENABLE=0
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/out}
-STEPS=${STEPS:-parity bench peer}
+STEPS=${STEPS:-unit parity bench peer}
 # The committed H200 table for the 8B shape; GEMM_ALGOS= (empty) runs
 # cuBLASLt's heuristic instead.
 GEMM_ALGOS=${GEMM_ALGOS-deploy/gemm_algos/nvidia-h200.llama-3-8b.json}
@@ -31,6 +33,13 @@ for step in $STEPS; do
   echo "=== $step ($(date +%T))"
   ALGOS_ARG=${GEMM_ALGOS:+--gemm_algos=$GEMM_ALGOS}
   case $step in
+    unit)
+      # The engine's GPU unit tests (staged beside the tools).
+      for t in cuda_sampling_test; do
+        .device/bin/$t > "$OUT/$t.log" 2>&1
+        [[ $? == 0 ]] || status=1
+        grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure" "$OUT/$t.log" | head -20
+      done ;;
     parity)
       $PY tests/cuda/hf_parity.py .device/bin "$OUT/parity.json" 2>&1 | grep -v Warning | tee "$OUT/parity.log" | tail -40
       [[ ${PIPESTATUS[0]} == 0 ]] || status=1

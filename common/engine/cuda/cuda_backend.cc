@@ -21,6 +21,7 @@
 #include "common/engine/cuda/forward_plan.h"
 #include "common/engine/cuda/kernel_profiler.h"
 #include "common/engine/cuda/lt_gemm.h"
+#include "common/engine/cuda/sample_rows.h"
 #include "common/engine/cuda/sampling_kernels.h"
 #include "common/engine/cuda/small_gemm.h"
 #include "common/kv/kv_layout.h"
@@ -405,45 +406,16 @@ absl::Status CudaBackend::RunDecode(const ForwardBatch& batch, ForwardPlan* plan
 
 absl::Status CudaBackend::Sample(const ForwardBatch& batch, const float* logits, ForwardOutput* out) {
   const size_t n = batch.sample.size();
-  std::vector<cuda::SampleRowParams> params(n);
-  std::vector<cuda::PenaltyEntry> penalties;
-  bool any_penalty = false;
-  for (size_t i = 0; i < n; ++i) {
-    const SampleSpec& spec = batch.sample[i];
-    const SamplingParams& sp = *spec.params;
-    cuda::SampleRowParams& p = params[i];
-    p.temperature = sp.temperature;
-    p.top_k = sp.top_k;
-    p.top_p = sp.top_p;
-    p.min_p = sp.min_p;
-    p.seed = spec.seed;
-    p.step = spec.step;
-    p.logprobs = sp.logprobs;
-    p.repetition_penalty = sp.repetition_penalty;
-    p.frequency_penalty = sp.frequency_penalty;
-    p.presence_penalty = sp.presence_penalty;
-    p.penalty_begin = p.penalty_end = static_cast<int32_t>(penalties.size());
-    if (sp.repetition_penalty == 1.0f && sp.frequency_penalty == 0.0f && sp.presence_penalty == 0.0f) continue;
-    // One entry per distinct in-vocabulary token, with its output count.
-    std::map<int32_t, int32_t> seen;
-    if (sp.repetition_penalty != 1.0f) {
-      for (int32_t t : spec.history.prompt) seen.emplace(t, 0);
-    }
-    for (int32_t t : spec.history.output) ++seen[t];
-    for (const auto& [token, count] : seen) {
-      if (token >= 0 && token < config_.vocab_size) penalties.push_back({token, count});
-    }
-    p.penalty_end = static_cast<int32_t>(penalties.size());
-    any_penalty = true;
-  }
-  const size_t param_bytes = n * sizeof(cuda::SampleRowParams), pen_bytes = penalties.size() * sizeof(cuda::PenaltyEntry);
+  const cuda::SampleRowsInput in = cuda::BuildSampleRows(batch.sample, config_.vocab_size);
+  const size_t param_bytes = n * sizeof(cuda::SampleRowParams);
+  const size_t pen_bytes = in.penalties.size() * sizeof(cuda::PenaltyEntry);
   TANDEM_RETURN_IF_ERROR(pinned_sample_.Reserve(param_bytes + pen_bytes + 16));
-  std::memcpy(pinned_sample_.as<char>(), params.data(), param_bytes);
-  std::memcpy(pinned_sample_.as<char>() + param_bytes, penalties.data(), pen_bytes);
+  std::memcpy(pinned_sample_.as<char>(), in.params.data(), param_bytes);
+  std::memcpy(pinned_sample_.as<char>() + param_bytes, in.penalties.data(), pen_bytes);
   TANDEM_RETURN_IF_ERROR(sample_params_.Reserve(param_bytes + pen_bytes + 16));
   TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(sample_params_.get(), pinned_sample_.as<char>(), param_bytes + pen_bytes,
                                               cudaMemcpyHostToDevice, stream_));
-  if (any_penalty) TANDEM_RETURN_IF_ERROR(sample_work_.Reserve(n * config_.vocab_size * 4));
+  if (in.any_penalty) TANDEM_RETURN_IF_ERROR(sample_work_.Reserve(n * config_.vocab_size * 4));
   TANDEM_RETURN_IF_ERROR(sample_results_.Reserve(n * sizeof(cuda::SampleRowResult)));
   TANDEM_RETURN_IF_ERROR(pinned_results_.Reserve(n * sizeof(cuda::SampleRowResult)));
   cuda::SampleRows(logits, sample_work_.as<float>(), config_.vocab_size, sample_params_.as<cuda::SampleRowParams>(),
@@ -455,16 +427,7 @@ absl::Status CudaBackend::Sample(const ForwardBatch& batch, const float* logits,
   TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   const auto* r = pinned_results_.as<cuda::SampleRowResult>();
   out->samples.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    SampleResult& s = out->samples[i];
-    s.token = r[i].token;
-    if (params[i].logprobs >= 0) {
-      s.logprob_valid = true;
-      s.logprob = r[i].logprob;
-      s.rank = r[i].rank;
-      for (int j = 0; j < r[i].num_top; ++j) s.top.push_back({r[i].top_ids[j], r[i].top_logprobs[j]});
-    }
-  }
+  for (size_t i = 0; i < n; ++i) out->samples[i] = cuda::ToSampleResult(r[i], in.params[i]);
   return absl::OkStatus();
 }
 
