@@ -89,9 +89,11 @@ grpc::Status DecodeServiceImpl::Decode(grpc::ServerContext* ctx, const v1::Decod
   }
   if (KvTransport* transport = transport_.load(); transport != nullptr) {
     // NCCL: the prefill side's sends completing does not mean our receives
-    // did; other transports return at once. A failed receive has already
-    // freed the reservation.
-    absl::Status arrived = transport->WaitReceived(req->transfer_id(), absl::Now() + absl::Seconds(30));
+    // did; CUDA IPC: the event the prefill worker recorded after its copies
+    // (kv_completion); other transports return at once. A failed receive
+    // has already freed the reservation.
+    absl::Status arrived =
+        transport->WaitReceived(req->transfer_id(), req->kv_completion(), absl::Now() + absl::Seconds(30));
     if (!arrived.ok()) {
       reservations_.Release(req->transfer_id());
       return ToGrpcStatus(arrived);

@@ -179,6 +179,7 @@ void PrefillLoop::RunBatch(std::vector<std::shared_ptr<PrefillJob>> jobs) {
     } else {
       r.status = transfers[i]->Finish();
       r.kv_bytes = transfers[i]->bytes_sent();
+      if (r.status.ok()) r.kv_completion = transfers[i]->completion();
       r.first_token = (*sampled)[i];
     }
     r.transfer_seconds = absl::ToDoubleSeconds(absl::Now() - computed);

@@ -32,6 +32,7 @@ struct PrefillResult {
   double prefill_seconds = 0;
   double transfer_seconds = 0;  // after the last layer computed, until the KV landed
   int64_t kv_bytes = 0;
+  std::string kv_completion;    // KvTransfer::completion, for the decode worker
 };
 
 // Shared by the gRPC handler (waits, may cancel) and the loop (completes).

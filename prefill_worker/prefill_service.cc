@@ -68,6 +68,7 @@ grpc::Status PrefillServiceImpl::Prefill(grpc::ServerContext* ctx, const v1::Pre
     resp->set_prefill_seconds(r->prefill_seconds);
     resp->set_transfer_seconds(r->transfer_seconds);
     resp->set_kv_bytes(r->kv_bytes);
+    resp->set_kv_completion(r->kv_completion);
     return grpc::Status::OK;
   }
 }

@@ -348,6 +348,7 @@ grpc::Status GenerateCall::Run() {
   dr.set_skip_special_tokens(req_.skip_special_tokens());
   dr.set_priority(req_.priority());
   dr.set_seed(seed_);
+  dr.set_kv_completion(presp.kv_completion());
   grpc::ClientContext dc;
   SetDeadline(&dc);
   canceller_.Attach(&dc);

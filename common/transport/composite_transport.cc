@@ -120,9 +120,12 @@ absl::Status CompositeTransport::AcceptNcclTransfer(const v1::NcclTransferReques
   return p->AcceptNcclTransfer(req, reserved, std::move(on_failed));
 }
 
-absl::Status CompositeTransport::WaitReceived(std::string_view transfer_id, absl::Time deadline) {
-  KvTransport* p = Part(kTransportNccl);
-  return p == nullptr ? absl::OkStatus() : p->WaitReceived(transfer_id, deadline);
+// Every part: each acts only on what is its own (NCCL on the receives it
+// posted for the id, CUDA IPC on a completion record of its kind).
+absl::Status CompositeTransport::WaitReceived(std::string_view transfer_id, std::string_view completion,
+                                              absl::Time deadline) {
+  for (const auto& p : parts_) TANDEM_RETURN_IF_ERROR(p->WaitReceived(transfer_id, completion, deadline));
+  return absl::OkStatus();
 }
 
 }  // namespace tandem

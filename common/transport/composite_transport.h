@@ -36,7 +36,7 @@ class CompositeTransport final : public KvTransport {
   // To the nccl part, if any.
   absl::Status AcceptNcclTransfer(const v1::NcclTransferRequest& req, const std::vector<int32_t>& reserved,
                                   ReceiveFailed on_failed) override;
-  absl::Status WaitReceived(std::string_view transfer_id, absl::Time deadline) override;
+  absl::Status WaitReceived(std::string_view transfer_id, std::string_view completion, absl::Time deadline) override;
 
   // The names of the parts, preferred first.
   std::vector<std::string> part_names() const;

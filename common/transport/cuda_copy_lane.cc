@@ -13,6 +13,10 @@ absl::StatusOr<std::unique_ptr<CudaCopyLane>> CudaCopyLane::Create(int device) {
   std::unique_ptr<CudaCopyLane> lane(new CudaCopyLane());
   lane->device_ = device;
   TANDEM_ASSIGN_OR_RETURN(lane->stream_, CudaStream::Create());
+  TANDEM_ASSIGN_OR_RETURN(lane->done_, CudaEvent::Create(cudaEventInterprocess));
+  cudaIpcEventHandle_t handle;
+  TANDEM_CUDA_RETURN_IF_ERROR(cudaIpcGetEventHandle(&handle, lane->done_.get()));
+  lane->done_handle_.assign(reinterpret_cast<const char*>(&handle), sizeof(handle));
   TANDEM_CUDA_RETURN_IF_ERROR(KvCopyMaxCtas(&lane->max_ctas_));
   return lane;
 }
@@ -22,6 +26,7 @@ CudaCopyLane::~CudaCopyLane() {
   absl::StatusOr<CudaDeviceScope> scope = CudaDeviceScope::Enter(device_);
   device_table_.Reset();
   host_table_.Reset();
+  done_ = CudaEvent();
   stream_ = CudaStream();
 }
 

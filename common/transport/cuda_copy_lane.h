@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -33,8 +34,15 @@ class CudaCopyLane {
 
   int device() const { return device_; }
   // Carries the holder's copies and nothing else, so the holder knows they
-  // are done when the stream is idle (no completion event to record).
+  // are done when the stream is idle.
   cudaStream_t stream() const { return stream_.get(); }
+  // Interprocess-capable (cudaEventInterprocess): the holder records it
+  // after its last copy, and its handle (cudaIpcEventHandle_t bytes, taken
+  // once) goes to the decode worker, which waits for it before adopting the
+  // blocks. A later holder re-records it; a decode worker that looks after
+  // that waits for the later copies too, which end after the earlier ones.
+  cudaEvent_t done() const { return done_.get(); }
+  const std::string& done_handle() const { return done_handle_; }
   // The copy kernel's grid cap on this device (KvCopyMaxCtas).
   int max_ctas() const { return max_ctas_; }
 
@@ -54,6 +62,8 @@ class CudaCopyLane {
   int device_ = 0;
   int max_ctas_ = 1;
   CudaStream stream_;
+  CudaEvent done_;
+  std::string done_handle_;
   PinnedBuffer host_table_;
   DeviceBuffer device_table_;
 };

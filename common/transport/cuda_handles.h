@@ -88,6 +88,19 @@ class CudaEvent {
     TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e.e_, flags | cudaEventDisableTiming));
     return e;
   }
+  // Another process's interprocess event (cudaIpcOpenEventHandle); the
+  // current device must be one that can reach it. A failure is cleared
+  // from the thread's last error, where the next launch check would find it.
+  static absl::StatusOr<CudaEvent> OpenIpc(const cudaIpcEventHandle_t& handle) {
+    CudaEvent e;
+    const cudaError_t err = cudaIpcOpenEventHandle(&e.e_, handle);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      e.e_ = nullptr;
+      return CudaStatus(err, "cudaIpcOpenEventHandle");
+    }
+    return e;
+  }
   cudaEvent_t get() const { return e_; }
 
  private:

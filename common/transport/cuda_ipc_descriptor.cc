@@ -6,7 +6,8 @@
 namespace tandem {
 namespace {
 
-constexpr uint32_t kMagic = 0x31495054;  // "TPI1"
+constexpr uint32_t kMagic = 0x31495054;            // "TPI1"
+constexpr uint32_t kCompletionMagic = 0x31455054;  // "TPE1"
 
 }  // namespace
 
@@ -40,6 +41,31 @@ absl::StatusOr<CudaIpcExport> DecodeCudaIpcExport(std::string_view bytes, std::s
   }
   if (e.size == 0 || e.base + e.size < e.base) return bad("empty or wrapping allocation");
   return e;
+}
+
+std::string EncodeCudaIpcCompletion(const CudaIpcCompletion& c) {
+  wire::Writer w;
+  w.U32(kCompletionMagic);
+  w.Bytes(c.event_handle);
+  w.U64(c.pid);
+  return std::move(w.str());
+}
+
+absl::StatusOr<CudaIpcCompletion> DecodeCudaIpcCompletion(std::string_view bytes, std::string_view transfer_id) {
+  auto bad = [&](std::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("the CUDA IPC completion of KV transfer ", std::string(transfer_id),
+                                                   " is malformed: ", std::string(why)));
+  };
+  wire::Reader r(bytes);
+  CudaIpcCompletion c;
+  uint32_t magic = 0;
+  if (!r.U32(&magic) || magic != kCompletionMagic) return bad("not a CUDA IPC completion record");
+  if (!r.Bytes(&c.event_handle, 1024) || !r.U64(&c.pid)) return bad("truncated");
+  if (!r.done()) return bad(absl::StrCat(r.remaining(), " trailing bytes"));
+  if (c.event_handle.size() != kCudaIpcHandleBytes) {
+    return bad(absl::StrCat("the event handle has ", c.event_handle.size(), " bytes, not ", kCudaIpcHandleBytes));
+  }
+  return c;
 }
 
 absl::Status CheckSameHost(const v1::KvPoolDescriptor& d, std::string_view local_host_id) {

@@ -40,6 +40,22 @@ std::string EncodeCudaIpcExport(const CudaIpcExport& e);
 // INVALID_ARGUMENT naming `owner` when malformed.
 absl::StatusOr<CudaIpcExport> DecodeCudaIpcExport(std::string_view bytes, std::string_view owner);
 
+// What a CUDA IPC transfer hands the decode worker when it is done
+// (PrefillResponse.kv_completion, relayed by the router in
+// DecodeRequest.kv_completion): the interprocess event the prefill worker
+// recorded on its copy stream after the transfer's last copy
+// (cudaIpcEventHandle_t), and that process's id. The decode worker's
+// WaitReceived opens the event and waits for it before it adopts the blocks.
+struct CudaIpcCompletion {
+  std::string event_handle;  // kCudaIpcHandleBytes opaque bytes
+  uint64_t pid = 0;
+  bool operator==(const CudaIpcCompletion&) const = default;
+};
+
+std::string EncodeCudaIpcCompletion(const CudaIpcCompletion& c);
+// INVALID_ARGUMENT naming `transfer_id` when malformed.
+absl::StatusOr<CudaIpcCompletion> DecodeCudaIpcCompletion(std::string_view bytes, std::string_view transfer_id);
+
 // FAILED_PRECONDITION unless the descriptor's endpoint (the exporter's host
 // id) is `local_host_id`.
 absl::Status CheckSameHost(const v1::KvPoolDescriptor& d, std::string_view local_host_id);

@@ -2,7 +2,11 @@
 
 #include <cuda.h>
 #include <cuda_runtime.h>
+#include <signal.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
 
 #include <cstring>
 #include <mutex>
@@ -232,10 +236,15 @@ class CudaIpcTransfer final : public KvTransfer {
     if (!scope.ok()) return FailAfterCopies(scope.status());
     if (absl::Now() > spec_.deadline) return Expire();
     if (absl::Status s = LaunchPending(); !s.ok()) return FailAfterCopies(std::move(s));
+    // The decode worker's signal: the lane's interprocess event, after the
+    // last copy (handed over by completion()).
+    if (const cudaError_t e = cudaEventRecord(lane_->done(), lane_->stream()); e != cudaSuccess) {
+      return FailAfterCopies(CudaStatus(e, "recording the KV transfer's completion event"));
+    }
     // The lane's stream carries this transfer's copies and nothing else, so
-    // it is idle exactly when they are all done: polled directly, with no
-    // event to record. Polled rather than synchronized: a blocking wait
-    // cannot honour the deadline.
+    // it is idle exactly when they (and the record) are done: polled
+    // directly. Polled rather than synchronized: a blocking wait cannot
+    // honour the deadline.
     const PollBackoff backoff;
     while (true) {
       absl::StatusOr<bool> idle = StreamIdle();
@@ -245,9 +254,11 @@ class CudaIpcTransfer final : public KvTransfer {
       backoff.Wait();
     }
     result_ = absl::OkStatus();
+    completion_ = EncodeCudaIpcCompletion({lane_->done_handle(), static_cast<uint64_t>(getpid())});
     return absl::OkStatus();
   }
 
+  std::string completion() const override { return completion_; }
   int64_t bytes_sent() const override { return bytes_; }
   const std::string& id() const override { return spec_.transfer_id; }
   std::string_view transport() const override { return kTransportCudaIpc; }
@@ -349,6 +360,7 @@ class CudaIpcTransfer final : public KvTransfer {
   LaunchTiming timing_;
   int64_t bytes_ = 0;
   std::optional<absl::Status> result_;
+  std::string completion_;  // set by a Finish that succeeded
   // Last: released first, after the destructor synchronized its stream.
   CudaCopyLaneLease lane_;
 };
@@ -365,6 +377,7 @@ class CudaIpcTransport final : public KvTransport {
     }
     TANDEM_ASSIGN_OR_RETURN(int device, DeviceOfPointer(pool.KeyBlock(0, 0)));
     TANDEM_ASSIGN_OR_RETURN(CudaDeviceScope scope, CudaDeviceScope::Enter(device));
+    exported_device_.store(device);
     CudaIpcExport e;
     TANDEM_RETURN_IF_ERROR(AllocationRange(pool.KeyBlock(0, 0), &e.base, &e.size));
     cudaIpcMemHandle_t handle;
@@ -414,6 +427,54 @@ class CudaIpcTransport final : public KvTransport {
     return std::unique_ptr<KvTransfer>(std::move(t));
   }
 
+  // Decode side: waits for the interprocess event the prefill worker
+  // recorded after its copies. The router asks for Decode only after the
+  // prefill worker's Finish saw them done, so the event has normally fired
+  // already and this returns at once; it is the GPU's own word that the
+  // blocks are written, taken before they are adopted.
+  absl::Status WaitReceived(std::string_view transfer_id, std::string_view completion,
+                            absl::Time deadline) override {
+    if (completion.empty()) return absl::OkStatus();
+    TANDEM_ASSIGN_OR_RETURN(CudaIpcCompletion c, DecodeCudaIpcCompletion(completion, transfer_id));
+    // Our own copies (one process in both roles): an event handle does not
+    // open in the process that made it, and our Finish already saw them done.
+    if (c.pid == static_cast<uint64_t>(getpid())) return absl::OkStatus();
+    const int device = exported_device_.load();
+    if (device < 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("KV transfer ", std::string(transfer_id), " came over CUDA IPC, but this worker exported no GPU pool"));
+    }
+    TANDEM_ASSIGN_OR_RETURN(CudaDeviceScope scope, CudaDeviceScope::Enter(device));
+    absl::StatusOr<std::shared_ptr<CudaEvent>> ev = OpenedEvent(c);
+    if (!ev.ok()) {
+      // A prefill worker that exited after its response (a drain) takes its
+      // event with it; its Finish had seen the copies done before it answered.
+      if (kill(static_cast<pid_t>(c.pid), 0) != 0 && errno == ESRCH) {
+        TANDEM_LOG(WARNING) << "KV transfer " << transfer_id << ": the completion event of prefill process " << c.pid
+                            << " is gone with it (" << ev.status().message() << "); its copies had ended";
+        return absl::OkStatus();
+      }
+      return absl::UnavailableError(absl::StrCat("KV transfer ", std::string(transfer_id),
+                                                 ": opening the prefill worker's completion event: ",
+                                                 ev.status().message()));
+    }
+    const PollBackoff backoff;
+    while (true) {
+      const cudaError_t q = cudaEventQuery((*ev)->get());
+      if (q == cudaSuccess) return absl::OkStatus();
+      if (q != cudaErrorNotReady) {
+        cudaGetLastError();
+        return CudaStatus(q, "the KV transfer's completion event (cudaEventQuery)");
+      }
+      if (cudaPeekAtLastError() == cudaErrorNotReady) cudaGetLastError();
+      if (absl::Now() > deadline) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("KV transfer ", std::string(transfer_id), ": its CUDA IPC copies have not completed"));
+      }
+      backoff.Wait();
+    }
+  }
+
   void Disconnect(std::string_view worker_id) override {
     std::shared_ptr<IpcMapping> dropped;  // closed outside the lock
     std::lock_guard<std::mutex> lock(mu_);
@@ -439,12 +500,39 @@ class CudaIpcTransport final : public KvTransport {
     return m;
   }
 
+  // The opened event of a completion record (cached by handle: a prefill
+  // worker's lanes, and so its events, are few and reused). Shared so that
+  // a waiter keeps its event while the cache is cleared.
+  absl::StatusOr<std::shared_ptr<CudaEvent>> OpenedEvent(const CudaIpcCompletion& c) {
+    const std::string key = absl::StrCat(c.pid, ":", c.event_handle);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = events_.find(key);
+      if (it != events_.end()) return it->second;
+    }
+    cudaIpcEventHandle_t handle;
+    std::memcpy(&handle, c.event_handle.data(), sizeof(handle));
+    TANDEM_ASSIGN_OR_RETURN(CudaEvent opened, CudaEvent::OpenIpc(handle));
+    auto ev = std::make_shared<CudaEvent>(std::move(opened));
+    std::vector<std::shared_ptr<CudaEvent>> dropped;  // destroyed outside the lock
+    std::lock_guard<std::mutex> lock(mu_);
+    if (events_.size() >= kMaxOpenedEvents) {
+      for (auto& [k, v] : events_) dropped.push_back(std::move(v));
+      events_.clear();  // prefill workers come and go; the live ones reopen theirs
+    }
+    events_.emplace(key, ev);
+    return ev;
+  }
+
+  static constexpr size_t kMaxOpenedEvents = 256;
   const CudaIpcOptions options_;
   // Streams, events and table buffers, reused transfer after transfer
   // (shared with the transfers holding one, which may outlive this).
   const std::shared_ptr<CudaCopyLanePool> lanes_ = CudaCopyLanePool::Create();
   std::mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<IpcMapping>> peers_;
+  std::unordered_map<std::string, std::shared_ptr<CudaEvent>> events_;  // decode side
+  std::atomic<int> exported_device_{-1};  // the exported pool's GPU (decode side)
 };
 
 }  // namespace

@@ -9,7 +9,8 @@
 // what is held once the burst ends (layer_batches.h: the last layer, a
 // pause between calls, or Finish), so a burst of layers costs one launch
 // and paced layers (a forward pass) launch in their own hooks. Finish()
-// polls (bounded by the deadline) until the transfer's stream is idle.
+// records the lane's interprocess event after the last copy and polls
+// (bounded by the deadline) until the transfer's stream is idle.
 // Each transfer borrows that stream and its block-table buffers from a
 // pool the transport keeps (cuda_copy_lane.h): no CUDA object is created
 // per transfer once the pool is warm.
@@ -18,8 +19,10 @@
 // stream, so a layer's K/V is in memory when SendLayer enqueues its copies
 // (held layers are in memory too, and stay so until the transfer ends);
 // the decode worker reads the blocks only after Finish() returned OK (the
-// router sends Decode after Prefill succeeded), by which time the copies
-// have completed, so no cross-process event is needed. No copy outlives
+// router sends Decode after Prefill succeeded), and, on its side, after
+// WaitReceived saw the interprocess event that Finish recorded behind the
+// copies fire: the event's handle travels as the transfer's completion()
+// (PrefillResponse.kv_completion, relayed in DecodeRequest). No copy outlives
 // its transfer (the destructor synchronizes the stream), and a transfer
 // that fails (DEADLINE_EXCEEDED included) has waited for the copies it
 // launched before it says so: the decode worker may reuse the blocks at

@@ -60,6 +60,12 @@ class KvTransfer {
   // The transport that moves it ("cuda_ipc", "ucx", ...): with auto, the
   // one chosen for this destination.
   virtual std::string_view transport() const = 0;
+  // After Finish returned OK: the transport's own completion signal for
+  // the decode side, which the prefill worker returns with its response
+  // and the router relays to KvTransport::WaitReceived (CUDA IPC: the
+  // interprocess event recorded after the last copy). Empty for the
+  // transports that have none.
+  virtual std::string completion() const { return {}; }
 };
 
 struct KvTransferSpec {
@@ -127,11 +133,16 @@ class KvTransport {
                                           ReceiveFailed on_failed) {
     return absl::UnimplementedError(absl::StrCat("the '", std::string(name()), "' KV transport takes no NCCL transfers"));
   }
-  // Decode side: OK once the transfer's data is in its blocks. Transports
-  // whose prefill-side Finish() already implies that (all but NCCL, where
-  // a completed ncclSend does not mean the peer's ncclRecv completed)
-  // return OK at once; so does an unknown id.
-  virtual absl::Status WaitReceived(std::string_view transfer_id, absl::Time deadline) { return absl::OkStatus(); }
+  // Decode side: OK once the transfer's data is in its blocks, before the
+  // blocks are adopted. `completion` is the prefill side's
+  // KvTransfer::completion (relayed by the router). NCCL waits for its own
+  // receives (a completed ncclSend does not mean the peer's ncclRecv
+  // completed); CUDA IPC waits for the interprocess event named in
+  // `completion`. Transports with neither return OK at once; so does an
+  // unknown id, and a `completion` that is not the transport's own.
+  virtual absl::Status WaitReceived(std::string_view transfer_id, std::string_view completion, absl::Time deadline) {
+    return absl::OkStatus();
+  }
 };
 
 // "auto" (every transport this build has, chosen per destination), "ucx"

@@ -238,7 +238,7 @@ class NcclTransport final : public KvTransport, public NcclTransportStats {
     return r->Accept(req, reserved, std::move(on_failed));
   }
 
-  absl::Status WaitReceived(std::string_view transfer_id, absl::Time deadline) override {
+  absl::Status WaitReceived(std::string_view transfer_id, std::string_view completion, absl::Time deadline) override {
     NcclReceiver* r = receiver();
     return r == nullptr ? absl::OkStatus() : r->WaitReceived(transfer_id, deadline);
   }

@@ -1,5 +1,6 @@
 // A CUDA IPC offer as a prefill worker receives it: DecodeCudaIpcExport on
-// the remote key (must re-encode to the same bytes), then CheckSameHost and
+// the remote key (must re-encode to the same bytes; so must the same bytes
+// read as a transfer's completion record, DecodeCudaIpcCompletion), then CheckSameHost and
 // ComputeCudaIpcOffsets against a parsed KvPoolDescriptor, whose accepted
 // offsets must keep every layer's arrays inside the exported allocation.
 #include <algorithm>
@@ -16,6 +17,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t n = std::min<size_t>(data[0] | data[1] << 8, size - 2);
   const std::string_view record(reinterpret_cast<const char*>(data) + 2, n);
   const std::string_view rest(record.data() + n, size - 2 - n);
+  // The same bytes as a transfer's completion record (DecodeRequest).
+  if (absl::StatusOr<tandem::CudaIpcCompletion> c = tandem::DecodeCudaIpcCompletion(record, "t0");
+      c.ok() && tandem::EncodeCudaIpcCompletion(*c) != record) {
+    std::abort();
+  }
   absl::StatusOr<tandem::CudaIpcExport> e = tandem::DecodeCudaIpcExport(record, "d0");
   if (!e.ok()) return 0;
   if (tandem::EncodeCudaIpcExport(*e) != record) std::abort();

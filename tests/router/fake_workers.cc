@@ -115,6 +115,7 @@ grpc::Status FakePrefillWorker::Prefill(grpc::ServerContext* ctx, const v1::Pref
   resp->mutable_first_token()->set_logprob(-0.25f);
   resp->set_prefill_seconds(0.01);
   resp->set_transfer_seconds(0.002);
+  resp->set_kv_completion(script_.kv_completion);
   return grpc::Status::OK;
 }
 

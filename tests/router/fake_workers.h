@@ -72,6 +72,7 @@ struct PrefillScript {
   int32_t first_token = 0;
   // Prefill waits until the call is cancelled, then fails.
   bool hang = false;
+  std::string kv_completion;  // PrefillResponse.kv_completion
 };
 
 class FakePrefillWorker final : public v1::PrefillService::Service {

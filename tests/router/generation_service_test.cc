@@ -229,7 +229,9 @@ TEST_F(GenerationServiceTest, RelaysPrefillTokenAtOnceThenDecodeTokensInOrderWit
 
 TEST_F(GenerationServiceTest, ExplicitSeedAndIdsReachBothWorkers) {
   const std::vector<int32_t> answer = Encode(" hello there");
-  FakePrefillWorker prefill(PrefillScript{.first_token = answer[0]});
+  // The transport's completion signal (binary) goes from prefill to decode.
+  const std::string completion = std::string("TPE1") + '\0' + '\x01' + "binary";
+  FakePrefillWorker prefill(PrefillScript{.first_token = answer[0], .kv_completion = completion});
   FakeDecodeWorker decode(DecodeScript{.tokens = std::vector<int32_t>(answer.begin() + 1, answer.end())});
   RegisterDecode(decode);
   RegisterPrefill(prefill);
@@ -245,6 +247,7 @@ TEST_F(GenerationServiceTest, ExplicitSeedAndIdsReachBothWorkers) {
   EXPECT_EQ(o.messages[0].request_id(), "my-request");
   EXPECT_EQ(prefill.prefills[0].seed(), 1234u);
   EXPECT_EQ(decode.decodes[0].seed(), 1234u);
+  EXPECT_EQ(decode.decodes[0].kv_completion(), completion);
   EXPECT_EQ(prefill.prefills[0].prompt_token_ids_size(), 2);
   EXPECT_EQ(decode.reserves[0].request_id(), "my-request");
 }

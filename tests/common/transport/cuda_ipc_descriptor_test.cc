@@ -61,6 +61,29 @@ TEST(CudaIpcDescriptorTest, MalformedRecordsAreRefusedByName) {
   EXPECT_FALSE(DecodeCudaIpcExport(EncodeCudaIpcExport(empty), "d").ok());
 }
 
+TEST(CudaIpcDescriptorTest, CompletionRecordsRoundTripAndMalformedOnesAreRefused) {
+  CudaIpcCompletion c;
+  c.event_handle = std::string(kCudaIpcHandleBytes, '\x33');
+  c.event_handle[7] = '\0';
+  c.pid = 77;
+  const std::string good = EncodeCudaIpcCompletion(c);
+  absl::StatusOr<CudaIpcCompletion> back = DecodeCudaIpcCompletion(good, "t1");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, c);
+  // An export record is not a completion record, nor the reverse.
+  EXPECT_FALSE(DecodeCudaIpcCompletion(EncodeCudaIpcExport(SampleExport()), "t1").ok());
+  EXPECT_FALSE(DecodeCudaIpcExport(good, "d").ok());
+  for (const std::string& bad : {std::string(), good.substr(0, good.size() - 1), good + "x"}) {
+    absl::StatusOr<CudaIpcCompletion> r = DecodeCudaIpcCompletion(bad, "t1");
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("t1"), std::string::npos) << r.status();
+  }
+  CudaIpcCompletion short_handle = c;
+  short_handle.event_handle.resize(63);
+  EXPECT_FALSE(DecodeCudaIpcCompletion(EncodeCudaIpcCompletion(short_handle), "t1").ok());
+}
+
 TEST(CudaIpcDescriptorTest, ADescriptorFromAnotherHostIsRefused) {
   const v1::KvPoolDescriptor d = SampleDescriptor(SampleExport());
   EXPECT_TRUE(CheckSameHost(d, "boot-a/host-a").ok());

@@ -29,6 +29,7 @@
 
 #include "common/engine/cuda/cuda_kv_pool.h"
 #include "common/kv/block_allocator.h"
+#include "common/transport/cuda_ipc_descriptor.h"
 #include "common/transport/cuda_ipc_transport.h"
 #include "common/transport/kv_transport.h"
 #include "gtest/gtest.h"
@@ -42,7 +43,53 @@ const KvEndpointInfo kDecode{"decode-b", "model-1"};
 constexpr uint32_t kSrcSeed = 0x1234567, kDstSeed = 0x7654321;
 constexpr int32_t kBlocks = 640;  // in both pools
 
-enum : int { kOk = 0, kNoTransport = 10, kNoPool, kNoExport, kPipe, kWrongBytes, kNoDevice };
+enum : int { kOk = 0, kNoTransport = 10, kNoPool, kNoExport, kPipe, kWrongBytes, kNoDevice, kCompletion };
+
+bool WriteString(int fd, const std::string& s) {
+  const uint64_t n = s.size();
+  return write(fd, &n, sizeof(n)) == sizeof(n) && (n == 0 || write(fd, s.data(), n) == static_cast<ssize_t>(n));
+}
+bool ReadString(int fd, std::string* s) {
+  uint64_t n = 0;
+  if (read(fd, &n, sizeof(n)) != sizeof(n) || n > (1u << 20)) return false;
+  s->resize(n);
+  size_t got = 0;
+  while (got < n) {
+    const ssize_t r = read(fd, s->data() + got, n - got);
+    if (r <= 0) return false;
+    got += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// The decode side's check of the prefill side's completion signals: every
+// finished transfer's (CUDA IPC: its copy lane's interprocess event) must
+// be seen complete; a well-formed record naming an event that the live
+// sender never made must not pass, nor a malformed one.
+bool CompletionsHold(KvTransport& t, const std::string& transport, const std::vector<std::string>& completions,
+                     uint64_t sender_pid) {
+  const bool ipc = transport != "ucx_staged";
+  for (const std::string& c : completions) {
+    if (c.empty() == ipc) {
+      fprintf(stderr, "completion record of %zu bytes over %s\n", c.size(), transport.c_str());
+      return false;
+    }
+    absl::Status s = t.WaitReceived("done", c, absl::Now() + absl::Seconds(10));
+    if (!s.ok()) {
+      fprintf(stderr, "WaitReceived: %s\n", s.ToString().c_str());
+      return false;
+    }
+  }
+  if (!ipc) return true;
+  const std::string forged = EncodeCudaIpcCompletion({std::string(kCudaIpcHandleBytes, '\x42'), sender_pid});
+  absl::Status f = t.WaitReceived("forged", forged, absl::Now() + absl::Seconds(2));
+  absl::Status m = t.WaitReceived("malformed", "not a record", absl::Now() + absl::Seconds(2));
+  if (f.ok() || !absl::IsInvalidArgument(m)) {
+    fprintf(stderr, "forged: %s; malformed: %s\n", f.ToString().c_str(), m.ToString().c_str());
+    return false;
+  }
+  return true;
+}
 
 KvLayout TestLayout() {
   KvLayout l;
@@ -164,7 +211,7 @@ std::vector<KvTransferSpec> Landed(const std::vector<Step>& steps) {
   return specs;
 }
 
-int DecodeChild(const std::string& transport, int to_parent, int from_parent) {
+int DecodeChild(const std::string& transport, int to_parent, int from_parent, uint64_t sender_pid) {
   CudaKvPool pool;
   if (!pool.Init(TestLayout(), kBlocks).ok() || !FillGpuTestPool(pool, kDstSeed).ok()) return kNoPool;
   auto t = CreateKvTransport(transport.starts_with("cuda_ipc") ? "cuda_ipc" : transport);
@@ -179,10 +226,21 @@ int DecodeChild(const std::string& transport, int to_parent, int from_parent) {
   if (write(to_parent, &n, sizeof(n)) != sizeof(n) || write(to_parent, bytes.data(), n) != static_cast<ssize_t>(n)) {
     return kPipe;
   }
+  // The finished transfers' completion records, while the sender (and so
+  // its events) still lives; then the sender lets go of the pool.
+  std::string count, c;
+  if (!ReadString(from_parent, &count)) return kPipe;
+  std::vector<std::string> completions;
+  for (size_t i = 0; i < std::stoul(count); ++i) {
+    if (!ReadString(from_parent, &c)) return kPipe;
+    completions.push_back(c);
+  }
+  const bool completions_hold = CompletionsHold(**t, transport, completions, sender_pid);
+  if (write(to_parent, "c", 1) != 1) return kPipe;
   char done;
   if (read(from_parent, &done, 1) != 1) return kPipe;
   if (!GpuTestPoolHoldsTransfers(pool, Landed(Steps(transport)), kSrcSeed, kDstSeed)) return kWrongBytes;
-  return kOk;
+  return completions_hold ? kOk : kCompletion;
 }
 
 // Whether a GPU is usable, asked in a child so that this process has not
@@ -210,9 +268,10 @@ TEST_P(CudaTransportTest, GpuBlocksLandInAnotherProcess) {
   int to_parent[2], to_child[2];
   ASSERT_EQ(pipe(to_parent), 0);
   ASSERT_EQ(pipe(to_child), 0);
+  const uint64_t sender_pid = static_cast<uint64_t>(getpid());
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
-  if (pid == 0) _exit(DecodeChild(transport, to_parent[1], to_child[0]));
+  if (pid == 0) _exit(DecodeChild(transport, to_parent[1], to_child[0], sender_pid));
   close(to_parent[1]);
   close(to_child[0]);
   auto wait_child = [&] {
@@ -233,8 +292,8 @@ TEST_P(CudaTransportTest, GpuBlocksLandInAnotherProcess) {
       got += static_cast<size_t>(r);
     }
   }
-  close(to_parent[0]);
   if (bytes.empty() || !desc.ParseFromString(bytes)) {
+    close(to_parent[0]);
     FAIL() << "no descriptor from the decode child (exit " << wait_child() << ")";
   }
 
@@ -245,6 +304,7 @@ TEST_P(CudaTransportTest, GpuBlocksLandInAnotherProcess) {
   auto sender = Sender(transport);
   ASSERT_TRUE(sender.ok()) << sender.status();
   BlockAllocator blocks(kBlocks);  // the scratch blocks a prefill would hold
+  std::vector<std::string> completions;  // of every transfer that finished
   for (Step& step : Steps(transport)) {
     SCOPED_TRACE(step.what);
     std::vector<std::unique_ptr<KvTransfer>> transfers;
@@ -279,12 +339,18 @@ TEST_P(CudaTransportTest, GpuBlocksLandInAnotherProcess) {
         continue;
       }
       ASSERT_TRUE(s.ok()) << s;
+      completions.push_back(transfers[j]->completion());
       EXPECT_EQ(transfers[j]->bytes_sent(), static_cast<int64_t>(step.specs[j].src_blocks.size()) *
                                                  layout.num_layers * 2 * layout.block_bytes());
     }
     transfers.clear();  // dropped ones included: their copies end here
     for (const auto& h : held) ASSERT_TRUE(blocks.Release(h).ok());
   }
+  ASSERT_TRUE(WriteString(to_child[1], std::to_string(completions.size())));
+  for (const std::string& c : completions) ASSERT_TRUE(WriteString(to_child[1], c));
+  char checked = 0;
+  ASSERT_EQ(read(to_parent[0], &checked, 1), 1) << "the decode child did not check the completions";
+  close(to_parent[0]);
   sender->reset();  // closes the IPC mapping before the exporter exits
   ASSERT_EQ(write(to_child[1], "x", 1), 1);
   EXPECT_EQ(wait_child(), kOk) << "the decode child found wrong bytes or failed to set up";

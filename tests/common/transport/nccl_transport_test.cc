@@ -229,7 +229,7 @@ TEST_F(NcclTransportTest, MovesEveryByteAndCachesTheCommunicator) {
     EXPECT_EQ((*t)->transport(), "nccl");
     SendAll(**t);
     ASSERT_TRUE((*t)->Finish().ok());
-    ASSERT_TRUE(decode_->WaitReceived(id, absl::Now() + absl::Seconds(5)).ok());
+    ASSERT_TRUE(decode_->WaitReceived(id, "", absl::Now() + absl::Seconds(5)).ok());
     ExpectCopied({0, 1, 2, 7}, {3, 4, 5, 9});
   }
   EXPECT_EQ(fabric_.unique_ids, 1);  // one communicator for both transfers
@@ -255,7 +255,7 @@ TEST_F(NcclTransportTest, StagedTransferMovesEveryByte) {
   ASSERT_TRUE(t.ok()) << t.status();
   SendAll(**t);
   ASSERT_TRUE((*t)->Finish().ok());
-  ASSERT_TRUE(decode_->WaitReceived("s", absl::Now() + absl::Seconds(5)).ok());
+  ASSERT_TRUE(decode_->WaitReceived("s", "", absl::Now() + absl::Seconds(5)).ok());
   ExpectCopied({0, 2, 4, 5}, {9, 1, 12, 13});
 }
 
@@ -269,7 +269,7 @@ TEST_F(NcclTransportTest, InterleavedTransfersToOnePeerStayMatched) {
   }
   ASSERT_TRUE((*a)->Finish().ok());
   ASSERT_TRUE((*b)->Finish().ok());
-  ASSERT_TRUE(decode_->WaitReceived("b", absl::Now() + absl::Seconds(5)).ok());
+  ASSERT_TRUE(decode_->WaitReceived("b", "", absl::Now() + absl::Seconds(5)).ok());
   ExpectCopied({0, 1, 4, 8}, {2, 3, 10, 6});
 }
 
@@ -285,7 +285,7 @@ TEST_F(NcclTransportTest, AnAbandonedTransferIsRetriedOnTheSamePair) {
   ASSERT_TRUE(t.ok()) << t.status();
   SendAll(**t);
   ASSERT_TRUE((*t)->Finish().ok());
-  ASSERT_TRUE(decode_->WaitReceived("r", absl::Now() + absl::Seconds(5)).ok());
+  ASSERT_TRUE(decode_->WaitReceived("r", "", absl::Now() + absl::Seconds(5)).ok());
   ExpectCopied({0, 1}, {6, 7});
   EXPECT_EQ(fabric_.unique_ids, 1);
   EXPECT_EQ(fabric_.aborts, 0);
@@ -303,7 +303,7 @@ TEST_F(NcclTransportTest, AsyncErrorAbortsDropsAndFreesTheReservation) {
   absl::Status s = (*t)->Finish();
   EXPECT_TRUE(absl::IsUnavailable(s)) << s;
   EXPECT_EQ(Stats(prefill_).send_peers(), 0u);
-  EXPECT_FALSE(decode_->WaitReceived("e", absl::Now() + absl::Seconds(5)).ok());
+  EXPECT_FALSE(decode_->WaitReceived("e", "", absl::Now() + absl::Seconds(5)).ok());
   EXPECT_GE(fabric_.aborts, 2);  // both sides
   std::lock_guard<std::mutex> l(res_.mu);
   EXPECT_FALSE(res_.live.contains("e"));  // no block leaked
@@ -320,7 +320,7 @@ TEST_F(NcclTransportTest, HangEndsAtTheDeadlineAndTheNextTransferReconnects) {
   absl::Status s = (*t)->Finish();
   EXPECT_TRUE(absl::IsDeadlineExceeded(s)) << s;
   EXPECT_EQ(Stats(prefill_).send_peers(), 0u);
-  EXPECT_FALSE(decode_->WaitReceived("h", absl::Now() + absl::Seconds(5)).ok());  // its own timeout
+  EXPECT_FALSE(decode_->WaitReceived("h", "", absl::Now() + absl::Seconds(5)).ok());  // its own timeout
   {
     std::lock_guard<std::mutex> l(res_.mu);
     EXPECT_FALSE(res_.live.contains("h"));
@@ -373,7 +373,7 @@ TEST_F(NcclTransportTest, AReservationReleasedWhileReceivingKeepsItsBlocksUntilT
     }
     absl::Status s = (*t)->Finish();
     EXPECT_EQ(s.ok(), arrives) << s;
-    decode_->WaitReceived(id, absl::Now() + absl::Seconds(5)).IgnoreError();
+    decode_->WaitReceived(id, "", absl::Now() + absl::Seconds(5)).IgnoreError();
     const absl::Time give_up = absl::Now() + absl::Seconds(5);
     while (Held() != 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
     EXPECT_EQ(Held(), 0);
