@@ -521,6 +521,8 @@ class CudaIpcTransport final : public KvTransport {
       events_.clear();  // prefill workers come and go; the live ones reopen theirs
     }
     events_.emplace(key, ev);
+    TANDEM_LOG(INFO) << "opened a CUDA IPC completion event of prefill process " << c.pid << " (" << events_.size()
+                     << " open): KV transfers are waited for on it before their blocks are adopted";
     return ev;
   }
 

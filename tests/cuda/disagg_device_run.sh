@@ -208,6 +208,13 @@ step_parity() {
       fail "parity $transport: no 'goes over $expect' in the prefill log"
       grep -i "transport\|goes over" "$OUT/parity-$transport/prefill.log" | head -5
     fi
+    if [[ $expect == cuda_ipc ]]; then
+      if grep -q "opened a CUDA IPC completion event of prefill process" "$OUT/parity-$transport/decode.log"; then
+        pass "parity $transport: the decode worker waits for the prefill worker's CUDA IPC completion events"
+      else
+        fail "parity $transport: no CUDA IPC completion event opened in the decode log"
+      fi
+    fi
     local counted
     counted=$(metric_sum "$PREFILL_METRICS" tandem_kv_transfers_total "transport=\"$expect\"" 'outcome="ok"')
     if [[ -n $counted ]] && python3 -c "import sys; sys.exit(0 if float('$counted') >= 2 * ${#PROMPTS[@]} else 1)"; then
