@@ -34,6 +34,7 @@
 #include "common/transport/kv_transport.h"
 #include "gtest/gtest.h"
 #include "tests/common/transport/gpu_test_pool.h"
+#include "tests/common/transport/pipe_messages.h"
 
 namespace tandem {
 namespace {
@@ -44,23 +45,6 @@ constexpr uint32_t kSrcSeed = 0x1234567, kDstSeed = 0x7654321;
 constexpr int32_t kBlocks = 640;  // in both pools
 
 enum : int { kOk = 0, kNoTransport = 10, kNoPool, kNoExport, kPipe, kWrongBytes, kNoDevice, kCompletion };
-
-bool WriteString(int fd, const std::string& s) {
-  const uint64_t n = s.size();
-  return write(fd, &n, sizeof(n)) == sizeof(n) && (n == 0 || write(fd, s.data(), n) == static_cast<ssize_t>(n));
-}
-bool ReadString(int fd, std::string* s) {
-  uint64_t n = 0;
-  if (read(fd, &n, sizeof(n)) != sizeof(n) || n > (1u << 20)) return false;
-  s->resize(n);
-  size_t got = 0;
-  while (got < n) {
-    const ssize_t r = read(fd, s->data() + got, n - got);
-    if (r <= 0) return false;
-    got += static_cast<size_t>(r);
-  }
-  return true;
-}
 
 // The decode side's check of the prefill side's completion signals: every
 // finished transfer's (CUDA IPC: its copy lane's interprocess event) must
@@ -229,10 +213,10 @@ int DecodeChild(const std::string& transport, int to_parent, int from_parent, ui
   // The finished transfers' completion records, while the sender (and so
   // its events) still lives; then the sender lets go of the pool.
   std::string count, c;
-  if (!ReadString(from_parent, &count)) return kPipe;
+  if (!ReadMsg(from_parent, &count)) return kPipe;
   std::vector<std::string> completions;
   for (size_t i = 0; i < std::stoul(count); ++i) {
-    if (!ReadString(from_parent, &c)) return kPipe;
+    if (!ReadMsg(from_parent, &c)) return kPipe;
     completions.push_back(c);
   }
   const bool completions_hold = CompletionsHold(**t, transport, completions, sender_pid);
@@ -346,8 +330,8 @@ TEST_P(CudaTransportTest, GpuBlocksLandInAnotherProcess) {
     transfers.clear();  // dropped ones included: their copies end here
     for (const auto& h : held) ASSERT_TRUE(blocks.Release(h).ok());
   }
-  ASSERT_TRUE(WriteString(to_child[1], std::to_string(completions.size())));
-  for (const std::string& c : completions) ASSERT_TRUE(WriteString(to_child[1], c));
+  ASSERT_TRUE(WriteMsg(to_child[1], std::to_string(completions.size())));
+  for (const std::string& c : completions) ASSERT_TRUE(WriteMsg(to_child[1], c));
   char checked = 0;
   ASSERT_EQ(read(to_parent[0], &checked, 1), 1) << "the decode child did not check the completions";
   close(to_parent[0]);

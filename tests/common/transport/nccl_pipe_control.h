@@ -1,6 +1,6 @@
-// For the two-process NCCL GPU test and benchmark: length-prefixed
-// messages over pipes, and an NcclControl that carries the transfer
-// requests to the decode child that way (standing in for the gRPC RPC).
+// For the two-process NCCL GPU test and benchmark: an NcclControl that
+// carries the transfer requests to the decode child as pipe messages
+// (pipe_messages.h), standing in for the gRPC RPC.
 #pragma once
 
 #include <unistd.h>
@@ -9,26 +9,9 @@
 #include <string>
 
 #include "common/transport/nccl_transport.h"
+#include "tests/common/transport/pipe_messages.h"
 
 namespace tandem {
-
-inline bool WriteMsg(int fd, const std::string& s) {
-  const uint64_t n = s.size();
-  return write(fd, &n, sizeof(n)) == sizeof(n) && (n == 0 || write(fd, s.data(), n) == static_cast<ssize_t>(n));
-}
-
-inline bool ReadMsg(int fd, std::string* s) {
-  uint64_t n = 0;
-  if (read(fd, &n, sizeof(n)) != sizeof(n) || n > (1u << 24)) return false;
-  s->resize(n);
-  size_t got = 0;
-  while (got < n) {
-    const ssize_t r = read(fd, s->data() + got, n - got);
-    if (r <= 0) return false;
-    got += static_cast<size_t>(r);
-  }
-  return true;
-}
 
 // The request out, the decode side's status back ("" for OK).
 class PipeControl final : public NcclControl {
