@@ -137,9 +137,10 @@ class KvTransport {
   // blocks are adopted. `completion` is the prefill side's
   // KvTransfer::completion (relayed by the router). NCCL waits for its own
   // receives (a completed ncclSend does not mean the peer's ncclRecv
-  // completed); CUDA IPC waits for the interprocess event named in
-  // `completion`. Transports with neither return OK at once; so does an
-  // unknown id, and a `completion` that is not the transport's own.
+  // completed); CUDA IPC waits for the interprocess event named in a
+  // non-empty `completion` and refuses one that is not a CUDA IPC
+  // completion record (INVALID_ARGUMENT). Transports with neither ignore
+  // `completion` and return OK at once; so does NCCL for an unknown id.
   virtual absl::Status WaitReceived(std::string_view transfer_id, std::string_view completion, absl::Time deadline) {
     return absl::OkStatus();
   }
