@@ -87,6 +87,22 @@ def report_spread(name, n, eager, sdpa, truth):
     return spread
 
 
+def logits_of(model, seqs):
+    """Teacher-forced logits of each sequence alone, as float32 arrays."""
+    model.eval()
+    with torch.no_grad():
+        return [model(torch.tensor([s], device="cuda")).logits[0].float().cpu().numpy() for s in seqs]
+
+
+def reloaded_logits(d, seqs, dtype, attn):
+    """logits_of the checkpoint in `d` loaded again in `dtype` with `attn`."""
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=dtype, attn_implementation=attn).cuda()
+    out = logits_of(model, seqs)
+    del model
+    torch.cuda.empty_cache()
+    return out
+
+
 def main():
     torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 forward is plain fp32
     torch.backends.cudnn.allow_tf32 = False
@@ -106,28 +122,12 @@ def main():
         seqs = [torch.randint(0, cfg.vocab_size, (n,), generator=g).tolist() for n in LENGTHS]
         with open(os.path.join(d, "tokens.json"), "w") as f:
             json.dump(seqs, f)
-        ref = []
-        with torch.no_grad():
-            for s in seqs:
-                ref.append(model(torch.tensor([s], device="cuda")).logits[0].float().cpu().numpy())
+        ref = logits_of(model, seqs)
         del model
-        eager_model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.bfloat16, attn_implementation="eager").cuda()
-        eager_model.eval()
-        eager = []
-        with torch.no_grad():
-            for s in seqs:
-                eager.append(eager_model(torch.tensor([s], device="cuda")).logits[0].float().cpu().numpy())
-        del eager_model
+        eager = reloaded_logits(d, seqs, torch.bfloat16, "eager")
         # The truth the bf16 runs approximate: the same bf16 weights, upcast
         # exactly, through an fp32 forward.
-        fp32_model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="sdpa").cuda()
-        fp32_model.eval()
-        truth = []
-        with torch.no_grad():
-            for s in seqs:
-                truth.append(fp32_model(torch.tensor([s], device="cuda")).logits[0].float().cpu().numpy())
-        del fp32_model
-        torch.cuda.empty_cache()
+        truth = reloaded_logits(d, seqs, torch.float32, "sdpa")
         if SPREAD_ONLY:
             report[name] = {n: report_spread(name, n, eager[i], ref[i], truth[i]) for i, n in enumerate(LENGTHS)}
             continue
