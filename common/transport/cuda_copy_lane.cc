@@ -1,9 +1,12 @@
 #include "common/transport/cuda_copy_lane.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <utility>
 
 #include "common/transport/cuda_block_copy.h"
+#include "common/transport/cuda_ipc_descriptor.h"
 #include "common/util/logging.h"
 #include "common/util/status_macros.h"
 
@@ -16,7 +19,8 @@ absl::StatusOr<std::unique_ptr<CudaCopyLane>> CudaCopyLane::Create(int device) {
   TANDEM_ASSIGN_OR_RETURN(lane->done_, CudaEvent::Create(cudaEventInterprocess));
   cudaIpcEventHandle_t handle;
   TANDEM_CUDA_RETURN_IF_ERROR(cudaIpcGetEventHandle(&handle, lane->done_.get()));
-  lane->done_handle_.assign(reinterpret_cast<const char*>(&handle), sizeof(handle));
+  lane->completion_record_ = EncodeCudaIpcCompletion(
+      {std::string(reinterpret_cast<const char*>(&handle), sizeof(handle)), static_cast<uint64_t>(getpid())});
   TANDEM_CUDA_RETURN_IF_ERROR(KvCopyMaxCtas(&lane->max_ctas_));
   return lane;
 }

@@ -37,12 +37,13 @@ class CudaCopyLane {
   // are done when the stream is idle.
   cudaStream_t stream() const { return stream_.get(); }
   // Interprocess-capable (cudaEventInterprocess): the holder records it
-  // after its last copy, and its handle (cudaIpcEventHandle_t bytes, taken
-  // once) goes to the decode worker, which waits for it before adopting the
-  // blocks. A later holder re-records it; a decode worker that looks after
-  // that waits for the later copies too, which end after the earlier ones.
+  // after its last copy, and its completion record (EncodeCudaIpcCompletion
+  // of its handle and this process, made once) goes to the decode worker,
+  // which waits for it before adopting the blocks. A later holder
+  // re-records it; a decode worker that looks after that waits for the
+  // later copies too, which end after the earlier ones.
   cudaEvent_t done() const { return done_.get(); }
-  const std::string& done_handle() const { return done_handle_; }
+  const std::string& completion_record() const { return completion_record_; }
   // The copy kernel's grid cap on this device (KvCopyMaxCtas).
   int max_ctas() const { return max_ctas_; }
 
@@ -63,7 +64,7 @@ class CudaCopyLane {
   int max_ctas_ = 1;
   CudaStream stream_;
   CudaEvent done_;
-  std::string done_handle_;
+  std::string completion_record_;
   PinnedBuffer host_table_;
   DeviceBuffer device_table_;
 };

@@ -7,7 +7,6 @@
 
 #include <atomic>
 #include <cerrno>
-
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -33,6 +32,17 @@ namespace {
 // all their blocks per launch); one cudaMemcpyAsync per run of blocks, K
 // and V apart, only where the kernel cannot be used (pools not 16-byte
 // aligned) or is switched off (CudaIpcOptions).
+
+// What a cudaStreamQuery or cudaEventQuery said: done, not yet, or an
+// error. The runtime may keep what the query returned as the thread's last
+// error, where a later launch check would find it, so it is cleared
+// (cudaErrorNotReady is a state, not an error; a real one is reported here).
+absl::StatusOr<bool> Done(cudaError_t q, const char* what) {
+  if (q == cudaSuccess) return true;
+  if (cudaPeekAtLastError() == q) cudaGetLastError();
+  if (q == cudaErrorNotReady) return false;
+  return CudaStatus(q, what);
+}
 
 absl::Status NotOnDevice(std::string_view side) {
   return absl::FailedPreconditionError(absl::StrCat("the CUDA IPC KV transport moves GPU memory only; ", std::string(side),
@@ -247,18 +257,20 @@ class CudaIpcTransfer final : public KvTransfer {
     // honour the deadline.
     const PollBackoff backoff;
     while (true) {
-      absl::StatusOr<bool> idle = StreamIdle();
+      absl::StatusOr<bool> idle = Done(cudaStreamQuery(lane_->stream()), "KV copy");
       if (!idle.ok()) return Fail(idle.status());
       if (*idle) break;
       if (absl::Now() > spec_.deadline) return Expire();
       backoff.Wait();
     }
     result_ = absl::OkStatus();
-    completion_ = EncodeCudaIpcCompletion({lane_->done_handle(), static_cast<uint64_t>(getpid())});
     return absl::OkStatus();
   }
 
-  std::string completion() const override { return completion_; }
+  // The lane's record: its event was recorded behind this transfer's copies.
+  std::string completion() const override {
+    return result_.has_value() && result_->ok() ? lane_->completion_record() : std::string();
+  }
   int64_t bytes_sent() const override { return bytes_; }
   const std::string& id() const override { return spec_.transfer_id; }
   std::string_view transport() const override { return kTransportCudaIpc; }
@@ -277,19 +289,6 @@ class CudaIpcTransfer final : public KvTransfer {
   }
   char* DstKey(int layer) const { return mapping_->base() + offsets_.key[static_cast<size_t>(layer)]; }
   char* DstValue(int layer) const { return mapping_->base() + offsets_.value[static_cast<size_t>(layer)]; }
-
-  // Whether everything queued on the lane's stream has run. cudaErrorNotReady
-  // is a state, not an error; the runtime may still keep it as the thread's
-  // last error, where a later launch check would find it, so it is cleared.
-  absl::StatusOr<bool> StreamIdle() {
-    const cudaError_t q = cudaStreamQuery(lane_->stream());
-    if (q == cudaErrorNotReady) {
-      if (cudaPeekAtLastError() == cudaErrorNotReady) cudaGetLastError();
-      return false;
-    }
-    if (q != cudaSuccess) return CudaStatus(q, "KV copy");
-    return true;
-  }
 
   // Past the deadline the decode worker may give the blocks to another
   // request once it hears of the failure (its reservation is not this
@@ -360,7 +359,6 @@ class CudaIpcTransfer final : public KvTransfer {
   LaunchTiming timing_;
   int64_t bytes_ = 0;
   std::optional<absl::Status> result_;
-  std::string completion_;  // set by a Finish that succeeded
   // Last: released first, after the destructor synchronized its stream.
   CudaCopyLaneLease lane_;
 };
@@ -460,13 +458,8 @@ class CudaIpcTransport final : public KvTransport {
     }
     const PollBackoff backoff;
     while (true) {
-      const cudaError_t q = cudaEventQuery((*ev)->get());
-      if (q == cudaSuccess) return absl::OkStatus();
-      if (q != cudaErrorNotReady) {
-        cudaGetLastError();
-        return CudaStatus(q, "the KV transfer's completion event (cudaEventQuery)");
-      }
-      if (cudaPeekAtLastError() == cudaErrorNotReady) cudaGetLastError();
+      TANDEM_ASSIGN_OR_RETURN(const bool done, Done(cudaEventQuery((*ev)->get()), "the KV transfer's completion event"));
+      if (done) return absl::OkStatus();
       if (absl::Now() > deadline) {
         return absl::DeadlineExceededError(
             absl::StrCat("KV transfer ", std::string(transfer_id), ": its CUDA IPC copies have not completed"));
