@@ -12,12 +12,16 @@
 //      StartTransfer, the SendLayer calls and Finish. Baselines: cudaMemcpy
 //      device-to-device of the same bytes in this process, by the GPU's
 //      clock and by the host's; and the CUDA IPC gather kernel alone.
+//      Sustained (--concurrent_transfers, 8): that many transfers of a
+//      length in flight at once, each on blocks of its own; all their KV
+//      bytes / the wall time, against as many back-to-back memcpys.
 //   2. TTFT (--ttft_lengths, needs --model): the engine's prefill of one
 //      prompt alone, and with the transfer driven from on_layer_done the
 //      way the prefill worker does it (start at layer 0, SendLayer per
 //      layer, Finish after the pass), the two in alternation; also the
 //      host time spent in the hooks and in Finish.
-// Writes JSON to --out and a table to stdout. Device runs only.
+// Writes JSON to --out and a table to stdout. The baselines are in
+// copy_baselines.h. Device runs only.
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,16 +36,16 @@
 #include <string>
 #include <vector>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "bench/gpu_ceilings/gpu_ceilings.h"
+#include "bench/transfer_bench/copy_baselines.h"
 #include "common/engine/cuda/cuda_kv_pool.h"
 #include "common/engine/engine.h"
 #include "common/engine/model_loader.h"
 #include "common/kv/kv_layout.h"
-#include "common/transport/cuda_block_copy.h"
 #include "common/transport/kv_transport.h"
 #include "common/util/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -76,11 +80,7 @@ std::vector<int> Ints(const std::vector<std::string>& v) {
   return out;
 }
 
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using bench::Median;
 
 bool WriteAll(int fd, const void* p, size_t n) {
   const char* c = static_cast<const char*>(p);
@@ -126,12 +126,28 @@ int DecodeChild(const KvLayout& layout, int32_t blocks, int to_parent, int from_
   return 0;
 }
 
-// One transfer's wall time, split where the host hands over: StartTransfer,
-// the SendLayer calls (the last one launches the copies of a burst), and
-// Finish (waiting for the copies to end).
+// A transfer's (or a set of transfers') wall time, split where the host
+// hands over: StartTransfer, the SendLayer calls (the last one launches the
+// copies of a burst), and Finish (waiting for the copies to end).
 struct TransferTime {
   double total = 0, start = 0, send = 0, finish = 0;
   double last_send = 0;  // of `send`: the last SendLayer, which launches a burst's copies
+};
+
+// The timed repeats of one point, phase by phase, and their medians.
+struct TransferTimes {
+  std::vector<double> total, start, send, finish, last_send;
+  void Add(const TransferTime& t) {
+    total.push_back(t.total);
+    start.push_back(t.start);
+    send.push_back(t.send);
+    finish.push_back(t.finish);
+    last_send.push_back(t.last_send);
+  }
+  TransferTime Median() const {
+    return {bench::Median(total), bench::Median(start), bench::Median(send), bench::Median(finish),
+            bench::Median(last_send)};
+  }
 };
 
 // Blocks of the source pool and of the decode child's pool: room for
@@ -162,89 +178,6 @@ absl::StatusOr<TransferTime> TimeTransfer(KvTransport& t, KvPoolView& src, const
                       absl::ToDoubleSeconds(sent - held)};
 }
 
-// Median GPU seconds (events around it on the default stream) of what
-// `enqueue` queues there, over `repeats` runs after one warm-up.
-template <typename Enqueue>
-absl::StatusOr<double> MedianGpuSeconds(int repeats, Enqueue enqueue) {
-  cudaEvent_t e[2] = {nullptr, nullptr};
-  absl::Cleanup destroy = [&] {
-    for (cudaEvent_t x : e) {
-      if (x != nullptr) cudaEventDestroy(x);
-    }
-  };
-  for (cudaEvent_t& x : e) TANDEM_CUDA_RETURN_IF_ERROR(cudaEventCreate(&x));
-  std::vector<double> secs;
-  for (int r = 0; r <= repeats; ++r) {
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(e[0]));
-    TANDEM_CUDA_RETURN_IF_ERROR(enqueue());
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventRecord(e[1]));
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(e[1]));
-    float ms = 0;
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, e[0], e[1]));
-    if (r > 0 && ms > 0) secs.push_back(ms / 1e3);
-  }
-  return Median(secs);
-}
-
-// Device-to-device copy of `bytes` (median of repeats), bytes/s: by the
-// GPU's clock (events around the copy: the device's bandwidth) and by the
-// host's (cudaMemcpyAsync until cudaStreamSynchronize returns: what a
-// host thread that asks for a copy and waits for it sees, launch and
-// wake-up included, as the transfer's wall time does).
-struct CopyRate {
-  double gpu = 0, wall = 0;
-};
-
-absl::StatusOr<CopyRate> DeviceCopyBandwidth(size_t bytes, int repeats) {
-  DeviceBuffer a, b;
-  TANDEM_RETURN_IF_ERROR(a.Allocate(bytes));
-  TANDEM_RETURN_IF_ERROR(b.Allocate(bytes));
-  TANDEM_ASSIGN_OR_RETURN(const double gpu, MedianGpuSeconds(repeats, [&] {
-                            return cudaMemcpy(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice);
-                          }));
-  std::vector<double> wall;
-  for (int r = 0; r <= repeats; ++r) {
-    const absl::Time start = absl::Now();
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, 0));
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(0));
-    if (r > 0) wall.push_back(absl::ToDoubleSeconds(absl::Now() - start));
-  }
-  const double wall_sec = Median(wall);
-  return CopyRate{gpu > 0 ? static_cast<double>(bytes) / gpu : 0,
-                  wall_sec > 0 ? static_cast<double>(bytes) / wall_sec : 0};
-}
-
-// The CUDA IPC transport's gather kernel alone (cuda_block_copy.h), all
-// layers in one launch, between two pools of this process, by the GPU's
-// clock: how much of a transfer is the copy itself.
-absl::StatusOr<double> GatherKernelBandwidth(CudaKvPool& src, CudaKvPool& dst, const std::vector<int32_t>& s,
-                                             const std::vector<int32_t>& d, int repeats) {
-  KvCopyParams p{};
-  const int layers = std::min(src.layout().num_layers, kKvCopyMaxLayers);
-  for (int l = 0; l < layers; ++l) {
-    p.layers[l] = {src.KeyBlock(l, 0), src.ValueBlock(l, 0), dst.KeyBlock(l, 0), dst.ValueBlock(l, 0)};
-  }
-  p.num_layers = layers;
-  p.num_pairs = static_cast<int32_t>(s.size());
-  p.block_bytes = static_cast<uint64_t>(src.layout().block_bytes());
-  std::vector<int32_t> pairs;
-  for (size_t i = 0; i < s.size(); ++i) pairs.insert(pairs.end(), {s[i], d[i]});
-  DeviceBuffer table;
-  if (s.size() <= static_cast<size_t>(kKvCopyInlinePairs)) {
-    std::copy(pairs.begin(), pairs.end(), p.pairs);
-  } else {
-    TANDEM_RETURN_IF_ERROR(table.Allocate(pairs.size() * sizeof(int32_t)));
-    TANDEM_CUDA_RETURN_IF_ERROR(cudaMemcpy(table.get(), pairs.data(), pairs.size() * sizeof(int32_t),
-                                           cudaMemcpyHostToDevice));
-    p.table = table.as<int32_t>();
-  }
-  int ctas = 0;
-  TANDEM_CUDA_RETURN_IF_ERROR(KvCopyMaxCtas(&ctas));
-  const double bytes = 2.0 * static_cast<double>(s.size()) * src.layout().block_bytes() * layers;
-  TANDEM_ASSIGN_OR_RETURN(const double sec, MedianGpuSeconds(repeats, [&] { return LaunchKvCopy(p, ctas, 0); }));
-  return sec > 0 ? bytes / sec : 0;
-}
-
 // `k` transfers in flight at once, as a prefill batch's requests are: all
 // started, then each one's layers in a burst, then every Finish; each
 // copies its own `n` source blocks to its own `n` destination blocks. KV
@@ -257,13 +190,8 @@ absl::StatusOr<double> GatherKernelBandwidth(CudaKvPool& src, CudaKvPool& dst, c
 // pass there), interleaved calls hold each transfer's layers longer than
 // LaunchTiming's window, so every SendLayer launches and the bench would
 // time 32 x k launches (~1.5 ms at k = 8 on an H200) instead of copies.
-// Seconds: all of it, and its three phases (every StartTransfer, every
-// SendLayer, every Finish).
-struct SustainedTime {
-  double total = 0, start = 0, send = 0, finish = 0;
-};
-
-absl::StatusOr<SustainedTime> SustainedSeconds(KvTransport& t, KvPoolView& src, const v1::KvPoolDescriptor& dest,
+// The phases are every StartTransfer, every SendLayer, every Finish.
+absl::StatusOr<TransferTime> SustainedTime(KvTransport& t, KvPoolView& src, const v1::KvPoolDescriptor& dest,
                                                int32_t n, int k, const std::string& id) {
   const absl::Time start = absl::Now();
   std::vector<std::unique_ptr<KvTransfer>> xs;
@@ -285,29 +213,8 @@ absl::StatusOr<SustainedTime> SustainedSeconds(KvTransport& t, KvPoolView& src, 
   const absl::Time sent = absl::Now();
   for (auto& x : xs) TANDEM_RETURN_IF_ERROR(x->Finish());
   const absl::Time end = absl::Now();
-  return SustainedTime{absl::ToDoubleSeconds(end - start), absl::ToDoubleSeconds(started - start),
-                       absl::ToDoubleSeconds(sent - started), absl::ToDoubleSeconds(end - sent)};
-}
-
-// The baseline of the sustained part: `k` device-to-device copies of
-// `bytes`, each between its own pair of buffers, back to back on one
-// stream; bytes/s by the GPU's clock.
-absl::StatusOr<double> BackToBackCopyBandwidth(size_t bytes, int k, int repeats) {
-  std::vector<DeviceBuffer> a(static_cast<size_t>(k)), b(static_cast<size_t>(k));
-  for (int j = 0; j < k; ++j) {
-    TANDEM_RETURN_IF_ERROR(a[static_cast<size_t>(j)].Allocate(bytes));
-    TANDEM_RETURN_IF_ERROR(b[static_cast<size_t>(j)].Allocate(bytes));
-  }
-  TANDEM_ASSIGN_OR_RETURN(const double sec, MedianGpuSeconds(repeats, [&]() -> cudaError_t {
-                            for (int j = 0; j < k; ++j) {
-                              const cudaError_t e = cudaMemcpyAsync(b[static_cast<size_t>(j)].get(),
-                                                                    a[static_cast<size_t>(j)].get(), bytes,
-                                                                    cudaMemcpyDeviceToDevice, 0);
-                              if (e != cudaSuccess) return e;
-                            }
-                            return cudaSuccess;
-                          }));
-  return sec > 0 ? static_cast<double>(k) * static_cast<double>(bytes) / sec : 0;
+  return TransferTime{absl::ToDoubleSeconds(end - start), absl::ToDoubleSeconds(started - start),
+                      absl::ToDoubleSeconds(sent - started), absl::ToDoubleSeconds(end - sent)};
 }
 
 absl::Status Sustained(const KvLayout& layout, CudaKvPool& src, const v1::KvPoolDescriptor& dest, nlohmann::json& out) {
@@ -322,35 +229,32 @@ absl::Status Sustained(const KvLayout& layout, CudaKvPool& src, const v1::KvPool
       const int k = std::min<int>(want, std::min(src.num_blocks(), dest.num_blocks()) / n);
       if (k < 2) continue;
       const double bytes = 2.0 * n * layout.block_bytes() * layout.num_layers;
-      std::vector<double> secs, starts, sends, finishes;
+      TransferTimes times;
       for (int r = 0; r <= repeats; ++r) {
-        TANDEM_ASSIGN_OR_RETURN(const SustainedTime st,
-                                SustainedSeconds(*t, src, dest, n, k, absl::StrCat(name, "-sustained-", len, "-", r)));
-        if (r == 0) continue;  // warm-up
-        secs.push_back(st.total);
-        starts.push_back(st.start);
-        sends.push_back(st.send);
-        finishes.push_back(st.finish);
+        TANDEM_ASSIGN_OR_RETURN(const TransferTime st,
+                                SustainedTime(*t, src, dest, n, k, absl::StrCat(name, "-sustained-", len, "-", r)));
+        if (r > 0) times.Add(st);  // after a warm-up
       }
       TANDEM_ASSIGN_OR_RETURN(const double d2d, BackToBackCopyBandwidth(static_cast<size_t>(bytes), k, repeats));
-      const double sec = Median(secs), rate = k * bytes / sec;
-      const auto [lo, hi] = std::minmax_element(secs.begin(), secs.end());
+      const TransferTime med = times.Median();
+      const double sec = med.total, rate = k * bytes / sec;
+      const auto [lo, hi] = std::minmax_element(times.total.begin(), times.total.end());
       out["sustained"].push_back({{"transport", name},
                                   {"tokens", len},
                                   {"transfers_in_flight", k},
                                   {"kv_bytes", k * bytes},
                                   {"seconds", sec},
-                                  {"seconds_each_repeat", secs},
-                                  {"start_seconds", Median(starts)},
-                                  {"send_seconds", Median(sends)},
-                                  {"finish_seconds", Median(finishes)},
+                                  {"seconds_each_repeat", times.total},
+                                  {"start_seconds", med.start},
+                                  {"send_seconds", med.send},
+                                  {"finish_seconds", med.finish},
                                   {"bytes_per_second", rate},
                                   {"d2d_memcpy_back_to_back_bytes_per_second", d2d},
                                   {"fraction_of_d2d", rate / d2d}});
       printf("sustained %-11s %6d tokens x %d in flight %8.1f MiB %8.3f ms (%.3f-%.3f) %7.1f GB/s  "
              "(%d back-to-back d2d memcpys %7.1f GB/s, %5.1f%%)  starts %.1f us, SendLayers %.1f us, Finishes %.1f us\n",
              name.c_str(), len, k, k * bytes / (1 << 20), sec * 1e3, *lo * 1e3, *hi * 1e3, rate / 1e9, k, d2d / 1e9,
-             100 * rate / d2d, Median(starts) * 1e6, Median(sends) * 1e6, Median(finishes) * 1e6);
+             100 * rate / d2d, med.start * 1e6, med.send * 1e6, med.finish * 1e6);
       fflush(stdout);
     }
   }
@@ -382,18 +286,14 @@ absl::Status Bandwidth(const KvLayout& layout, const v1::KvPoolDescriptor& dest,
           s.push_back(scattered ? 2 * i : i);
           d.push_back(scattered ? (dest.num_blocks() - 1 - 2 * i) % dest.num_blocks() : i);
         }
-        std::vector<double> secs, starts, sends, finishes, last_sends;
+        TransferTimes times;
         for (int r = 0; r <= repeats; ++r) {
-          TANDEM_ASSIGN_OR_RETURN(TransferTime tt,
+          TANDEM_ASSIGN_OR_RETURN(const TransferTime tt,
                                   TimeTransfer(*t, src, dest, s, d, absl::StrCat(name, "-", len, "-", r)));
-          if (r == 0) continue;  // warm-up
-          secs.push_back(tt.total);
-          starts.push_back(tt.start);
-          sends.push_back(tt.send);
-          finishes.push_back(tt.finish);
-          last_sends.push_back(tt.last_send);
+          if (r > 0) times.Add(tt);  // after a warm-up
         }
-        const double sec = Median(secs);
+        const TransferTime med = times.Median();
+        const double sec = med.total;
         const CopyRate d2d = d2d_of_length[len];
         // The copy by itself, for the transport whose copy it is.
         double kernel = 0;
@@ -407,10 +307,10 @@ absl::Status Bandwidth(const KvLayout& layout, const v1::KvPoolDescriptor& dest,
                               {"pattern", pattern},
                               {"kv_bytes", bytes},
                               {"seconds", sec},
-                              {"start_seconds", Median(starts)},
-                              {"send_seconds", Median(sends)},
-                              {"finish_seconds", Median(finishes)},
-                              {"last_send_seconds", Median(last_sends)},
+                              {"start_seconds", med.start},
+                              {"send_seconds", med.send},
+                              {"finish_seconds", med.finish},
+                              {"last_send_seconds", med.last_send},
                               {"bytes_per_second", bytes / sec},
                               {"d2d_memcpy_bytes_per_second", d2d.gpu},
                               {"d2d_memcpy_wall_bytes_per_second", d2d.wall},
@@ -420,8 +320,8 @@ absl::Status Bandwidth(const KvLayout& layout, const v1::KvPoolDescriptor& dest,
         printf("%-11s %6d tokens %-11s %8.1f MiB %8.3f ms %7.1f GB/s  (d2d memcpy %7.1f GB/s, %5.1f%%; "
                "host-timed %7.1f GB/s, %5.1f%%)  start %.1f us, SendLayers %.1f us (last %.1f), Finish %.1f us",
                name.c_str(), len, pattern, bytes / (1 << 20), sec * 1e3, bytes / sec / 1e9, d2d.gpu / 1e9,
-               100 * bytes / sec / d2d.gpu, d2d.wall / 1e9, 100 * bytes / sec / d2d.wall, Median(starts) * 1e6,
-               Median(sends) * 1e6, Median(last_sends) * 1e6, Median(finishes) * 1e6);
+               100 * bytes / sec / d2d.gpu, d2d.wall / 1e9, 100 * bytes / sec / d2d.wall, med.start * 1e6,
+               med.send * 1e6, med.last_send * 1e6, med.finish * 1e6);
         if (kernel > 0) printf("; gather kernel alone %7.1f GB/s", kernel / 1e9);
         printf("\n");
         fflush(stdout);
