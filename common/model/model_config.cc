@@ -1,6 +1,5 @@
 #include "common/model/model_config.h"
 
-
 #include "absl/strings/str_cat.h"
 #include "common/util/read_file.h"
 #include "common/util/status_macros.h"
