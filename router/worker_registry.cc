@@ -5,9 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/rpc/cluster_channel.h"
 #include "common/util/logging.h"
-#include "grpcpp/create_channel.h"
-#include "grpcpp/security/credentials.h"
 
 namespace tandem::router {
 namespace {
@@ -82,7 +81,7 @@ absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info)
   e.view.role = info.role();
   e.view.info = info;
   e.view.load.set_kv_blocks_free(info.kv_blocks_total());
-  auto channel = grpc::CreateChannel(info.address(), grpc::InsecureChannelCredentials());
+  auto channel = DialCluster(info.address());
   if (info.role() == v1::WORKER_ROLE_DECODE) {
     e.view.decode_stub = v1::DecodeService::NewStub(channel);
   } else {

@@ -2,8 +2,7 @@
 
 #include <chrono>
 
-#include "grpcpp/create_channel.h"
-#include "grpcpp/security/credentials.h"
+#include "common/rpc/cluster_channel.h"
 #include "common/util/logging.h"
 
 namespace tandem {
@@ -11,8 +10,7 @@ namespace tandem {
 WorkerRegistration::WorkerRegistration(std::string router_address, v1::WorkerInfo info,
                                        std::function<v1::LoadReport()> load)
     : router_address_(std::move(router_address)), info_(std::move(info)), load_(std::move(load)) {
-  stub_ = v1::WorkerRegistry::NewStub(
-      grpc::CreateChannel(router_address_, grpc::InsecureChannelCredentials()));
+  stub_ = v1::WorkerRegistry::NewStub(DialCluster(router_address_));
 }
 
 WorkerRegistration::~WorkerRegistration() { Stop(); }

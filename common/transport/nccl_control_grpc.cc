@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "common/rpc/cluster_channel.h"
 #include "common/transport/nccl_transport.h"
 #include "tandem/v1/worker.grpc.pb.h"
 
@@ -30,7 +31,7 @@ class GrpcNcclControl final : public NcclControl {
     std::lock_guard<std::mutex> lock(mu_);
     std::unique_ptr<v1::DecodeService::Stub>& stub = stubs_[address];
     if (stub == nullptr) {
-      stub = v1::DecodeService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+      stub = v1::DecodeService::NewStub(DialCluster(address));
     }
     return stub.get();
   }

@@ -7,14 +7,15 @@
 
 #include "absl/flags/flag.h"
 #include "common/rpc/proto_convert.h"
-#include "grpcpp/create_channel.h"
-#include "grpcpp/security/credentials.h"
+#include "common/rpc/tls_credentials.h"
 #include "nlohmann/json.hpp"
 #include "tandem/v1/generate.grpc.pb.h"
 #include "tools/cli/request_flags.h"
 
 ABSL_FLAG(std::string, router, "127.0.0.1:8000", "router address host:port");
 ABSL_FLAG(double, deadline_seconds, 0, "gRPC deadline of each request; 0: none");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA that issued the router's certificate: TLS; empty: plaintext");
+ABSL_FLAG(std::string, token, "", "bearer token of the router's public API (its --api_token)");
 
 namespace tandem::cli {
 namespace {
@@ -43,8 +44,16 @@ int RunClient(const std::vector<std::string>& prompts) {
   }
   const SamplingParams sampling = SamplingFromFlags();
   const std::string output = absl::GetFlag(FLAGS_output);
-  auto stub = v1::GenerationService::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_router), grpc::InsecureChannelCredentials()));
+  PublicClientOptions client;
+  client.ca_file = absl::GetFlag(FLAGS_tls_ca);
+  client.tls = !client.ca_file.empty();
+  client.token = absl::GetFlag(FLAGS_token);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = DialPublic(absl::GetFlag(FLAGS_router), client);
+  if (!channel.ok()) {
+    std::cerr << "tandem client: " << channel.status() << "\n";
+    return 2;
+  }
+  auto stub = v1::GenerationService::NewStub(*channel);
 
   std::mutex out_mu;
   std::vector<int> failed(prompts.size(), 0);

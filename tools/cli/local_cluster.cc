@@ -17,6 +17,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "tandem/v1/generate.grpc.pb.h"
+#include "common/rpc/tls_flags.h"
 #include "common/util/logging.h"
 #include "common/util/status_macros.h"
 
@@ -107,6 +108,9 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
   std::vector<std::string> router_args = {absl::StrCat("--listen=", options.router_listen), model_arg,
                                           absl::StrCat("--port_file=", router_port),
                                           "--metrics_listen=127.0.0.1:0"};
+  const std::vector<std::string> router_security = SecurityFlagArgs(options.security, /*api_token=*/true);
+  const std::vector<std::string> worker_security = SecurityFlagArgs(options.security, /*api_token=*/false);
+  router_args.insert(router_args.end(), router_security.begin(), router_security.end());
   router_args.insert(router_args.end(), options.router_args.begin(), options.router_args.end());
   TANDEM_ASSIGN_OR_RETURN(c->router_, c->Spawn("router", "tandem-router", router_args));
   TANDEM_ASSIGN_OR_RETURN(auto ports, c->WaitForPortFile(router_port, c->router_));
@@ -124,6 +128,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
       std::vector<std::string> args = {absl::StrCat("--router=", c->router_address_),
                                        "--listen=127.0.0.1:0", model_arg,
                                        absl::StrCat("--port_file=", port_file), "--metrics_listen=127.0.0.1:0"};
+      args.insert(args.end(), worker_security.begin(), worker_security.end());
       args.insert(args.end(), common.begin(), common.end());
       if (i < static_cast<int>(per.size())) args.insert(args.end(), per[i].begin(), per[i].end());
       TANDEM_ASSIGN_OR_RETURN(Child child, c->Spawn(name, binary, args));
@@ -149,8 +154,9 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
   c->metrics_addresses_.insert(c->metrics_addresses_.end(), decode_metrics.begin(), decode_metrics.end());
   if (!options.wait_for_workers) return c;
 
-  auto stub = v1::GenerationService::NewStub(
-      grpc::CreateChannel(c->router_address_, grpc::InsecureChannelCredentials()));
+  TANDEM_ASSIGN_OR_RETURN(PublicClientOptions client, ClusterPublicClientOptions(options.security));
+  TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, DialPublic(c->router_address_, client));
+  auto stub = v1::GenerationService::NewStub(channel);
   const absl::Time give_up = absl::Now() + options.start_timeout;
   v1::ModelInfo info;
   while (absl::Now() < give_up) {

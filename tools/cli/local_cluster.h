@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/rpc/tls_credentials.h"
 
 namespace tandem {
 
@@ -32,6 +33,10 @@ struct LocalClusterOptions {
   absl::Duration start_timeout = absl::Seconds(60);
   // Wait until every worker has registered with the router.
   bool wait_for_workers = true;
+  // TLS, cluster token and api token files, passed to every process (the
+  // api token to the router only); the launcher's own calls to the router
+  // use them too. Default: plaintext.
+  SecurityOptions security;
 };
 
 // Owns the child processes: each is started with PR_SET_PDEATHSIG so none

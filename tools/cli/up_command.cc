@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "absl/flags/flag.h"
+#include "common/rpc/api_token_flags.h"
 #include "common/util/logging.h"
 #include "common/util/signals.h"
 #include "tools/cli/local_cluster.h"
@@ -25,6 +26,13 @@ int RunUp() {
   o.router_listen = absl::GetFlag(FLAGS_listen);
   o.log_dir = absl::GetFlag(FLAGS_log_dir);
   o.bin_dir = absl::GetFlag(FLAGS_bin_dir);
+  // --tls_*, --cluster_token_file and --api_token* go to the processes;
+  // checked here first so a bad path fails before anything starts.
+  o.security = SecurityOptionsWithApiTokenFromFlags();
+  if (absl::Status s = ClusterSecurity::Load(o.security).status(); !s.ok()) {
+    std::cerr << "tandem up: " << s << "\n";
+    return 2;
+  }
   if (o.num_prefill < 1 || o.num_decode < 1) {
     std::cerr << "tandem up: --prefill and --decode must be at least 1\n";
     return 2;
