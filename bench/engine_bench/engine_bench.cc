@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "common/engine/scheduler_flags.h"
 #include "absl/flags/parse.h"
 #include "bench/gpu_ceilings/bench_util.h"
 #include "bench/gpu_ceilings/gpu_ceilings.h"
@@ -43,8 +44,6 @@ ABSL_FLAG(std::string, prefill_lengths, "512,2048,8192", "prompt lengths of the 
 ABSL_FLAG(int32_t, workload_requests, 256, "workload: requests (0 skips it)");
 ABSL_FLAG(int32_t, workload_prompt, 512, "workload: prompt tokens");
 ABSL_FLAG(int32_t, workload_output, 128, "workload: output tokens");
-ABSL_FLAG(int32_t, max_batch_size, 256, "workload: most sequences per step");
-ABSL_FLAG(int64_t, max_batch_tokens, 8192, "workload: most tokens per step");
 ABSL_FLAG(std::string, out, "engine_bench.json", "JSON results");
 
 namespace tandem {
@@ -255,9 +254,7 @@ int Main() {
     auto timed_owner = std::make_unique<TimedBackend>(std::move(*backend));
     TimedBackend* timed = timed_owner.get();
     Engine engine(std::move(timed_owner));
-    LocalGeneratorOptions lo;
-    lo.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
-    lo.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+    const LocalGeneratorOptions lo = SchedulerOptionsFromFlags();
     LocalGenerator gen(engine, *model->tokenizer, lo);
     std::vector<GenerationRequest> reqs(static_cast<size_t>(n));
     for (int32_t i = 0; i < n; ++i) {

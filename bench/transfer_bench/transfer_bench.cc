@@ -377,8 +377,9 @@ absl::StatusOr<PrefillTime> TimePrefill(Engine& engine, int len, KvTransport* t,
   };
   Sequence* batch[] = {&seq};
   const absl::Time start = absl::Now();
-  absl::StatusOr<std::vector<SampleResult>> r = engine.Step(batch, on_layer);
-  absl::Status s = r.status();
+  absl::StatusOr<StepPlan> plan = PlanWhole(engine.kv_cache(), batch);
+  absl::Status s = plan.status();
+  if (s.ok()) s = engine.Step(*plan, on_layer).status();
   if (s.ok()) s = hook;
   const absl::Time computed = absl::Now();
   if (s.ok() && transfer != nullptr) s = transfer->Finish();

@@ -11,11 +11,23 @@
 
 #include "absl/status/statusor.h"
 #include "common/engine/model_backend.h"
+#include "common/engine/scheduler.h"
 #include "common/engine/sequence.h"
 #include "common/kv/kv_cache_manager.h"
 #include "common/sampling/sampler.h"
 
 namespace tandem {
+
+// The token a step sampled for sequence `id`.
+struct StepSample {
+  SeqId id = 0;
+  SampleResult sample;
+};
+
+// Planning whole gaps in one step, reserving as needed: what tests, benches
+// and tools that drive the engine directly use instead of a Scheduler.
+// RESOURCE_EXHAUSTED (no sequence's table shrinks) when the pool is short.
+absl::StatusOr<StepPlan> PlanWhole(KvCacheManager& kv, std::span<Sequence* const> seqs);
 
 // Not thread-safe: one scheduling thread drives Step(). The KvCacheManager
 // it exposes is thread-safe, so other threads may reserve and free blocks.
@@ -26,21 +38,23 @@ class Engine {
   const ModelConfig& config() const { return backend_->config(); }
   ModelBackend& backend() { return *backend_; }
   KvCacheManager& kv_cache() { return kv_cache_; }
+  const KvCacheManager& kv_cache() const { return kv_cache_; }
 
-  // For every sequence, runs the model over tokens [num_computed, size()) —
-  // a prompt (prefill) or the last sampled token (a decode step), mixed
-  // freely — then samples one token per sequence and appends it.
-  // KV blocks are reserved first. RESOURCE_EXHAUSTED means the batch did not
-  // fit and nothing was computed or sampled (some sequences may have gained
-  // blocks they will use later; none is leaked): the caller preempts and
-  // retries. `on_layer_done(l)` fires when layer l's KV is in the pool.
-  absl::StatusOr<std::vector<SampleResult>> Step(std::span<Sequence* const> seqs,
-                                                 std::function<void(int)> on_layer_done = nullptr);
+  // Computes exactly `plan` (Scheduler::Schedule): for each chunk, the
+  // model over tokens [num_computed, num_computed + num_tokens) of its
+  // sequence, prefill pieces and decode steps mixed; then samples the next
+  // token of each chunk that reaches its sequence's end and appends it.
+  // KV is not reserved here: every chunk's blocks must already be in the
+  // KvCacheManager (FAILED_PRECONDITION otherwise, nothing computed).
+  // `on_layer_done(l)` fires when layer l's KV of every chunk is in the pool.
+  // On a backend error no sequence's state changed.
+  absl::StatusOr<std::vector<StepSample>> Step(const StepPlan& plan,
+                                               std::function<void(int)> on_layer_done = nullptr);
 
-  // Runs the forward pass like Step() but returns the logits of every
-  // uncomputed token instead of sampling (teacher forcing, tests). The KV is
-  // written and num_computed advanced.
-  absl::StatusOr<ForwardOutput> ComputeLogits(std::span<Sequence* const> seqs);
+  // Runs the forward pass of `plan` like Step() but returns the logits of
+  // every planned token instead of sampling (teacher forcing, tests). The
+  // KV is written and num_computed advanced.
+  absl::StatusOr<ForwardOutput> ComputeLogits(const StepPlan& plan);
 
   // Frees a sequence's KV blocks; it must be recomputed from scratch if it
   // runs again (num_computed = 0).
@@ -48,7 +62,7 @@ class Engine {
 
  private:
   // `sample`: ask the backend to sample (samples_on_device backends only).
-  absl::StatusOr<ForwardOutput> Forward(std::span<Sequence* const> seqs, bool all_logits,
+  absl::StatusOr<ForwardOutput> Forward(const StepPlan& plan, bool all_logits,
                                         std::function<void(int)> on_layer_done, bool sample);
 
   std::unique_ptr<ModelBackend> backend_;

@@ -63,7 +63,7 @@ absl::Status LocalGenerator::Run(std::span<const GenerationRequest> requests,
   const ModelConfig& config = engine_.config();
   const std::vector<int32_t> eos = ModelEosIds(config, tokenizer_);
   std::random_device entropy;
-  ContinuousBatcher batcher(engine_, {options_.max_batch_size, options_.max_batch_tokens});
+  Scheduler scheduler(engine_.kv_cache(), options_);
 
   auto fail = [&](size_t index, absl::Status error) {
     GenerationEvent e;
@@ -94,19 +94,27 @@ absl::Status LocalGenerator::Run(std::span<const GenerationRequest> requests,
     active[i].index = i;
     active[i].detokenizer.emplace(tokenizer_, r.prompt, r.skip_special_tokens);
     active[i].stop.emplace(r.stopping, eos);
-    batcher.Add(std::move(seq), r.priority);
+    scheduler.Add(std::move(seq), {r.priority});
   }
 
-  while (!batcher.idle()) {
-    absl::StatusOr<ContinuousBatcher::Iteration> it = batcher.Step();
-    if (!it.ok()) {
-      for (size_t i = 0; i < requests.size(); ++i) batcher.Remove(static_cast<SeqId>(i));
-      return it.status();
+  while (!scheduler.idle()) {
+    StepPlan plan = scheduler.Schedule();
+    num_preemptions_ += static_cast<int64_t>(plan.preempted.size());
+    for (auto& [id, error] : plan.failed) fail(static_cast<size_t>(id), error);
+    if (plan.empty()) {
+      if (!plan.failed.empty()) continue;
+      // Nothing else holds this engine's pool, so an empty plan would
+      // repeat forever.
+      for (size_t i = 0; i < requests.size(); ++i) scheduler.Remove(static_cast<SeqId>(i));
+      return absl::InternalError("the scheduler planned nothing with requests pending");
     }
-    num_preemptions_ += it->preemptions;
-    max_batch_seen_ = std::max(max_batch_seen_, it->batch_size);
-    for (auto& [id, error] : it->failed) fail(static_cast<size_t>(id), error);
-    for (const ContinuousBatcher::Sampled& s : it->sampled) {
+    max_batch_seen_ = std::max(max_batch_seen_, static_cast<int32_t>(plan.chunks.size()));
+    absl::StatusOr<std::vector<StepSample>> sampled = engine_.Step(plan);
+    if (!sampled.ok()) {
+      for (size_t i = 0; i < requests.size(); ++i) scheduler.Remove(static_cast<SeqId>(i));
+      return sampled.status();
+    }
+    for (const StepSample& s : *sampled) {
       ActiveRequest& r = active[static_cast<size_t>(s.id)];
       GenerationEvent e;
       e.request = r.index;
@@ -115,7 +123,7 @@ absl::Status LocalGenerator::Run(std::span<const GenerationRequest> requests,
       StopDecision d = r.stop->OnToken(s.sample.token, r.detokenizer->Push(s.sample.token));
       e.text = std::move(d.text);
       // The model's context is a hard end, like max_new_tokens.
-      const Sequence* seq = batcher.Find(s.id);
+      const Sequence* seq = scheduler.Find(s.id);
       const bool context_full = config.max_position_embeddings > 0 &&
                                 static_cast<int64_t>(seq->tokens.size()) >= config.max_position_embeddings;
       if (d.finished || context_full) {
@@ -126,7 +134,7 @@ absl::Status LocalGenerator::Run(std::span<const GenerationRequest> requests,
           e.text += r.stop->Flush();
           e.text += r.detokenizer->Flush();
         }
-        batcher.Remove(s.id);
+        scheduler.Remove(s.id);
       }
       on_event(e);
     }

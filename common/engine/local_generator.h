@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "common/engine/continuous_batcher.h"
 #include "common/engine/engine.h"
+#include "common/engine/scheduler.h"
 #include "common/sampling/sampler.h"
 #include "common/sampling/sampling_params.h"
 #include "common/sampling/stop_checker.h"
@@ -50,14 +50,11 @@ absl::Status ValidateGenerationRequest(const ModelConfig& config, const KvCacheM
                                        std::span<const int32_t> prompt, const SamplingParams& sampling,
                                        const StoppingParams& stopping);
 
-struct LocalGeneratorOptions {
-  int32_t max_batch_size = 64;
-  // Tokens one iteration may compute (prefill chunks plus decode steps).
-  int64_t max_batch_tokens = 8192;
-};
+// The one process schedules like every worker: the shared Scheduler
+// (decode steps first, prefill chunks under the token budget, preemption of
+// the last in service order by recompute).
+using LocalGeneratorOptions = SchedulerOptions;
 
-// Scheduling is ContinuousBatcher's (admission by budget and free blocks,
-// preemption of the lowest priority, newest first, by recompute).
 class LocalGenerator {
  public:
   LocalGenerator(Engine& engine, const Tokenizer& tokenizer, LocalGeneratorOptions options = {});

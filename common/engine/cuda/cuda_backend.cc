@@ -37,8 +37,8 @@ constexpr double kScratchReserve = 3.0 * (1 << 30);
 constexpr size_t kGemmWorkspace = 64 << 20;
 // Batch sizes a decode step is captured at; a batch runs in the smallest
 // that holds it, padded with rows that only touch the trash block.
-constexpr int64_t kGraphBatches[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256};
-constexpr int64_t kMaxGraphBatch = 256;
+constexpr int64_t kGraphBatches[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512};
+constexpr int64_t kMaxGraphBatch = 512;
 
 int64_t NextPow2(int64_t v) {
   int64_t p = 1;

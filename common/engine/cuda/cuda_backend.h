@@ -25,7 +25,7 @@ struct CudaBackendOptions {
   // Longest context one sequence may reach (sizes the graph scratch and
   // the decode tables).
   int64_t max_context = 8192;
-  // Decode steps of up to 256 sequences replay CUDA graphs captured per
+  // Decode steps of up to 512 sequences replay CUDA graphs captured per
   // (padded batch size, context splits); off: every step is launched
   // kernel by kernel (same results).
   bool cuda_graphs = true;

@@ -510,7 +510,9 @@ TEST(CpuBackendBf16Test, EngineTokensDoNotDependOnTheBatchAndNoBlockLeaks) {
     std::vector<Sequence*> batch;
     for (Sequence& s : seqs) batch.push_back(&s);
     for (int i = 0; i < steps; ++i) {
-      auto r = engine.Step(batch);
+      auto plan = PlanWhole(engine.kv_cache(), batch);
+      ASSERT_TRUE(plan.ok()) << plan.status();
+      auto r = engine.Step(*plan);
       EXPECT_TRUE(r.ok()) << r.status();
     }
   };
