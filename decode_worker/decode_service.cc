@@ -1,12 +1,33 @@
 #include "decode_worker/decode_service.h"
 
+#include <algorithm>
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
+#include "common/request/request_validation.h"
 #include "common/rpc/proto_convert.h"
 #include "common/rpc/status_convert.h"
 #include "common/sampling/sampling_params.h"
 #include "common/util/logging.h"
 
 namespace tandem {
+namespace {
+
+// The most a reservation may be held unclaimed, whatever the caller asks:
+// blocks of a caller that died come back within this.
+constexpr double kMaxReservationTtlSeconds = 600.0;
+constexpr double kDefaultReservationTtlSeconds = 10.0;
+
+// The status for a caller that is gone: its deadline passed or it cancelled.
+grpc::Status CallerGone(grpc::ServerContext* ctx) {
+  if (ctx->deadline() != std::chrono::system_clock::time_point::max() &&
+      std::chrono::system_clock::now() >= ctx->deadline()) {
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the caller's deadline passed");
+  }
+  return grpc::Status(grpc::StatusCode::CANCELLED, "the caller cancelled");
+}
+
+}  // namespace
 
 DecodeServiceImpl::DecodeServiceImpl(const ModelConfig& config, const KvLayout& layout,
                                      KvReservations& reservations, DecodeLoop& loop)
@@ -17,8 +38,13 @@ void DecodeServiceImpl::SetPool(v1::KvPoolDescriptor pool) {
   pool_ = std::move(pool);
 }
 
-grpc::Status DecodeServiceImpl::ReserveKv(grpc::ServerContext*, const v1::ReserveKvRequest* req,
+grpc::Status DecodeServiceImpl::ReserveKv(grpc::ServerContext* ctx, const v1::ReserveKvRequest* req,
                                           v1::ReserveKvResponse* resp) {
+  // Nothing is reserved for a caller that already gave up.
+  if (ctx->IsCancelled()) return CallerGone(ctx);
+  if (faults_ != nullptr) {
+    if (absl::Status s = faults_->MaybeFail("ReserveKv"); !s.ok()) return ToGrpcStatus(s);
+  }
   if (draining_) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "decode worker is draining");
   }
@@ -31,15 +57,27 @@ grpc::Status DecodeServiceImpl::ReserveKv(grpc::ServerContext*, const v1::Reserv
   if (req->prompt_tokens() <= 0) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "prompt_tokens must be positive");
   }
-  const double ttl = req->ttl_seconds() > 0 ? req->ttl_seconds() : 30.0;
-  const std::string transfer_id =
-      absl::StrCat(req->request_id(), "#", next_transfer_.fetch_add(1));
+  if (absl::Status s = ValidateRequestId(req->request_id()); !s.ok()) return ToGrpcStatus(s);
+  if (absl::Status s = ValidateRequestId(req->transfer_id()); !s.ok()) return ToGrpcStatus(s);
+  const double ttl = std::min(req->ttl_seconds() > 0 ? req->ttl_seconds() : kDefaultReservationTtlSeconds,
+                              kMaxReservationTtlSeconds);
+  // The router names the transfer so it can release a reservation whose
+  // response it never saw; a duplicate is refused by Reserve
+  // (ALREADY_EXISTS) without touching the first one's blocks.
+  const std::string transfer_id = !req->transfer_id().empty()
+                                      ? req->transfer_id()
+                                      : absl::StrCat(req->request_id(), "#", next_transfer_.fetch_add(1));
   absl::StatusOr<std::vector<int32_t>> blocks = reservations_.Reserve(
       transfer_id, layout_.BlocksForTokens(req->prompt_tokens()), absl::Now() + absl::Seconds(ttl));
   if (!blocks.ok()) {
     return ToGrpcStatus(absl::Status(blocks.status().code(),
                                      absl::StrCat("decode worker ", pool->worker_id(), ": ",
                                                   blocks.status().message())));
+  }
+  if (ctx->IsCancelled()) {
+    // The caller gave up while we reserved; it will never use these.
+    reservations_.Release(transfer_id);
+    return CallerGone(ctx);
   }
   resp->set_transfer_id(transfer_id);
   for (int32_t b : *blocks) resp->add_block_ids(b);
@@ -72,16 +110,24 @@ grpc::Status DecodeServiceImpl::StartNcclTransfer(grpc::ServerContext*, const v1
 
 grpc::Status DecodeServiceImpl::Decode(grpc::ServerContext* ctx, const v1::DecodeRequest* req,
                                        grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  // Every exit before the claim below frees the reservation: it is this
+  // call's from here on (the router's release of it is a no-op by then).
+  if (faults_ != nullptr) {
+    if (absl::Status s = faults_->MaybeFail("Decode"); !s.ok()) {
+      reservations_.Release(req->transfer_id());
+      return ToGrpcStatus(s);
+    }
+  }
   DecodeJob job;
   job.request_id = req->request_id();
   job.sampling = FromProto(req->sampling(),
                            req->has_logprobs() ? std::optional<int32_t>(req->logprobs()) : std::nullopt);
   job.stopping = FromProto(req->stopping());
   job.stopping.stop.clear();  // text-level stops are the router's
-  absl::Status valid = ValidateSamplingParams(job.sampling, config_.vocab_size);
-  if (valid.ok()) valid = ValidateStoppingParams(job.stopping, config_.vocab_size);
-  if (valid.ok() && req->prompt_token_ids().empty()) {
-    valid = absl::InvalidArgumentError("prompt_token_ids is empty");
+  absl::Status valid = ValidateGenerationParams(job.sampling, job.stopping, config_.vocab_size);
+  if (valid.ok()) {
+    valid = ValidatePromptTokens({req->prompt_token_ids().data(), static_cast<size_t>(req->prompt_token_ids().size())},
+                                 config_);
   }
   if (!valid.ok()) {
     reservations_.Release(req->transfer_id());
@@ -92,8 +138,11 @@ grpc::Status DecodeServiceImpl::Decode(grpc::ServerContext* ctx, const v1::Decod
     // did; CUDA IPC: the event the prefill worker recorded after its copies
     // (kv_completion); other transports return at once. A failed receive
     // has already freed the reservation.
-    absl::Status arrived =
-        transport->WaitReceived(req->transfer_id(), req->kv_completion(), absl::Now() + absl::Seconds(30));
+    absl::Time wait_until = absl::Now() + absl::Seconds(30);
+    if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
+      wait_until = std::min(wait_until, absl::FromChrono(ctx->deadline()));
+    }
+    absl::Status arrived = transport->WaitReceived(req->transfer_id(), req->kv_completion(), wait_until);
     if (!arrived.ok()) {
       reservations_.Release(req->transfer_id());
       return ToGrpcStatus(arrived);

@@ -12,6 +12,7 @@
 
 #include "common/engine/engine.h"
 #include "common/transport/kv_transport.h"
+#include "common/worker/fault_injector.h"
 #include "decode_worker/decode_loop.h"
 #include "decode_worker/kv_reservations.h"
 #include "tandem/v1/worker.grpc.pb.h"
@@ -51,6 +52,10 @@ class DecodeServiceImpl final : public v1::DecodeService::Service {
   // Draining: new reservations are refused, running streams finish.
   void SetDraining() { draining_ = true; }
 
+  // --fault_rpc_failure_rate: ReserveKv and Decode fail that fraction of
+  // calls (set before serving; null: none).
+  void SetFaultInjector(FaultInjector* faults) { faults_ = faults; }
+
  private:
   std::atomic<KvTransport*> transport_{nullptr};  // set once, after the server started
   const ModelConfig& config_;
@@ -62,6 +67,7 @@ class DecodeServiceImpl final : public v1::DecodeService::Service {
   std::atomic<bool> draining_{false};
   std::function<v1::LoadReport()> load_;
   std::atomic<int64_t> next_transfer_{0};
+  FaultInjector* faults_ = nullptr;
 };
 
 }  // namespace tandem

@@ -17,6 +17,7 @@
 #include "common/util/port_file.h"
 #include "common/util/signals.h"
 #include "common/util/status_macros.h"
+#include "common/worker/fault_injector.h"
 #include "common/worker/worker_status.h"
 #include "decode_worker/decode_loop.h"
 #include "decode_worker/decode_service.h"
@@ -55,6 +56,8 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   // its address, so the pool is exported before serving and its descriptor
   // completed after.
   DecodeServiceImpl service(model.config, engine.kv_cache().layout(), reservations, loop);
+  FaultInjector rpc_faults(c.worker.fault_rpc_failure_rate);
+  service.SetFaultInjector(&rpc_faults);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server, GrpcServer::Start(c.worker.listen, {&service}));
   const std::string address = absl::StrCat(c.worker.advertise_host, ":", server->port());
   TANDEM_ASSIGN_OR_RETURN(v1::KvPoolDescriptor pool,
@@ -65,7 +68,7 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   if (!c.worker.port_file.empty()) WritePortFile(c.worker.port_file, server->port(), metrics_server->port());
   TANDEM_LOG(INFO) << "decode worker serving on " << address << " (" << transport->name()
                    << " transport, pool exported as " << pool.transport() << ", "
-                   << engine.kv_cache().num_total_blocks() << " KV blocks)";
+                   << engine.kv_cache().num_total_blocks() << " KV blocks), metrics on port " << metrics_server->port();
 
   v1::WorkerInfo info = DescribeWorker(address, v1::WORKER_ROLE_DECODE, model.name, fingerprint,
                                        engine.backend().numerics(), engine.kv_cache(),

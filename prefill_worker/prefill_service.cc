@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "common/request/request_validation.h"
 #include "common/rpc/proto_convert.h"
 #include "common/rpc/status_convert.h"
 #include "common/sampling/sampling_params.h"
@@ -23,6 +24,9 @@ grpc::Status PrefillServiceImpl::GetLoad(grpc::ServerContext*, const v1::GetLoad
 grpc::Status PrefillServiceImpl::Prefill(grpc::ServerContext* ctx, const v1::PrefillRequest* req,
                                          v1::PrefillResponse* resp) {
   if (draining_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "prefill worker is draining");
+  if (faults_ != nullptr) {
+    if (absl::Status s = faults_->MaybeFail("Prefill"); !s.ok()) return ToGrpcStatus(s);
+  }
   auto job = std::make_shared<PrefillJob>();
   job->request_id = req->request_id();
   job->prompt.assign(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
@@ -35,14 +39,9 @@ grpc::Status PrefillServiceImpl::Prefill(grpc::ServerContext* ctx, const v1::Pre
   if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
     job->deadline = absl::FromChrono(ctx->deadline());
   }
-  absl::Status valid = ValidateSamplingParams(job->sampling, config_.vocab_size);
-  if (valid.ok() && job->prompt.empty()) valid = absl::InvalidArgumentError("the prompt is empty");
-  for (int32_t id : job->prompt) {
-    if (valid.ok() && (id < 0 || id >= config_.vocab_size)) {
-      valid = absl::InvalidArgumentError(absl::StrCat("prompt token id ", id,
-                                                      " is outside the vocabulary"));
-    }
-  }
+  absl::Status valid = ValidateRequestId(job->request_id);
+  if (valid.ok()) valid = ValidateSamplingParams(job->sampling, config_.vocab_size);
+  if (valid.ok()) valid = ValidatePromptTokens(job->prompt, config_);
   const int64_t blocks = (static_cast<int64_t>(job->prompt.size()) + block_size_) / block_size_;
   if (valid.ok() && blocks > kv_blocks_total_) {
     valid = absl::ResourceExhaustedError(absl::StrCat("prompt of ", job->prompt.size(),

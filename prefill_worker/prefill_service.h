@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "common/model/model_config.h"
+#include "common/worker/fault_injector.h"
 #include "prefill_worker/prefill_loop.h"
 #include "tandem/v1/worker.grpc.pb.h"
 
@@ -23,6 +24,9 @@ class PrefillServiceImpl final : public v1::PrefillService::Service {
   // The worker's load, as reported to the router (set before serving).
   void SetLoadReporter(std::function<v1::LoadReport()> load) { load_ = std::move(load); }
   void SetDraining() { draining_ = true; }
+  // --fault_rpc_failure_rate: Prefill fails that fraction of calls (set
+  // before serving; null: none).
+  void SetFaultInjector(FaultInjector* faults) { faults_ = faults; }
 
  private:
   const ModelConfig& config_;
@@ -31,6 +35,7 @@ class PrefillServiceImpl final : public v1::PrefillService::Service {
   PrefillLoop& loop_;
   std::atomic<bool> draining_{false};
   std::function<v1::LoadReport()> load_;
+  FaultInjector* faults_ = nullptr;
 };
 
 }  // namespace tandem

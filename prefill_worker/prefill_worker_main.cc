@@ -15,6 +15,8 @@
 #include "common/util/port_file.h"
 #include "common/util/signals.h"
 #include "common/util/status_macros.h"
+#include "common/worker/fault_injecting_transport.h"
+#include "common/worker/fault_injector.h"
 #include "common/worker/worker_status.h"
 #include "prefill_worker/prefill_loop.h"
 #include "prefill_worker/prefill_service.h"
@@ -38,6 +40,8 @@ absl::Status Run(const PrefillWorkerConfig& c) {
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> backend, CreateBackend(model, c.worker.backend));
   Engine engine(std::move(backend));
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransport> transport, CreateKvTransport(c.worker.transport));
+  FaultInjector transfer_faults(c.worker.fault_transfer_failure_rate), rpc_faults(c.worker.fault_rpc_failure_rate);
+  transport = MakeFaultInjectingTransport(std::move(transport), transfer_faults);
 
   // The worker's id is its address, known once the port is bound; the
   // loop starts (and so transfers begin) only after it is set.
@@ -50,13 +54,15 @@ absl::Status Run(const PrefillWorkerConfig& c) {
   PrefillLoop* loop = &loop_storage;
   PrefillServiceImpl service(model.config, engine.kv_cache().num_total_blocks(),
                              engine.kv_cache().layout().block_size, *loop);
+  service.SetFaultInjector(&rpc_faults);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server, GrpcServer::Start(c.worker.listen, {&service}));
   const std::string address = absl::StrCat(c.worker.advertise_host, ":", server->port());
   loop->set_worker_id(address);
   loop->Start();
   if (!c.worker.port_file.empty()) WritePortFile(c.worker.port_file, server->port(), metrics_server->port());
   TANDEM_LOG(INFO) << "prefill worker serving on " << address << " (" << transport->name()
-                   << " transport; each decode worker's pick is logged at its first transfer)";
+                   << " transport; each decode worker's pick is logged at its first transfer), metrics on port "
+                   << metrics_server->port();
 
   v1::WorkerInfo info = DescribeWorker(address, v1::WORKER_ROLE_PREFILL, model.name, fingerprint,
                                        engine.backend().numerics(), engine.kv_cache(),

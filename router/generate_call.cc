@@ -1,9 +1,12 @@
 #include "router/generate_call.h"
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "common/request/request_validation.h"
 #include "common/rpc/proto_convert.h"
 #include "common/rpc/status_convert.h"
 #include "common/tokenizer/byte_level.h"
@@ -17,6 +20,36 @@ grpc::Status Grpc(const absl::Status& s) { return ToGrpcStatus(s); }
 uint64_t RandomSeed() {
   static thread_local std::mt19937_64 gen(std::random_device{}());
   return gen();
+}
+
+// A reservation outlives the prefill call that fills it by this much: the
+// call's deadline is the lease's end less this, so a transfer never writes
+// into blocks whose lease ran out and were handed to another request.
+constexpr absl::Duration kLeaseSlack = absl::Seconds(1);
+
+// Transfer ids are "<request id>@<router>.<n>": unique per router process,
+// and across routers by the random part, whatever ids clients send.
+std::string NextTransferId(const std::string& request_id) {
+  static const std::string router = [] {
+    std::random_device entropy;
+    return absl::StrCat(absl::Hex((uint64_t{entropy()} << 32) ^ entropy()));
+  }();
+  static std::atomic<uint64_t> next{0};
+  return absl::StrCat(request_id, "@", router, ".", next.fetch_add(1));
+}
+
+const char* CodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    default: return "INTERNAL";
+  }
 }
 
 }  // namespace
@@ -64,35 +97,29 @@ GenerateCall::GenerateCall(RouterContext& router, grpc::ServerContext* ctx, cons
     : router_(router), ctx_(ctx), req_(req), writer_(writer), canceller_(ctx), arrival_(absl::Now()) {}
 
 absl::Status GenerateCall::Prepare() {
+  // The edge: sizes first, before anything is tokenized or forwarded.
+  if (absl::Status s = ValidateRequestId(req_.request_id()); !s.ok()) return s;
   request_id_ = req_.request_id().empty() ? absl::StrCat("req-", router_.next_request.fetch_add(1))
                                           : req_.request_id();
+  client_deadline_ = ctx_->deadline() == std::chrono::system_clock::time_point::max()
+                         ? absl::InfiniteFuture()
+                         : absl::FromChrono(ctx_->deadline());
   const ModelConfig& m = router_.model;
   switch (req_.prompt_case()) {
     case v1::GenerateRequest::kText:
+      if (absl::Status s = ValidatePromptText(req_.text()); !s.ok()) return s;
       prompt_ = router_.tokenizer->Encode(req_.text(), req_.has_add_special_tokens() ? req_.add_special_tokens() : true);
       break;
     case v1::GenerateRequest::kTokenIds:
       prompt_.assign(req_.token_ids().ids().begin(), req_.token_ids().ids().end());
-      for (int32_t id : prompt_) {
-        if (id < 0 || id >= m.vocab_size) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("prompt token id ", id, " is outside the vocabulary [0, ", m.vocab_size, ")"));
-        }
-      }
       break;
     default:
       return absl::InvalidArgumentError("the request has no prompt (set text or token_ids)");
   }
-  if (prompt_.empty()) return absl::InvalidArgumentError("the prompt is empty");
-  if (m.max_position_embeddings > 0 && static_cast<int64_t>(prompt_.size()) >= m.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt_.size(),
-                                                   " tokens leaves no room in the model's context of ",
-                                                   m.max_position_embeddings));
-  }
+  if (absl::Status s = ValidatePromptTokens(prompt_, m); !s.ok()) return s;
   sampling_ = FromProto(req_.sampling(), req_.has_logprobs() ? std::optional<int32_t>(req_.logprobs()) : std::nullopt);
   stopping_ = FromProto(req_.stopping());
-  if (absl::Status s = ValidateSamplingParams(sampling_, m.vocab_size); !s.ok()) return s;
-  if (absl::Status s = ValidateStoppingParams(stopping_, m.vocab_size); !s.ok()) return s;
+  if (absl::Status s = ValidateGenerationParams(sampling_, stopping_, m.vocab_size); !s.ok()) return s;
   // The context is a hard end, as in the single-process generator.
   if (m.max_position_embeddings > 0) {
     stopping_.max_new_tokens = static_cast<int32_t>(
@@ -107,28 +134,47 @@ absl::Status GenerateCall::Prepare() {
   return absl::OkStatus();
 }
 
-void GenerateCall::SetDeadline(grpc::ClientContext* c) const {
-  if (ctx_->deadline() != std::chrono::system_clock::time_point::max()) {
-    c->set_deadline(ctx_->deadline());
-  } else {
-    c->set_deadline(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(static_cast<int64_t>(router_.config.worker_timeout_seconds * 1000)));
-  }
+absl::Time GenerateCall::CallDeadline(absl::Time bound) const {
+  return std::min({client_deadline_, absl::Now() + absl::Seconds(router_.config.worker_timeout_seconds), bound});
+}
+
+bool GenerateCall::WorkerReachable(const WorkerView& w) const {
+  grpc::ClientContext c;
+  c.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(500)));
+  v1::GetLoadRequest r;
+  v1::LoadReport load;
+  grpc::Status s = w.decode_stub != nullptr ? w.decode_stub->GetLoad(&c, r, &load)
+                                            : w.prefill_stub->GetLoad(&c, r, &load);
+  // Slow is not gone: only a refused or broken connection is evidence.
+  return s.error_code() != grpc::StatusCode::UNAVAILABLE;
 }
 
 grpc::Status GenerateCall::WorkerFailure(const WorkerView& w, const std::string& what, const grpc::Status& s) {
-  if (canceller_.client_gone()) {
-    if (absl::Now() >= absl::FromChrono(ctx_->deadline())) {
+  TANDEM_LOG(WARNING) << "request " << request_id_ << ": " << what << " on " << w.id << " (" << w.address
+                      << ") failed: " << CodeName(s.error_code()) << ": " << s.error_message();
+  if (canceller_.client_gone() || absl::Now() >= client_deadline_) {
+    if (absl::Now() >= client_deadline_) {
       return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed");
     }
     return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
   }
-  if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    router_.registry->Remove(w.id, absl::StrCat(what, " failed: ", s.error_message()));
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                        absl::StrCat(what, " on worker ", w.address, " failed: ", s.error_message()));
+  switch (s.error_code()) {
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      // The server's cap (--worker_timeout_seconds or the reservation's
+      // lease) ended the call before the client's deadline did.
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          absl::StrCat(what, " took longer than the router allows a worker call"));
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, absl::StrCat(what, ": the worker is out of capacity"));
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::CANCELLED:  // the worker ended it (draining, shutting down), not the client
+      if (!WorkerReachable(w)) {
+        router_.registry->Remove(w.id, absl::StrCat("unreachable after ", what, " failed: ", s.error_message()));
+      }
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, absl::StrCat(what, " failed; the request may be retried"));
+    default:
+      return grpc::Status(s.error_code(), absl::StrCat(what, " failed (", CodeName(s.error_code()), ")"));
   }
-  return grpc::Status(s.error_code(), absl::StrCat(what, " on worker ", w.address, ": ", s.error_message()));
 }
 
 absl::StatusOr<GenerateCall::Placement> GenerateCall::Reserve() {
@@ -137,7 +183,13 @@ absl::StatusOr<GenerateCall::Placement> GenerateCall::Reserve() {
   r.set_prompt_tokens(static_cast<int32_t>(prompt_.size()));
   r.set_max_new_tokens(stopping_.max_new_tokens);
   r.set_priority(req_.priority());
-  r.set_ttl_seconds(30);
+  // The lease: the time the prefill call may take (client's remaining
+  // budget, capped) plus slack, but never more than the configured TTL;
+  // Run bounds the prefill call by the lease's end less the slack.
+  const absl::Duration budget = CallDeadline() - absl::Now();
+  const absl::Duration ttl =
+      std::min(std::max(budget, absl::ZeroDuration()) + kLeaseSlack, absl::Seconds(router_.config.kv_reservation_ttl_seconds));
+  r.set_ttl_seconds(absl::ToDoubleSeconds(ttl));
   absl::Status last = absl::UnavailableError("no decode worker is available");
   // The reservation covers the prompt and the first token's slot; the
   // decode worker grows it as the answer does.
@@ -152,16 +204,32 @@ absl::StatusOr<GenerateCall::Placement> GenerateCall::Reserve() {
   for (int attempt = 0; attempt < 2; ++attempt) {
     absl::StatusOr<WorkerView> w = router_.registry->PickDecode(blocks, refused);
     if (!w.ok()) return attempt == 0 ? w.status() : last;
+    // A fresh id per attempt: a late reservation of the first attempt must
+    // not collide with the second's.
+    transfer_id_ = NextTransferId(request_id_);
+    r.set_transfer_id(transfer_id_);
     grpc::ClientContext c;
-    SetDeadline(&c);
+    c.set_deadline(absl::ToChronoTime(CallDeadline()));
     canceller_.Attach(&c);
     Placement p;
+    // Before the call, so an estimate no later than the worker's own.
+    p.prefill_by = absl::Now() + ttl - kLeaseSlack;
     grpc::Status s = w->decode_stub->ReserveKv(&c, r, &p.reservation);
     canceller_.Detach();
     router_.registry->Done(w->id, blocks);
+    if (s.ok() && p.reservation.transfer_id() != transfer_id_) {
+      // A worker that predates router-chosen ids: its own id is the one to release.
+      transfer_id_ = p.reservation.transfer_id();
+    }
     if (s.ok()) {
       p.decode = *w;
       return p;
+    }
+    // The worker may have reserved after our call ended (its deadline
+    // passed in flight): free it now rather than at the lease's end.
+    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED || s.error_code() == grpc::StatusCode::CANCELLED ||
+        s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      Release(*w, transfer_id_);
     }
     grpc::Status failure = WorkerFailure(*w, "KV reservation", s);
     last = FromGrpcStatus(failure);
@@ -174,17 +242,18 @@ absl::StatusOr<GenerateCall::Placement> GenerateCall::Reserve() {
   return last;
 }
 
-void GenerateCall::Release(const Placement& p) {
+void GenerateCall::Release(const WorkerView& decode, const std::string& transfer_id) {
+  // Not bounded by the client's deadline: freeing is the router's duty
+  // whether or not the client still waits.
   grpc::ClientContext c;
   c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   v1::ReleaseKvRequest r;
-  r.set_transfer_id(p.reservation.transfer_id());
+  r.set_transfer_id(transfer_id);
   v1::ReleaseKvResponse resp;
-  grpc::Status s = p.decode.decode_stub->ReleaseKv(&c, r, &resp);
+  grpc::Status s = decode.decode_stub->ReleaseKv(&c, r, &resp);
   if (!s.ok()) {
-    // The reservation expires on its own.
-    TANDEM_LOG(WARNING) << "ReleaseKv " << p.reservation.transfer_id() << " on " << p.decode.address
-                        << " failed: " << s.error_message();
+    // The lease frees it on its own.
+    TANDEM_LOG(WARNING) << "ReleaseKv " << transfer_id << " on " << decode.address << " failed: " << s.error_message();
   }
 }
 
@@ -282,6 +351,9 @@ void GenerateCall::RecordOutcome(const grpc::Status& status) {
 
 grpc::Status GenerateCall::Run() {
   if (absl::Status s = Prepare(); !s.ok()) return Grpc(s);
+  if (absl::Now() >= client_deadline_) {
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed");
+  }
 
   absl::StatusOr<Placement> placement = Reserve();
   if (!placement.ok()) return Grpc(placement.status());
@@ -307,13 +379,15 @@ grpc::Status GenerateCall::Run() {
   grpc::Status ps;
   {
     grpc::ClientContext c;
-    SetDeadline(&c);
+    c.set_deadline(absl::ToChronoTime(CallDeadline(placement->prefill_by)));
     canceller_.Attach(&c);
     ps = prefill->prefill_stub->Prefill(&c, pr, &presp);
     canceller_.Detach();
   }
   router_.registry->Done(prefill->id, static_cast<int64_t>(prompt_.size()));
   if (!ps.ok()) {
+    // The prefill worker stops sending once its deadline passed, and
+    // aborts only this transfer; the blocks go back to the pool now.
     Release(*placement);
     return WorkerFailure(*prefill, "prefill", ps);
   }
@@ -350,7 +424,7 @@ grpc::Status GenerateCall::Run() {
   dr.set_seed(seed_);
   dr.set_kv_completion(presp.kv_completion());
   grpc::ClientContext dc;
-  SetDeadline(&dc);
+  dc.set_deadline(absl::ToChronoTime(CallDeadline()));
   canceller_.Attach(&dc);
   auto reader = placement->decode.decode_stub->Decode(&dc, dr);
   v1::GenerateResponse in;
@@ -378,6 +452,7 @@ grpc::Status GenerateCall::Run() {
       dc.TryCancel();
       canceller_.Detach();
       reader->Finish();
+      Release(*placement);
       return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
     }
   }
@@ -385,9 +460,14 @@ grpc::Status GenerateCall::Run() {
   grpc::Status ds = reader->Finish();
   canceller_.Detach();
   if (finished) return grpc::Status::OK;
+  // Decode claims the reservation before its first token; one that failed
+  // earlier (or never arrived) left it reserved. Releasing a claimed one is
+  // a no-op.
+  Release(*placement);
   if (ds.ok()) {
-    return grpc::Status(grpc::StatusCode::INTERNAL,
-                        absl::StrCat("decode worker ", decode_worker_, " ended the stream without a finish reason"));
+    TANDEM_LOG(WARNING) << "request " << request_id_ << ": decode worker " << decode_worker_
+                        << " ended the stream without a finish reason";
+    return grpc::Status(grpc::StatusCode::INTERNAL, "decode ended the stream without a finish reason");
   }
   return WorkerFailure(placement->decode, "decode", ds);
 }

@@ -53,19 +53,34 @@ class GenerateCall {
   struct Placement {
     WorkerView decode;
     v1::ReserveKvResponse reservation;
+    // The prefill call (and so the transfer) must end by then: the lease
+    // on the reservation runs out kLeaseSlack later.
+    absl::Time prefill_by;
   };
   absl::Status Prepare();
+  // On success the caller owns the reservation and must Release it on
+  // every exit that does not hand it to Decode. On failure nothing is held
+  // (a reservation the worker may have made anyway is released here).
   absl::StatusOr<Placement> Reserve();
-  void Release(const Placement& p);
-  // Sets a downstream call's deadline from the client's.
-  void SetDeadline(grpc::ClientContext* c) const;
+  // Idempotent on the worker; a reservation it never made is a no-op.
+  void Release(const WorkerView& decode, const std::string& transfer_id);
+  void Release(const Placement& p) { Release(p.decode, p.reservation.transfer_id()); }
+  // When a downstream call must end: the client's deadline, capped by
+  // --worker_timeout_seconds from now, and by `bound` when given.
+  absl::Time CallDeadline(absl::Time bound = absl::InfiniteFuture()) const;
   // Runs the token through the detokenizer and stop checker and adds it to
   // `resp`; true when the request is finished.
   bool AddToken(const v1::GeneratedToken& token, v1::GenerateResponse* resp);
   void Finish(v1::GenerateResponse* resp);
-  // The status for a failed downstream call, naming the worker; takes a dead
-  // worker out of placement.
+  // The client's status for a failed downstream call: DEADLINE_EXCEEDED or
+  // CANCELLED when the client's deadline passed or it went away, else the
+  // worker's code with a message that names no address (the worker's own
+  // message, which may, is logged). A worker leaves placement only when a
+  // liveness probe finds it unreachable, never for one request's failure.
   grpc::Status WorkerFailure(const WorkerView& w, const std::string& what, const grpc::Status& s);
+  // True when `w` answers a GetLoad within a short deadline (or is merely
+  // slow); false when its connection is refused or reset.
+  bool WorkerReachable(const WorkerView& w) const;
 
   RouterContext& router_;
   grpc::ServerContext* ctx_;
@@ -74,6 +89,11 @@ class GenerateCall {
   DownstreamCanceller canceller_;
 
   std::string request_id_;
+  // When the client's call ends (InfiniteFuture without a deadline).
+  absl::Time client_deadline_;
+  // Set once Reserve picked it: the router, not the worker, names the
+  // reservation, so it can release one whose response it never received.
+  std::string transfer_id_;
   std::vector<int32_t> prompt_;
   SamplingParams sampling_;
   StoppingParams stopping_;

@@ -14,6 +14,9 @@ absl::Status ValidateRouterConfig(const RouterConfig& c) {
     return absl::InvalidArgumentError("--liveness_timeout_seconds must exceed --report_interval_seconds");
   }
   if (c.worker_timeout_seconds <= 0) return absl::InvalidArgumentError("--worker_timeout_seconds must be positive");
+  if (!(c.kv_reservation_ttl_seconds >= 1.0 && c.kv_reservation_ttl_seconds <= 600.0)) {
+    return absl::InvalidArgumentError("--kv_reservation_ttl_seconds must be in [1, 600]");
+  }
   if (c.slo_ttft_seconds <= 0 || c.slo_tpot_seconds <= 0) {
     return absl::InvalidArgumentError("--slo_ttft_seconds and --slo_tpot_seconds must be positive");
   }

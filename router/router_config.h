@@ -16,8 +16,15 @@ struct RouterConfig {
   int32_t max_inflight_requests = 256;
   double liveness_timeout_seconds = 5.0;
   double report_interval_seconds = 0.5;
-  // Time a worker call may take when the client set no deadline.
+  // The most any worker call may take: each call gets the client's
+  // remaining budget, capped by this (and the whole budget when the client
+  // set no deadline).
   double worker_timeout_seconds = 600.0;
+  // The lease on a KV reservation: a decode worker frees it if Decode has
+  // not claimed it by then (the router died between Prefill and Decode).
+  // The prefill call must end within it, so it also bounds prefill's
+  // queueing, compute and transfer.
+  double kv_reservation_ttl_seconds = 10.0;
   std::string port_file;
   std::string metrics_listen = "0.0.0.0:0";  // Prometheus /metrics; port 0 picks one
   // Default objectives, when a request carries no SloHints.

@@ -23,7 +23,10 @@ ABSL_FLAG(std::string, served_model_name, "", "model name clients see; empty: th
 ABSL_FLAG(int32_t, max_inflight_requests, 256, "requests in flight beyond this are RESOURCE_EXHAUSTED");
 ABSL_FLAG(double, liveness_timeout_seconds, 5.0, "a worker silent this long is taken out of placement");
 ABSL_FLAG(double, report_interval_seconds, 0.5, "how often workers report load");
-ABSL_FLAG(double, worker_timeout_seconds, 600.0, "deadline of worker calls when the client sets none");
+ABSL_FLAG(double, worker_timeout_seconds, 600.0,
+          "most time any worker call may take (the client's remaining deadline, capped by this)");
+ABSL_FLAG(double, kv_reservation_ttl_seconds, 10.0,
+          "lease on a decode worker's KV reservation: freed if not claimed by Decode within this");
 ABSL_FLAG(std::string, port_file, "", "write the bound gRPC and metrics ports (one per line) once serving");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:0", "Prometheus /metrics address (port 0: any free port)");
 ABSL_FLAG(double, slo_ttft_seconds, 1.0, "default time-to-first-token objective (requests may set their own)");
@@ -41,6 +44,7 @@ RouterConfig ConfigFromFlags() {
   c.liveness_timeout_seconds = absl::GetFlag(FLAGS_liveness_timeout_seconds);
   c.report_interval_seconds = absl::GetFlag(FLAGS_report_interval_seconds);
   c.worker_timeout_seconds = absl::GetFlag(FLAGS_worker_timeout_seconds);
+  c.kv_reservation_ttl_seconds = absl::GetFlag(FLAGS_kv_reservation_ttl_seconds);
   c.port_file = absl::GetFlag(FLAGS_port_file);
   c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   c.slo_ttft_seconds = absl::GetFlag(FLAGS_slo_ttft_seconds);

@@ -27,7 +27,7 @@ prometheus::Histogram* Histogram(MetricsServer& s, const std::string& name, cons
 WorkerMetrics::WorkerMetrics(MetricsServer& s)
     : requests_running(Gauge(s, "tandem_requests_running", "Requests being computed (in the batch).")),
       requests_waiting(Gauge(s, "tandem_requests_waiting", "Requests queued or preempted, waiting to run.")),
-      kv_blocks_total(Gauge(s, "tandem_kv_blocks_total", "KV cache blocks in the pool.")),
+      kv_blocks_capacity(Gauge(s, "tandem_kv_blocks_capacity", "KV cache blocks in the pool.")),
       kv_blocks_used(Gauge(s, "tandem_kv_blocks_used", "KV cache blocks allocated (sequences and reservations).")),
       kv_cache_utilization(Gauge(s, "tandem_kv_cache_utilization_ratio", "Used over total KV cache blocks.")),
       draining(Gauge(s, "tandem_worker_draining", "1 while the worker drains after SIGTERM.")) {}
@@ -81,6 +81,8 @@ RouterMetrics::RouterMetrics(MetricsServer& s)
       prompt_tokens(Counter(s, "tandem_prompt_tokens_total", "Prompt tokens of admitted requests.")),
       generation_tokens(Counter(s, "tandem_generation_tokens_total", "Tokens sent to clients.")),
       requests_running(Gauge(s, "tandem_router_requests_running", "Requests in flight at the router.")),
+      requests_waiting(Gauge(s, "tandem_router_requests_waiting",
+                             "Requests waiting in the router's admission queue for an in-flight slot.")),
       ttft_target(Gauge(s, "tandem_slo_ttft_target_seconds", "Default TTFT objective.")),
       tpot_target(Gauge(s, "tandem_slo_tpot_target_seconds", "Default TPOT objective.")),
       requests_(&prometheus::BuildCounter()

@@ -19,7 +19,7 @@ struct WorkerMetrics {
   explicit WorkerMetrics(MetricsServer& server);
   prometheus::Gauge* requests_running;
   prometheus::Gauge* requests_waiting;
-  prometheus::Gauge* kv_blocks_total;
+  prometheus::Gauge* kv_blocks_capacity;
   prometheus::Gauge* kv_blocks_used;
   prometheus::Gauge* kv_cache_utilization;
   prometheus::Gauge* draining;
@@ -64,6 +64,7 @@ struct RouterMetrics {
   prometheus::Counter* prompt_tokens;
   prometheus::Counter* generation_tokens;
   prometheus::Gauge* requests_running;
+  prometheus::Gauge* requests_waiting;  // in the admission queue
   prometheus::Gauge* ttft_target;
   prometheus::Gauge* tpot_target;
 

@@ -18,11 +18,38 @@ class Service;
 
 namespace tandem {
 
+// What one server lets a peer take: every tandem server has these limits,
+// from the --grpc_* flags (FromFlags) unless a caller sets its own.
+struct GrpcServerLimits {
+  // Largest message received / sent (a request id, prompt and descriptor
+  // are far below; a 3 MB field is refused before it is parsed).
+  int32_t max_receive_message_bytes = 4 << 20;
+  int32_t max_send_message_bytes = 16 << 20;
+  // HTTP/2 streams (calls) at once per connection.
+  int32_t max_concurrent_streams = 1024;
+  // Memory gRPC may use for this server's connections and calls (a
+  // grpc::ResourceQuota); past it new calls are refused, not the process
+  // killed.
+  int64_t memory_quota_bytes = int64_t{1} << 30;
+  // Most gRPC threads serving sync calls at once (the quota's thread limit).
+  int32_t max_threads = 1024;
+  // Keepalive enforcement: a client pinging more often than this, or
+  // without calls, gets strikes and then GOAWAY.
+  int32_t min_ping_interval_ms = 10000;
+  int32_t max_ping_strikes = 2;
+
+  static GrpcServerLimits FromFlags();
+};
+
+// INVALID_ARGUMENT naming the flag.
+absl::Status ValidateGrpcServerLimits(const GrpcServerLimits& limits);
+
 class GrpcServer {
  public:
   // `address` is host:port; port 0 binds a free port (see port()).
   static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const std::string& address,
-                                                           const std::vector<grpc::Service*>& services);
+                                                           const std::vector<grpc::Service*>& services,
+                                                           const GrpcServerLimits& limits = GrpcServerLimits::FromFlags());
   ~GrpcServer();
 
   int port() const { return port_; }

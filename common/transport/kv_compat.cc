@@ -1,6 +1,7 @@
 // The handshake checks of kv_transport.h.
 #include "absl/strings/str_cat.h"
 #include "common/transport/kv_transport.h"
+#include "common/transport/transfer_checks.h"
 
 namespace tandem {
 namespace {
@@ -66,13 +67,7 @@ absl::Status CheckKvCompatible(const KvEndpointInfo& self, const KvLayout& local
 }
 
 absl::Status CheckBlocksInRange(const v1::KvPoolDescriptor& remote, const std::vector<int32_t>& dst_blocks) {
-  for (int32_t b : dst_blocks) {
-    if (b < 0 || b >= remote.num_blocks()) {
-      return absl::InvalidArgumentError(absl::StrCat("destination block ", b, " is outside the pool of ",
-                                                     remote.worker_id(), " (", remote.num_blocks(), " blocks)"));
-    }
-  }
-  return absl::OkStatus();
+  return CheckDestinationBlocks(remote, dst_blocks);
 }
 
 absl::Status CheckTransfer(const KvEndpointInfo& self, KvPoolView& pool, const v1::KvPoolDescriptor& dest,

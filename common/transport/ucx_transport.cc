@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
+#include "common/transport/transfer_checks.h"
 #include "common/transport/ucx_handles.h"
 #include "common/transport/ucx_remote_keys.h"
 #include "common/util/logging.h"
@@ -21,6 +22,12 @@ namespace {
 // How long the target's progress thread sleeps in poll() at most; wakeups
 // normally come through the worker's event fd, this only bounds a missed one.
 constexpr int kProgressPollMs = 10;
+
+// How long a transfer that failed or ran late waits for the puts it already
+// issued to land before it judges the peer unresponsive. The connection is
+// shared by every transfer to that decode worker, so it is dropped only on
+// such evidence (or UCX's error handler), never for one transfer's failure.
+constexpr absl::Duration kAbortDrain = absl::Seconds(2);
 
 // A connection to one decode worker's pool. Every member except `failed`
 // is guarded by the owning transport's send mutex, and so is the last
@@ -92,9 +99,18 @@ class UcxTransfer final : public KvTransfer {
   // Issues one put of `length` bytes; the request, if any, is released at
   // once: the endpoint flush in Finish is what waits for completion.
   absl::Status Put(const void* local, uint64_t remote, uint64_t length);
-  // Records a failure; the connection is dropped so no later transfer
-  // reuses an endpoint with puts of unknown fate.
-  absl::Status Fail(absl::Status status);
+  // Flushes the endpoint (every put issued on it so far) by `deadline`: OK,
+  // DEADLINE_EXCEEDED if it is not done by then, or UCX's error when the
+  // peer failed.
+  absl::Status Flush(absl::Time deadline);
+  // Ends this transfer with `status` and leaves the shared connection
+  // alone: no more puts, and those already issued are waited for (up to
+  // kAbortDrain), so none lands after the caller frees the destination.
+  // Only a connection that cannot complete them is dropped.
+  absl::Status Abort(absl::Status status);
+  // Ends this transfer with `status` on a connection that failed (UCX
+  // error, peer gone): drops it so no later transfer reuses it.
+  absl::Status FailPeer(absl::Status status);
   std::string Describe() const {
     return absl::StrCat("KV transfer ", spec_.transfer_id, " to decode worker ", dest_.worker_id());
   }
@@ -332,11 +348,25 @@ UcxTransfer::~UcxTransfer() {
   peer_.reset();
 }
 
-absl::Status UcxTransfer::Fail(absl::Status status) {
+absl::Status UcxTransfer::FailPeer(absl::Status status) {
   if (peer_ != nullptr) {
     std::lock_guard<std::mutex> lock(transport_.send_mu_);
     transport_.DropPeerLocked(peer_);
   }
+  puts_in_flight_ = false;  // the closed endpoint completes or cancels them
+  result_ = status;
+  return status;
+}
+
+absl::Status UcxTransfer::Abort(absl::Status status) {
+  if (peer_ != nullptr && puts_in_flight_) {
+    if (absl::Status drained = Flush(absl::Now() + kAbortDrain); !drained.ok()) {
+      TANDEM_LOG(WARNING) << Describe() << ": puts not complete " << absl::FormatDuration(kAbortDrain)
+                          << " after it ended (" << drained << "); dropping the connection";
+      return FailPeer(std::move(status));
+    }
+  }
+  puts_in_flight_ = false;
   result_ = status;
   return status;
 }
@@ -362,13 +392,17 @@ absl::Status UcxTransfer::SendLayer(int layer) {
                          : *result_;
   }
   if (layer < 0 || layer >= dest_.key_base_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(Describe(), ": layer ", layer, " out of range"));
+    return Abort(absl::InvalidArgumentError(absl::StrCat(Describe(), ": layer ", layer, " out of range")));
   }
+  // Past its deadline the destination may be freed any moment: no more puts.
+  if (absl::Status s = CheckTransferDeadline(spec_); !s.ok()) return Abort(std::move(s));
   absl::Status status;
+  bool peer_failed = false;
   {
     std::lock_guard<std::mutex> lock(transport_.send_mu_);
     if (peer_->closed || peer_->failed) {
       status = absl::UnavailableError(absl::StrCat(Describe(), ": the connection is gone"));
+      peer_failed = true;
     }
     const uint64_t stride = dest_.block_stride();
     const std::vector<int32_t>& src = spec_.src_blocks;
@@ -388,15 +422,26 @@ absl::Status UcxTransfer::SendLayer(int layer) {
     // Let the transports move data while the next layers compute.
     if (status.ok()) ucp_worker_progress(transport_.send_worker_.get());
   }
-  if (!status.ok()) return Fail(status);
-  return absl::OkStatus();
+  if (status.ok()) return absl::OkStatus();
+  // A range outside the registered regions is this transfer's fault; an
+  // error of ucp_put_nbx or a dead connection is the peer's.
+  if (peer_failed || !absl::IsInvalidArgument(status)) return FailPeer(std::move(status));
+  return Abort(std::move(status));
 }
 
 absl::Status UcxTransfer::FinishBy(absl::Time deadline) {
   if (result_.has_value()) return *result_;
-  if (absl::Now() > deadline) {
-    return Fail(absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline")));
-  }
+  const absl::Status late = absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline"));
+  if (absl::Now() > deadline) return Abort(late);
+  absl::Status flushed = Flush(deadline);
+  if (absl::IsDeadlineExceeded(flushed)) return Abort(late);
+  if (!flushed.ok()) return FailPeer(std::move(flushed));
+  puts_in_flight_ = false;
+  result_ = absl::OkStatus();
+  return absl::OkStatus();
+}
+
+absl::Status UcxTransfer::Flush(absl::Time deadline) {
   ucs_status_ptr_t flush;
   {
     std::lock_guard<std::mutex> lock(transport_.send_mu_);
@@ -407,7 +452,7 @@ absl::Status UcxTransfer::FinishBy(absl::Time deadline) {
       flush = ucp_ep_flush_nbx(peer_->ep->get(), &params);
     }
   }
-  if (UCS_PTR_IS_ERR(flush)) return Fail(UcxError(absl::StrCat(Describe(), ": flush"), UCS_PTR_STATUS(flush)));
+  if (UCS_PTR_IS_ERR(flush)) return UcxError(absl::StrCat(Describe(), ": flush"), UCS_PTR_STATUS(flush));
   // The flush completes once every put is complete in the peer's memory.
   // The lock is taken per round so other threads may use the worker.
   int idle_rounds = 0;
@@ -418,13 +463,13 @@ absl::Status UcxTransfer::FinishBy(absl::Time deadline) {
     if (s != UCS_INPROGRESS) {
       ucp_request_free(flush);
       lock.unlock();
-      if (s != UCS_OK) return Fail(UcxError(absl::StrCat(Describe(), ": flush"), s));
+      if (s != UCS_OK) return UcxError(absl::StrCat(Describe(), ": flush"), s);
       break;
     }
     if (absl::Now() > deadline) {
-      ucp_request_free(flush);  // completes (with an error) when the endpoint closes
+      ucp_request_free(flush);  // UCX completes it on its own later
       lock.unlock();
-      return Fail(absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline")));
+      return absl::DeadlineExceededError(absl::StrCat(Describe(), ": flush not complete by its deadline"));
     }
     lock.unlock();
     idle_rounds = progressed ? 0 : idle_rounds + 1;
@@ -434,8 +479,6 @@ absl::Status UcxTransfer::FinishBy(absl::Time deadline) {
       std::this_thread::yield();
     }
   }
-  puts_in_flight_ = false;
-  result_ = absl::OkStatus();
   return absl::OkStatus();
 }
 

@@ -33,6 +33,10 @@ ABSL_FLAG(std::string, transport, "auto",
 ABSL_FLAG(std::string, port_file, "", "write the bound gRPC and metrics ports (one per line) once serving");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:0", "Prometheus /metrics address (port 0: any free port)");
 ABSL_FLAG(double, drain_timeout_seconds, 30.0, "on SIGTERM, time to finish running work");
+ABSL_FLAG(double, fault_transfer_failure_rate, 0.0,
+          "testing: fail this fraction of KV transfers at random (UNAVAILABLE), in [0, 1]");
+ABSL_FLAG(double, fault_rpc_failure_rate, 0.0,
+          "testing: fail this fraction of request-path RPCs (ReserveKv, Prefill, Decode) at random, in [0, 1]");
 
 namespace tandem {
 
@@ -60,6 +64,8 @@ WorkerOptions WorkerOptionsFromFlags() {
   o.port_file = absl::GetFlag(FLAGS_port_file);
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   o.drain_timeout_seconds = absl::GetFlag(FLAGS_drain_timeout_seconds);
+  o.fault_transfer_failure_rate = absl::GetFlag(FLAGS_fault_transfer_failure_rate);
+  o.fault_rpc_failure_rate = absl::GetFlag(FLAGS_fault_rpc_failure_rate);
   return o;
 }
 
@@ -87,6 +93,12 @@ absl::Status ValidateWorkerOptions(const WorkerOptions& o) {
   if (o.backend.gpu < 0) return absl::InvalidArgumentError("--gpu must be >= 0");
   if (o.backend.block_size <= 0) return absl::InvalidArgumentError("--block_size must be positive");
   if (o.drain_timeout_seconds < 0) return absl::InvalidArgumentError("--drain_timeout_seconds must be >= 0");
+  if (!(o.fault_transfer_failure_rate >= 0.0 && o.fault_transfer_failure_rate <= 1.0)) {
+    return absl::InvalidArgumentError("--fault_transfer_failure_rate must be in [0, 1]");
+  }
+  if (!(o.fault_rpc_failure_rate >= 0.0 && o.fault_rpc_failure_rate <= 1.0)) {
+    return absl::InvalidArgumentError("--fault_rpc_failure_rate must be in [0, 1]");
+  }
   return absl::OkStatus();
 }
 

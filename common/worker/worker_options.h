@@ -23,6 +23,10 @@ struct WorkerOptions {
   std::string port_file;                     // written with the bound ports, if set
   std::string metrics_listen = "0.0.0.0:0";
   double drain_timeout_seconds = 30.0;       // SIGTERM: time to finish running work
+  // Testing the failure paths (fault_injector.h): the fraction of KV
+  // transfers and of request-path RPCs failed on purpose, in [0, 1].
+  double fault_transfer_failure_rate = 0.0;
+  double fault_rpc_failure_rate = 0.0;
 };
 
 // From the shared worker flags (--listen, --router, --model, ...).

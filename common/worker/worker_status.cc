@@ -30,7 +30,7 @@ v1::LoadReport MakeLoadReport(const KvCacheManager& kv, int32_t running, int32_t
   r.set_draining(draining);
   metrics.requests_running->Set(running);
   metrics.requests_waiting->Set(waiting);
-  metrics.kv_blocks_total->Set(total);
+  metrics.kv_blocks_capacity->Set(total);
   metrics.kv_blocks_used->Set(used);
   metrics.kv_cache_utilization->Set(total > 0 ? static_cast<double>(used) / total : 0.0);
   metrics.draining->Set(draining ? 1 : 0);

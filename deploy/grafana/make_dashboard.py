@@ -106,7 +106,7 @@ panel("KV cache utilisation", [
 ], "percentunit", 8)
 panel("KV blocks used / total", [
     (f'sum by (role) (tandem_kv_blocks_used{{{SEL}}})', "{{role}} used"),
-    (f'sum by (role) (tandem_kv_blocks_total{{{SEL}}})', "{{role}} total"),
+    (f'sum by (role) (tandem_kv_blocks_capacity{{{SEL}}})', "{{role}} total"),
 ], "short", 16)
 y[0] += 8
 panel("Running and waiting requests", [

@@ -13,6 +13,7 @@
 #include "common/engine/engine.h"
 #include "common/engine/local_generator.h"
 #include "common/engine/model_loader.h"
+#include "common/request/request_validation.h"
 #include "common/util/logging.h"
 #include "common/util/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -32,16 +33,21 @@ ABSL_FLAG(int64_t, max_batch_tokens, 8192, "most tokens computed in one step");
 namespace tandem::cli {
 namespace {
 
-absl::StatusOr<GenerationRequest> RequestFromFlags(const Tokenizer& tokenizer,
+absl::StatusOr<GenerationRequest> RequestFromFlags(const Tokenizer& tokenizer, int64_t vocab_size,
                                                    const std::string& prompt) {
   GenerationRequest r;
   if (absl::GetFlag(FLAGS_token_ids)) {
     TANDEM_ASSIGN_OR_RETURN(r.prompt, ParseIds(prompt));
   } else {
+    TANDEM_RETURN_IF_ERROR(ValidatePromptText(prompt));
     r.prompt = tokenizer.Encode(prompt, absl::GetFlag(FLAGS_add_special_tokens));
   }
   r.sampling = SamplingFromFlags();
   TANDEM_ASSIGN_OR_RETURN(r.stopping, StoppingFromFlags());
+  // The router's limits (common/request): a request this accepts, the
+  // served path accepts too. The prompt's own checks are per request, in
+  // LocalGenerator.
+  TANDEM_RETURN_IF_ERROR(ValidateGenerationParams(r.sampling, r.stopping, vocab_size));
   r.skip_special_tokens = absl::GetFlag(FLAGS_skip_special_tokens);
   r.priority = absl::GetFlag(FLAGS_priority);
   return r;
@@ -90,7 +96,7 @@ int RunGenerate(const std::vector<std::string>& prompts) {
 
   std::vector<GenerationRequest> requests;
   for (const std::string& p : prompts) {
-    absl::StatusOr<GenerationRequest> r = RequestFromFlags(*model->tokenizer, p);
+    absl::StatusOr<GenerationRequest> r = RequestFromFlags(*model->tokenizer, model->config.vocab_size, p);
     if (!r.ok()) return Fail(r.status());
     requests.push_back(std::move(*r));
   }

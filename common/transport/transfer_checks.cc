@@ -1,0 +1,45 @@
+#include "common/transport/transfer_checks.h"
+
+#include <limits>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "common/transport/kv_transport.h"
+
+namespace tandem {
+
+absl::Status CheckDestinationBlocks(const v1::KvPoolDescriptor& remote, std::span<const int32_t> dst_blocks) {
+  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  const uint64_t stride = remote.block_stride();
+  // The highest base decides whether any layer's range can wrap.
+  uint64_t top_base = 0;
+  for (uint64_t b : remote.key_base()) top_base = std::max(top_base, b);
+  for (uint64_t b : remote.value_base()) top_base = std::max(top_base, b);
+  absl::flat_hash_set<int32_t> seen;
+  seen.reserve(dst_blocks.size());
+  for (int32_t b : dst_blocks) {
+    if (b < 0 || b >= remote.num_blocks()) {
+      return absl::InvalidArgumentError(absl::StrCat("destination block ", b, " is outside the pool of ",
+                                                     remote.worker_id(), " (", remote.num_blocks(), " blocks)"));
+    }
+    if (!seen.insert(b).second) {
+      return absl::InvalidArgumentError(absl::StrCat("destination block ", b, " appears twice in one transfer"));
+    }
+    // end = base + (b + 1) * stride must not wrap.
+    const uint64_t blocks_to_end = static_cast<uint64_t>(b) + 1;
+    if (stride != 0 && (blocks_to_end > kMax / stride || top_base > kMax - blocks_to_end * stride)) {
+      return absl::InvalidArgumentError(absl::StrCat("destination block ", b, " of ", remote.worker_id(),
+                                                     ": its address range overflows (stride ", stride, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckTransferDeadline(const KvTransferSpec& spec, absl::Time now) {
+  if (now > spec.deadline) {
+    return absl::DeadlineExceededError(absl::StrCat("KV transfer ", spec.transfer_id, " missed its deadline"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tandem

@@ -1,0 +1,26 @@
+// The checks every transport makes on a transfer, in one place: the
+// destination blocks against the pool descriptor (in range, no block twice,
+// and every layer's base + (block + 1) * stride representable, so a forged
+// descriptor cannot make an address wrap), and the transfer's deadline.
+// Plain C++ (no UCX/CUDA), so the fuzz build links it.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "tandem/v1/worker.pb.h"
+
+namespace tandem {
+
+struct KvTransferSpec;
+
+// INVALID_ARGUMENT naming the block when one is outside [0, num_blocks),
+// appears twice, or its byte range in some layer overflows 64 bits.
+absl::Status CheckDestinationBlocks(const v1::KvPoolDescriptor& remote, std::span<const int32_t> dst_blocks);
+
+// DEADLINE_EXCEEDED once the transfer's deadline passed (`now` for tests).
+absl::Status CheckTransferDeadline(const KvTransferSpec& spec, absl::Time now = absl::Now());
+
+}  // namespace tandem
