@@ -11,6 +11,7 @@
 #include "common/engine/local_generator.h"
 #include "common/metrics/serving_metrics.h"
 #include "common/rpc/grpc_server.h"
+#include "common/rpc/tls_flags.h"
 #include "common/rpc/worker_registration.h"
 #include "common/transport/kv_transport.h"
 #include "common/util/logging.h"
@@ -38,6 +39,7 @@ DecodeWorkerConfig ConfigFromFlags() {
 }
 
 absl::Status Run(const DecodeWorkerConfig& c) {
+  TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<const ClusterSecurity> security, ClusterSecurityFromFlags());
   TANDEM_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(c.worker.model));
   const std::string fingerprint = ModelFingerprint(model);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> backend, CreateBackend(model, c.worker.backend));
@@ -58,7 +60,8 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   DecodeServiceImpl service(model.config, engine.kv_cache().layout(), reservations, loop);
   FaultInjector rpc_faults(c.worker.fault_rpc_failure_rate);
   service.SetFaultInjector(&rpc_faults);
-  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server, GrpcServer::Start(c.worker.listen, {&service}));
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server, GrpcServer::Start(c.worker.listen, {&service}, GrpcServerLimits::FromFlags(),
+                                            security->ServerCredentials(ClientCertificates::kRequire)));
   const std::string address = absl::StrCat(c.worker.advertise_host, ":", server->port());
   TANDEM_ASSIGN_OR_RETURN(v1::KvPoolDescriptor pool,
                           transport->ExportPool(engine.backend().kv_pool(), {address, fingerprint, engine.backend().numerics()}));

@@ -9,6 +9,7 @@
 #include "common/engine/engine.h"
 #include "common/metrics/serving_metrics.h"
 #include "common/rpc/grpc_server.h"
+#include "common/rpc/tls_flags.h"
 #include "common/rpc/worker_registration.h"
 #include "common/transport/kv_transport.h"
 #include "common/util/logging.h"
@@ -35,6 +36,7 @@ PrefillWorkerConfig ConfigFromFlags() {
 }
 
 absl::Status Run(const PrefillWorkerConfig& c) {
+  TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<const ClusterSecurity> security, ClusterSecurityFromFlags());
   TANDEM_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(c.worker.model));
   const std::string fingerprint = ModelFingerprint(model);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> backend, CreateBackend(model, c.worker.backend));
@@ -55,7 +57,8 @@ absl::Status Run(const PrefillWorkerConfig& c) {
   PrefillServiceImpl service(model.config, engine.kv_cache().num_total_blocks(),
                              engine.kv_cache().layout().block_size, *loop);
   service.SetFaultInjector(&rpc_faults);
-  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server, GrpcServer::Start(c.worker.listen, {&service}));
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server, GrpcServer::Start(c.worker.listen, {&service}, GrpcServerLimits::FromFlags(),
+                                            security->ServerCredentials(ClientCertificates::kRequire)));
   const std::string address = absl::StrCat(c.worker.advertise_host, ":", server->port());
   loop->set_worker_id(address);
   loop->Start();

@@ -8,6 +8,7 @@
 #include "absl/flags/usage.h"
 #include "common/default_model/default_model.h"
 #include "common/metrics/serving_metrics.h"
+#include "common/rpc/api_token_flags.h"
 #include "common/rpc/grpc_server.h"
 #include "common/util/logging.h"
 #include "common/util/port_file.h"
@@ -53,6 +54,7 @@ RouterConfig ConfigFromFlags() {
 }
 
 absl::Status Run(const RouterConfig& c) {
+  TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<const ClusterSecurity> security, RouterSecurityFromFlags());
   RouterContext ctx;
   ctx.config = c;
   std::string dir = c.model_dir;
@@ -87,7 +89,8 @@ absl::Status Run(const RouterConfig& c) {
   GenerationServiceImpl generation(ctx);
   RegistryService registry_service(registry);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server,
-                          GrpcServer::Start(c.listen, {&generation, &registry_service}));
+                          GrpcServer::Start(c.listen, {&generation, &registry_service}, GrpcServerLimits::FromFlags(),
+                                            security->ServerCredentials(ClientCertificates::kVerifyIfPresented)));
   if (!c.port_file.empty()) WritePortFile(c.port_file, server->port(), metrics_server->port());
   TANDEM_LOG(INFO) << "router serving " << served << " on " << server->address() << ", metrics on port "
                    << metrics_server->port();

@@ -43,7 +43,8 @@ absl::Status ValidateGrpcServerLimits(const GrpcServerLimits& l) {
 }
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
-    const std::string& address, const std::vector<grpc::Service*>& services, const GrpcServerLimits& limits) {
+    const std::string& address, const std::vector<grpc::Service*>& services, const GrpcServerLimits& limits,
+    std::shared_ptr<grpc::ServerCredentials> credentials) {
   if (absl::Status s = ValidateGrpcServerLimits(limits); !s.ok()) return s;
   // Both are process-wide switches read when a builder is created.
   grpc::EnableDefaultHealthCheckService(true);
@@ -51,7 +52,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
 
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  if (credentials == nullptr) credentials = grpc::InsecureServerCredentials();
+  builder.AddListeningPort(address, credentials, &port);
   for (grpc::Service* s : services) builder.RegisterService(s);
   // Keepalive pings on open calls (a long token stream stays up through
   // idle proxies); a connection without calls is not kept busy, and a
@@ -73,6 +75,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
   }
   auto s = std::unique_ptr<GrpcServer>(new GrpcServer());
+  s->credentials_ = std::move(credentials);
   s->server_ = std::move(server);
   s->port_ = port;
   const std::string host = address.substr(0, address.rfind(':'));

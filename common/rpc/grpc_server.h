@@ -14,6 +14,7 @@
 
 namespace grpc {
 class Service;
+class ServerCredentials;
 }  // namespace grpc
 
 namespace tandem {
@@ -47,9 +48,13 @@ absl::Status ValidateGrpcServerLimits(const GrpcServerLimits& limits);
 class GrpcServer {
  public:
   // `address` is host:port; port 0 binds a free port (see port()).
-  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const std::string& address,
-                                                           const std::vector<grpc::Service*>& services,
-                                                           const GrpcServerLimits& limits = GrpcServerLimits::FromFlags());
+  // `credentials`: the port's transport security and per-call checks
+  // (ClusterSecurity::ServerCredentials, tls_credentials.h); null:
+  // plaintext with no checks.
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(
+      const std::string& address, const std::vector<grpc::Service*>& services,
+      const GrpcServerLimits& limits = GrpcServerLimits::FromFlags(),
+      std::shared_ptr<grpc::ServerCredentials> credentials = nullptr);
   ~GrpcServer();
 
   int port() const { return port_; }
@@ -64,6 +69,8 @@ class GrpcServer {
 
  private:
   GrpcServer() = default;
+  // Kept as long as the server: its metadata processor serves every call.
+  std::shared_ptr<grpc::ServerCredentials> credentials_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::string address_;
