@@ -17,6 +17,8 @@
 #include "grpcpp/security/credentials.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/paths.h"
+#include "tests/testing/temp_dir.h"
+#include "tests/testing/test_certs.h"
 
 namespace tandem::testing {
 
@@ -88,8 +90,55 @@ v1::GenerateRequest ToGenerateRequest(const RequestSpec& spec) {
   return r;
 }
 
+bool TestTlsMode() {
+  const char* v = std::getenv("TANDEM_TEST_TLS");
+  return v != nullptr && std::string(v) == "1";
+}
+
+const SecurityOptions& TestSecurity() {
+  static const SecurityOptions* options = [] {
+    auto* o = new SecurityOptions();
+    if (!TestTlsMode()) return o;
+    // Lives until the test binary exits; the processes read the files at start.
+    static TempDir* dir = new TempDir();
+    absl::StatusOr<TestCerts> certs = MakeTestCerts(dir->str());
+    if (!certs.ok()) {
+      std::fprintf(stderr, "TANDEM_TEST_TLS=1: %s\n", certs.status().ToString().c_str());
+      std::abort();
+    }
+    o->tls_cert_file = certs->cert;
+    o->tls_key_file = certs->key;
+    o->tls_client_ca_file = certs->ca;
+    o->cluster_token_file = dir->str() + "/cluster.token";
+    o->api_token_file = dir->str() + "/api.token";
+    std::ofstream(o->cluster_token_file) << "test-cluster-token\n";
+    std::ofstream(o->api_token_file) << "test-api-token\n";
+    return o;
+  }();
+  return *options;
+}
+
+std::shared_ptr<grpc::Channel> ClusterChannel(const std::string& address) {
+  static const std::shared_ptr<const ClusterSecurity> security = [] {
+    absl::StatusOr<std::shared_ptr<const ClusterSecurity>> s = ClusterSecurity::Load(TestSecurity());
+    if (!s.ok()) {
+      std::fprintf(stderr, "test security: %s\n", s.status().ToString().c_str());
+      std::abort();
+    }
+    return *s;
+  }();
+  return security->Dial(address);
+}
+
 std::unique_ptr<v1::GenerationService::Stub> RouterStub(const std::string& address) {
-  return v1::GenerationService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  absl::StatusOr<PublicClientOptions> client = ClusterPublicClientOptions(TestSecurity());
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      client.ok() ? DialPublic(address, *client) : absl::StatusOr<std::shared_ptr<grpc::Channel>>(client.status());
+  if (!channel.ok()) {
+    std::fprintf(stderr, "router channel: %s\n", channel.status().ToString().c_str());
+    std::abort();
+  }
+  return v1::GenerationService::NewStub(*channel);
 }
 
 StreamResult StreamGenerate(v1::GenerationService::Stub& stub, const v1::GenerateRequest& req,
@@ -153,7 +202,7 @@ std::vector<std::vector<int32_t>> MonolithicTokens(const std::string& model_dir,
 
 template <typename Service>
 absl::StatusOr<v1::LoadReport> GetLoad(const std::string& address) {
-  auto stub = Service::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto stub = Service::NewStub(ClusterChannel(address));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   v1::LoadReport r;

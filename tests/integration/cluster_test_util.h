@@ -11,6 +11,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/rpc/tls_credentials.h"
+#include "grpcpp/channel.h"
 #include "tandem/v1/generate.grpc.pb.h"
 #include "tandem/v1/worker.grpc.pb.h"
 
@@ -46,7 +48,19 @@ StreamResult StreamGenerate(v1::GenerationService::Stub& stub, const v1::Generat
                             int cancel_after_tokens = -1,
                             absl::Duration deadline = absl::InfiniteDuration());
 
+// The router's public API with TestSecurity()'s credentials.
 std::unique_ptr<v1::GenerationService::Stub> RouterStub(const std::string& address);
+
+// TLS mode: with TANDEM_TEST_TLS=1 in the environment, every cluster test
+// runs its processes with mutual TLS, a cluster token and an api token
+// (certificates made once per test binary by make_test_certs.sh), and the
+// helpers here dial with them; tests put TestSecurity() into their
+// LocalClusterOptions. Otherwise it is plaintext (empty options).
+bool TestTlsMode();
+const SecurityOptions& TestSecurity();
+// A channel for internal calls (GetLoad, health, raw worker RPCs) with
+// TestSecurity()'s cluster credentials.
+std::shared_ptr<grpc::Channel> ClusterChannel(const std::string& address);
 
 // Runs `bin/tandem generate --output jsonl` with `spec`'s flags on every
 // prompt and returns each prompt's token ids.
