@@ -23,13 +23,13 @@ std::vector<DecodeEvent> DecodeStream::Take(absl::Duration timeout) {
   return out;
 }
 
-DecodeLoop::DecodeLoop(Engine& engine, KvReservations& reservations, BatcherOptions options,
+DecodeLoop::DecodeLoop(Engine& engine, KvReservations& reservations, SchedulerOptions options,
                        std::vector<int32_t> eos_ids, DecodeMetrics* metrics)
     : engine_(engine),
       reservations_(reservations),
       metrics_(metrics),
       eos_ids_(std::move(eos_ids)),
-      batcher_(engine, options) {}
+      scheduler_(engine.kv_cache(), options) {}
 
 DecodeLoop::~DecodeLoop() { Stop(); }
 
@@ -64,6 +64,16 @@ void DecodeLoop::Cancel(SeqId id) {
   cv_.notify_all();
 }
 
+absl::Status DecodeLoop::CheckFits(int64_t prompt_len) const {
+  const KvCacheManager& kv = engine_.kv_cache();
+  if (kv.layout().BlocksForTokens(prompt_len + 1) > kv.num_total_blocks()) {
+    return absl::ResourceExhaustedError(absl::StrCat("a prompt of ", prompt_len,
+                                                     " tokens needs more KV blocks than this worker's ",
+                                                     kv.num_total_blocks()));
+  }
+  return absl::OkStatus();
+}
+
 DecodeLoopStats DecodeLoop::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;
@@ -75,7 +85,7 @@ void DecodeLoop::Finish(SeqId id, DecodeEvent e) {
   e.finished = true;
   it->second.stream->Push(std::move(e));
   active_.erase(it);
-  batcher_.Remove(id);  // frees the blocks at once
+  scheduler_.Remove(id);  // frees the blocks at once
 }
 
 void DecodeLoop::AdmitSubmitted(std::deque<std::pair<SeqId, DecodeJob>> jobs) {
@@ -84,35 +94,82 @@ void DecodeLoop::AdmitSubmitted(std::deque<std::pair<SeqId, DecodeJob>> jobs) {
     a.request_id = job.request_id;
     a.stream = job.stream;
     a.stop = std::make_unique<StopChecker>(job.stopping, eos_ids_);
-    // The prefill's token counts towards max_new_tokens; the router only
-    // sends requests it did not already end.
-    a.stop->OnToken(job.tokens.back(), "");
-    absl::Status adopted = engine_.kv_cache().Adopt(id, std::move(job.blocks));
-    if (!adopted.ok()) {
-      job.stream->Push({SampleResult{}, true, FinishReason::kError, adopted});
-      continue;
+    const bool transferred = !job.blocks.empty();
+    if (transferred) {
+      // The prefill's token counts towards max_new_tokens; the router only
+      // sends requests it did not already end.
+      a.stop->OnToken(job.tokens.back(), "");
+      absl::Status adopted = engine_.kv_cache().Adopt(id, std::move(job.blocks));
+      if (!adopted.ok()) {
+        job.stream->Push({SampleResult{}, true, FinishReason::kError, adopted});
+        continue;
+      }
     }
     Sequence seq;
     seq.id = id;
     seq.tokens = std::move(job.tokens);
     seq.prompt_len = job.prompt_len;
-    seq.num_computed = job.prompt_len;  // the prompt's KV arrived by transfer
+    // With a transfer the prompt's KV is already here; without one the
+    // scheduler plans the prompt in chunks like any other gap.
+    seq.num_computed = transferred ? job.prompt_len : 0;
     seq.sampling = job.sampling;
     seq.seed = job.seed;
-    batcher_.Add(std::move(seq), job.priority);
+    scheduler_.Add(std::move(seq), {job.priority, job.deadline});
     active_.emplace(id, std::move(a));
   }
 }
 
+void DecodeLoop::RunStep(const StepPlan& plan) {
+  int64_t prompt_tokens = 0;
+  for (const ScheduledChunk& c : plan.chunks) {
+    if (!(c.num_tokens == 1 && c.samples())) prompt_tokens += c.num_tokens;
+  }
+  absl::StatusOr<std::vector<StepSample>> sampled = engine_.Step(plan);
+  if (!sampled.ok()) {
+    TANDEM_LOG(ERROR) << "decode step failed: " << sampled.status();
+    std::vector<SeqId> ids;
+    for (const auto& [id, a] : active_) ids.push_back(id);
+    for (SeqId id : ids) Finish(id, {SampleResult{}, true, FinishReason::kError, sampled.status()});
+    return;
+  }
+  for (StepSample& s : *sampled) {
+    auto a = active_.find(s.id);
+    if (a == active_.end()) continue;
+    StopDecision d = a->second.stop->OnToken(s.sample.token, "");
+    DecodeEvent e{std::move(s.sample), d.finished, d.reason, absl::OkStatus()};
+    if (d.finished) {
+      Finish(s.id, std::move(e));
+    } else {
+      a->second.stream->Push(std::move(e));
+    }
+  }
+  const int32_t batch = static_cast<int32_t>(plan.chunks.size());
+  if (batch != last_batch_) {
+    TANDEM_LOG(DEBUG) << "decode batch size " << last_batch_ << " -> " << batch;
+    last_batch_ = batch;
+  }
+  if (metrics_ != nullptr) {
+    metrics_->batch_size->Set(batch);
+    metrics_->batch_size_per_iteration->Observe(batch);
+    metrics_->iterations->Increment();
+    metrics_->generated_tokens->Increment(static_cast<double>(sampled->size()));
+    if (!plan.preempted.empty()) metrics_->preemptions->Increment(static_cast<double>(plan.preempted.size()));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.batch_size = batch;
+  stats_.max_batch_size = std::max(stats_.max_batch_size, batch);
+  ++stats_.iterations;
+  stats_.prompt_tokens_computed += prompt_tokens;
+}
+
 void DecodeLoop::Loop() {
   absl::Time next_expiry = absl::Now();
-  int32_t last_batch = 0;
   for (;;) {
     std::deque<std::pair<SeqId, DecodeJob>> jobs;
     std::vector<SeqId> cancels;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      if (batcher_.idle() && submitted_.empty() && cancelled_.empty() && !stop_) {
+      if (scheduler_.idle() && submitted_.empty() && cancelled_.empty() && !stop_) {
         cv_.wait_for(lock, std::chrono::milliseconds(100));
       }
       if (stop_) break;
@@ -127,53 +184,32 @@ void DecodeLoop::Loop() {
       reservations_.ExpireStale(absl::Now());
       next_expiry = absl::Now() + absl::Milliseconds(200);
     }
-    if (batcher_.idle()) {
-      std::lock_guard<std::mutex> lock(mu_);
-      stats_.running = stats_.waiting = stats_.batch_size = 0;
-      continue;
-    }
-
-    absl::StatusOr<ContinuousBatcher::Iteration> it = batcher_.Step();
-    if (!it.ok()) {
-      TANDEM_LOG(ERROR) << "decode step failed: " << it.status();
-      std::vector<SeqId> ids;
-      for (const auto& [id, a] : active_) ids.push_back(id);
-      for (SeqId id : ids) Finish(id, {SampleResult{}, true, FinishReason::kError, it.status()});
-      continue;
-    }
-    for (auto& [id, error] : it->failed) Finish(id, {SampleResult{}, true, FinishReason::kError, error});
-    for (ContinuousBatcher::Sampled& s : it->sampled) {
-      auto a = active_.find(s.id);
-      if (a == active_.end()) continue;
-      StopDecision d = a->second.stop->OnToken(s.sample.token, "");
-      DecodeEvent e{std::move(s.sample), d.finished, d.reason, absl::OkStatus()};
-      if (d.finished) {
-        Finish(s.id, std::move(e));
-      } else {
-        a->second.stream->Push(std::move(e));
+    if (!scheduler_.idle()) {
+      StepPlan plan = scheduler_.Schedule();
+      for (auto& [id, error] : plan.failed) Finish(id, {SampleResult{}, true, FinishReason::kError, error});
+      if (!plan.preempted.empty()) {
+        TANDEM_LOG(DEBUG) << "KV pool full: preempted " << plan.preempted.size()
+                          << " sequence(s) (recomputed later)";
+        std::lock_guard<std::mutex> lock(mu_);
+        stats_.preemptions += static_cast<int64_t>(plan.preempted.size());
+      }
+      if (!plan.empty()) {
+        RunStep(plan);
+      } else if (plan.failed.empty()) {
+        // The pool is held by reservations of transfers in flight: they
+        // come back as adopted sequences or expire. Wait for a change.
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, std::chrono::milliseconds(2));
       }
     }
-    if (metrics_ != nullptr) {
-      metrics_->batch_size->Set(it->batch_size);
-      metrics_->batch_size_per_iteration->Observe(it->batch_size);
-      metrics_->iterations->Increment();
-      metrics_->generated_tokens->Increment(static_cast<double>(it->sampled.size()));
-      if (it->preemptions > 0) metrics_->preemptions->Increment(it->preemptions);
-    }
-    if (it->preemptions > 0) {
-      TANDEM_LOG(DEBUG) << "KV pool full: preempted " << it->preemptions << " sequence(s) (recomputed later)";
-    }
-    if (it->batch_size != last_batch) {
-      TANDEM_LOG(DEBUG) << "decode batch size " << last_batch << " -> " << it->batch_size;
-      last_batch = it->batch_size;
-    }
     std::lock_guard<std::mutex> lock(mu_);
-    stats_.running = static_cast<int32_t>(batcher_.num_running());
-    stats_.waiting = static_cast<int32_t>(batcher_.num_waiting());
-    stats_.batch_size = it->batch_size;
-    stats_.max_batch_size = std::max(stats_.max_batch_size, it->batch_size);
-    ++stats_.iterations;
-    stats_.preemptions += it->preemptions;
+    stats_.running = static_cast<int32_t>(scheduler_.num_running());
+    stats_.waiting = static_cast<int32_t>(scheduler_.num_waiting());
+    if (scheduler_.idle()) {
+      stats_.batch_size = 0;
+      if (last_batch_ != 0) TANDEM_LOG(DEBUG) << "decode batch size " << last_batch_ << " -> 0";
+      last_batch_ = 0;
+    }
   }
   // Shutting down: nothing more will be computed for what is left.
   std::vector<SeqId> ids;

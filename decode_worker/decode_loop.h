@@ -1,7 +1,10 @@
-// The decode worker's scheduling thread: adopts sequences whose prompt KV
-// a prefill worker wrote into reserved blocks, runs them in one continuous
-// batch (ContinuousBatcher), applies the token-level stopping rules, and
-// hands each sampled token to the request's DecodeStream.
+// The decode (and aggregated) worker's scheduling thread: adopts sequences
+// whose prompt KV a prefill worker wrote into reserved blocks, takes
+// sequences whose prompt it computes itself (aggregated role, or a short
+// prompt under conditional disaggregation), runs them all in one continuous
+// batch planned by the shared Scheduler (decode steps first, then prompt
+// chunks under the token budget), applies the token-level stopping rules,
+// and hands each sampled token to the request's DecodeStream.
 #pragma once
 
 #include <condition_variable>
@@ -16,8 +19,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "common/engine/continuous_batcher.h"
 #include "common/engine/engine.h"
+#include "common/engine/scheduler.h"
 #include "common/metrics/serving_metrics.h"
 #include "common/sampling/stop_checker.h"
 #include "decode_worker/kv_reservations.h"
@@ -47,7 +50,10 @@ class DecodeStream {
 
 struct DecodeJob {
   std::string request_id;
-  std::vector<int32_t> tokens;  // prompt followed by the prefill's first token
+  // The prompt followed by the prefill's first token; or the prompt alone
+  // when `blocks` is empty: the loop computes the prompt itself and its
+  // first event carries the first token.
+  std::vector<int32_t> tokens;
   int32_t prompt_len = 0;
   std::vector<int32_t> blocks;  // the prompt's KV, claimed from a reservation
   SamplingParams sampling;
@@ -56,6 +62,7 @@ struct DecodeJob {
   StoppingParams stopping;
   uint64_t seed = 0;
   int32_t priority = 0;
+  absl::Time deadline = absl::InfiniteFuture();  // orders equal priorities
   std::shared_ptr<DecodeStream> stream;
 };
 
@@ -66,12 +73,13 @@ struct DecodeLoopStats {
   int32_t max_batch_size = 0;  // since start
   int64_t iterations = 0;
   int64_t preemptions = 0;
+  int64_t prompt_tokens_computed = 0;  // prefill chunks run here (recompute included)
 };
 
 class DecodeLoop {
  public:
   // `metrics` may be null (tests).
-  DecodeLoop(Engine& engine, KvReservations& reservations, BatcherOptions options,
+  DecodeLoop(Engine& engine, KvReservations& reservations, SchedulerOptions options,
              std::vector<int32_t> eos_ids, DecodeMetrics* metrics = nullptr);
   ~DecodeLoop();
 
@@ -84,6 +92,9 @@ class DecodeLoop {
   SeqId Submit(DecodeJob job);
   // Thread-safe; the request's blocks are freed at the next iteration.
   void Cancel(SeqId id);
+  // RESOURCE_EXHAUSTED when a prompt of `prompt_len` tokens (and its first
+  // token) could never fit this worker's KV pool. Thread-safe.
+  absl::Status CheckFits(int64_t prompt_len) const;
 
   DecodeLoopStats stats() const;
 
@@ -96,12 +107,14 @@ class DecodeLoop {
   void Loop();
   void AdmitSubmitted(std::deque<std::pair<SeqId, DecodeJob>> jobs);
   void Finish(SeqId id, DecodeEvent e);
+  void RunStep(const StepPlan& plan);
 
   Engine& engine_;
   KvReservations& reservations_;
   DecodeMetrics* metrics_;
   const std::vector<int32_t> eos_ids_;
-  ContinuousBatcher batcher_;  // loop thread only
+  Scheduler scheduler_;  // loop thread only
+  int32_t last_batch_ = 0;  // loop thread only
   absl::flat_hash_map<SeqId, Active> active_;  // loop thread only
 
   mutable std::mutex mu_;

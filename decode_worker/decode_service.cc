@@ -133,6 +133,19 @@ grpc::Status DecodeServiceImpl::Decode(grpc::ServerContext* ctx, const v1::Decod
     reservations_.Release(req->transfer_id());
     return ToGrpcStatus(valid);
   }
+  job.seed = req->seed();
+  job.priority = req->priority();
+  if (req->ttft_budget_seconds() > 0) job.deadline = absl::Now() + absl::Seconds(req->ttft_budget_seconds());
+  job.stream = std::make_shared<DecodeStream>();
+  if (req->local_prefill()) {
+    // Nothing was reserved or sent: the loop computes the prompt itself,
+    // in chunks mixed into its decode steps, and streams its first token.
+    if (draining_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "worker is draining");
+    job.tokens.assign(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
+    job.prompt_len = static_cast<int32_t>(job.tokens.size());
+    if (absl::Status fits = loop_.CheckFits(job.prompt_len); !fits.ok()) return ToGrpcStatus(fits);
+    return Stream(ctx, req->request_id(), std::move(job), writer);
+  }
   if (KvTransport* transport = transport_.load(); transport != nullptr) {
     // NCCL: the prefill side's sends completing does not mean our receives
     // did; CUDA IPC: the event the prefill worker recorded after its copies
@@ -163,9 +176,11 @@ grpc::Status DecodeServiceImpl::Decode(grpc::ServerContext* ctx, const v1::Decod
   absl::StatusOr<std::vector<int32_t>> blocks = reservations_.Claim(req->transfer_id());
   if (!blocks.ok()) return ToGrpcStatus(blocks.status());
   job.blocks = std::move(*blocks);
-  job.seed = req->seed();
-  job.priority = req->priority();
-  job.stream = std::make_shared<DecodeStream>();
+  return Stream(ctx, req->request_id(), std::move(job), writer);
+}
+
+grpc::Status DecodeServiceImpl::Stream(grpc::ServerContext* ctx, const std::string& request_id, DecodeJob job,
+                                       grpc::ServerWriter<v1::GenerateResponse>* writer) {
   std::shared_ptr<DecodeStream> stream = job.stream;
   const SeqId id = loop_.Submit(std::move(job));
 
@@ -177,7 +192,7 @@ grpc::Status DecodeServiceImpl::Decode(grpc::ServerContext* ctx, const v1::Decod
     }
     if (events.empty()) continue;
     v1::GenerateResponse resp;
-    resp.set_request_id(req->request_id());
+    resp.set_request_id(request_id);
     bool finished = false;
     for (DecodeEvent& e : events) {
       if (e.reason == FinishReason::kError || e.reason == FinishReason::kCancelled) {

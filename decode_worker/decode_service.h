@@ -57,6 +57,11 @@ class DecodeServiceImpl final : public v1::DecodeService::Service {
   void SetFaultInjector(FaultInjector* faults) { faults_ = faults; }
 
  private:
+  // Submits `job` to the loop and relays its events until it ends, the
+  // caller goes away (the job is cancelled, its blocks freed) or fails.
+  grpc::Status Stream(grpc::ServerContext* ctx, const std::string& request_id, DecodeJob job,
+                      grpc::ServerWriter<v1::GenerateResponse>* writer);
+
   std::atomic<KvTransport*> transport_{nullptr};  // set once, after the server started
   const ModelConfig& config_;
   const KvLayout layout_;

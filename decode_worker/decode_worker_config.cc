@@ -1,12 +1,16 @@
 #include "decode_worker/decode_worker_config.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace tandem {
 
 absl::Status ValidateDecodeWorkerConfig(const DecodeWorkerConfig& c) {
   if (absl::Status s = ValidateWorkerOptions(c.worker); !s.ok()) return s;
-  if (c.max_batch_size <= 0) return absl::InvalidArgumentError("--max_batch_size must be positive");
-  if (c.max_batch_tokens < c.max_batch_size) {
-    return absl::InvalidArgumentError("--max_batch_tokens must be at least --max_batch_size");
+  if (absl::Status s = ValidateSchedulerOptions(c.scheduler); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", s.message()));
+  }
+  if (c.role != "decode" && c.role != "aggregated") {
+    return absl::InvalidArgumentError(absl::StrCat("--role must be decode or aggregated, got '", c.role, "'"));
   }
   return absl::OkStatus();
 }

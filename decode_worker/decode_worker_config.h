@@ -6,14 +6,19 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "common/engine/scheduler.h"
 #include "common/worker/worker_options.h"
 
 namespace tandem {
 
 struct DecodeWorkerConfig {
   WorkerOptions worker;
-  int32_t max_batch_size = 128;
-  int64_t max_batch_tokens = 8192;
+  SchedulerOptions scheduler;
+  // "decode": takes prompts' KV from prefill workers (and, under
+  // conditional disaggregation, short prompts it computes itself);
+  // "aggregated": computes every prompt itself and takes no transfers'
+  // reservations from the router's placement of disaggregated requests.
+  std::string role = "decode";
 };
 
 // INVALID_ARGUMENT naming the flag.

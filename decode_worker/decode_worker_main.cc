@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/engine/engine.h"
 #include "common/engine/local_generator.h"
+#include "common/engine/scheduler_flags.h"
 #include "common/metrics/serving_metrics.h"
 #include "common/rpc/grpc_server.h"
 #include "common/rpc/tls_flags.h"
@@ -24,8 +25,8 @@
 #include "decode_worker/decode_service.h"
 #include "decode_worker/decode_worker_config.h"
 
-ABSL_FLAG(int32_t, max_batch_size, 128, "most sequences in one decode iteration");
-ABSL_FLAG(int64_t, max_batch_tokens, 8192, "most tokens computed in one iteration (recompute after preemption)");
+ABSL_FLAG(std::string, role, "decode",
+          "decode: decode prompts whose KV prefill workers send; aggregated: prefill and decode every request here");
 
 namespace tandem {
 namespace {
@@ -33,8 +34,8 @@ namespace {
 DecodeWorkerConfig ConfigFromFlags() {
   DecodeWorkerConfig c;
   c.worker = WorkerOptionsFromFlags();
-  c.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
-  c.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  c.scheduler = SchedulerOptionsFromFlags();
+  c.role = absl::GetFlag(FLAGS_role);
   return c;
 }
 
@@ -45,10 +46,10 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> backend, CreateBackend(model, c.worker.backend));
   Engine engine(std::move(backend));
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<MetricsServer> metrics_server,
-                          MetricsServer::Start(c.worker.metrics_listen, {{"model", model.name}, {"role", "decode"}}));
+                          MetricsServer::Start(c.worker.metrics_listen, {{"model", model.name}, {"role", c.role}}));
   DecodeMetrics metrics(*metrics_server);
   KvReservations reservations(engine.kv_cache().allocator());
-  DecodeLoop loop(engine, reservations, {c.max_batch_size, c.max_batch_tokens},
+  DecodeLoop loop(engine, reservations, c.scheduler,
                   ModelEosIds(model.config, *model.tokenizer), &metrics);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransport> transport, CreateKvTransport(c.worker.transport));
   // Declared after `reservations`, so destroyed (its threads joined) first.
@@ -69,15 +70,16 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   service.SetPool(pool);
   loop.Start();
   if (!c.worker.port_file.empty()) WritePortFile(c.worker.port_file, server->port(), metrics_server->port());
-  TANDEM_LOG(INFO) << "decode worker serving on " << address << " (" << transport->name()
+  TANDEM_LOG(INFO) << c.role << " worker serving on " << address << " (" << transport->name()
                    << " transport, pool exported as " << pool.transport() << ", "
                    << engine.kv_cache().num_total_blocks() << " KV blocks), metrics on port " << metrics_server->port();
 
-  v1::WorkerInfo info = DescribeWorker(address, v1::WORKER_ROLE_DECODE, model.name, fingerprint,
+  const v1::WorkerRole role = c.role == "aggregated" ? v1::WORKER_ROLE_AGGREGATED : v1::WORKER_ROLE_DECODE;
+  v1::WorkerInfo info = DescribeWorker(address, role, model.name, fingerprint,
                                        engine.backend().numerics(), engine.kv_cache(),
                                        transport->name());
-  info.set_max_batch_size(c.max_batch_size);
-  info.set_max_batch_tokens(static_cast<int32_t>(c.max_batch_tokens));
+  info.set_max_batch_size(c.scheduler.max_batch_size);
+  info.set_max_batch_tokens(static_cast<int32_t>(c.scheduler.max_batch_tokens));
   std::atomic<bool> draining{false};
   auto load = [&] {
     const DecodeLoopStats s = loop.stats();
@@ -113,7 +115,7 @@ int main(int argc, char** argv) {
   tandem::BlockTerminationSignals();
   absl::SetProgramUsageMessage("tandem decode worker: --router host:port [--model DIR]");
   absl::ParseCommandLine(argc, argv);
-  tandem::SetLogRole("decode");
+  tandem::SetLogRole(absl::GetFlag(FLAGS_role));
   const tandem::DecodeWorkerConfig config = tandem::ConfigFromFlags();
   absl::Status s = tandem::ValidateDecodeWorkerConfig(config);
   if (s.ok()) s = tandem::Run(config);

@@ -30,14 +30,23 @@ std::optional<PrefillResult> PrefillJob::Wait(absl::Duration timeout) {
   return result_;
 }
 
-PrefillLoop::PrefillLoop(Engine& engine, KvTransport& transport, KvEndpointInfo self,
-                         int64_t max_batch_tokens, PrefillMetrics* metrics, TransferCounter* transfers)
+namespace {
+
+SchedulerOptions PrefillSchedulerOptions(SchedulerOptions o) {
+  o.reserve_whole = true;
+  return o;
+}
+
+}  // namespace
+
+PrefillLoop::PrefillLoop(Engine& engine, KvTransport& transport, KvEndpointInfo self, SchedulerOptions options,
+                         PrefillMetrics* metrics, TransferCounter* transfers)
     : engine_(engine),
       transport_(transport),
       self_(std::move(self)),
-      max_batch_tokens_(max_batch_tokens),
       metrics_(metrics),
-      transfers_(transfers) {}
+      transfers_(transfers),
+      scheduler_(engine.kv_cache(), PrefillSchedulerOptions(options)) {}
 
 PrefillLoop::~PrefillLoop() { Stop(); }
 
@@ -55,7 +64,8 @@ void PrefillLoop::Stop() {
 void PrefillLoop::Submit(std::shared_ptr<PrefillJob> job) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    queued_tokens_ += static_cast<int64_t>(job->prompt.size());
+    stats_.queued += 1;
+    stats_.queued_tokens += static_cast<int64_t>(job->prompt.size());
     queue_.push_back(std::move(job));
   }
   cv_.notify_all();
@@ -63,38 +73,104 @@ void PrefillLoop::Submit(std::shared_ptr<PrefillJob> job) {
 
 PrefillLoopStats PrefillLoop::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return {static_cast<int32_t>(queue_.size()), queued_tokens_, running_};
+  return stats_;
+}
+
+void PrefillLoop::PublishStats() {
+  PrefillLoopStats s;
+  for (const auto& [id, a] : active_) {
+    const Sequence* seq = scheduler_.Find(id);
+    if (seq == nullptr) continue;
+    if (seq->num_computed > 0) {
+      ++s.running;
+    } else {
+      ++s.queued;
+    }
+    s.queued_tokens += seq->prompt_len - seq->num_computed;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& job : queue_) {
+    ++s.queued;
+    s.queued_tokens += static_cast<int64_t>(job->prompt.size());
+  }
+  stats_ = s;
+}
+
+void PrefillLoop::Admit(std::deque<std::shared_ptr<PrefillJob>> jobs) {
+  for (auto& job : jobs) {
+    if (job->cancelled()) {
+      job->Complete(Failed(absl::CancelledError("cancelled before prefill started")));
+      continue;
+    }
+    Sequence seq;
+    seq.id = next_id_++;
+    seq.tokens = job->prompt;
+    seq.prompt_len = static_cast<int32_t>(job->prompt.size());
+    seq.sampling = job->sampling;
+    seq.seed = job->seed;
+    // Equal priorities go earliest deadline first: the router's call
+    // deadline is the request's own.
+    scheduler_.Add(std::move(seq), {job->priority, job->deadline});
+    Active a;
+    a.job = std::move(job);
+    active_.emplace(next_id_ - 1, std::move(a));
+  }
+}
+
+void PrefillLoop::DropCancelled() {
+  const absl::Time now = absl::Now();
+  std::vector<SeqId> gone;
+  for (const auto& [id, a] : active_) {
+    if (a.job->cancelled() || now >= a.job->deadline) gone.push_back(id);
+  }
+  for (SeqId id : gone) {
+    Active& a = active_.at(id);
+    absl::Status why = a.job->cancelled() ? absl::CancelledError("cancelled during prefill")
+                                          : absl::DeadlineExceededError("the request's deadline passed during prefill");
+    // The transfer ends (its queued copies waited for) before its source
+    // blocks go back.
+    a.transfer.reset();
+    scheduler_.Remove(id);
+    a.job->Complete(Failed(std::move(why)));
+    active_.erase(id);
+  }
 }
 
 void PrefillLoop::Loop() {
   for (;;) {
-    std::vector<std::shared_ptr<PrefillJob>> batch;
+    std::deque<std::shared_ptr<PrefillJob>> jobs;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty() || !scheduler_.idle(); });
       if (stop_) break;
-      // FIFO under the token budget; the first job always goes, so a long
-      // prompt runs alone rather than never.
-      int64_t tokens = 0;
-      while (!queue_.empty()) {
-        const int64_t n = static_cast<int64_t>(queue_.front()->prompt.size());
-        if (!batch.empty() && tokens + n > max_batch_tokens_) break;
-        tokens += n;
-        queued_tokens_ -= n;
-        batch.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-      running_ = static_cast<int32_t>(batch.size());
+      jobs.swap(queue_);
     }
-    std::erase_if(batch, [](const std::shared_ptr<PrefillJob>& j) {
-      if (!j->cancelled()) return false;
-      j->Complete(Failed(absl::CancelledError("cancelled before prefill started")));
-      return true;
-    });
-    if (!batch.empty()) RunBatch(std::move(batch));
-    std::lock_guard<std::mutex> lock(mu_);
-    running_ = 0;
+    Admit(std::move(jobs));
+    DropCancelled();
+    if (!scheduler_.idle()) {
+      StepPlan plan = scheduler_.Schedule();
+      for (auto& [id, error] : plan.failed) {
+        active_.at(id).job->Complete(Failed(error));
+        active_.erase(id);
+      }
+      if (!plan.empty()) {
+        RunStep(plan);
+      } else if (plan.failed.empty()) {
+        // Nothing fits until running prompts finish; they are all in
+        // flight in this thread, so this only happens with no running
+        // work and a pool held elsewhere: wait briefly for a change.
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, std::chrono::milliseconds(2));
+      }
+    }
+    PublishStats();
   }
+  for (auto& [id, a] : active_) {
+    a.transfer.reset();
+    scheduler_.Remove(id);
+    a.job->Complete(Failed(absl::UnavailableError("prefill worker is shutting down")));
+  }
+  active_.clear();
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& job : queue_) {
     job->Complete(Failed(absl::UnavailableError("prefill worker is shutting down")));
@@ -102,109 +178,107 @@ void PrefillLoop::Loop() {
   queue_.clear();
 }
 
-void PrefillLoop::RunBatch(std::vector<std::shared_ptr<PrefillJob>> jobs) {
+void PrefillLoop::RunStep(const StepPlan& plan) {
   const absl::Time start = absl::Now();
-  std::vector<Sequence> seqs(jobs.size());
-  for (size_t i = 0; i < jobs.size(); ++i) {
-    seqs[i].id = next_id_++;
-    seqs[i].tokens = jobs[i]->prompt;
-    seqs[i].prompt_len = static_cast<int32_t>(jobs[i]->prompt.size());
-    seqs[i].sampling = jobs[i]->sampling;
-    seqs[i].seed = jobs[i]->seed;
+  // The chunks that end their prompt start their transfers now: the
+  // scheduler reserved every prompt's blocks when it first planned it, and
+  // the earlier chunks' KV is in them, so each layer's send covers the
+  // whole prompt once the last chunk's layer is written.
+  std::vector<Active*> shipping;
+  for (const ScheduledChunk& c : plan.chunks) {
+    Active& a = active_.at(c.seq->id);
+    if (a.first_chunk == absl::InfinitePast()) a.first_chunk = start;
+    if (!c.samples()) continue;
+    shipping.push_back(&a);
+    absl::StatusOr<std::vector<int32_t>> src = engine_.kv_cache().BlockTable(c.seq->id);
+    if (!src.ok()) {
+      a.error = src.status();
+      continue;
+    }
+    KvTransferSpec spec;
+    spec.transfer_id = a.job->destination.transfer_id();
+    spec.src_blocks = std::move(*src);
+    spec.dst_blocks.assign(a.job->destination.block_ids().begin(), a.job->destination.block_ids().end());
+    // Only the prompt's blocks travel (the reservation covers exactly those).
+    spec.src_blocks.resize(std::min(spec.src_blocks.size(), spec.dst_blocks.size()));
+    spec.deadline = a.job->deadline;
+    absl::StatusOr<std::unique_ptr<KvTransfer>> t = transport_.StartTransfer(
+        engine_.backend().kv_pool(), self_, a.job->destination.pool(), std::move(spec));
+    if (!t.ok()) {
+      a.error = t.status();
+      continue;
+    }
+    a.transfer = std::move(*t);
   }
-  std::vector<std::unique_ptr<KvTransfer>> transfers(jobs.size());
-  std::vector<absl::Status> errors(jobs.size());
-
-  // Transfers start at layer 0's hook, when the engine has reserved the
-  // local blocks; each later layer's K/V is sent as soon as it is written.
   auto on_layer_done = [&](int layer) {
-    for (size_t i = 0; i < jobs.size(); ++i) {
-      if (!errors[i].ok()) continue;
-      if (layer == 0) {
-        absl::StatusOr<std::vector<int32_t>> src = engine_.kv_cache().BlockTable(seqs[i].id);
-        if (!src.ok()) {
-          errors[i] = src.status();
-          continue;
-        }
-        KvTransferSpec spec;
-        spec.transfer_id = jobs[i]->destination.transfer_id();
-        spec.src_blocks = std::move(*src);
-        spec.dst_blocks.assign(jobs[i]->destination.block_ids().begin(),
-                               jobs[i]->destination.block_ids().end());
-        // Only the prompt's blocks travel (the reservation covers exactly those).
-        spec.src_blocks.resize(std::min(spec.src_blocks.size(), spec.dst_blocks.size()));
-        spec.deadline = jobs[i]->deadline;
-        absl::StatusOr<std::unique_ptr<KvTransfer>> t = transport_.StartTransfer(
-            engine_.backend().kv_pool(), self_, jobs[i]->destination.pool(), std::move(spec));
-        if (!t.ok()) {
-          errors[i] = t.status();
-          continue;
-        }
-        transfers[i] = std::move(*t);
-      }
-      errors[i] = transfers[i]->SendLayer(layer);
+    for (Active* a : shipping) {
+      if (a->error.ok() && a->transfer != nullptr) a->error = a->transfer->SendLayer(layer);
     }
   };
-
-  std::vector<Sequence*> batch;
-  for (Sequence& s : seqs) batch.push_back(&s);
-  absl::StatusOr<std::vector<SampleResult>> sampled = engine_.Step(batch, on_layer_done);
-  if (absl::IsResourceExhausted(sampled.status()) && jobs.size() > 1) {
-    // The batch did not fit this worker's scratch pool: one at a time.
-    for (Sequence& s : seqs) engine_.Release(s);
-    // The abandoned transfers end before their retries start (NCCL sends
-    // the rest of an abandoned transfer to keep its pair in order).
-    transfers.clear();
-    for (auto& job : jobs) RunBatch({job});
+  absl::StatusOr<std::vector<StepSample>> sampled =
+      engine_.Step(plan, shipping.empty() ? std::function<void(int)>() : on_layer_done);
+  const absl::Time computed = absl::Now();
+  if (!sampled.ok()) {
+    // A backend failure: every prompt in the step fails (their state is
+    // not trusted any more).
+    TANDEM_LOG(ERROR) << "prefill step failed: " << sampled.status();
+    for (const ScheduledChunk& c : plan.chunks) {
+      Active& a = active_.at(c.seq->id);
+      a.transfer.reset();
+      a.job->Complete(Failed(sampled.status()));
+      scheduler_.Remove(c.seq->id);
+      active_.erase(c.seq->id);
+    }
     return;
   }
-  const absl::Time computed = absl::Now();
-  if (metrics_ != nullptr && sampled.ok()) {
-    metrics_->prefill_time->Observe(absl::ToDoubleSeconds(computed - start));
-    for (const Sequence& s : seqs) metrics_->prompt_tokens->Increment(s.prompt_len);
+  if (metrics_ != nullptr) {
+    for (const ScheduledChunk& c : plan.chunks) metrics_->prompt_tokens->Increment(c.num_tokens);
   }
-  for (size_t i = 0; i < jobs.size(); ++i) {
-    PrefillResult r;
-    r.queue_seconds = absl::ToDoubleSeconds(start - jobs[i]->enqueued);
-    r.prefill_seconds = absl::ToDoubleSeconds(computed - start);
-    if (!sampled.ok()) {
-      r.status = sampled.status();
-    } else if (!errors[i].ok()) {
-      r.status = errors[i];
-      if (transfers[i] != nullptr) {
-        // Its end may know more than the failed send did (why the decode
-        // side turned a chunk away); it never makes the transfer good.
-        if (absl::Status end = transfers[i]->Finish(); !end.ok()) r.status = std::move(end);
-      }
+  for (const StepSample& s : *sampled) Complete(s.id, &s.sample, computed);
+}
+
+void PrefillLoop::Complete(SeqId id, const SampleResult* first, absl::Time computed) {
+  Active& a = active_.at(id);
+  PrefillResult r;
+  r.queue_seconds = absl::ToDoubleSeconds(a.first_chunk - a.job->enqueued);
+  r.prefill_seconds = absl::ToDoubleSeconds(computed - a.first_chunk);
+  if (metrics_ != nullptr) metrics_->prefill_time->Observe(r.prefill_seconds);
+  if (!a.error.ok()) {
+    r.status = a.error;
+    if (a.transfer != nullptr) {
+      // Its end may know more than the failed send did (why the decode
+      // side turned a chunk away); it never makes the transfer good.
+      if (absl::Status end = a.transfer->Finish(); !end.ok()) r.status = std::move(end);
+    }
+  } else {
+    r.status = a.transfer->Finish();
+    r.kv_bytes = a.transfer->bytes_sent();
+    if (r.status.ok()) r.kv_completion = a.transfer->completion();
+    r.first_token = *first;
+  }
+  r.transfer_seconds = absl::ToDoubleSeconds(absl::Now() - computed);
+  if (transfers_ != nullptr && a.transfer != nullptr) transfers_->Count(a.transfer->transport(), r.status.ok());
+  if (metrics_ != nullptr) {
+    if (r.status.ok()) {
+      metrics_->kv_transfer_time->Observe(r.transfer_seconds);
+      metrics_->kv_transfer_bytes->Increment(static_cast<double>(r.kv_bytes));
+      // Over the last chunk's pass, which the transfer overlapped.
+      const double span = absl::ToDoubleSeconds(absl::Now() - a.first_chunk);
+      if (span > 0) metrics_->kv_transfer_bandwidth->Set(static_cast<double>(r.kv_bytes) / span);
     } else {
-      r.status = transfers[i]->Finish();
-      r.kv_bytes = transfers[i]->bytes_sent();
-      if (r.status.ok()) r.kv_completion = transfers[i]->completion();
-      r.first_token = (*sampled)[i];
+      metrics_->kv_transfers_failed->Increment();
     }
-    r.transfer_seconds = absl::ToDoubleSeconds(absl::Now() - computed);
-    if (transfers_ != nullptr && transfers[i] != nullptr) transfers_->Count(transfers[i]->transport(), r.status.ok());
-    if (metrics_ != nullptr) {
-      if (r.status.ok()) {
-        metrics_->kv_transfer_time->Observe(r.transfer_seconds);
-        metrics_->kv_transfer_bytes->Increment(static_cast<double>(r.kv_bytes));
-        // Over the whole transfer, which began with layer 0 during prefill.
-        const double span = absl::ToDoubleSeconds(absl::Now() - start);
-        if (span > 0) metrics_->kv_transfer_bandwidth->Set(static_cast<double>(r.kv_bytes) / span);
-      } else if (sampled.ok()) {
-        metrics_->kv_transfers_failed->Increment();
-      }
-    }
-    if (!r.status.ok()) {
-      TANDEM_LOG(WARNING) << "prefill of " << jobs[i]->request_id << " failed: " << r.status;
-    }
-    // The transfer ends (its copies still queued on the GPU waited for)
-    // before its source blocks go back and before the router hears of a
-    // failure and lets the decode worker reuse the destination blocks.
-    transfers[i].reset();
-    engine_.Release(seqs[i]);
-    jobs[i]->Complete(std::move(r));
   }
+  if (!r.status.ok()) {
+    TANDEM_LOG(WARNING) << "prefill of " << a.job->request_id << " failed: " << r.status;
+  }
+  // The transfer ends (its copies still queued on the GPU waited for)
+  // before its source blocks go back and before the router hears of a
+  // failure and lets the decode worker reuse the destination blocks.
+  a.transfer.reset();
+  scheduler_.Remove(id);
+  a.job->Complete(std::move(r));
+  active_.erase(id);
 }
 
 }  // namespace tandem

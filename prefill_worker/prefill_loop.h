@@ -1,8 +1,11 @@
-// The prefill worker's scheduling thread: batches queued prompts under a
-// token budget, runs their prefill, samples each first token, and ships
-// each prompt's KV to its decode worker layer by layer while later layers
-// still compute (KvTransfer::SendLayer from the on_layer_done hook). The
-// local KV blocks are scratch: freed as soon as the transfer is done.
+// The prefill worker's scheduling thread: plans steps with the shared
+// Scheduler (prompts in chunks under a token budget, several prompts per
+// step, service order by priority then deadline), runs them, samples each
+// prompt's first token with its last chunk, and ships each prompt's KV to
+// its decode worker layer by layer while the last chunk's later layers
+// still compute (KvTransfer::SendLayer from the on_layer_done hook; the
+// earlier chunks' KV is already in the pool and goes with each layer).
+// The local KV blocks are scratch: freed as soon as the transfer is done.
 #pragma once
 
 #include <condition_variable>
@@ -15,9 +18,11 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "common/engine/engine.h"
+#include "common/engine/scheduler.h"
 #include "common/metrics/serving_metrics.h"
 #include "common/transport/kv_transport.h"
 #include "prefill_worker/transfer_counter.h"
@@ -50,8 +55,8 @@ class PrefillJob {
   void Complete(PrefillResult r);
   // The result, or nullopt if not done within `timeout`.
   std::optional<PrefillResult> Wait(absl::Duration timeout);
-  // A cancelled job that has not started is dropped; one already running
-  // completes, and its result is ignored.
+  // A cancelled job is dropped before the loop's next step, between two of
+  // its chunks too: its transfer is abandoned and its blocks freed.
   void Cancel() { cancelled_ = true; }
   bool cancelled() const { return cancelled_; }
 
@@ -70,10 +75,10 @@ struct PrefillLoopStats {
 
 class PrefillLoop {
  public:
-  // `max_batch_tokens`: prompt tokens per forward pass (a longer prompt
-  // runs alone).
+  // `options`: the step's token budget and chunking (reserve_whole is
+  // forced on: a transfer names all its source blocks when it starts).
   // `metrics` and `transfers` may be null (tests).
-  PrefillLoop(Engine& engine, KvTransport& transport, KvEndpointInfo self, int64_t max_batch_tokens,
+  PrefillLoop(Engine& engine, KvTransport& transport, KvEndpointInfo self, SchedulerOptions options,
               PrefillMetrics* metrics = nullptr, TransferCounter* transfers = nullptr);
   ~PrefillLoop();
   // Before Start(): the id peers see in handshake messages (our address).
@@ -86,23 +91,37 @@ class PrefillLoop {
   PrefillLoopStats stats() const;
 
  private:
+  // A job from the moment the loop takes it until it completes.
+  struct Active {
+    std::shared_ptr<PrefillJob> job;
+    absl::Time first_chunk = absl::InfinitePast();  // unset until planned
+    std::unique_ptr<KvTransfer> transfer;
+    absl::Status error;
+  };
   void Loop();
-  void RunBatch(std::vector<std::shared_ptr<PrefillJob>> jobs);
+  // Moves newly submitted jobs into the scheduler; ends cancelled and
+  // expired ones. Loop thread.
+  void Admit(std::deque<std::shared_ptr<PrefillJob>> jobs);
+  void DropCancelled();
+  void RunStep(const StepPlan& plan);
+  // Finishes the transfer, frees the scratch blocks, completes the job.
+  void Complete(SeqId id, const SampleResult* first, absl::Time computed);
+  void PublishStats();
 
   Engine& engine_;
   KvTransport& transport_;
   KvEndpointInfo self_;  // fixed once Start() ran
-  const int64_t max_batch_tokens_;
   PrefillMetrics* metrics_;
   TransferCounter* transfers_;
-  SeqId next_id_ = 1;  // loop thread only
+  Scheduler scheduler_;                          // loop thread only
+  absl::flat_hash_map<SeqId, Active> active_;    // loop thread only
+  SeqId next_id_ = 1;                            // loop thread only
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
   std::deque<std::shared_ptr<PrefillJob>> queue_;
-  int64_t queued_tokens_ = 0;
-  int32_t running_ = 0;
+  PrefillLoopStats stats_;
   std::thread thread_;
 };
 

@@ -1,10 +1,14 @@
 #include "prefill_worker/prefill_worker_config.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace tandem {
 
 absl::Status ValidatePrefillWorkerConfig(const PrefillWorkerConfig& c) {
   if (absl::Status s = ValidateWorkerOptions(c.worker); !s.ok()) return s;
-  if (c.max_batch_tokens <= 0) return absl::InvalidArgumentError("--max_batch_tokens must be positive");
+  if (absl::Status s = ValidateSchedulerOptions(c.scheduler); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", s.message()));
+  }
   return absl::OkStatus();
 }
 

@@ -6,13 +6,14 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "common/engine/scheduler.h"
 #include "common/worker/worker_options.h"
 
 namespace tandem {
 
 struct PrefillWorkerConfig {
   WorkerOptions worker;
-  int64_t max_batch_tokens = 4096;  // prompt tokens per prefill batch
+  SchedulerOptions scheduler;  // the step's token budget and prompt chunks
 };
 
 // INVALID_ARGUMENT naming the flag.

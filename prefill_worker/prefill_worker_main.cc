@@ -19,11 +19,10 @@
 #include "common/worker/fault_injecting_transport.h"
 #include "common/worker/fault_injector.h"
 #include "common/worker/worker_status.h"
+#include "common/engine/scheduler_flags.h"
 #include "prefill_worker/prefill_loop.h"
 #include "prefill_worker/prefill_service.h"
 #include "prefill_worker/prefill_worker_config.h"
-
-ABSL_FLAG(int64_t, max_batch_tokens, 4096, "prompt tokens per prefill batch");
 
 namespace tandem {
 namespace {
@@ -31,7 +30,7 @@ namespace {
 PrefillWorkerConfig ConfigFromFlags() {
   PrefillWorkerConfig c;
   c.worker = WorkerOptionsFromFlags();
-  c.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  c.scheduler = SchedulerOptionsFromFlags();
   return c;
 }
 
@@ -51,7 +50,7 @@ absl::Status Run(const PrefillWorkerConfig& c) {
                           MetricsServer::Start(c.worker.metrics_listen, {{"model", model.name}, {"role", "prefill"}}));
   PrefillMetrics metrics(*metrics_server, std::string(transport->name()));
   TransferCounter transfer_counter(*metrics_server);
-  PrefillLoop loop_storage(engine, *transport, KvEndpointInfo{"", fingerprint, engine.backend().numerics()}, c.max_batch_tokens, &metrics,
+  PrefillLoop loop_storage(engine, *transport, KvEndpointInfo{"", fingerprint, engine.backend().numerics()}, c.scheduler, &metrics,
                            &transfer_counter);
   PrefillLoop* loop = &loop_storage;
   PrefillServiceImpl service(model.config, engine.kv_cache().num_total_blocks(),
@@ -70,7 +69,7 @@ absl::Status Run(const PrefillWorkerConfig& c) {
   v1::WorkerInfo info = DescribeWorker(address, v1::WORKER_ROLE_PREFILL, model.name, fingerprint,
                                        engine.backend().numerics(), engine.kv_cache(),
                                        transport->name());
-  info.set_max_batch_tokens(static_cast<int32_t>(c.max_batch_tokens));
+  info.set_max_batch_tokens(static_cast<int32_t>(c.scheduler.max_batch_tokens));
   std::atomic<bool> draining{false};
   auto load = [&] {
     const PrefillLoopStats s = loop->stats();

@@ -93,8 +93,8 @@ bool DownstreamCanceller::client_gone() const {
 }
 
 GenerateCall::GenerateCall(RouterContext& router, grpc::ServerContext* ctx, const v1::GenerateRequest& req,
-                           grpc::ServerWriter<v1::GenerateResponse>* writer)
-    : router_(router), ctx_(ctx), req_(req), writer_(writer), canceller_(ctx), arrival_(absl::Now()) {}
+                           grpc::ServerWriter<v1::GenerateResponse>* writer, absl::Time arrival)
+    : router_(router), ctx_(ctx), req_(req), writer_(writer), canceller_(ctx), arrival_(arrival) {}
 
 absl::Status GenerateCall::Prepare() {
   // The edge: sizes first, before anything is tokenized or forwarded.
@@ -355,6 +355,10 @@ grpc::Status GenerateCall::Run() {
     return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed");
   }
 
+  absl::StatusOr<std::optional<WorkerView>> local = PlaceLocal();
+  if (!local.ok()) return Grpc(local.status());
+  if (local->has_value()) return RunLocal(**local);
+
   absl::StatusOr<Placement> placement = Reserve();
   if (!placement.ok()) return Grpc(placement.status());
   decode_worker_ = placement->decode.address;
@@ -423,15 +427,71 @@ grpc::Status GenerateCall::Run() {
   dr.set_priority(req_.priority());
   dr.set_seed(seed_);
   dr.set_kv_completion(presp.kv_completion());
+  return Relay(placement->decode, dr, [&] { Release(*placement); });
+}
+
+absl::StatusOr<std::optional<WorkerView>> GenerateCall::PlaceLocal() {
+  WorkerRegistry& reg = *router_.registry;
+  const bool aggregated = reg.CountLive(v1::WORKER_ROLE_AGGREGATED) > 0;
+  const bool decode = reg.CountLive(v1::WORKER_ROLE_DECODE) > 0;
+  const bool prefill = reg.CountLive(v1::WORKER_ROLE_PREFILL) > 0;
+  int32_t block_size = 16;
+  for (const WorkerView& w : reg.Snapshot()) {
+    if (w.role != v1::WORKER_ROLE_PREFILL) block_size = std::max(1, w.info.kv_layout().block_size());
+  }
+  // The prompt and its first token; the worker grows it as it decodes.
+  local_blocks_ = (static_cast<int64_t>(prompt_.size()) + block_size) / block_size;
+  const bool pairs = decode && prefill;
+  if (aggregated && (!pairs || reg.Headroom(v1::WORKER_ROLE_AGGREGATED) >= reg.Headroom(v1::WORKER_ROLE_DECODE))) {
+    absl::StatusOr<WorkerView> w = reg.PickDecode(local_blocks_, {}, v1::WORKER_ROLE_AGGREGATED);
+    if (w.ok()) return std::optional<WorkerView>(*w);
+    if (!pairs && !decode) return w.status();
+  }
+  if (decode && (!prefill || static_cast<int64_t>(prompt_.size()) < router_.config.local_prefill_max_tokens)) {
+    absl::StatusOr<WorkerView> w = reg.PickDecode(local_blocks_);
+    if (!w.ok()) return w.status();
+    return std::optional<WorkerView>(*w);
+  }
+  return std::optional<WorkerView>();
+}
+
+grpc::Status GenerateCall::RunLocal(const WorkerView& worker) {
+  // One worker computes the prompt and decodes: no reservation, no
+  // transfer, and the stream's first token is the prompt's.
+  decode_worker_ = worker.address;
+  prefill_worker_ = worker.address;
+  v1::DecodeRequest dr;
+  dr.set_request_id(request_id_);
+  dr.set_local_prefill(true);
+  *dr.mutable_prompt_token_ids() = {prompt_.begin(), prompt_.end()};
+  *dr.mutable_sampling() = ToProto(sampling_);
+  *dr.mutable_stopping() = ToProto(stopping_);
+  if (sampling_.logprobs >= 0) dr.set_logprobs(sampling_.logprobs);
+  dr.set_skip_special_tokens(req_.skip_special_tokens());
+  dr.set_priority(req_.priority());
+  dr.set_seed(seed_);
+  const double ttft = req_.slo().has_ttft_seconds() ? req_.slo().ttft_seconds() : router_.config.slo_ttft_seconds;
+  dr.set_ttft_budget_seconds(std::max(1e-3, ttft - absl::ToDoubleSeconds(absl::Now() - arrival_)));
+  grpc::Status s = Relay(worker, dr, [] {});
+  router_.registry->Done(worker.id, local_blocks_);
+  return s;
+}
+
+grpc::Status GenerateCall::Relay(const WorkerView& worker, const v1::DecodeRequest& dr,
+                                 const std::function<void()>& release) {
   grpc::ClientContext dc;
   dc.set_deadline(absl::ToChronoTime(CallDeadline()));
   canceller_.Attach(&dc);
-  auto reader = placement->decode.decode_stub->Decode(&dc, dr);
+  auto reader = worker.decode_stub->Decode(&dc, dr);
   v1::GenerateResponse in;
   bool finished = false;
   while (!finished && reader->Read(&in)) {
     v1::GenerateResponse out;
     out.set_request_id(request_id_);
+    if (completion_tokens_ == 0) {
+      out.set_prefill_worker(prefill_worker_);
+      out.set_decode_worker(decode_worker_);
+    }
     for (const v1::GeneratedToken& t : in.tokens()) {
       if (AddToken(t, &out)) {
         finished = true;
@@ -452,7 +512,7 @@ grpc::Status GenerateCall::Run() {
       dc.TryCancel();
       canceller_.Detach();
       reader->Finish();
-      Release(*placement);
+      release();
       return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
     }
   }
@@ -463,13 +523,13 @@ grpc::Status GenerateCall::Run() {
   // Decode claims the reservation before its first token; one that failed
   // earlier (or never arrived) left it reserved. Releasing a claimed one is
   // a no-op.
-  Release(*placement);
+  release();
   if (ds.ok()) {
     TANDEM_LOG(WARNING) << "request " << request_id_ << ": decode worker " << decode_worker_
                         << " ended the stream without a finish reason";
     return grpc::Status(grpc::StatusCode::INTERNAL, "decode ended the stream without a finish reason");
   }
-  return WorkerFailure(placement->decode, "decode", ds);
+  return WorkerFailure(worker, "decode", ds);
 }
 
 }  // namespace tandem::router

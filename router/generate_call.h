@@ -5,6 +5,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -42,8 +43,10 @@ class DownstreamCanceller {
 
 class GenerateCall {
  public:
+  // `arrival`: when the router received it (before any wait in the
+  // admission queue), where TTFT is counted from.
   GenerateCall(RouterContext& router, grpc::ServerContext* ctx, const v1::GenerateRequest& req,
-               grpc::ServerWriter<v1::GenerateResponse>* writer);
+               grpc::ServerWriter<v1::GenerateResponse>* writer, absl::Time arrival = absl::Now());
   grpc::Status Run();
   // Counts the request's outcome and, when it succeeded, its latencies and
   // SLO attainment.
@@ -57,6 +60,17 @@ class GenerateCall {
     // on the reservation runs out kLeaseSlack later.
     absl::Time prefill_by;
   };
+  // Where a worker computes the prompt itself: an aggregated worker (when
+  // they have more KV headroom than the decode workers, or no
+  // disaggregated pair is live), or a decode worker for a prompt under
+  // --local_prefill_max_tokens or when no prefill worker is live. nullopt:
+  // the disaggregated path.
+  absl::StatusOr<std::optional<WorkerView>> PlaceLocal();
+  grpc::Status RunLocal(const WorkerView& worker);
+  // Streams `dr`'s tokens from `worker` to the client through this
+  // request's text state; `release` frees what the request still holds on
+  // the worker when the call ends without a claim.
+  grpc::Status Relay(const WorkerView& worker, const v1::DecodeRequest& dr, const std::function<void()>& release);
   absl::Status Prepare();
   // On success the caller owns the reservation and must Release it on
   // every exit that does not hand it to Decode. On failure nothing is held
@@ -103,6 +117,7 @@ class GenerateCall {
   std::optional<StopChecker> stop_;
   StopDecision last_decision_;
   int32_t completion_tokens_ = 0;
+  int64_t local_blocks_ = 0;  // placed on a local-prefill worker, for Done()
 
   absl::Time arrival_;
   absl::Time first_token_time_;

@@ -1,27 +1,59 @@
 #include "router/generation_service.h"
 
+#include <algorithm>
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
+#include "common/rpc/status_convert.h"
 #include "router/generate_call.h"
 
 namespace tandem::router {
 
+GenerationServiceImpl::GenerationServiceImpl(RouterContext& ctx)
+    : ctx_(ctx),
+      admission_(AdmissionOptions{[this] { return MaxRunning(); }, ctx.config.max_queued_requests}) {}
+
+int32_t GenerationServiceImpl::MaxRunning() const {
+  if (ctx_.config.max_inflight_requests > 0) return ctx_.config.max_inflight_requests;
+  int64_t batch = 0;
+  for (const WorkerView& w : ctx_.registry->Snapshot()) {
+    if (w.role == v1::WORKER_ROLE_DECODE || w.role == v1::WORKER_ROLE_AGGREGATED) {
+      batch += std::max(1, w.info.max_batch_size());
+    }
+  }
+  // With no worker yet, one request at a time finds that out.
+  return static_cast<int32_t>(std::clamp<int64_t>(2 * batch, 1, 1 << 20));
+}
+
 grpc::Status GenerationServiceImpl::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                              grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  // Overload: a bounded number of requests in flight, not an unbounded queue.
-  const int32_t inflight = ctx_.inflight.fetch_add(1) + 1;
-  if (inflight > ctx_.config.max_inflight_requests) {
-    ctx_.inflight.fetch_sub(1);
-    ctx_.metrics->Requests("resource_exhausted", "none").Increment();
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("router has ", inflight - 1, " requests in flight (limit ",
-                                     ctx_.config.max_inflight_requests, ")"));
+  // Overload: past the in-flight limit requests wait in a bounded queue,
+  // by priority, then TTFT deadline; refused only when it is full or
+  // their deadline cannot be met.
+  const absl::Time arrival = absl::Now();
+  AdmissionQueue::Request r;
+  r.priority = req->priority();
+  const double ttft = req->slo().has_ttft_seconds() ? req->slo().ttft_seconds() : ctx_.config.slo_ttft_seconds;
+  r.ttft_deadline = arrival + absl::Seconds(ttft);
+  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) r.deadline = absl::FromChrono(ctx->deadline());
+  r.client_gone = [ctx] { return ctx->IsCancelled(); };
+  ctx_.metrics->requests_waiting->Increment();
+  absl::StatusOr<AdmissionQueue::Ticket> ticket = admission_.Enter(r);
+  ctx_.metrics->requests_waiting->Decrement();
+  if (!ticket.ok()) {
+    const grpc::Status s = ToGrpcStatus(ticket.status());
+    ctx_.metrics->Requests(s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ? "resource_exhausted"
+                           : s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ? "deadline_exceeded"
+                                                                                    : "cancelled",
+                           "none")
+        .Increment();
+    return s;
   }
   ctx_.metrics->requests_running->Increment();
-  GenerateCall call(ctx_, ctx, *req, writer);
+  GenerateCall call(ctx_, ctx, *req, writer, arrival);
   grpc::Status s = call.Run();
   call.RecordOutcome(s);
   ctx_.metrics->requests_running->Decrement();
-  ctx_.inflight.fetch_sub(1);
   return s;
 }
 
@@ -66,7 +98,7 @@ grpc::Status GenerationServiceImpl::GetModelInfo(grpc::ServerContext*, const v1:
   for (int32_t id : ctx_.eos_ids) resp->add_eos_token_ids(id);
   int64_t blocks = 0;
   for (const WorkerView& w : ctx_.registry->Snapshot()) {
-    if (w.role == v1::WORKER_ROLE_DECODE) {
+    if (w.role == v1::WORKER_ROLE_DECODE || w.role == v1::WORKER_ROLE_AGGREGATED) {
       blocks += w.info.kv_blocks_total();
       resp->set_kv_block_size(w.info.kv_layout().block_size());
     }
@@ -74,6 +106,7 @@ grpc::Status GenerationServiceImpl::GetModelInfo(grpc::ServerContext*, const v1:
   resp->set_kv_blocks_total(blocks);
   resp->set_prefill_workers(ctx_.registry->CountLive(v1::WORKER_ROLE_PREFILL));
   resp->set_decode_workers(ctx_.registry->CountLive(v1::WORKER_ROLE_DECODE));
+  resp->set_aggregated_workers(ctx_.registry->CountLive(v1::WORKER_ROLE_AGGREGATED));
   resp->set_version("0.1.0");
   return grpc::Status::OK;
 }

@@ -10,6 +10,7 @@
 #include "common/metrics/serving_metrics.h"
 #include "common/model/model_config.h"
 #include "common/tokenizer/tokenizer.h"
+#include "router/admission_queue.h"
 #include "router/router_config.h"
 #include "router/worker_registry.h"
 #include "tandem/v1/generate.grpc.pb.h"
@@ -25,13 +26,12 @@ struct RouterContext {
   std::vector<int32_t> eos_ids;
   WorkerRegistry* registry = nullptr;
   RouterMetrics* metrics = nullptr;
-  std::atomic<int32_t> inflight{0};
   std::atomic<int64_t> next_request{0};
 };
 
 class GenerationServiceImpl final : public v1::GenerationService::Service {
  public:
-  explicit GenerationServiceImpl(RouterContext& ctx) : ctx_(ctx) {}
+  explicit GenerationServiceImpl(RouterContext& ctx);
 
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
@@ -43,7 +43,12 @@ class GenerationServiceImpl final : public v1::GenerationService::Service {
                             v1::ModelInfo* resp) override;
 
  private:
+  // The in-flight limit: --max_inflight_requests, or from the live
+  // workers' batch sizes.
+  int32_t MaxRunning() const;
+
   RouterContext& ctx_;
+  AdmissionQueue admission_;
 };
 
 }  // namespace tandem::router

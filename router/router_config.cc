@@ -8,7 +8,11 @@ absl::Status ValidateRouterConfig(const RouterConfig& c) {
   if (c.listen.find(':') == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("--listen '", c.listen, "' is not host:port"));
   }
-  if (c.max_inflight_requests <= 0) return absl::InvalidArgumentError("--max_inflight_requests must be positive");
+  if (c.max_inflight_requests < 0) {
+    return absl::InvalidArgumentError("--max_inflight_requests must be >= 0 (0: from the workers' batch sizes)");
+  }
+  if (c.max_queued_requests < 0) return absl::InvalidArgumentError("--max_queued_requests must be >= 0");
+  if (c.local_prefill_max_tokens < 0) return absl::InvalidArgumentError("--local_prefill_max_tokens must be >= 0");
   if (c.report_interval_seconds <= 0) return absl::InvalidArgumentError("--report_interval_seconds must be positive");
   if (c.liveness_timeout_seconds <= c.report_interval_seconds) {
     return absl::InvalidArgumentError("--liveness_timeout_seconds must exceed --report_interval_seconds");

@@ -13,7 +13,18 @@ struct RouterConfig {
   std::string listen = "0.0.0.0:8000";
   std::string model_dir;          // empty: the built-in default model
   std::string served_model_name;  // empty: the directory's name
-  int32_t max_inflight_requests = 256;
+  // Requests placed on workers at once; the rest wait in the router's
+  // queue. 0: twice the sequences the live decode and aggregated workers
+  // can batch (their --max_batch_size), so their schedulers always have
+  // work queued behind a full batch.
+  int32_t max_inflight_requests = 0;
+  // Requests waiting for a slot; beyond this, RESOURCE_EXHAUSTED.
+  int32_t max_queued_requests = 4096;
+  // Under this many prompt tokens a decode worker computes the prompt
+  // itself instead of waiting for a prefill worker and a transfer
+  // (conditional disaggregation); 0: never. Also used when no prefill
+  // worker is live.
+  int32_t local_prefill_max_tokens = 0;
   double liveness_timeout_seconds = 5.0;
   double report_interval_seconds = 0.5;
   // The most any worker call may take: each call gets the client's

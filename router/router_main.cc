@@ -21,7 +21,11 @@
 ABSL_FLAG(std::string, listen, "0.0.0.0:8000", "gRPC listen address host:port (port 0: any free port)");
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json, tokenizer.json); empty: built-in default");
 ABSL_FLAG(std::string, served_model_name, "", "model name clients see; empty: the directory's name");
-ABSL_FLAG(int32_t, max_inflight_requests, 256, "requests in flight beyond this are RESOURCE_EXHAUSTED");
+ABSL_FLAG(int32_t, max_inflight_requests, 0,
+          "requests placed on workers at once, the rest queue (0: twice the live workers' max batch sizes)");
+ABSL_FLAG(int32_t, max_queued_requests, 4096, "requests waiting in the router's queue beyond this are refused");
+ABSL_FLAG(int32_t, local_prefill_max_tokens, 0,
+          "prompts shorter than this are prefilled by their decode worker, not sent through a prefill worker (0: never)");
 ABSL_FLAG(double, liveness_timeout_seconds, 5.0, "a worker silent this long is taken out of placement");
 ABSL_FLAG(double, report_interval_seconds, 0.5, "how often workers report load");
 ABSL_FLAG(double, worker_timeout_seconds, 600.0,
@@ -42,6 +46,8 @@ RouterConfig ConfigFromFlags() {
   c.model_dir = absl::GetFlag(FLAGS_model);
   c.served_model_name = absl::GetFlag(FLAGS_served_model_name);
   c.max_inflight_requests = absl::GetFlag(FLAGS_max_inflight_requests);
+  c.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
+  c.local_prefill_max_tokens = absl::GetFlag(FLAGS_local_prefill_max_tokens);
   c.liveness_timeout_seconds = absl::GetFlag(FLAGS_liveness_timeout_seconds);
   c.report_interval_seconds = absl::GetFlag(FLAGS_report_interval_seconds);
   c.worker_timeout_seconds = absl::GetFlag(FLAGS_worker_timeout_seconds);

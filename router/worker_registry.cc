@@ -15,6 +15,7 @@ std::string RoleName(v1::WorkerRole role) {
   switch (role) {
     case v1::WORKER_ROLE_PREFILL: return "prefill";
     case v1::WORKER_ROLE_DECODE: return "decode";
+    case v1::WORKER_ROLE_AGGREGATED: return "aggregated";
     default: return "unknown";
   }
 }
@@ -39,8 +40,9 @@ std::string LayoutDifference(const v1::KvLayoutSpec& mine, const v1::KvLayoutSpe
 WorkerRegistry::WorkerRegistry(WorkerRegistryOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info) {
-  if (info.role() != v1::WORKER_ROLE_PREFILL && info.role() != v1::WORKER_ROLE_DECODE) {
-    return absl::InvalidArgumentError("worker role must be prefill or decode");
+  if (info.role() != v1::WORKER_ROLE_PREFILL && info.role() != v1::WORKER_ROLE_DECODE &&
+      info.role() != v1::WORKER_ROLE_AGGREGATED) {
+    return absl::InvalidArgumentError("worker role must be prefill, decode or aggregated");
   }
   if (info.address().empty() || info.address().find(':') == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("bad worker address '", info.address(), "'"));
@@ -82,7 +84,7 @@ absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info)
   e.view.info = info;
   e.view.load.set_kv_blocks_free(info.kv_blocks_total());
   auto channel = DialCluster(info.address());
-  if (info.role() == v1::WORKER_ROLE_DECODE) {
+  if (info.role() == v1::WORKER_ROLE_DECODE || info.role() == v1::WORKER_ROLE_AGGREGATED) {
     e.view.decode_stub = v1::DecodeService::NewStub(channel);
   } else {
     e.view.prefill_stub = v1::PrefillService::NewStub(channel);
@@ -128,8 +130,21 @@ std::vector<std::string> WorkerRegistry::ExpireStale(absl::Time now) {
   return expired;
 }
 
+double WorkerRegistry::Headroom(v1::WorkerRole role) const {
+  absl::MutexLock lock(&mu_);
+  double best = -1;
+  for (const auto& [id, e] : workers_) {
+    const WorkerView& w = e.view;
+    if (w.role != role || w.load.draining() || w.info.kv_blocks_total() <= 0) continue;
+    const double free = static_cast<double>(w.load.kv_blocks_free() - w.inflight_load);
+    best = std::max(best, free / static_cast<double>(w.info.kv_blocks_total()));
+  }
+  return best;
+}
+
 absl::StatusOr<WorkerView> WorkerRegistry::PickDecode(int64_t blocks_needed,
-                                                      const std::vector<std::string>& exclude) {
+                                                      const std::vector<std::string>& exclude,
+                                                      v1::WorkerRole role) {
   absl::MutexLock lock(&mu_);
   Entry* best = nullptr;
   int64_t best_free = std::numeric_limits<int64_t>::min();
@@ -137,7 +152,7 @@ absl::StatusOr<WorkerView> WorkerRegistry::PickDecode(int64_t blocks_needed,
   int live = 0;
   for (auto& [id, e] : workers_) {
     const WorkerView& w = e.view;
-    if (w.role != v1::WORKER_ROLE_DECODE || w.load.draining()) continue;
+    if (w.role != role || w.load.draining()) continue;
     ++live;
     if (std::find(exclude.begin(), exclude.end(), id) != exclude.end()) continue;
     // Blocks the router placed since the last report are not in its count.
@@ -150,12 +165,13 @@ absl::StatusOr<WorkerView> WorkerRegistry::PickDecode(int64_t blocks_needed,
       best_free = free;
     }
   }
-  if (live == 0) return absl::UnavailableError("no decode worker is available");
+  const std::string kind = RoleName(role);
+  if (live == 0) return absl::UnavailableError(absl::StrCat("no ", kind, " worker is available"));
   if (best == nullptr) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        exclude.empty() ? "no decode worker has room" : "no other decode worker has room",
+        exclude.empty() ? "no " : "no other ", kind, " worker has room",
         ": the request needs ", blocks_needed,
-        " KV blocks, the most free on any decode worker is ", most_free));
+        " KV blocks, the most free on any ", kind, " worker is ", most_free));
   }
   best->view.inflight += 1;
   best->view.inflight_load += blocks_needed;

@@ -62,7 +62,14 @@ class WorkerRegistry {
   // on ties. RESOURCE_EXHAUSTED with the reason when none has room;
   // UNAVAILABLE when there is no live decode worker. Workers in `exclude`
   // (ids that already refused this request) are not chosen.
-  absl::StatusOr<WorkerView> PickDecode(int64_t blocks_needed, const std::vector<std::string>& exclude = {});
+  // `role`: decode, or aggregated (the same choice among workers that
+  // prefill themselves).
+  absl::StatusOr<WorkerView> PickDecode(int64_t blocks_needed, const std::vector<std::string>& exclude = {},
+                                        v1::WorkerRole role = v1::WORKER_ROLE_DECODE);
+  // The largest fraction of free KV (after what the router placed) among
+  // live workers of `role`; -1 when there is none. Placement compares
+  // aggregated and disaggregated capacity by it.
+  double Headroom(v1::WorkerRole role) const;
   // The prefill worker with the fewest queued prompt tokens.
   absl::StatusOr<WorkerView> PickPrefill(int64_t prompt_tokens);
   // Undoes the router-side accounting of a Pick*().

@@ -29,7 +29,7 @@ class RouterApiTest : public ::testing::Test {
     o.model_dir = dir_->str();
     o.bin_dir = testing::BinDir();
     o.log_dir = logs_->str();
-    o.router_args = {"--max_inflight_requests=4"};
+    o.router_args = {"--max_inflight_requests=4", "--max_queued_requests=2"};
     o.decode_args = {"--num_threads=1"};
     o.prefill_args = {"--num_threads=1"};
     auto c = LocalCluster::Start(o);
@@ -132,7 +132,9 @@ TEST_F(RouterApiTest, StopStringAcrossTokensEndsTheStreamWithoutTheStopText) {
   EXPECT_LT(stopped.tokens.size(), full.tokens.size());
 }
 
-TEST_F(RouterApiTest, OverloadIsResourceExhaustedWithTheReason) {
+// Past the in-flight limit requests queue; only those beyond the queue's
+// bound are refused, and the message says the queue is full.
+TEST_F(RouterApiTest, OverloadQueuesThenIsResourceExhaustedWithTheReason) {
   RequestSpec s;
   s.prompt = "keep the router busy";
   s.max_new_tokens = 600;
@@ -142,15 +144,21 @@ TEST_F(RouterApiTest, OverloadIsResourceExhaustedWithTheReason) {
     threads.emplace_back([&, i] { results[i] = testing::StreamGenerate(*stub_, testing::ToGenerateRequest(s)); });
   }
   for (auto& t : threads) t.join();
-  int exhausted = 0;
+  int exhausted = 0, served = 0;
   for (const auto& r : results) {
-    if (r.status.ok()) continue;
+    if (r.status.ok()) {
+      ++served;
+      continue;
+    }
     EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << r.status.error_message();
-    EXPECT_NE(r.status.error_message().find("limit 4"), std::string::npos) << r.status.error_message();
+    EXPECT_NE(r.status.error_message().find("queue is full (2 requests waiting, 4 running)"), std::string::npos)
+        << r.status.error_message();
     ++exhausted;
   }
-  EXPECT_GT(exhausted, 0);
-  EXPECT_LT(exhausted, 8);
+  // 4 run, 2 wait and then run: 600 tokens take far longer than the 8 calls
+  // take to arrive, so exactly the last 2 find the queue full.
+  EXPECT_EQ(served, 6);
+  EXPECT_EQ(exhausted, 2);
 }
 
 TEST_F(RouterApiTest, EveryProcessServesGrpcHealth) {

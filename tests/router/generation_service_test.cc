@@ -517,7 +517,7 @@ TEST_F(GenerationServiceTest, DecodeWorkerDyingMidStreamIsUnavailableAndLeavesPl
   EXPECT_EQ(ModelInfo().decode_workers(), 0);
 }
 
-TEST_F(GenerationServiceTest, RequestsBeyondTheInflightLimitAreResourceExhausted) {
+TEST_F(GenerationServiceTest, RequestsBeyondTheInflightLimitWaitAndRunWhenASlotFrees) {
   ctx_.config.max_inflight_requests = 1;
   const std::vector<int32_t> answer = Encode(" waiting");
   FakePrefillWorker prefill(PrefillScript{.first_token = answer[0]});
@@ -527,11 +527,18 @@ TEST_F(GenerationServiceTest, RequestsBeyondTheInflightLimitAreResourceExhausted
   grpc::ClientContext first;
   std::thread holder([&] { Generate(TextRequest("Hello", 100), nullptr, std::nullopt, &first); });
   ASSERT_TRUE(decode.WaitFor([&] { return !decode.decodes.empty(); }));
-  Outcome second = Generate(TextRequest("Hello", 4));
-  EXPECT_EQ(second.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_THAT(second.status.error_message(), HasSubstr("router has 1 requests in flight (limit 1)"));
+  // The second waits in the queue while the first holds the only slot...
+  grpc::ClientContext second_ctx;
+  Outcome second;
+  std::thread waiter([&] { second = Generate(TextRequest("Hello", 100), nullptr, std::nullopt, &second_ctx); });
+  EXPECT_FALSE(decode.WaitFor([&] { return decode.decodes.size() > 1; }, std::chrono::milliseconds(300)));
+  // ...and runs once the first ends.
   first.TryCancel();
   holder.join();
+  EXPECT_TRUE(decode.WaitFor([&] { return decode.decodes.size() == 2; }));
+  second_ctx.TryCancel();
+  waiter.join();
+  EXPECT_EQ(second.status.error_code(), grpc::StatusCode::CANCELLED) << second.status.error_message();
 }
 
 TEST_F(GenerationServiceTest, ModelInfoCountsRegisteredWorkers) {

@@ -15,7 +15,9 @@ TEST(RouterConfigTest, BadSettingsNameTheirFlag) {
   };
   const Case cases[] = {
       {[](RouterConfig& c) { c.listen = "8000"; }, "--listen"},
-      {[](RouterConfig& c) { c.max_inflight_requests = 0; }, "--max_inflight_requests"},
+      {[](RouterConfig& c) { c.max_inflight_requests = -1; }, "--max_inflight_requests"},
+      {[](RouterConfig& c) { c.max_queued_requests = -1; }, "--max_queued_requests"},
+      {[](RouterConfig& c) { c.local_prefill_max_tokens = -1; }, "--local_prefill_max_tokens"},
       {[](RouterConfig& c) { c.report_interval_seconds = 0; }, "--report_interval_seconds"},
       {[](RouterConfig& c) { c.liveness_timeout_seconds = 0.25; }, "--liveness_timeout_seconds"},
       {[](RouterConfig& c) { c.worker_timeout_seconds = -1; }, "--worker_timeout_seconds"},

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "common/engine/scheduler_flags.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -27,8 +28,6 @@ ABSL_FLAG(int32_t, num_kv_blocks, 2048, "KV blocks in the pool");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads; 0: all cores");
 ABSL_FLAG(std::string, cpu_bf16_activations, "auto",
           "CPU: round activations to bf16 as a bf16 model does: auto (when the weights are bf16), on or off");
-ABSL_FLAG(int32_t, max_batch_size, 64, "most sequences in one batch");
-ABSL_FLAG(int64_t, max_batch_tokens, 8192, "most tokens computed in one step");
 
 namespace tandem::cli {
 namespace {
@@ -101,8 +100,9 @@ int RunGenerate(const std::vector<std::string>& prompts) {
     requests.push_back(std::move(*r));
   }
 
-  LocalGenerator generator(engine, *model->tokenizer,
-                           {absl::GetFlag(FLAGS_max_batch_size), absl::GetFlag(FLAGS_max_batch_tokens)});
+  const SchedulerOptions scheduling = SchedulerOptionsFromFlags();
+  if (absl::Status s = ValidateSchedulerOptions(scheduling); !s.ok()) return Fail(s);
+  LocalGenerator generator(engine, *model->tokenizer, scheduling);
   std::vector<int> generated(requests.size(), 0);
   const absl::Time start = absl::Now();
   int failures = 0;

@@ -152,6 +152,12 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
                                        &c->prefill_addresses_));
   c->metrics_addresses_.insert(c->metrics_addresses_.end(), metrics_by_role.begin(), metrics_by_role.end());
   c->metrics_addresses_.insert(c->metrics_addresses_.end(), decode_metrics.begin(), decode_metrics.end());
+  metrics_by_role.clear();
+  std::vector<std::string> aggregated_args = {"--role=aggregated"};
+  aggregated_args.insert(aggregated_args.end(), options.aggregated_args.begin(), options.aggregated_args.end());
+  TANDEM_RETURN_IF_ERROR(start_workers("aggregated", "tandem-decode-worker", options.num_aggregated, aggregated_args,
+                                       {}, &c->aggregated_, &c->aggregated_addresses_));
+  c->metrics_addresses_.insert(c->metrics_addresses_.end(), metrics_by_role.begin(), metrics_by_role.end());
   if (!options.wait_for_workers) return c;
 
   TANDEM_ASSIGN_OR_RETURN(PublicClientOptions client, ClusterPublicClientOptions(options.security));
@@ -163,7 +169,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
     if (stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).ok() &&
-        info.prefill_workers() == options.num_prefill && info.decode_workers() == options.num_decode) {
+        info.prefill_workers() == options.num_prefill && info.decode_workers() == options.num_decode &&
+        info.aggregated_workers() == options.num_aggregated) {
       return c;
     }
     std::string dead;
@@ -174,7 +181,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
   }
   return absl::DeadlineExceededError(absl::StrCat(
       "workers did not all register with the router: ", info.prefill_workers(), "/",
-      options.num_prefill, " prefill, ", info.decode_workers(), "/", options.num_decode, " decode"));
+      options.num_prefill, " prefill, ", info.decode_workers(), "/", options.num_decode, " decode, ",
+      info.aggregated_workers(), "/", options.num_aggregated, " aggregated"));
 }
 
 bool LocalCluster::AllAlive(std::string* who) {
@@ -190,6 +198,7 @@ bool LocalCluster::AllAlive(std::string* who) {
   if (!check(router_)) return false;
   for (Child& ch : prefills_) if (!check(ch)) return false;
   for (Child& ch : decode_) if (!check(ch)) return false;
+  for (Child& ch : aggregated_) if (!check(ch)) return false;
   return true;
 }
 
@@ -198,6 +207,7 @@ absl::StatusOr<int> LocalCluster::Terminate(const std::string& name, absl::Durat
   for (Child* c : {&router_}) if (c->name == name) ch = c;
   for (Child& c : prefills_) if (c.name == name) ch = &c;
   for (Child& c : decode_) if (c.name == name) ch = &c;
+  for (Child& c : aggregated_) if (c.name == name) ch = &c;
   if (ch == nullptr) return absl::NotFoundError(absl::StrCat("no process named ", name));
   if (ch->exit_status < 0) kill(ch->pid, SIGTERM);
   const absl::Time give_up = absl::Now() + timeout;
@@ -221,6 +231,7 @@ absl::Status LocalCluster::Stop(absl::Duration grace) {
   std::vector<Child*> order;
   for (Child& ch : prefills_) order.push_back(&ch);
   for (Child& ch : decode_) order.push_back(&ch);
+  for (Child& ch : aggregated_) order.push_back(&ch);
   order.push_back(&router_);
   for (Child* ch : order) {
     if (ch->pid > 0 && ch->exit_status < 0) kill(ch->pid, SIGTERM);

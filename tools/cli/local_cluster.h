@@ -1,4 +1,4 @@
-// A router, N prefill workers and M decode workers as real processes on
+// A router, N prefill, M decode and K aggregated workers as real processes on
 // loopback: what `tandem up` runs and what the integration tests start.
 #pragma once
 
@@ -17,6 +17,9 @@ namespace tandem {
 struct LocalClusterOptions {
   int num_prefill = 1;
   int num_decode = 1;
+  // Workers that prefill and decode themselves (tandem-decode-worker
+  // --role=aggregated), beside or instead of the pairs.
+  int num_aggregated = 0;
   std::string model_dir;  // empty: the built-in default model
   // Where tandem-router, tandem-prefill-worker and tandem-decode-worker
   // are; empty: next to the running executable.
@@ -26,7 +29,7 @@ struct LocalClusterOptions {
   std::string log_dir;
   // Scratch space for port files; empty: a fresh directory under /tmp.
   std::string run_dir;
-  std::vector<std::string> router_args, prefill_args, decode_args;
+  std::vector<std::string> router_args, prefill_args, decode_args, aggregated_args;
   // Per-worker extra args (index i applies to worker i), e.g. a different
   // block size for one worker in a layout-mismatch test.
   std::vector<std::vector<std::string>> per_prefill_args, per_decode_args;
@@ -50,12 +53,14 @@ class LocalCluster {
   // Each worker's gRPC address ("127.0.0.1:port"), in start order.
   const std::vector<std::string>& prefill_addresses() const { return prefill_addresses_; }
   const std::vector<std::string>& decode_addresses() const { return decode_addresses_; }
-  // host:port of every process's /metrics, router first, then prefill and
-  // decode workers in start order.
+  const std::vector<std::string>& aggregated_addresses() const { return aggregated_addresses_; }
+  // host:port of every process's /metrics, router first, then prefill,
+  // decode and aggregated workers in start order.
   const std::vector<std::string>& metrics_addresses() const { return metrics_addresses_; }
   pid_t router_pid() const { return router_.pid; }
   pid_t prefill_pid(int i) const { return prefills_[i].pid; }
   pid_t decode_pid(int i) const { return decode_[i].pid; }
+  pid_t aggregated_pid(int i) const { return aggregated_[i].pid; }
   std::string LogPath(const std::string& name) const;
 
   // Sends SIGTERM to every process (workers first), waits up to `grace`,
@@ -84,9 +89,9 @@ class LocalCluster {
 
   LocalClusterOptions options_;
   std::string router_address_;
-  std::vector<std::string> prefill_addresses_, decode_addresses_, metrics_addresses_;
+  std::vector<std::string> prefill_addresses_, decode_addresses_, aggregated_addresses_, metrics_addresses_;
   Child router_;
-  std::vector<Child> prefills_, decode_;
+  std::vector<Child> prefills_, decode_, aggregated_;
   bool stopped_ = false;
 };
 

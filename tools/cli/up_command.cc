@@ -11,6 +11,7 @@
 
 ABSL_FLAG(int32_t, prefill, 1, "prefill workers to start");
 ABSL_FLAG(int32_t, decode, 1, "decode workers to start");
+ABSL_FLAG(int32_t, aggregated, 0, "aggregated workers (prefill and decode in one process) to start");
 ABSL_FLAG(std::string, listen, "127.0.0.1:8000", "router address for clients");
 ABSL_FLAG(std::string, log_dir, "", "write each process's log to DIR/<name>.log; empty: this terminal");
 ABSL_FLAG(std::string, bin_dir, "", "where the tandem-* binaries are; empty: next to `tandem`");
@@ -22,6 +23,7 @@ int RunUp() {
   LocalClusterOptions o;
   o.num_prefill = absl::GetFlag(FLAGS_prefill);
   o.num_decode = absl::GetFlag(FLAGS_decode);
+  o.num_aggregated = absl::GetFlag(FLAGS_aggregated);
   o.model_dir = absl::GetFlag(FLAGS_model);
   o.router_listen = absl::GetFlag(FLAGS_listen);
   o.log_dir = absl::GetFlag(FLAGS_log_dir);
@@ -33,8 +35,9 @@ int RunUp() {
     std::cerr << "tandem up: " << s << "\n";
     return 2;
   }
-  if (o.num_prefill < 1 || o.num_decode < 1) {
-    std::cerr << "tandem up: --prefill and --decode must be at least 1\n";
+  if (o.num_prefill < 0 || o.num_decode < 0 || o.num_aggregated < 0 || o.num_decode + o.num_aggregated < 1) {
+    std::cerr << "tandem up: --prefill, --decode and --aggregated must be >= 0, with at least one decode or "
+                 "aggregated worker\n";
     return 2;
   }
   absl::StatusOr<std::unique_ptr<LocalCluster>> cluster = LocalCluster::Start(o);
@@ -43,7 +46,8 @@ int RunUp() {
     return 1;
   }
   std::cerr << "tandem is up: router at " << (*cluster)->router_address() << " with " << o.num_prefill
-            << " prefill and " << o.num_decode << " decode worker(s). Try\n  tandem client --router "
+            << " prefill, " << o.num_decode << " decode and " << o.num_aggregated
+            << " aggregated worker(s). Try\n  tandem client --router "
             << (*cluster)->router_address() << " \"Hello\"\nCtrl-C stops everything.\n";
   WaitForTerminationSignal();
   std::cerr << "stopping...\n";
