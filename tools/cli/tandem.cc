@@ -9,6 +9,7 @@
 #include "tools/cli/client_command.h"
 #include "tools/cli/default_model_command.h"
 #include "tools/cli/generate_command.h"
+#include "tools/cli/health_command.h"
 #include "tools/cli/up_command.h"
 
 namespace {
@@ -20,6 +21,7 @@ commands:
   client [--router ADDR] PROMPT... stream generations from a running router
   generate [flags] PROMPT...     generate in this process (the monolithic engine)
   write-default-model --out DIR  write the built-in default model to DIR
+  health --address ADDR [--tls_*] exit 0 when the process there is SERVING
 
 `tandem --helpfull` lists every flag.)";
 
@@ -40,6 +42,7 @@ int main(int argc, char** argv) {
   if (command == "client") return tandem::cli::RunClient(args);
   if (command == "up") return tandem::cli::RunUp();
   if (command == "write-default-model") return tandem::cli::RunWriteDefaultModel();
+  if (command == "health") return tandem::cli::RunHealth();
   std::cerr << "tandem: unknown command '" << command << "'\n\n" << kUsage << "\n";
   return 2;
 }
