@@ -94,6 +94,9 @@ LoadResult RunLoad(v1::GenerationService::Stub& stub, const std::vector<BenchReq
   result.records.resize(requests.size());
   Progress progress(options.progress, requests.size(), options.label);
   const Clock::time_point t0 = Clock::now();
+  // The closed loop's next request index: declared here, not in its
+  // branch, because its threads run until the joins below.
+  std::atomic<size_t> next{0};
   std::vector<std::thread> threads;
   if (options.rate > 0) {
     // Open loop: each request leaves at its Poisson arrival time.
@@ -109,7 +112,6 @@ LoadResult RunLoad(v1::GenerationService::Stub& stub, const std::vector<BenchReq
   } else {
     // Closed loop: `concurrency` clients, each sending its next request as
     // soon as the previous one finished.
-    std::atomic<size_t> next{0};
     for (int c = 0; c < std::max(1, options.concurrency); ++c) {
       threads.emplace_back([&] {
         for (size_t i = next++; i < requests.size(); i = next++) {
