@@ -35,7 +35,7 @@ struct RouterConfig {
   // not claimed it by then (the router died between Prefill and Decode).
   // The prefill call must end within it, so it also bounds prefill's
   // queueing, compute and transfer.
-  double kv_reservation_ttl_seconds = 10.0;
+  double kv_reservation_ttl_seconds = 120.0;
   std::string port_file;
   std::string metrics_listen = "0.0.0.0:0";  // Prometheus /metrics; port 0 picks one
   // Default objectives, when a request carries no SloHints.

@@ -30,7 +30,7 @@ ABSL_FLAG(double, liveness_timeout_seconds, 5.0, "a worker silent this long is t
 ABSL_FLAG(double, report_interval_seconds, 0.5, "how often workers report load");
 ABSL_FLAG(double, worker_timeout_seconds, 600.0,
           "most time any worker call may take (the client's remaining deadline, capped by this)");
-ABSL_FLAG(double, kv_reservation_ttl_seconds, 10.0,
+ABSL_FLAG(double, kv_reservation_ttl_seconds, 120.0,
           "lease on a decode worker's KV reservation: freed if not claimed by Decode within this");
 ABSL_FLAG(std::string, port_file, "", "write the bound gRPC and metrics ports (one per line) once serving");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:0", "Prometheus /metrics address (port 0: any free port)");

@@ -124,4 +124,15 @@ double GoodputRate(const std::vector<RunStats>& runs, double target) {
   return best;
 }
 
+double ServedGoodput(const std::vector<RunStats>& runs, double target) {
+  double best_rate = 0, served = 0;
+  for (const RunStats& r : runs) {
+    if (r.rate > 0 && r.attainment >= target && r.rate > best_rate) {
+      best_rate = r.rate;
+      served = r.goodput;
+    }
+  }
+  return served;
+}
+
 }  // namespace tandem::bench

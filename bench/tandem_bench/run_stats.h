@@ -43,5 +43,8 @@ RunStats RunStatsFromJson(const nlohmann::json& j);
 // The highest offered rate whose attainment is at least `target`; 0 if
 // none is. Rates must come from one sweep.
 double GoodputRate(const std::vector<RunStats>& runs, double target);
+// The requests/s served that met both objectives (RunStats::goodput) at
+// that same highest rate; 0 if no rate reaches `target`.
+double ServedGoodput(const std::vector<RunStats>& runs, double target);
 
 }  // namespace tandem::bench

@@ -53,6 +53,13 @@ TEST(RunStatsTest, GoodputIsTheHighestRateMeetingTheTarget) {
   EXPECT_EQ(GoodputRate(runs, 0.9), 4);
   EXPECT_EQ(GoodputRate(runs, 0.99), 1);
   EXPECT_EQ(GoodputRate(runs, 1.01), 0);
+  // Served goodput is what that run served within both objectives, not
+  // the offered rate.
+  const double served[] = {0.98, 1.9, 3.1, 2.0};
+  for (int i = 0; i < 4; ++i) runs[i].goodput = served[i];
+  EXPECT_DOUBLE_EQ(ServedGoodput(runs, 0.9), 3.1);
+  EXPECT_DOUBLE_EQ(ServedGoodput(runs, 0.99), 0.98);
+  EXPECT_EQ(ServedGoodput(runs, 1.01), 0);
 }
 
 TEST(WorkloadTest, LengthsFollowTheirSpecs) {
