@@ -199,8 +199,15 @@ void PrefillLoop::RunStep(const StepPlan& plan) {
     spec.transfer_id = a.job->destination.transfer_id();
     spec.src_blocks = std::move(*src);
     spec.dst_blocks.assign(a.job->destination.block_ids().begin(), a.job->destination.block_ids().end());
-    // Only the prompt's blocks travel (the reservation covers exactly those).
-    spec.src_blocks.resize(std::min(spec.src_blocks.size(), spec.dst_blocks.size()));
+    // Only the prompt's blocks travel. The router reserves the prompt plus
+    // the first token's slot, so a prompt that ends on a block boundary
+    // has one destination block more than our scratch KV fills: the decode
+    // worker writes that one itself, and the transfer (which needs as many
+    // sources as destinations) must not name it. (A reservation with too
+    // few blocks is refused by the decode worker before it adopts them.)
+    const size_t n = std::min(spec.src_blocks.size(), spec.dst_blocks.size());
+    spec.src_blocks.resize(n);
+    spec.dst_blocks.resize(n);
     spec.deadline = a.job->deadline;
     absl::StatusOr<std::unique_ptr<KvTransfer>> t = transport_.StartTransfer(
         engine_.backend().kv_pool(), self_, a.job->destination.pool(), std::move(spec));

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "common/request/request_validation.h"
 #include "common/util/status_macros.h"
 
 namespace tandem {
@@ -34,22 +35,11 @@ std::vector<int32_t> ModelEosIds(const ModelConfig& config, const Tokenizer& tok
 absl::Status ValidateGenerationRequest(const ModelConfig& config, const KvCacheManager& kv,
                                        std::span<const int32_t> prompt, const SamplingParams& sampling,
                                        const StoppingParams& stopping) {
-  TANDEM_RETURN_IF_ERROR(ValidateSamplingParams(sampling, config.vocab_size));
-  TANDEM_RETURN_IF_ERROR(ValidateStoppingParams(stopping, config.vocab_size));
-  if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
-  for (int32_t id : prompt) {
-    if (id < 0 || id >= config.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt token id ", id,
-                                                     " is outside the vocabulary [0, ",
-                                                     config.vocab_size, ")"));
-    }
-  }
-  if (config.max_position_embeddings > 0 &&
-      static_cast<int64_t>(prompt.size()) >= config.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt.size(),
-                                                   " tokens leaves no room in the model's context of ",
-                                                   config.max_position_embeddings));
-  }
+  // The same rules the router and the workers apply (request_validation.h),
+  // so `tandem generate` refuses exactly what a cluster refuses; only the
+  // pool check is this engine's own.
+  TANDEM_RETURN_IF_ERROR(ValidateGenerationParams(sampling, stopping, config.vocab_size));
+  TANDEM_RETURN_IF_ERROR(ValidatePromptTokens(prompt, config));
   if (kv.layout().BlocksForTokens(prompt.size() + 1) > kv.num_total_blocks()) {
     return absl::ResourceExhaustedError(absl::StrCat("prompt of ", prompt.size(),
                                                      " tokens needs more KV blocks than the pool's ",
