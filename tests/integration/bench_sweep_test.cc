@@ -15,9 +15,11 @@ namespace tandem {
 namespace {
 
 TEST(BenchSweepTest, FourRatesWriteJsonAndPlotsThatAgreeWithTheRouterMetrics) {
+  if (testing::TestTlsMode()) GTEST_SKIP() << "tandem-bench dials the router in plaintext (no TLS flags yet)";
   testing::TempDir model, logs, out;
   ASSERT_TRUE(WriteDefaultModel(model.str()).ok());
   LocalClusterOptions o;
+  o.security = testing::TestSecurity();  // TANDEM_TEST_TLS=1: mutual TLS and tokens
   o.model_dir = model.str();
   o.bin_dir = testing::BinDir();
   o.log_dir = logs.str();

@@ -39,6 +39,7 @@ class DisaggregatedTest : public ::testing::Test {
                                              std::vector<std::string> decode_args = {},
                                              std::vector<std::string> prefill_args = {}) {
     LocalClusterOptions o;
+    o.security = testing::TestSecurity();  // TANDEM_TEST_TLS=1: mutual TLS and tokens
     o.num_prefill = prefill;
     o.num_decode = decode;
     o.model_dir = model_dir_->str();
@@ -262,7 +263,7 @@ TEST_F(DisaggregatedTest, CancelledDeadlineAndNoRoomEndCleanly) {
 TEST_F(DisaggregatedTest, ADecodeCallLongerThanItsReservationIsRefusedAndFreesIt) {
   auto cluster = StartCluster(1, 1, {"--block_size=16"});
   ASSERT_NE(cluster, nullptr);
-  auto channel = grpc::CreateChannel(cluster->decode_addresses()[0], grpc::InsecureChannelCredentials());
+  auto channel = testing::ClusterChannel(cluster->decode_addresses()[0]);
   auto decode = v1::DecodeService::NewStub(channel);
   v1::ReserveKvRequest reserve;
   reserve.set_request_id("too-long");
@@ -345,6 +346,7 @@ void ExpectWorkersRefuseToPair(const std::string& model_dir, const std::string& 
                                std::vector<std::string> decode_args, std::vector<std::string> prefill_args,
                                const std::string& what) {
   LocalClusterOptions o;
+  o.security = testing::TestSecurity();  // TANDEM_TEST_TLS=1: mutual TLS and tokens
   o.model_dir = model_dir;
   o.bin_dir = testing::BinDir();
   o.log_dir = logs_dir;

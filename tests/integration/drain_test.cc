@@ -16,6 +16,7 @@ TEST(DrainTest, ADrainingDecodeWorkerFinishesItsRequestsAndExitsZero) {
   testing::TempDir model, logs;
   ASSERT_TRUE(WriteDefaultModel(model.str()).ok());
   LocalClusterOptions o;
+  o.security = testing::TestSecurity();  // TANDEM_TEST_TLS=1: mutual TLS and tokens
   o.model_dir = model.str();
   o.num_decode = 2;
   o.bin_dir = testing::BinDir();

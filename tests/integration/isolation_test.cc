@@ -38,6 +38,7 @@ class IsolationTest : public ::testing::Test {
   std::unique_ptr<LocalCluster> StartCluster(int prefill, int decode, std::vector<std::string> prefill_args = {},
                                              std::vector<std::string> decode_args = {}) {
     LocalClusterOptions o;
+    o.security = testing::TestSecurity();  // TANDEM_TEST_TLS=1: mutual TLS and tokens
     o.num_prefill = prefill;
     o.num_decode = decode;
     o.model_dir = model_dir_->str();
@@ -60,7 +61,7 @@ class IsolationTest : public ::testing::Test {
     for (const std::string& a : c->prefill_addresses()) all.push_back(a);
     for (const std::string& a : c->decode_addresses()) all.push_back(a);
     for (const std::string& a : all) {
-      auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(a, grpc::InsecureChannelCredentials()));
+      auto health = grpc::health::v1::Health::NewStub(testing::ClusterChannel(a));
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
       grpc::health::v1::HealthCheckResponse resp;

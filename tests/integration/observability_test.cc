@@ -85,6 +85,7 @@ TEST(ObservabilityTest, DashboardAndRulesHaveDataAndMetricsMatchTheClient) {
   testing::TempDir model, logs, prom_dir;
   ASSERT_TRUE(WriteDefaultModel(model.str()).ok());
   LocalClusterOptions o;
+  o.security = testing::TestSecurity();  // TANDEM_TEST_TLS=1: mutual TLS and tokens
   o.model_dir = model.str();
   o.bin_dir = testing::BinDir();
   o.log_dir = logs.str();

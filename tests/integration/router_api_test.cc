@@ -26,6 +26,7 @@ class RouterApiTest : public ::testing::Test {
     logs_ = new testing::TempDir();
     ASSERT_TRUE(WriteDefaultModel(dir_->str()).ok());
     LocalClusterOptions o;
+    o.security = testing::TestSecurity();  // TANDEM_TEST_TLS=1: mutual TLS and tokens
     o.model_dir = dir_->str();
     o.bin_dir = testing::BinDir();
     o.log_dir = logs_->str();
@@ -166,7 +167,7 @@ TEST_F(RouterApiTest, EveryProcessServesGrpcHealth) {
   for (const auto& a : cluster_->prefill_addresses()) addresses.push_back(a);
   for (const auto& a : cluster_->decode_addresses()) addresses.push_back(a);
   for (const std::string& a : addresses) {
-    auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(a, grpc::InsecureChannelCredentials()));
+    auto health = grpc::health::v1::Health::NewStub(testing::ClusterChannel(a));
     grpc::ClientContext c;
     grpc::health::v1::HealthCheckRequest req;
     grpc::health::v1::HealthCheckResponse resp;
