@@ -307,7 +307,13 @@ TEST_F(DisaggregatedTest, AKilledDecodeWorkerFailsItsRequestsAndIsNoLongerUsed) 
   for (size_t i = 0; i < reqs.size(); ++i) {
     threads.emplace_back([&, i] { got[i] = testing::StreamGenerate(*stub, reqs[i]); });
   }
-  absl::SleepFor(absl::Milliseconds(400));
+  // Kill once the victim runs some of them (a fixed sleep raced the
+  // placement on a loaded machine, TLS handshakes included).
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  for (absl::StatusOr<v1::LoadReport> load = testing::DecodeLoad(victim);
+       absl::Now() < give_up && !(load.ok() && load->running_requests() > 0); load = testing::DecodeLoad(victim)) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
   ASSERT_EQ(kill(cluster->decode_pid(0), SIGKILL), 0);
   for (auto& t : threads) t.join();
   int failed = 0;
