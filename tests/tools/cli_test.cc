@@ -1,7 +1,12 @@
 // The `tandem` command line as users run it: generate streams JSON lines
 // matching the engine, bad checkpoints fail with a message naming the
 // problem, write-default-model writes a loadable checkpoint.
+#include <signal.h>
 #include <sys/wait.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
 
 #include <cstdio>
 #include <filesystem>
@@ -135,6 +140,79 @@ TEST_F(CliTest, WriteDefaultModelWritesALoadableCheckpoint) {
   Result g = RunTandem(absl::StrCat("generate --model=", out.str(), " --max_new_tokens=3 hello"));
   EXPECT_EQ(g.exit_code, 0) << g.out;
   EXPECT_EQ(RunTandem("no-such-command").exit_code, 2);
+}
+
+TEST_F(CliTest, UpRefusesMpsSettingsThatCannotWork) {
+  Result no_mps = RunTandem("up --prefill_sm_percent=60");
+  EXPECT_EQ(no_mps.exit_code, 2);
+  EXPECT_NE(no_mps.out.find("need --mps"), std::string::npos) << no_mps.out;
+  Result too_big = RunTandem("up --mps --decode_sm_percent=160");
+  EXPECT_EQ(too_big.exit_code, 2);
+  EXPECT_NE(too_big.out.find("[0, 100]"), std::string::npos) << too_big.out;
+  // With no control program on the PATH, --mps says so before starting anything.
+  if (std::system("command -v nvidia-cuda-mps-control > /dev/null 2>&1") != 0) {
+    Result direct = RunTandem("up --mps --listen=127.0.0.1:0");
+    EXPECT_EQ(direct.exit_code, 1);
+    EXPECT_NE(direct.out.find("needs nvidia-cuda-mps-control"), std::string::npos) << direct.out;
+  }
+}
+
+// The plumbing of --mps: the cluster starts its own daemon (private pipe
+// directory), every worker gets the daemon's directories and its role's SM
+// share in its environment, and the daemon is told to quit at the end. The
+// control program is a stand-in script on the PATH that records how it was
+// called (CI has no NVIDIA driver); the workers run on the CPU and ignore
+// the variables, as CUDA-less processes do.
+TEST_F(CliTest, UpWithMpsStartsADaemonAndGivesEachWorkerItsShare) {
+  namespace fs = std::filesystem;
+  testing::TempDir dir;
+  const fs::path record = dir.path() / "mps.calls";
+  {
+    std::ofstream fake(dir.path() / "nvidia-cuda-mps-control");
+    fake << "#!/bin/sh\n"
+         << "if [ \"$1\" = -d ]; then echo \"start $CUDA_MPS_PIPE_DIRECTORY\" >> " << record << "; exit 0; fi\n"
+         << "read cmd; echo \"$cmd $CUDA_MPS_PIPE_DIRECTORY\" >> " << record << "\n";
+  }
+  fs::permissions(dir.path() / "nvidia-cuda-mps-control", fs::perms::owner_all);
+  const fs::path logs = dir.path() / "logs";
+  fs::create_directories(logs);
+  const std::string cmd = absl::StrCat("PATH=", dir.str(), ":$PATH ", testing::BinaryDir(),
+                                       "/bin/tandem up --mps --prefill_sm_percent=60 --decode_sm_percent=35 "
+                                       "--listen=127.0.0.1:0 --model=", model_.str(), " --log_dir=", logs.string(),
+                                       " > ", (dir.path() / "up.out").string(), " 2>&1 & echo $!");
+  FILE* f = popen(cmd.c_str(), "r");
+  ASSERT_NE(f, nullptr);
+  int up_pid = 0;
+  ASSERT_EQ(fscanf(f, "%d", &up_pid), 1);
+  pclose(f);
+  auto read = [](const fs::path& p) {
+    std::ifstream in(p);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  for (int i = 0; i < 600 && read(dir.path() / "up.out").find("tandem is up") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_NE(read(dir.path() / "up.out").find("tandem is up"), std::string::npos) << read(dir.path() / "up.out");
+  // Each worker's environment, from /proc: found by the pid its log names.
+  auto env_of = [&](const std::string& name) {
+    const std::string out = read(dir.path() / "up.out");
+    const size_t at = out.find(absl::StrCat("started ", name, " (pid "));
+    if (at == std::string::npos) return std::string();
+    const int pid = std::atoi(out.c_str() + at + name.size() + 14);
+    std::string env = read(absl::StrCat("/proc/", pid, "/environ"));
+    std::replace(env.begin(), env.end(), '\0', '\n');
+    return env;
+  };
+  const std::string prefill = env_of("prefill0"), decode = env_of("decode0");
+  EXPECT_NE(prefill.find("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=60\n"), std::string::npos) << prefill;
+  EXPECT_NE(decode.find("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=35\n"), std::string::npos) << decode;
+  EXPECT_NE(prefill.find("CUDA_MPS_PIPE_DIRECTORY="), std::string::npos);
+  kill(up_pid, SIGINT);
+  // `up` is not our child (the shell started it): wait for it to be gone.
+  for (int i = 0; i < 600 && kill(up_pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const std::string calls = read(record);
+  EXPECT_EQ(calls.rfind("start ", 0), 0u) << calls;
+  EXPECT_NE(calls.find("\nquit "), std::string::npos) << calls;
 }
 
 }  // namespace

@@ -37,7 +37,8 @@ std::string LocalCluster::LogPath(const std::string& name) const {
 
 absl::StatusOr<LocalCluster::Child> LocalCluster::Spawn(const std::string& name,
                                                         const std::string& binary,
-                                                        const std::vector<std::string>& args) {
+                                                        const std::vector<std::string>& args,
+                                                        const std::vector<std::pair<std::string, std::string>>& env) {
   const std::string path = (fs::path(options_.bin_dir) / binary).string();
   if (access(path.c_str(), X_OK) != 0) {
     return absl::NotFoundError(absl::StrCat("cannot run ", path, " (build it first)"));
@@ -68,6 +69,7 @@ absl::StatusOr<LocalCluster::Child> LocalCluster::Spawn(const std::string& name,
         close(fd);
       }
     }
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
     execv(argv[0], argv.data());
     _exit(127);
   }
@@ -102,6 +104,13 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
     options.run_dir = tmpl;
   }
   c->options_ = options;
+  TANDEM_RETURN_IF_ERROR(ValidateLocalClusterOptions(options));
+  if (options.mps) {
+    TANDEM_ASSIGN_OR_RETURN(c->mps_, MpsDaemon::Start(options.run_dir));
+  }
+  auto worker_env = [&](int sm_percent) {
+    return c->mps_ ? MpsWorkerEnv(*c->mps_, sm_percent) : std::vector<std::pair<std::string, std::string>>{};
+  };
   const std::string model_arg = absl::StrCat("--model=", options.model_dir);
 
   const std::string router_port = (fs::path(options.run_dir) / "router.port").string();
@@ -121,7 +130,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
   auto start_workers = [&](const std::string& role, const std::string& binary, int n,
                            const std::vector<std::string>& common,
                            const std::vector<std::vector<std::string>>& per,
-                           std::vector<Child>* children, std::vector<std::string>* addresses) -> absl::Status {
+                           std::vector<Child>* children, std::vector<std::string>* addresses,
+                           int sm_percent) -> absl::Status {
     for (int i = 0; i < n; ++i) {
       const std::string name = absl::StrCat(role, i);
       const std::string port_file = (fs::path(options.run_dir) / (name + ".port")).string();
@@ -131,7 +141,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
       args.insert(args.end(), worker_security.begin(), worker_security.end());
       args.insert(args.end(), common.begin(), common.end());
       if (i < static_cast<int>(per.size())) args.insert(args.end(), per[i].begin(), per[i].end());
-      TANDEM_ASSIGN_OR_RETURN(Child child, c->Spawn(name, binary, args));
+      TANDEM_ASSIGN_OR_RETURN(Child child, c->Spawn(name, binary, args, worker_env(sm_percent)));
       children->push_back(child);
     }
     for (int i = 0; i < n; ++i) {
@@ -144,19 +154,19 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
   };
   TANDEM_RETURN_IF_ERROR(start_workers("decode", "tandem-decode-worker", options.num_decode,
                                        options.decode_args, options.per_decode_args, &c->decode_,
-                                       &c->decode_addresses_));
+                                       &c->decode_addresses_, options.decode_sm_percent));
   std::vector<std::string> decode_metrics;
   decode_metrics.swap(metrics_by_role);
   TANDEM_RETURN_IF_ERROR(start_workers("prefill", "tandem-prefill-worker", options.num_prefill,
                                        options.prefill_args, options.per_prefill_args, &c->prefills_,
-                                       &c->prefill_addresses_));
+                                       &c->prefill_addresses_, options.prefill_sm_percent));
   c->metrics_addresses_.insert(c->metrics_addresses_.end(), metrics_by_role.begin(), metrics_by_role.end());
   c->metrics_addresses_.insert(c->metrics_addresses_.end(), decode_metrics.begin(), decode_metrics.end());
   metrics_by_role.clear();
   std::vector<std::string> aggregated_args = {"--role=aggregated"};
   aggregated_args.insert(aggregated_args.end(), options.aggregated_args.begin(), options.aggregated_args.end());
   TANDEM_RETURN_IF_ERROR(start_workers("aggregated", "tandem-decode-worker", options.num_aggregated, aggregated_args,
-                                       {}, &c->aggregated_, &c->aggregated_addresses_));
+                                       {}, &c->aggregated_, &c->aggregated_addresses_, 0));
   c->metrics_addresses_.insert(c->metrics_addresses_.end(), metrics_by_role.begin(), metrics_by_role.end());
   if (!options.wait_for_workers) return c;
 
@@ -223,6 +233,22 @@ absl::StatusOr<int> LocalCluster::Terminate(const std::string& name, absl::Durat
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return WIFEXITED(ch->exit_status) ? WEXITSTATUS(ch->exit_status) : -1;
+}
+
+absl::Status ValidateLocalClusterOptions(const LocalClusterOptions& o) {
+  if (o.num_prefill < 0 || o.num_decode < 0 || o.num_aggregated < 0 || o.num_decode + o.num_aggregated < 1) {
+    return absl::InvalidArgumentError(
+        "--prefill, --decode and --aggregated must be >= 0, with at least one decode or aggregated worker");
+  }
+  for (int p : {o.prefill_sm_percent, o.decode_sm_percent}) {
+    if (p < 0 || p > 100) {
+      return absl::InvalidArgumentError("--prefill_sm_percent and --decode_sm_percent must be in [0, 100]");
+    }
+    if (p > 0 && !o.mps) {
+      return absl::InvalidArgumentError("--prefill_sm_percent and --decode_sm_percent need --mps");
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status LocalCluster::Stop(absl::Duration grace) {

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/rpc/tls_credentials.h"
+#include "tools/cli/mps_daemon.h"
 
 namespace tandem {
 
@@ -20,6 +21,12 @@ struct LocalClusterOptions {
   // Workers that prefill and decode themselves (tandem-decode-worker
   // --role=aggregated), beside or instead of the pairs.
   int num_aggregated = 0;
+  // Prefill and decode sharing the GPU spatially: start a CUDA MPS control
+  // daemon for the cluster (stopped with it) and give the prefill and
+  // decode workers these shares of the SMs (percent; 0: unlimited).
+  bool mps = false;
+  int prefill_sm_percent = 0;
+  int decode_sm_percent = 0;
   std::string model_dir;  // empty: the built-in default model
   // Where tandem-router, tandem-prefill-worker and tandem-decode-worker
   // are; empty: next to the running executable.
@@ -83,7 +90,8 @@ class LocalCluster {
   };
   LocalCluster() = default;
   absl::StatusOr<Child> Spawn(const std::string& name, const std::string& binary,
-                              const std::vector<std::string>& args);
+                              const std::vector<std::string>& args,
+                              const std::vector<std::pair<std::string, std::string>>& env = {});
   // The (gRPC, metrics) ports a child wrote once listening.
   absl::StatusOr<std::pair<int, int>> WaitForPortFile(const std::string& path, const Child& child);
 
@@ -93,7 +101,11 @@ class LocalCluster {
   Child router_;
   std::vector<Child> prefills_, decode_, aggregated_;
   bool stopped_ = false;
+  std::unique_ptr<MpsDaemon> mps_;  // quits after the processes stopped
 };
+
+// INVALID_ARGUMENT for counts or SM shares out of range.
+absl::Status ValidateLocalClusterOptions(const LocalClusterOptions& o);
 
 // The directory of the running executable.
 std::string ExecutableDir();

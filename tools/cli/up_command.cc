@@ -12,6 +12,10 @@
 ABSL_FLAG(int32_t, prefill, 1, "prefill workers to start");
 ABSL_FLAG(int32_t, decode, 1, "decode workers to start");
 ABSL_FLAG(int32_t, aggregated, 0, "aggregated workers (prefill and decode in one process) to start");
+ABSL_FLAG(bool, mps, false,
+          "start a CUDA MPS control daemon for the cluster so prefill and decode workers on one GPU run concurrently");
+ABSL_FLAG(int32_t, prefill_sm_percent, 0, "with --mps: the prefill workers' share of the SMs (0: unlimited)");
+ABSL_FLAG(int32_t, decode_sm_percent, 0, "with --mps: the decode workers' share of the SMs (0: unlimited)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:8000", "router address for clients");
 ABSL_FLAG(std::string, log_dir, "", "write each process's log to DIR/<name>.log; empty: this terminal");
 ABSL_FLAG(std::string, bin_dir, "", "where the tandem-* binaries are; empty: next to `tandem`");
@@ -24,6 +28,9 @@ int RunUp() {
   o.num_prefill = absl::GetFlag(FLAGS_prefill);
   o.num_decode = absl::GetFlag(FLAGS_decode);
   o.num_aggregated = absl::GetFlag(FLAGS_aggregated);
+  o.mps = absl::GetFlag(FLAGS_mps);
+  o.prefill_sm_percent = absl::GetFlag(FLAGS_prefill_sm_percent);
+  o.decode_sm_percent = absl::GetFlag(FLAGS_decode_sm_percent);
   o.model_dir = absl::GetFlag(FLAGS_model);
   o.router_listen = absl::GetFlag(FLAGS_listen);
   o.log_dir = absl::GetFlag(FLAGS_log_dir);
@@ -35,9 +42,8 @@ int RunUp() {
     std::cerr << "tandem up: " << s << "\n";
     return 2;
   }
-  if (o.num_prefill < 0 || o.num_decode < 0 || o.num_aggregated < 0 || o.num_decode + o.num_aggregated < 1) {
-    std::cerr << "tandem up: --prefill, --decode and --aggregated must be >= 0, with at least one decode or "
-                 "aggregated worker\n";
+  if (absl::Status s = ValidateLocalClusterOptions(o); !s.ok()) {
+    std::cerr << "tandem up: " << s.message() << "\n";
     return 2;
   }
   absl::StatusOr<std::unique_ptr<LocalCluster>> cluster = LocalCluster::Start(o);
