@@ -2,7 +2,6 @@
 
 #include <cstddef>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "tandem/v1/generate.grpc.pb.h"

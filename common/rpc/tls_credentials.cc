@@ -33,7 +33,7 @@ absl::StatusOr<std::string> ReadFlagFile(const std::string& flag, const std::str
 absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& path, std::string_view kind) {
   absl::StatusOr<std::string> pem = ReadFlagFile(flag, path);
   if (!pem.ok()) return pem.status();
-  if (pem->find(absl::StrCat("-----BEGIN ")) == std::string::npos || pem->find(kind) == std::string::npos) {
+  if (pem->find("-----BEGIN ") == std::string::npos || pem->find(kind) == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", path, " holds no PEM ", std::string(kind)));
   }
   return pem;

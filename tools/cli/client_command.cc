@@ -48,6 +48,9 @@ int RunClient(const std::vector<std::string>& prompts) {
   client.ca_file = absl::GetFlag(FLAGS_tls_ca);
   client.tls = !client.ca_file.empty();
   client.token = absl::GetFlag(FLAGS_token);
+  if (!client.token.empty() && !client.tls) {
+    std::cerr << "tandem client: warning: --token without --tls_ca sends the token in plaintext\n";
+  }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = DialPublic(absl::GetFlag(FLAGS_router), client);
   if (!channel.ok()) {
     std::cerr << "tandem client: " << channel.status() << "\n";
