@@ -34,7 +34,7 @@ namespace {
 DecodeWorkerConfig ConfigFromFlags() {
   DecodeWorkerConfig c;
   c.worker = WorkerOptionsFromFlags();
-  c.scheduler = SchedulerOptionsFromFlags();
+  c.scheduler = SchedulerOptionsFromFlags(c.worker.device == "cuda");
   c.role = absl::GetFlag(FLAGS_role);
   return c;
 }

@@ -30,7 +30,7 @@ namespace {
 PrefillWorkerConfig ConfigFromFlags() {
   PrefillWorkerConfig c;
   c.worker = WorkerOptionsFromFlags();
-  c.scheduler = SchedulerOptionsFromFlags();
+  c.scheduler = SchedulerOptionsFromFlags(c.worker.device == "cuda");
   return c;
 }
 

@@ -6,6 +6,12 @@
 #include "absl/strings/str_format.h"
 
 namespace tandem::router {
+namespace {
+
+constexpr int64_t kMinCompletionsForEstimate = 32;
+constexpr double kEstimateMargin = 1.5;
+
+}  // namespace
 
 AdmissionQueue::AdmissionQueue(AdmissionOptions options) : options_(std::move(options)) {}
 
@@ -40,9 +46,13 @@ absl::StatusOr<AdmissionQueue::Ticket> AdmissionQueue::Enter(const Request& r) {
   for (const Waiter* o : waiting_) {
     if (Before()(o, &w)) ++ahead;
   }
-  if (r.deadline != absl::InfiniteFuture() && completions_ >= 8 && mean_gap_seconds_ > 0) {
+  // Refused only on clear evidence: a rate from enough completions, and a
+  // wait estimate well past the deadline (a burst's first completions are
+  // slower than its steady rate, and refusing a request that would have
+  // finished is worse than a late one timing out in the queue).
+  if (r.deadline != absl::InfiniteFuture() && completions_ >= kMinCompletionsForEstimate && mean_gap_seconds_ > 0) {
     const absl::Duration wait = absl::Seconds(static_cast<double>(ahead + 1) * mean_gap_seconds_);
-    if (absl::Now() + wait > r.deadline) {
+    if (absl::Now() + wait / kEstimateMargin > r.deadline) {
       return absl::ResourceExhaustedError(absl::StrFormat(
           "the request's deadline cannot be met: %d requests are queued ahead of it and the router completes "
           "%.1f per second (about %.2f s of waiting, %.2f s of deadline left)",
@@ -76,7 +86,7 @@ void AdmissionQueue::Leave() {
   const absl::Time now = absl::Now();
   if (last_completion_ != absl::InfinitePast()) {
     const double gap = absl::ToDoubleSeconds(now - last_completion_);
-    mean_gap_seconds_ = completions_ <= 1 ? gap : 0.9 * mean_gap_seconds_ + 0.1 * gap;
+    mean_gap_seconds_ = completions_ <= 1 ? gap : 0.95 * mean_gap_seconds_ + 0.05 * gap;
   }
   last_completion_ = now;
   ++completions_;
@@ -95,7 +105,7 @@ int32_t AdmissionQueue::queued() const {
 
 double AdmissionQueue::completion_rate() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return completions_ >= 8 && mean_gap_seconds_ > 0 ? 1.0 / mean_gap_seconds_ : 0.0;
+  return completions_ >= kMinCompletionsForEstimate && mean_gap_seconds_ > 0 ? 1.0 / mean_gap_seconds_ : 0.0;
 }
 
 }  // namespace tandem::router

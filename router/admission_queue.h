@@ -67,7 +67,7 @@ class AdmissionQueue {
 
   // Blocks until `r` may run. RESOURCE_EXHAUSTED: the queue is full, or the
   // deadline cannot be met (the estimate of the wait, from the recent
-  // completion rate, ends past it). DEADLINE_EXCEEDED: it passed while
+  // completion rate, ends past it by a margin). DEADLINE_EXCEEDED: it passed while
   // queued. CANCELLED: the client went away while queued.
   absl::StatusOr<Ticket> Enter(const Request& r);
 

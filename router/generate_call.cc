@@ -5,6 +5,7 @@
 #include <chrono>
 #include <random>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/request/request_validation.h"
 #include "common/rpc/proto_convert.h"
@@ -54,26 +55,54 @@ const char* CodeName(grpc::StatusCode code) {
 
 }  // namespace
 
-DownstreamCanceller::DownstreamCanceller(grpc::ServerContext* server) : server_(server) {
-  thread_ = std::thread([this] {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (!stop_) {
-      cv_.wait_for(lock, std::chrono::milliseconds(10));
-      if (!gone_ && server_->IsCancelled()) {
-        gone_ = true;
-        if (active_ != nullptr) active_->TryCancel();
+namespace {
+
+// The one thread that polls every live DownstreamCanceller. A canceller is
+// registered for its whole life; Remove returns only when no Poll of it is
+// running, so the canceller may be destroyed right after.
+class CancelWatcher {
+ public:
+  static CancelWatcher& Get() {
+    static CancelWatcher* w = new CancelWatcher();  // never destroyed: requests may outlive main's statics
+    return *w;
+  }
+  void Add(DownstreamCanceller* c) {
+    std::lock_guard<std::mutex> lock(mu_);
+    live_.insert(c);
+  }
+  void Remove(DownstreamCanceller* c) {
+    std::lock_guard<std::mutex> lock(mu_);  // the poll loop holds mu_ while it polls
+    live_.erase(c);
+  }
+
+ private:
+  CancelWatcher() {
+    std::thread([this] {
+      for (;;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        std::lock_guard<std::mutex> lock(mu_);
+        for (DownstreamCanceller* c : live_) c->Poll();
       }
-    }
-  });
+    }).detach();
+  }
+  std::mutex mu_;
+  absl::flat_hash_set<DownstreamCanceller*> live_;
+};
+
+}  // namespace
+
+DownstreamCanceller::DownstreamCanceller(grpc::ServerContext* server) : server_(server) {
+  CancelWatcher::Get().Add(this);
 }
 
-DownstreamCanceller::~DownstreamCanceller() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+DownstreamCanceller::~DownstreamCanceller() { CancelWatcher::Get().Remove(this); }
+
+void DownstreamCanceller::Poll() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!gone_ && server_->IsCancelled()) {
+    gone_ = true;
+    if (active_ != nullptr) active_->TryCancel();
   }
-  cv_.notify_all();
-  thread_.join();
 }
 
 void DownstreamCanceller::Attach(grpc::ClientContext* client) {

@@ -254,7 +254,7 @@ int Main() {
     auto timed_owner = std::make_unique<TimedBackend>(std::move(*backend));
     TimedBackend* timed = timed_owner.get();
     Engine engine(std::move(timed_owner));
-    const LocalGeneratorOptions lo = SchedulerOptionsFromFlags();
+    const LocalGeneratorOptions lo = SchedulerOptionsFromFlags(/*on_gpu=*/true);
     LocalGenerator gen(engine, *model->tokenizer, lo);
     std::vector<GenerationRequest> reqs(static_cast<size_t>(n));
     for (int32_t i = 0; i < n; ++i) {

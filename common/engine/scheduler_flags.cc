@@ -5,7 +5,7 @@
 // Defaults: the batch is bounded by the KV pool and the token budget, not by
 // a small constant (CUDA graphs are captured up to 512 sequences); 8192
 // tokens per step kept the 8B workload within 1.5x its roofline on an H200.
-ABSL_FLAG(int32_t, max_batch_size, 512, "most sequences computing in one step");
+ABSL_FLAG(int32_t, max_batch_size, 0, "most sequences computing in one step (0: 512 on a GPU, 64 on the CPU)");
 ABSL_FLAG(int64_t, max_batch_tokens, 8192,
           "most tokens one step computes: one per decode step plus prompt chunks");
 ABSL_FLAG(bool, chunked_prefill, true,
@@ -14,9 +14,10 @@ ABSL_FLAG(int32_t, max_chunk_tokens, 0, "longest prompt chunk of one sequence pe
 
 namespace tandem {
 
-SchedulerOptions SchedulerOptionsFromFlags() {
+SchedulerOptions SchedulerOptionsFromFlags(bool on_gpu) {
   SchedulerOptions o;
   o.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  if (o.max_batch_size == 0) o.max_batch_size = on_gpu ? 512 : 64;
   o.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   o.chunked_prefill = absl::GetFlag(FLAGS_chunked_prefill);
   o.max_chunk_tokens = absl::GetFlag(FLAGS_max_chunk_tokens);

@@ -178,6 +178,8 @@ for mode in $MODES; do run_mode; done
 python3 "$ROOT/tests/cuda/serving_summary.py" "$OUT" $MODES > "$OUT/serving_summary.txt" 2>&1 \
   && pass "serving_summary.json" || fail "serving_summary.py (see serving_summary.txt)"
 cat "$OUT/serving_summary.txt"
+# One file back with everything measured (the device tool returns at most 8).
+tar -C "$OUT" -czf "$RUN/results.tgz" --exclude='*.log' . && mv "$RUN/results.tgz" "$OUT/results.tgz"
 echo "=== done ($(date +%T)), status $status"
 cat "$SUMMARY"
 exit $status

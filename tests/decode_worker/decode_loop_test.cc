@@ -300,20 +300,22 @@ TEST_F(DecodeLoopTest, PreemptionUnderASmallPoolStillGivesTheMonolithicTokens) {
   auto prefill = MakeEngine(64);
   std::vector<std::shared_ptr<DecodeStream>> streams;
   std::vector<std::optional<int32_t>> firsts;
+  // Every transfer's reservation is made before the loop sees any job: a
+  // running loop fills the small pool, and a reservation refused then is
+  // the router's to retry, not this test's subject.
+  std::vector<DecodeJob> jobs;
   for (size_t i = 0; i < reqs.size(); ++i) {
     // Half adopted, half prefilled here.
     if (i % 2 == 0) {
-      DecodeJob job = Transferred(reqs[i], *prefill, static_cast<SeqId>(i));
-      firsts.push_back(job.tokens.back());
-      streams.push_back(job.stream);
-      loop_->Submit(std::move(job));
+      jobs.push_back(Transferred(reqs[i], *prefill, static_cast<SeqId>(i)));
+      firsts.push_back(jobs.back().tokens.back());
     } else {
-      DecodeJob job = LocalPrefill(reqs[i]);
+      jobs.push_back(LocalPrefill(reqs[i]));
       firsts.push_back(std::nullopt);
-      streams.push_back(job.stream);
-      loop_->Submit(std::move(job));
     }
+    streams.push_back(jobs.back().stream);
   }
+  for (DecodeJob& job : jobs) loop_->Submit(std::move(job));
   for (size_t i = 0; i < reqs.size(); ++i) {
     Output o = Collect(*streams[i], firsts[i]);
     EXPECT_TRUE(o.error.ok()) << o.error;

@@ -100,7 +100,7 @@ int RunGenerate(const std::vector<std::string>& prompts) {
     requests.push_back(std::move(*r));
   }
 
-  const SchedulerOptions scheduling = SchedulerOptionsFromFlags();
+  const SchedulerOptions scheduling = SchedulerOptionsFromFlags(absl::GetFlag(FLAGS_device) == "cuda");
   if (absl::Status s = ValidateSchedulerOptions(scheduling); !s.ok()) return Fail(s);
   LocalGenerator generator(engine, *model->tokenizer, scheduling);
   std::vector<int> generated(requests.size(), 0);
