@@ -155,9 +155,12 @@ class DirectControl final : public NcclControl {
       std::lock_guard<std::mutex> l(r_.mu);
       reserved = r_.live[req.transfer_id()];
     }
-    return decode_->AcceptNcclTransfer(req, reserved, [this](const std::string& id) {
-      std::lock_guard<std::mutex> l(r_.mu);
-      r_.live.erase(id);
+    // The callback may run on the decode side's receiver thread after the
+    // prefill transport (which owns this object) is gone: it holds the
+    // fixture's Reservations, which outlive both transports, not `this`.
+    return decode_->AcceptNcclTransfer(req, reserved, [&r = r_](const std::string& id) {
+      std::lock_guard<std::mutex> l(r.mu);
+      r.live.erase(id);
     });
   }
 
