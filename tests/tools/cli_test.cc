@@ -177,7 +177,7 @@ TEST_F(CliTest, UpWithMpsStartsADaemonAndGivesEachWorkerItsShare) {
   const fs::path logs = dir.path() / "logs";
   fs::create_directories(logs);
   const std::string cmd = absl::StrCat("PATH=", dir.str(), ":$PATH ", testing::BinaryDir(),
-                                       "/bin/tandem up --mps --prefill_sm_percent=60 --decode_sm_percent=35 "
+                                       "/bin/tandem up --mps --prefill_sm_percent=60 --decode_sm_percent=35 --worker_args=--num_threads=1 "
                                        "--listen=127.0.0.1:0 --model=", model_.str(), " --log_dir=", logs.string(),
                                        " > ", (dir.path() / "up.out").string(), " 2>&1 & echo $!");
   FILE* f = popen(cmd.c_str(), "r");
@@ -207,6 +207,13 @@ TEST_F(CliTest, UpWithMpsStartsADaemonAndGivesEachWorkerItsShare) {
   EXPECT_NE(prefill.find("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=60\n"), std::string::npos) << prefill;
   EXPECT_NE(decode.find("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=35\n"), std::string::npos) << decode;
   EXPECT_NE(prefill.find("CUDA_MPS_PIPE_DIRECTORY="), std::string::npos);
+  // --worker_args reach every worker's command line.
+  const std::string up = read(dir.path() / "up.out");
+  for (const char* w : {"started prefill0", "started decode0"}) {
+    const size_t at = up.find(w);
+    ASSERT_NE(at, std::string::npos) << up;
+    EXPECT_NE(up.substr(at, up.find('\n', at) - at).find("--num_threads=1"), std::string::npos) << up;
+  }
   kill(up_pid, SIGINT);
   // `up` is not our child (the shell started it): wait for it to be gone.
   for (int i = 0; i < 600 && kill(up_pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));

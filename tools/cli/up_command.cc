@@ -16,6 +16,8 @@ ABSL_FLAG(bool, mps, false,
           "start a CUDA MPS control daemon for the cluster so prefill and decode workers on one GPU run concurrently");
 ABSL_FLAG(int32_t, prefill_sm_percent, 0, "with --mps: the prefill workers' share of the SMs (0: unlimited)");
 ABSL_FLAG(int32_t, decode_sm_percent, 0, "with --mps: the decode workers' share of the SMs (0: unlimited)");
+ABSL_FLAG(std::vector<std::string>, worker_args, {},
+          "flags for every worker, comma-separated (e.g. --device=cuda,--gpu_memory_fraction=0.42)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:8000", "router address for clients");
 ABSL_FLAG(std::string, log_dir, "", "write each process's log to DIR/<name>.log; empty: this terminal");
 ABSL_FLAG(std::string, bin_dir, "", "where the tandem-* binaries are; empty: next to `tandem`");
@@ -31,6 +33,7 @@ int RunUp() {
   o.mps = absl::GetFlag(FLAGS_mps);
   o.prefill_sm_percent = absl::GetFlag(FLAGS_prefill_sm_percent);
   o.decode_sm_percent = absl::GetFlag(FLAGS_decode_sm_percent);
+  for (auto* args : {&o.prefill_args, &o.decode_args, &o.aggregated_args}) *args = absl::GetFlag(FLAGS_worker_args);
   o.model_dir = absl::GetFlag(FLAGS_model);
   o.router_listen = absl::GetFlag(FLAGS_listen);
   o.log_dir = absl::GetFlag(FLAGS_log_dir);
