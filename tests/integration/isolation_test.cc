@@ -295,5 +295,48 @@ TEST_F(IsolationTest, APrefillWorkerKilledMidPrefillFailsOnlyItsRequests) {
   EXPECT_TRUE(no_blocks.ok()) << no_blocks;
 }
 
+// The decode worker dies while prompts' KV is on its way to it: the prefill
+// worker's transfers to it fail at once or at their deadline, so the
+// prefill worker frees its scratch blocks and stays in service; requests
+// bound for the dead worker end UNAVAILABLE (no address in the message),
+// the others finish, and new requests go to the surviving decode worker.
+TEST_F(IsolationTest, ADecodeWorkerKilledMidTransferFailsOnlyItsRequestsAndFreesThePrefillBlocks) {
+  auto cluster = StartCluster(1, 2);
+  ASSERT_NE(cluster, nullptr);
+  std::vector<StreamResult> got(12);
+  std::vector<std::thread> threads;
+  auto stub = testing::RouterStub(cluster->router_address());
+  for (size_t i = 0; i < got.size(); ++i) {
+    std::string prompt = LongPrompt(static_cast<int>(i));
+    for (int k = 0; k < 4; ++k) prompt += " " + prompt;  // ~1k tokens: prefill and transfer take a while
+    threads.emplace_back([&, i, prompt] {
+      got[i] = testing::StreamGenerate(*stub, testing::ToGenerateRequest(Greedy(prompt, 8)));
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(150));
+  ASSERT_EQ(kill(cluster->decode_pid(0), SIGKILL), 0);
+  for (auto& t : threads) t.join();
+  int failed = 0, served = 0;
+  for (const StreamResult& r : got) {
+    if (r.status.ok()) {
+      ++served;
+      continue;
+    }
+    ++failed;
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE) << r.status.error_message();
+    ExpectNoInternalAddress(r.status);
+  }
+  EXPECT_GT(failed, 0) << "no request was on the killed decode worker";
+  EXPECT_GT(served, 0) << "the surviving decode worker served nothing";
+  for (int i = 0; i < 3; ++i) {
+    StreamResult r = testing::StreamGenerate(*stub, testing::ToGenerateRequest(Greedy(absl::StrCat("after ", i), 4)));
+    EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_EQ(r.decode_worker, cluster->decode_addresses()[1]);
+  }
+  absl::Status no_blocks = testing::WaitForNoUsedBlocks({cluster->decode_addresses()[1]}, cluster->prefill_addresses(),
+                                                        kBlocksBackWithin);
+  EXPECT_TRUE(no_blocks.ok()) << no_blocks;
+}
+
 }  // namespace
 }  // namespace tandem
