@@ -20,6 +20,7 @@
 #include "common/engine/local_generator.h"
 #include "common/engine/model_loader.h"
 #include "gtest/gtest.h"
+#include "tests/testing/default_model_test.h"
 #include "tests/testing/temp_dir.h"
 
 namespace tandem {
@@ -34,19 +35,8 @@ struct Output {
   int finishes = 0;
 };
 
-class DecodeLoopTest : public ::testing::Test {
+class DecodeLoopTest : public testing::DefaultModelTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new testing::TempDir();
-    ASSERT_TRUE(WriteDefaultModel(dir_->str()).ok());
-    auto m = LoadModel(ModelSource{dir_->str(), false, 0});
-    ASSERT_TRUE(m.ok()) << m.status();
-    model_ = new LoadedModel(std::move(*m));
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete dir_;
-  }
 
   static std::unique_ptr<Engine> MakeEngine(int32_t blocks) {
     BackendOptions o;
@@ -186,15 +176,11 @@ class DecodeLoopTest : public ::testing::Test {
     return out;
   }
 
-  static testing::TempDir* dir_;
-  static LoadedModel* model_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<KvReservations> reservations_;
   std::unique_ptr<DecodeLoop> loop_;
 };
 
-testing::TempDir* DecodeLoopTest::dir_ = nullptr;
-LoadedModel* DecodeLoopTest::model_ = nullptr;
 
 TEST_F(DecodeLoopTest, AdoptedSequencesDecodeToTheMonolithicTokens) {
   Start(256);

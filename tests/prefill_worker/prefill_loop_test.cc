@@ -19,6 +19,7 @@
 #include "common/engine/model_loader.h"
 #include "common/transport/inproc_transport.h"
 #include "gtest/gtest.h"
+#include "tests/testing/default_model_test.h"
 #include "tests/testing/temp_dir.h"
 
 namespace tandem {
@@ -27,19 +28,8 @@ namespace {
 constexpr int32_t kBlockSize = 16;
 constexpr int32_t kBlocks = 96;  // 1536 positions on each side
 
-class PrefillLoopTest : public ::testing::Test {
+class PrefillLoopTest : public testing::DefaultModelTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new testing::TempDir();
-    ASSERT_TRUE(WriteDefaultModel(dir_->str()).ok());
-    auto m = LoadModel(ModelSource{dir_->str(), false, 0});
-    ASSERT_TRUE(m.ok()) << m.status();
-    model_ = new LoadedModel(std::move(*m));
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete dir_;
-  }
 
   static std::unique_ptr<Engine> MakeEngine(int32_t blocks = kBlocks) {
     BackendOptions o;
@@ -168,8 +158,6 @@ class PrefillLoopTest : public ::testing::Test {
     return timed_out;
   }
 
-  static testing::TempDir* dir_;
-  static LoadedModel* model_;
   std::unique_ptr<Engine> src_, dst_, ref_;
   KvEndpointInfo self_, decode_;
   std::unique_ptr<KvTransport> dst_transport_, src_transport_;
@@ -179,8 +167,6 @@ class PrefillLoopTest : public ::testing::Test {
   int next_ = 0;
 };
 
-testing::TempDir* PrefillLoopTest::dir_ = nullptr;
-LoadedModel* PrefillLoopTest::model_ = nullptr;
 
 // Chunks of 1 (every token its own step), 7 (a chunk boundary inside a
 // block) and 64 (several blocks per chunk), with a budget below the prompt

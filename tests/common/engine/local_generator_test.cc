@@ -9,24 +9,14 @@
 #include "common/engine/model_loader.h"
 #include "common/tokenizer/byte_level.h"
 #include "gtest/gtest.h"
+#include "tests/testing/default_model_test.h"
 #include "tests/testing/temp_dir.h"
 
 namespace tandem {
 namespace {
 
-class LocalGeneratorTest : public ::testing::Test {
+class LocalGeneratorTest : public testing::DefaultModelTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new testing::TempDir();
-    ASSERT_TRUE(WriteDefaultModel(dir_->str()).ok());
-    auto m = LoadModel(ModelSource{dir_->str(), false, 0});
-    ASSERT_TRUE(m.ok()) << m.status();
-    model_ = new LoadedModel(std::move(*m));
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete dir_;
-  }
 
   std::unique_ptr<Engine> MakeEngine(int32_t num_blocks, int32_t block_size = 16) {
     BackendOptions o;
@@ -80,14 +70,10 @@ class LocalGeneratorTest : public ::testing::Test {
     return outputs;
   }
 
-  static testing::TempDir* dir_;
-  static LoadedModel* model_;
   int64_t last_preemptions_ = 0;
   int32_t last_max_batch_ = 0;
 };
 
-testing::TempDir* LocalGeneratorTest::dir_ = nullptr;
-LoadedModel* LocalGeneratorTest::model_ = nullptr;
 
 
 TEST_F(LocalGeneratorTest, BatchedRequestsGetTheTokensTheyGetAlone) {
