@@ -231,7 +231,7 @@ absl::StatusOr<GenerateCall::Placement> GenerateCall::Reserve() {
   // all, the next-best (another worker) gets one try.
   std::vector<std::string> refused;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    absl::StatusOr<WorkerView> w = router_.registry->PickDecode(blocks, refused);
+    absl::StatusOr<WorkerView> w = router_.placement->PickDecode(prompt_keys_, blocks, refused);
     if (!w.ok()) return attempt == 0 ? w.status() : last;
     // A fresh id per attempt: a late reservation of the first attempt must
     // not collide with the second's.
@@ -372,6 +372,7 @@ void GenerateCall::RecordOutcome(const grpc::Status& status) {
                           ? absl::ToDoubleSeconds(last_token_time_ - first_token_time_) / (completion_tokens_ - 1)
                           : 0.0;
   if (completion_tokens_ > 1) m.tpot->Observe(tpot);
+  if (router_.placement_metrics != nullptr) router_.placement_metrics->RecordTtft(ttft, predicted_hit_tokens_ > 0);
   const bool ttft_ok = ttft <= ttft_target, tpot_ok = tpot <= tpot_target;
   m.Slo("ttft", ttft_ok).Increment();
   m.Slo("tpot", tpot_ok).Increment();
@@ -393,11 +394,13 @@ grpc::Status GenerateCall::Run() {
   decode_worker_ = placement->decode.address;
 
   // Prefill, with the first token back at once.
-  absl::StatusOr<WorkerView> prefill = router_.registry->PickPrefill(static_cast<int64_t>(prompt_.size()));
+  absl::StatusOr<WorkerView> prefill =
+      router_.placement->PickPrefill(prompt_keys_, static_cast<int64_t>(prompt_.size()));
   if (!prefill.ok()) {
     Release(*placement);
     return Grpc(prefill.status());
   }
+  RecordPlaced(prefill->cached_prefix_blocks);
   prefill_worker_ = prefill->address;
   v1::PrefillRequest pr;
   pr.set_request_id(request_id_);
@@ -459,6 +462,13 @@ grpc::Status GenerateCall::Run() {
   return Relay(placement->decode, dr, [&] { Release(*placement); });
 }
 
+void GenerateCall::RecordPlaced(int32_t cached_blocks) {
+  predicted_hit_tokens_ = std::min<int64_t>(int64_t{cached_blocks} * block_size_, static_cast<int64_t>(prompt_.size()));
+  if (router_.placement_metrics != nullptr) {
+    router_.placement_metrics->RecordRouted(static_cast<int64_t>(prompt_.size()), predicted_hit_tokens_);
+  }
+}
+
 absl::StatusOr<std::optional<WorkerView>> GenerateCall::PlaceLocal() {
   WorkerRegistry& reg = *router_.registry;
   const bool aggregated = reg.CountLive(v1::WORKER_ROLE_AGGREGATED) > 0;
@@ -470,15 +480,25 @@ absl::StatusOr<std::optional<WorkerView>> GenerateCall::PlaceLocal() {
   }
   // The prompt and its first token; the worker grows it as it decodes.
   local_blocks_ = (static_cast<int64_t>(prompt_.size()) + block_size) / block_size;
+  // Keys under the request's cache salt, as the workers compute them.
+  block_size_ = block_size;
+  prompt_keys_ = HashFullBlocks(prompt_, block_size, "");
+  PlacementPolicy& policy = *router_.placement;
   const bool pairs = decode && prefill;
   if (aggregated && (!pairs || reg.Headroom(v1::WORKER_ROLE_AGGREGATED) >= reg.Headroom(v1::WORKER_ROLE_DECODE))) {
-    absl::StatusOr<WorkerView> w = reg.PickDecode(local_blocks_, {}, v1::WORKER_ROLE_AGGREGATED);
+    absl::StatusOr<WorkerView> w = policy.PickDecode(prompt_keys_, local_blocks_, {}, v1::WORKER_ROLE_AGGREGATED);
+    if (w.ok()) RecordPlaced(w->cached_prefix_blocks);
     if (w.ok()) return std::optional<WorkerView>(*w);
     if (!pairs && !decode) return w.status();
   }
-  if (decode && (!prefill || static_cast<int64_t>(prompt_.size()) < router_.config.local_prefill_max_tokens)) {
-    absl::StatusOr<WorkerView> w = reg.PickDecode(local_blocks_);
+  // Conditional disaggregation counts only what is left to compute: a
+  // decode worker holding all but a short suffix computes that itself.
+  const int64_t uncached = static_cast<int64_t>(prompt_.size()) -
+                           int64_t{policy.BestCachedPrefix(prompt_keys_, v1::WORKER_ROLE_DECODE)} * block_size;
+  if (decode && (!prefill || uncached < router_.config.local_prefill_max_tokens)) {
+    absl::StatusOr<WorkerView> w = policy.PickDecode(prompt_keys_, local_blocks_);
     if (!w.ok()) return w.status();
+    RecordPlaced(w->cached_prefix_blocks);
     return std::optional<WorkerView>(*w);
   }
   return std::optional<WorkerView>();

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "common/kv/block_hash.h"
 #include "common/sampling/sampling_params.h"
 #include "common/sampling/stop_checker.h"
 #include "common/tokenizer/tokenizer.h"
@@ -68,6 +69,9 @@ class GenerateCall {
   // --local_prefill_max_tokens or when no prefill worker is live. nullopt:
   // the disaggregated path.
   absl::StatusOr<std::optional<WorkerView>> PlaceLocal();
+  // Notes where the prompt is computed: the leading blocks that worker was
+  // predicted to cache (placement metrics, TTFT by hit or miss).
+  void RecordPlaced(int32_t cached_blocks);
   grpc::Status RunLocal(const WorkerView& worker);
   // Streams `dr`'s tokens from `worker` to the client through this
   // request's text state; `release` frees what the request still holds on
@@ -120,6 +124,11 @@ class GenerateCall {
   StopDecision last_decision_;
   int32_t completion_tokens_ = 0;
   int64_t local_blocks_ = 0;  // placed on a local-prefill worker, for Done()
+  // The prompt's full-block keys (set by PlaceLocal, before any placement)
+  // and the prompt tokens the computing worker was predicted to have cached.
+  std::vector<BlockHash> prompt_keys_;
+  int32_t block_size_ = 16;
+  int64_t predicted_hit_tokens_ = 0;
 
   absl::Time arrival_;
   absl::Time first_token_time_;

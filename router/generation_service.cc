@@ -11,7 +11,13 @@ namespace tandem::router {
 
 GenerationServiceImpl::GenerationServiceImpl(RouterContext& ctx)
     : ctx_(ctx),
-      admission_(AdmissionOptions{[this] { return MaxRunning(); }, ctx.config.max_queued_requests}) {}
+      admission_(AdmissionOptions{[this] { return MaxRunning(); }, ctx.config.max_queued_requests}) {
+  if (ctx_.placement == nullptr) {
+    own_placement_ = std::make_unique<PlacementPolicy>(PlacementOptionsFrom(ctx_.config), *ctx_.registry,
+                                                        ctx_.prefix_index);
+    ctx_.placement = own_placement_.get();
+  }
+}
 
 int32_t GenerationServiceImpl::MaxRunning() const {
   if (ctx_.config.max_inflight_requests > 0) return ctx_.config.max_inflight_requests;

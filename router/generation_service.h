@@ -11,6 +11,9 @@
 #include "common/model/model_config.h"
 #include "common/tokenizer/tokenizer.h"
 #include "router/admission_queue.h"
+#include "router/placement_metrics.h"
+#include "router/placement_policy.h"
+#include "router/prefix_index.h"
 #include "router/router_config.h"
 #include "router/worker_registry.h"
 #include "tandem/v1/generate.grpc.pb.h"
@@ -26,6 +29,13 @@ struct RouterContext {
   std::vector<int32_t> eos_ids;
   WorkerRegistry* registry = nullptr;
   RouterMetrics* metrics = nullptr;
+  // Cache-aware placement: the index the registry service feeds (null:
+  // placement never sees a cached prefix), the policy (null: the
+  // GenerationServiceImpl makes one from `config`), and its metrics (null:
+  // not recorded).
+  PrefixIndex* prefix_index = nullptr;
+  PlacementPolicy* placement = nullptr;
+  PlacementMetrics* placement_metrics = nullptr;
   std::atomic<int64_t> next_request{0};
 };
 
@@ -48,6 +58,7 @@ class GenerationServiceImpl final : public v1::GenerationService::Service {
   int32_t MaxRunning() const;
 
   RouterContext& ctx_;
+  std::unique_ptr<PlacementPolicy> own_placement_;  // when ctx_ brought none
   AdmissionQueue admission_;
 };
 

@@ -16,6 +16,11 @@ grpc::Status RegistryService::RegisterWorker(grpc::ServerContext*, const v1::Wor
 grpc::Status RegistryService::ReportLoad(grpc::ServerContext*, const v1::LoadReport* req,
                                          v1::LoadReportResponse* resp) {
   resp->set_known(registry_.Report(*req));
+  // Only a known worker's events: an unknown one registers again, and its
+  // first report after that carries its full set.
+  if (resp->known() && index_ != nullptr && req->has_block_events()) {
+    resp->set_resync_block_events(index_->Apply(req->worker_id(), req->block_events(), absl::Now()));
+  }
   return grpc::Status::OK;
 }
 

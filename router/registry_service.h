@@ -1,6 +1,8 @@
-// The WorkerRegistry gRPC service: workers register and report load here.
+// The WorkerRegistry gRPC service: workers register and report load here,
+// and their load reports carry the block events the prefix index is fed with.
 #pragma once
 
+#include "router/prefix_index.h"
 #include "router/worker_registry.h"
 #include "tandem/v1/worker.grpc.pb.h"
 
@@ -8,7 +10,9 @@ namespace tandem::router {
 
 class RegistryService final : public v1::WorkerRegistry::Service {
  public:
-  explicit RegistryService(WorkerRegistry& registry) : registry_(registry) {}
+  // `index` may be null (no cache-aware placement): block events are dropped.
+  explicit RegistryService(WorkerRegistry& registry, PrefixIndex* index = nullptr)
+      : registry_(registry), index_(index) {}
   grpc::Status RegisterWorker(grpc::ServerContext* ctx, const v1::WorkerInfo* req,
                               v1::RegisterWorkerResponse* resp) override;
   grpc::Status ReportLoad(grpc::ServerContext* ctx, const v1::LoadReport* req,
@@ -16,6 +20,7 @@ class RegistryService final : public v1::WorkerRegistry::Service {
 
  private:
   WorkerRegistry& registry_;
+  PrefixIndex* index_;
 };
 
 }  // namespace tandem::router

@@ -4,6 +4,14 @@
 
 namespace tandem::router {
 
+absl::StatusOr<PlacementMode> ParsePlacementMode(std::string_view text) {
+  if (text == "cache_aware") return PlacementMode::kCacheAware;
+  if (text == "load") return PlacementMode::kLoad;
+  if (text == "round_robin") return PlacementMode::kRoundRobin;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--placement '", std::string(text), "' is not one of cache_aware, load, round_robin"));
+}
+
 absl::Status ValidateRouterConfig(const RouterConfig& c) {
   if (c.listen.find(':') == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("--listen '", c.listen, "' is not host:port"));
@@ -24,6 +32,10 @@ absl::Status ValidateRouterConfig(const RouterConfig& c) {
   if (c.slo_ttft_seconds <= 0 || c.slo_tpot_seconds <= 0) {
     return absl::InvalidArgumentError("--slo_ttft_seconds and --slo_tpot_seconds must be positive");
   }
+  if (!(c.placement_prefix_weight >= 0) || !(c.placement_load_weight >= 0)) {
+    return absl::InvalidArgumentError("--placement_prefix_weight and --placement_load_weight must be >= 0");
+  }
+  if (c.prefix_index_stale_reports < 1) return absl::InvalidArgumentError("--prefix_index_stale_reports must be >= 1");
   return absl::OkStatus();
 }
 

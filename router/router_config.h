@@ -4,10 +4,17 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace tandem::router {
+
+// How the router scores workers (router/placement_policy.h).
+enum class PlacementMode { kCacheAware, kLoad, kRoundRobin };
+// "cache_aware", "load" or "round_robin"; INVALID_ARGUMENT otherwise.
+absl::StatusOr<PlacementMode> ParsePlacementMode(std::string_view text);
 
 struct RouterConfig {
   std::string listen = "0.0.0.0:8000";
@@ -41,6 +48,14 @@ struct RouterConfig {
   // Default objectives, when a request carries no SloHints.
   double slo_ttft_seconds = 1.0;
   double slo_tpot_seconds = 0.1;
+  // Placement (router/placement_policy.h): the mode, and cache_aware's
+  // cost per prompt block a worker lacks and per KV block it has in use.
+  PlacementMode placement = PlacementMode::kCacheAware;
+  double placement_prefix_weight = 1.0;
+  double placement_load_weight = 1.0;
+  // A worker whose last block-event batch is older than this many report
+  // intervals scores by load only (its index may be out of date).
+  int32_t prefix_index_stale_reports = 4;
 };
 
 // INVALID_ARGUMENT naming the flag.

@@ -36,6 +36,12 @@ ABSL_FLAG(std::string, port_file, "", "write the bound gRPC and metrics ports (o
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:0", "Prometheus /metrics address (port 0: any free port)");
 ABSL_FLAG(double, slo_ttft_seconds, 1.0, "default time-to-first-token objective (requests may set their own)");
 ABSL_FLAG(double, slo_tpot_seconds, 0.1, "default time-per-output-token objective");
+ABSL_FLAG(std::string, placement, "cache_aware",
+          "how workers are chosen: cache_aware (cached prefix against load), load (most free KV), round_robin");
+ABSL_FLAG(double, placement_prefix_weight, 1.0, "cache_aware: cost per prompt block the worker does not cache");
+ABSL_FLAG(double, placement_load_weight, 1.0, "cache_aware: cost per KV block the worker has in use");
+ABSL_FLAG(int32_t, prefix_index_stale_reports, 4,
+          "a worker whose block events are older than this many report intervals is placed by load only");
 
 namespace tandem::router {
 namespace {
@@ -56,6 +62,9 @@ RouterConfig ConfigFromFlags() {
   c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   c.slo_ttft_seconds = absl::GetFlag(FLAGS_slo_ttft_seconds);
   c.slo_tpot_seconds = absl::GetFlag(FLAGS_slo_tpot_seconds);
+  c.placement_prefix_weight = absl::GetFlag(FLAGS_placement_prefix_weight);
+  c.placement_load_weight = absl::GetFlag(FLAGS_placement_load_weight);
+  c.prefix_index_stale_reports = absl::GetFlag(FLAGS_prefix_index_stale_reports);
   return c;
 }
 
@@ -86,14 +95,21 @@ absl::Status Run(const RouterConfig& c) {
   metrics.tpot_target->Set(c.slo_tpot_seconds);
   ctx.metrics = &metrics;
 
+  PlacementMetrics placement_metrics(*metrics_server);
+  ctx.placement_metrics = &placement_metrics;
+  PrefixIndex prefix_index(absl::Seconds(c.report_interval_seconds * c.prefix_index_stale_reports));
+  ctx.prefix_index = &prefix_index;
   WorkerRegistryOptions ro;
   ro.model_name = ctx.model_name;
   ro.liveness_timeout = absl::Seconds(c.liveness_timeout_seconds);
   ro.report_interval = absl::Seconds(c.report_interval_seconds);
+  ro.on_removed = [&prefix_index](const std::string& id) { prefix_index.RemoveWorker(id); };
   WorkerRegistry registry(ro);
   ctx.registry = &registry;
+  PlacementPolicy placement(PlacementOptionsFrom(c), registry, &prefix_index);
+  ctx.placement = &placement;
   GenerationServiceImpl generation(ctx);
-  RegistryService registry_service(registry);
+  RegistryService registry_service(registry, &prefix_index);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server,
                           GrpcServer::Start(c.listen, {&generation, &registry_service}, GrpcServerLimits::FromFlags(),
                                             security->ServerCredentials(ClientCertificates::kVerifyIfPresented)));
@@ -105,6 +121,7 @@ absl::Status Run(const RouterConfig& c) {
   std::thread expiry([&] {
     while (!stop) {
       registry.ExpireStale(absl::Now());
+      placement_metrics.index_blocks->Set(static_cast<double>(prefix_index.NumKeys()));
       absl::SleepFor(absl::Milliseconds(250));
     }
   });
@@ -125,8 +142,15 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("tandem router: [--listen host:port] [--model DIR]");
   absl::ParseCommandLine(argc, argv);
   tandem::SetLogRole("router");
-  const tandem::router::RouterConfig config = tandem::router::ConfigFromFlags();
+  tandem::router::RouterConfig config = tandem::router::ConfigFromFlags();
   absl::Status s = tandem::router::ValidateRouterConfig(config);
+  // The one flag that parses into a type of its own.
+  if (s.ok()) {
+    absl::StatusOr<tandem::router::PlacementMode> mode =
+        tandem::router::ParsePlacementMode(absl::GetFlag(FLAGS_placement));
+    if (mode.ok()) config.placement = *mode;
+    s = mode.status();
+  }
   if (s.ok()) s = tandem::router::Run(config);
   if (!s.ok()) {
     TANDEM_LOG(ERROR) << s;

@@ -56,6 +56,7 @@ absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info)
     const WorkerView& w = it->second.view;
     if (w.address == info.address()) {
       TANDEM_LOG(INFO) << "worker " << w.id << " at " << w.address << " registered again";
+      if (options_.on_removed) options_.on_removed(w.id);
       workers_.erase(it++);
       continue;
     }
@@ -110,6 +111,7 @@ bool WorkerRegistry::Report(const v1::LoadReport& report) {
 void WorkerRegistry::Remove(const std::string& id, const std::string& reason) {
   absl::MutexLock lock(&mu_);
   if (workers_.erase(id) > 0) {
+    if (options_.on_removed) options_.on_removed(id);
     TANDEM_LOG(WARNING) << "took " << id << " out of placement: " << reason;
   }
 }
@@ -122,6 +124,7 @@ std::vector<std::string> WorkerRegistry::ExpireStale(absl::Time now) {
       TANDEM_LOG(WARNING) << "worker " << it->first << " at " << it->second.view.address
                           << " stopped reporting; taken out of placement";
       expired.push_back(it->first);
+      if (options_.on_removed) options_.on_removed(it->first);
       workers_.erase(it++);
     } else {
       ++it;
@@ -142,59 +145,23 @@ double WorkerRegistry::Headroom(v1::WorkerRole role) const {
   return best;
 }
 
-absl::StatusOr<WorkerView> WorkerRegistry::PickDecode(int64_t blocks_needed,
-                                                      const std::vector<std::string>& exclude,
-                                                      v1::WorkerRole role) {
+absl::StatusOr<WorkerView> WorkerRegistry::Claim(v1::WorkerRole role, int64_t load, Chooser choose) {
   absl::MutexLock lock(&mu_);
-  Entry* best = nullptr;
-  int64_t best_free = std::numeric_limits<int64_t>::min();
-  int64_t most_free = 0;
-  int live = 0;
+  std::vector<Entry*> entries;
   for (auto& [id, e] : workers_) {
-    const WorkerView& w = e.view;
-    if (w.role != role || w.load.draining()) continue;
-    ++live;
-    if (std::find(exclude.begin(), exclude.end(), id) != exclude.end()) continue;
-    // Blocks the router placed since the last report are not in its count.
-    const int64_t free = w.load.kv_blocks_free() - w.inflight_load;
-    most_free = std::max(most_free, free);
-    if (free < blocks_needed) continue;
-    if (best == nullptr || free > best_free ||
-        (free == best_free && w.load.running_requests() < best->view.load.running_requests())) {
-      best = &e;
-      best_free = free;
-    }
+    if (e.view.role == role && !e.view.load.draining()) entries.push_back(&e);
   }
-  const std::string kind = RoleName(role);
-  if (live == 0) return absl::UnavailableError(absl::StrCat("no ", kind, " worker is available"));
-  if (best == nullptr) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        exclude.empty() ? "no " : "no other ", kind, " worker has room",
-        ": the request needs ", blocks_needed,
-        " KV blocks, the most free on any ", kind, " worker is ", most_free));
-  }
-  best->view.inflight += 1;
-  best->view.inflight_load += blocks_needed;
-  return best->view;
-}
-
-absl::StatusOr<WorkerView> WorkerRegistry::PickPrefill(int64_t prompt_tokens) {
-  absl::MutexLock lock(&mu_);
-  Entry* best = nullptr;
-  int64_t best_queue = 0;
-  for (auto& [id, e] : workers_) {
-    const WorkerView& w = e.view;
-    if (w.role != v1::WORKER_ROLE_PREFILL || w.load.draining()) continue;
-    const int64_t queue = w.load.queued_prompt_tokens() + w.inflight_load;
-    if (best == nullptr || queue < best_queue) {
-      best = &e;
-      best_queue = queue;
-    }
-  }
-  if (best == nullptr) return absl::UnavailableError("no prefill worker is available");
-  best->view.inflight += 1;
-  best->view.inflight_load += prompt_tokens;
-  return best->view;
+  std::sort(entries.begin(), entries.end(), [](const Entry* a, const Entry* b) { return a->view.id < b->view.id; });
+  std::vector<const WorkerView*> live;
+  live.reserve(entries.size());
+  for (const Entry* e : entries) live.push_back(&e->view);
+  absl::StatusOr<size_t> chosen = choose(live);
+  if (!chosen.ok()) return chosen.status();
+  if (*chosen >= entries.size()) return absl::InternalError("placement chose no candidate");
+  WorkerView& w = entries[*chosen]->view;
+  w.inflight += 1;
+  w.inflight_load += load;
+  return w;
 }
 
 void WorkerRegistry::Done(const std::string& id, int64_t load) {

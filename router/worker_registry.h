@@ -1,15 +1,20 @@
 // The router's view of its workers: who registered, their last load report,
-// and which are alive. Placement decisions read it; registration and load
-// report RPCs write it.
+// which are alive, and the load the router placed on each since its last
+// report. Membership and liveness only: the scoring of candidates is
+// PlacementPolicy's (router/placement_policy.h), which claims the worker it
+// chooses through Claim.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -30,6 +35,9 @@ struct WorkerView {
   int32_t inflight = 0;
   // KV blocks (decode workers) or prompt tokens (prefill workers) placed.
   int64_t inflight_load = 0;
+  // Set by PlacementPolicy on the view it returns: leading prompt blocks
+  // the prefix index believes the worker caches (0 when not cache-aware).
+  int32_t cached_prefix_blocks = 0;
   std::shared_ptr<v1::DecodeService::Stub> decode_stub;
   std::shared_ptr<v1::PrefillService::Stub> prefill_stub;
 };
@@ -39,6 +47,11 @@ struct WorkerRegistryOptions {
   // A worker that has not reported for this long is taken out of placement.
   absl::Duration liveness_timeout = absl::Seconds(5);
   absl::Duration report_interval = absl::Seconds(1);
+  // Called (under the registry's lock: it must not call back into the
+  // registry) with the id of every worker that leaves: expired, removed,
+  // or replaced by a new registration at its address. The prefix index
+  // forgets it.
+  std::function<void(const std::string&)> on_removed;
 };
 
 // Thread-safe: gRPC handler threads register, report and place concurrently.
@@ -57,22 +70,18 @@ class WorkerRegistry {
   // Drops workers whose reports stopped; returns their ids.
   std::vector<std::string> ExpireStale(absl::Time now);
 
-  // The decode worker with the most free KV blocks (after what the router
-  // already placed there), that can hold `blocks_needed`, least busy first
-  // on ties. RESOURCE_EXHAUSTED with the reason when none has room;
-  // UNAVAILABLE when there is no live decode worker. Workers in `exclude`
-  // (ids that already refused this request) are not chosen.
-  // `role`: decode, or aggregated (the same choice among workers that
-  // prefill themselves).
-  absl::StatusOr<WorkerView> PickDecode(int64_t blocks_needed, const std::vector<std::string>& exclude = {},
-                                        v1::WorkerRole role = v1::WORKER_ROLE_DECODE);
+  // Runs `choose` over the live, not draining workers of `role` (in id
+  // order) and claims the one whose position it returns: `load` (KV blocks
+  // for decode and aggregated workers, prompt tokens for prefill workers)
+  // and one request are added to its router-side load, undone by Done().
+  // Atomic with respect to other claims. `choose`'s error is returned as is.
+  using Chooser = absl::FunctionRef<absl::StatusOr<size_t>(std::span<const WorkerView* const>)>;
+  absl::StatusOr<WorkerView> Claim(v1::WorkerRole role, int64_t load, Chooser choose);
   // The largest fraction of free KV (after what the router placed) among
   // live workers of `role`; -1 when there is none. Placement compares
   // aggregated and disaggregated capacity by it.
   double Headroom(v1::WorkerRole role) const;
-  // The prefill worker with the fewest queued prompt tokens.
-  absl::StatusOr<WorkerView> PickPrefill(int64_t prompt_tokens);
-  // Undoes the router-side accounting of a Pick*().
+  // Undoes the router-side accounting of a Claim().
   void Done(const std::string& id, int64_t load);
 
   std::vector<WorkerView> Snapshot() const;

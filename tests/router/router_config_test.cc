@@ -22,6 +22,8 @@ TEST(RouterConfigTest, BadSettingsNameTheirFlag) {
       {[](RouterConfig& c) { c.liveness_timeout_seconds = 0.25; }, "--liveness_timeout_seconds"},
       {[](RouterConfig& c) { c.worker_timeout_seconds = -1; }, "--worker_timeout_seconds"},
       {[](RouterConfig& c) { c.slo_ttft_seconds = 0; }, "--slo_ttft_seconds"},
+      {[](RouterConfig& c) { c.placement_prefix_weight = -1; }, "--placement_prefix_weight"},
+      {[](RouterConfig& c) { c.prefix_index_stale_reports = 0; }, "--prefix_index_stale_reports"},
   };
   for (const Case& k : cases) {
     RouterConfig c;
@@ -30,6 +32,15 @@ TEST(RouterConfigTest, BadSettingsNameTheirFlag) {
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << k.flag;
     EXPECT_NE(s.message().find(k.flag), std::string::npos) << s;
   }
+}
+
+TEST(RouterConfigTest, PlacementModes) {
+  EXPECT_EQ(*ParsePlacementMode("cache_aware"), PlacementMode::kCacheAware);
+  EXPECT_EQ(*ParsePlacementMode("load"), PlacementMode::kLoad);
+  EXPECT_EQ(*ParsePlacementMode("round_robin"), PlacementMode::kRoundRobin);
+  absl::StatusOr<PlacementMode> bad = ParsePlacementMode("random");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("--placement"), std::string::npos);
 }
 
 }  // namespace
