@@ -15,6 +15,34 @@ WorkerRegistration::WorkerRegistration(std::string router_address, v1::WorkerInf
 
 WorkerRegistration::~WorkerRegistration() { Stop(); }
 
+void WorkerRegistration::SetBlockEventSource(BlockEventSource source) { block_events_ = std::move(source); }
+
+void WorkerRegistration::AddBlockEvents(v1::LoadReport* report) {
+  if (!block_events_.drain) return;
+  v1::KvBlockEvents* batch = report->mutable_block_events();
+  batch->set_sequence(++block_event_sequence_);
+  std::vector<BlockHash> stored, removed;
+  // Drained before the full set is read: an event between the two is in
+  // both, and applying a store or removal twice changes nothing.
+  block_events_.drain(&stored, &removed);
+  if (block_events_resync_) {
+    stored = block_events_.cached();
+    removed.clear();
+    batch->set_full_set(true);
+    block_events_resync_ = false;
+  }
+  for (const BlockHash& k : stored) {
+    v1::BlockKey* out = batch->add_stored();
+    out->set_hi(k.hi);
+    out->set_lo(k.lo);
+  }
+  for (const BlockHash& k : removed) {
+    v1::BlockKey* out = batch->add_removed();
+    out->set_hi(k.hi);
+    out->set_lo(k.lo);
+  }
+}
+
 void WorkerRegistration::Start() { thread_ = std::thread([this] { Loop(); }); }
 
 void WorkerRegistration::ReportNow() {
@@ -67,6 +95,8 @@ void WorkerRegistration::Loop() {
       if (Register()) {
         registered_ = true;
         retry = 0.05;
+        // A new registration (perhaps with a restarted router) starts from the full set.
+        block_events_resync_ = true;
       } else {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait_for(lock, std::chrono::duration<double>(retry), [this] { return stop_; });
@@ -77,10 +107,13 @@ void WorkerRegistration::Loop() {
     }
     v1::LoadReport report = load_();
     report.set_worker_id(worker_id());
+    AddBlockEvents(&report);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
     v1::LoadReportResponse resp;
     grpc::Status s = stub_->ReportLoad(&ctx, report, &resp);
+    // A batch that may not have arrived is sent again as part of the full set.
+    if (!s.ok() || resp.resync_block_events()) block_events_resync_ = true;
     if (s.ok() && !resp.known()) {
       TANDEM_LOG(WARNING) << "router forgot worker " << worker_id() << "; registering again";
       registered_ = false;

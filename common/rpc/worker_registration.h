@@ -1,6 +1,10 @@
 // The worker side of joining a router: register once, then report load at
 // the interval the router asks for, registering again whenever the router
 // says it no longer knows us (it restarted, or expired us after a stall).
+// A worker with a prefix cache also sends its block events on every
+// report (KvBlockEvents): the keys stored and removed since the last one,
+// numbered, or its whole cached set after each registration, after a
+// report that may not have arrived, and when the router asks for it.
 #pragma once
 
 #include <atomic>
@@ -10,10 +14,22 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "common/kv/block_hash.h"
 #include "tandem/v1/worker.grpc.pb.h"
 
 namespace tandem {
+
+// Where a worker's block events come from (its KvCacheManager). Both are
+// called from the registration thread and must be thread-safe.
+struct BlockEventSource {
+  // Appends the keys stored and removed since the previous call; the
+  // source forgets them.
+  std::function<void(std::vector<BlockHash>* stored, std::vector<BlockHash>* removed)> drain;
+  // Every key cached now.
+  std::function<std::vector<BlockHash>()> cached;
+};
 
 // Owns one background thread. `load` is called from that thread and must
 // be thread-safe with respect to the worker's own state.
@@ -23,6 +39,8 @@ class WorkerRegistration {
                      std::function<v1::LoadReport()> load);
   ~WorkerRegistration();  // Stop()
 
+  // Before Start(): publish block events from `source` on every report.
+  void SetBlockEventSource(BlockEventSource source);
   void Start();
   // Sends one last report (e.g. draining) promptly.
   void ReportNow();
@@ -35,6 +53,8 @@ class WorkerRegistration {
  private:
   void Loop();
   bool Register();
+  // Adds this report's batch: the full set when resync_, else a delta.
+  void AddBlockEvents(v1::LoadReport* report);
 
   const std::string router_address_;
   const v1::WorkerInfo info_;
@@ -48,6 +68,10 @@ class WorkerRegistration {
   std::string worker_id_;
   double interval_seconds_ = 1.0;
   std::atomic<bool> registered_{false};
+  // Registration thread only (set before Start).
+  BlockEventSource block_events_;
+  uint64_t block_event_sequence_ = 0;
+  bool block_events_resync_ = true;
 };
 
 }  // namespace tandem
