@@ -2,6 +2,8 @@
 //   tandem-bench --router HOST:PORT --rates 1,2,4,8 --num_requests 200
 //       --input_len 512 --output_len 128 --out_dir results/
 //   tandem-bench --router HOST:PORT --concurrency 1,8,32 ...
+//   tandem-bench --router HOST:PORT --workload multiturn --conversations 16 --rates 2
+//       --metrics 127.0.0.1:9101,127.0.0.1:9102   # prefix-cache hit rate the workers count
 //   tandem-bench compare before.json after.json --out compare.svg
 #include <filesystem>
 #include <fstream>
@@ -15,6 +17,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/tandem_bench/load_runner.h"
+#include "bench/tandem_bench/metrics_scrape.h"
+#include "bench/tandem_bench/prefix_workloads.h"
 #include "bench/tandem_bench/report.h"
 #include "bench/tandem_bench/run_stats.h"
 #include "bench/tandem_bench/workload.h"
@@ -27,6 +31,16 @@ ABSL_FLAG(int32_t, warmup, 4, "requests sent (and not counted) before the first 
 ABSL_FLAG(std::string, input_len, "128", "prompt tokens: N, LO:HI (uniform) or sharegpt");
 ABSL_FLAG(std::string, output_len, "64", "output tokens: N, LO:HI (uniform) or sharegpt");
 ABSL_FLAG(std::string, dataset, "", "JSON-lines dataset instead of generated lengths (docs/benchmarks.md)");
+ABSL_FLAG(std::string, workload, "random",
+          "random (no shared prefixes), multiturn (conversations resending their history) or system_prompt "
+          "(shared system prompts + random user parts); --input_len draws the user parts");
+ABSL_FLAG(int32_t, conversations, 8, "multiturn: conversations, interleaved (turns = num_requests / conversations)");
+ABSL_FLAG(int32_t, system_prompts, 4, "system_prompt: distinct shared system prompts");
+ABSL_FLAG(std::string, system_prompt_len, "1024:4096", "system_prompt: tokens of each system prompt (N or LO:HI)");
+ABSL_FLAG(std::vector<std::string>, metrics, {},
+          "host:port of /metrics endpoints (workers, router) scraped before and after each run: the hit rate the "
+          "workers count (tandem_prefix_cache_*) and the router's routed hit rate go into results.json");
+ABSL_FLAG(int32_t, block_size, 16, "KV block size, for the oracle prefix-hit rate in results.json");
 ABSL_FLAG(double, slo_ttft, 1.0, "TTFT objective in seconds, for attainment and goodput");
 ABSL_FLAG(double, slo_tpot, 0.1, "TPOT objective in seconds");
 ABSL_FLAG(std::vector<std::string>, goodput_tpot, {},
@@ -105,6 +119,16 @@ int Run() {
   w.max_output = static_cast<int32_t>(std::max<int64_t>(16, info.max_context_length() / 4));
   w.seed = absl::GetFlag(FLAGS_seed);
   w.dataset = absl::GetFlag(FLAGS_dataset);
+  auto kind = ParseWorkloadKind(absl::GetFlag(FLAGS_workload));
+  if (!kind.ok()) return Fail(std::string(kind.status().message()));
+  auto system_len = LengthSpec::Parse(absl::GetFlag(FLAGS_system_prompt_len), "system_prompt_len");
+  if (!system_len.ok()) return Fail(std::string(system_len.status().message()));
+  if (absl::GetFlag(FLAGS_block_size) < 1) return Fail("--block_size must be >= 1");
+  w.kind = *kind;
+  w.conversations = absl::GetFlag(FLAGS_conversations);
+  w.system_prompts = absl::GetFlag(FLAGS_system_prompts);
+  w.system_prompt_len = *system_len;
+  w.max_context = static_cast<int32_t>(std::max<int64_t>(16, info.max_context_length()));
   auto requests = MakeWorkload(w);
   if (!requests.ok()) return Fail(std::string(requests.status().message()));
 
@@ -113,8 +137,15 @@ int Run() {
   lo.progress = absl::GetFlag(FLAGS_progress);
   lo.deadline_seconds = absl::GetFlag(FLAGS_deadline);
   if (absl::GetFlag(FLAGS_warmup) > 0) {
-    std::vector<BenchRequest> warm(requests->begin(),
-                                   requests->begin() + std::min<size_t>(absl::GetFlag(FLAGS_warmup), requests->size()));
+    // Random prompts of the configured lengths, whatever the workload: a
+    // warm-up must not put the measured runs' prefixes in the caches.
+    WorkloadOptions wr = w;
+    wr.kind = WorkloadKind::kRandom;
+    wr.seed = w.seed ^ 0x3a3a3a3aULL;
+    wr.num_requests = absl::GetFlag(FLAGS_warmup);
+    auto warm_or = MakeWorkload(wr);
+    if (!warm_or.ok()) return Fail(std::string(warm_or.status().message()));
+    std::vector<BenchRequest> warm = *std::move(warm_or);
     LoadOptions wo = lo;
     wo.concurrency = static_cast<int32_t>(warm.size());
     wo.label = "warm-up";
@@ -123,6 +154,8 @@ int Run() {
 
   std::vector<RunStats> runs;
   std::vector<LoadResult> loads_seen;  // per run, to judge at other objectives
+  std::vector<nlohmann::json> prefix_results;  // per run: hit rates
+  const std::vector<std::string> endpoints = absl::GetFlag(FLAGS_metrics);
   const std::vector<double>& loads = rates.empty() ? conc : rates;
   for (double load : loads) {
     LoadOptions o = lo;
@@ -133,7 +166,21 @@ int Run() {
       o.concurrency = static_cast<int32_t>(load);
       o.label = absl::StrFormat("c=%-4d", o.concurrency);
     }
+    absl::StatusOr<PrefixCounters> before = ScrapePrefixCounters(endpoints);
+    if (!before.ok()) return Fail(std::string(before.status().message()));
     loads_seen.push_back(RunLoad(*stub, *requests, o, w.seed));
+    absl::StatusOr<PrefixCounters> after = ScrapePrefixCounters(endpoints);
+    if (!after.ok()) return Fail(std::string(after.status().message()));
+    const PrefixHits oracle = OraclePrefixHits(loads_seen.back().records, absl::GetFlag(FLAGS_block_size), true);
+    nlohmann::json prefix = {{"oracle_hit_rate", oracle.rate()}};
+    // The workers' own count of this run's prompt tokens served from cache
+    // (null without --metrics, or when no worker exports it).
+    const double queried = after->queried_tokens - before->queried_tokens;
+    const double routed = after->routed_tokens - before->routed_tokens;
+    prefix["hit_rate"] = queried > 0 ? nlohmann::json((after->hit_tokens - before->hit_tokens) / queried) : nullptr;
+    prefix["routed_hit_rate"] =
+        routed > 0 ? nlohmann::json((after->routed_hit_tokens - before->routed_hit_tokens) / routed) : nullptr;
+    prefix_results.push_back(prefix);
     // Failures are part of the result: say what they were.
     std::map<std::string, int> errors;
     for (const RequestRecord& rec : loads_seen.back().records) {
@@ -150,15 +197,30 @@ int Run() {
   nlohmann::json result;
   result["router"] = absl::GetFlag(FLAGS_router);
   result["model"] = info.name();
+  result["workload"] = WorkloadName(w.kind);
   result["config"] = {{"num_requests", w.num_requests},
                       {"input_len", absl::GetFlag(FLAGS_input_len)},
                       {"output_len", absl::GetFlag(FLAGS_output_len)},
                       {"dataset", w.dataset},
+                      {"workload", WorkloadName(w.kind)},
+                      {"conversations", w.conversations},
+                      {"system_prompts", w.system_prompts},
+                      {"system_prompt_len", absl::GetFlag(FLAGS_system_prompt_len)},
                       {"seed", w.seed},
                       {"slo_ttft_s", slo.ttft_seconds},
                       {"slo_tpot_s", slo.tpot_seconds},
                       {"attainment_target", absl::GetFlag(FLAGS_attainment_target)}};
-  for (const RunStats& r : runs) result["runs"].push_back(ToJson(r));
+  for (size_t i = 0; i < runs.size(); ++i) {
+    nlohmann::json run = ToJson(runs[i]);
+    for (const auto& [key, value] : prefix_results[i].items()) run[key] = value;
+    result["runs"].push_back(run);
+    std::cout << absl::StrFormat("run %zu: prefix hit rate %s (workers), %s (routed), %.3f (oracle)\n", i,
+                                 run["hit_rate"].is_null() ? "n/a" : absl::StrFormat("%.3f", run["hit_rate"].get<double>()),
+                                 run["routed_hit_rate"].is_null()
+                                     ? "n/a"
+                                     : absl::StrFormat("%.3f", run["routed_hit_rate"].get<double>()),
+                                 run["oracle_hit_rate"].get<double>());
+  }
   if (!rates.empty()) {
     const double g = GoodputRate(runs, absl::GetFlag(FLAGS_attainment_target));
     result["goodput_rate"] = g;

@@ -1,13 +1,17 @@
 #include "bench/tandem_bench/load_runner.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <mutex>
+#include <span>
 #include <thread>
 
 #include <unistd.h>
 
+#include "bench/tandem_bench/prefix_workloads.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 
@@ -18,16 +22,19 @@ using Clock = std::chrono::steady_clock;
 
 double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-RequestRecord RunOne(v1::GenerationService::Stub& stub, const BenchRequest& r, Clock::time_point t0,
-                     double deadline_seconds) {
+// Sends `prompt` (the request's own, or a conversation turn's assembled one).
+RequestRecord RunOne(v1::GenerationService::Stub& stub, const BenchRequest& r, std::span<const int32_t> prompt,
+                     Clock::time_point t0, const LoadOptions& options) {
+  const double deadline_seconds = options.deadline_seconds;
   RequestRecord rec;
   v1::GenerateRequest req;
-  for (int32_t id : r.prompt) req.mutable_token_ids()->add_ids(id);
+  for (int32_t id : prompt) req.mutable_token_ids()->add_ids(id);
   req.mutable_sampling()->set_temperature(0.0f);
   req.mutable_stopping()->set_max_new_tokens(r.output_tokens);
   req.mutable_stopping()->set_ignore_eos(true);
   req.set_return_text(false);
-  rec.prompt_tokens = static_cast<int32_t>(r.prompt.size());
+  rec.prompt_tokens = static_cast<int32_t>(prompt.size());
+  rec.prompt_ids.assign(prompt.begin(), prompt.end());
   grpc::ClientContext ctx;
   if (deadline_seconds > 0) {
     ctx.set_deadline(std::chrono::system_clock::now() +
@@ -39,7 +46,10 @@ RequestRecord RunOne(v1::GenerationService::Stub& stub, const BenchRequest& r, C
   v1::GenerateResponse resp;
   while (reader->Read(&resp)) {
     const double at = Since(sent);
-    for (int i = 0; i < resp.tokens_size(); ++i) rec.tokens.push_back(at);
+    for (const v1::GeneratedToken& t : resp.tokens()) {
+      rec.tokens.push_back(at);
+      rec.output_ids.push_back(t.id());
+    }
   }
   grpc::Status s = reader->Finish();
   rec.ok = s.ok();
@@ -79,6 +89,54 @@ class Progress {
   std::mutex mu_;
 };
 
+// Multiturn: one thread per conversation (open loop) or per client
+// (closed loop). A turn's prompt is the previous turn's prompt and answer
+// and its own user message; a failed turn ends its conversation (the
+// rest are recorded as not sent).
+void RunConversations(v1::GenerationService::Stub& stub, const std::vector<BenchRequest>& requests,
+                      const LoadOptions& options, uint64_t seed, Clock::time_point t0, Progress& progress,
+                      LoadResult& result) {
+  std::map<int32_t, std::vector<size_t>> turns;  // conversation -> request indices in turn order
+  for (size_t i = 0; i < requests.size(); ++i) turns[requests[i].conversation].push_back(i);
+  for (auto& [c, idx] : turns) {
+    std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return requests[a].turn < requests[b].turn; });
+  }
+  std::vector<double> arrivals(requests.size(), 0.0);
+  if (options.rate > 0) arrivals = PoissonArrivals(static_cast<int>(requests.size()), options.rate, seed);
+  auto run_conversation = [&](const std::vector<size_t>& idx) {
+    std::vector<int32_t> history;
+    bool failed = false;
+    for (size_t i : idx) {
+      if (failed) {
+        result.records[i].error = "not sent: an earlier turn of its conversation failed";
+        progress.Done();
+        continue;
+      }
+      if (options.rate > 0) {
+        std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(
+                                               std::chrono::duration<double>(arrivals[i])));
+      }
+      const std::vector<int32_t> prompt = ConversationPrompt(history, requests[i].prompt);
+      result.records[i] = RunOne(stub, requests[i], prompt, t0, options);
+      history = prompt;
+      history.insert(history.end(), result.records[i].output_ids.begin(), result.records[i].output_ids.end());
+      failed = !result.records[i].ok;
+      progress.Done();
+    }
+  };
+  std::vector<const std::vector<size_t>*> order;
+  for (const auto& [c, idx] : turns) order.push_back(&idx);
+  std::vector<std::thread> threads;
+  std::atomic<size_t> next{0};
+  const size_t clients = options.rate > 0 ? order.size() : static_cast<size_t>(std::max(1, options.concurrency));
+  for (size_t t = 0; t < std::min(clients, order.size()); ++t) {
+    threads.emplace_back([&] {
+      for (size_t k = next++; k < order.size(); k = next++) run_conversation(*order[k]);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+}
+
 }  // namespace
 
 std::unique_ptr<v1::GenerationService::Stub> ConnectRouter(const std::string& address) {
@@ -98,14 +156,18 @@ LoadResult RunLoad(v1::GenerationService::Stub& stub, const std::vector<BenchReq
   // branch, because its threads run until the joins below.
   std::atomic<size_t> next{0};
   std::vector<std::thread> threads;
-  if (options.rate > 0) {
+  const bool conversations = std::any_of(requests.begin(), requests.end(),
+                                         [](const BenchRequest& r) { return r.conversation >= 0; });
+  if (conversations) {
+    RunConversations(stub, requests, options, seed, t0, progress, result);
+  } else if (options.rate > 0) {
     // Open loop: each request leaves at its Poisson arrival time.
     const std::vector<double> arrivals = PoissonArrivals(static_cast<int>(requests.size()), options.rate, seed);
     for (size_t i = 0; i < requests.size(); ++i) {
       std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(
                                              std::chrono::duration<double>(arrivals[i])));
       threads.emplace_back([&, i] {
-        result.records[i] = RunOne(stub, requests[i], t0, options.deadline_seconds);
+        result.records[i] = RunOne(stub, requests[i], requests[i].prompt, t0, options);
         progress.Done();
       });
     }
@@ -115,7 +177,7 @@ LoadResult RunLoad(v1::GenerationService::Stub& stub, const std::vector<BenchReq
     for (int c = 0; c < std::max(1, options.concurrency); ++c) {
       threads.emplace_back([&] {
         for (size_t i = next++; i < requests.size(); i = next++) {
-          result.records[i] = RunOne(stub, requests[i], t0, options.deadline_seconds);
+          result.records[i] = RunOne(stub, requests[i], requests[i].prompt, t0, options);
           progress.Done();
         }
       });

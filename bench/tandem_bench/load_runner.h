@@ -1,7 +1,10 @@
 // Drives a router with a workload and records, per request, when each
 // token arrived: open loop (requests sent at their arrival times, whatever
 // the server's speed, as users arrive) or closed loop (a fixed number of
-// requests in flight).
+// requests in flight). A multiturn workload runs conversation by
+// conversation: a turn leaves at its arrival time (open loop) but never
+// before the previous turn's answer is in, since it carries that answer;
+// in closed loop each client runs whole conversations.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +24,9 @@ struct RequestRecord {
   double sent = 0;               // seconds since the run started
   std::vector<double> tokens;    // arrival of each token, seconds since `sent`
   int32_t prompt_tokens = 0;
+  // What was sent and what came back (token ids).
+  std::vector<int32_t> prompt_ids;
+  std::vector<int32_t> output_ids;
   double ttft() const { return tokens.empty() ? 0 : tokens.front(); }
   double e2e() const { return tokens.empty() ? 0 : tokens.back(); }
   // (last - first) / (n - 1); 0 with one token.

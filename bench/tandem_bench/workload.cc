@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "bench/tandem_bench/prefix_workloads.h"
 #include "nlohmann/json.hpp"
 
 namespace tandem::bench {
@@ -34,6 +35,23 @@ absl::StatusOr<LengthSpec> LengthSpec::Parse(const std::string& text, const std:
       absl::StrCat("--", flag, "='", text, "': expected N, LO:HI or sharegpt"));
 }
 
+absl::StatusOr<WorkloadKind> ParseWorkloadKind(const std::string& text) {
+  if (text == "random") return WorkloadKind::kRandom;
+  if (text == "multiturn") return WorkloadKind::kMultiTurn;
+  if (text == "system_prompt") return WorkloadKind::kSystemPrompt;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--workload='", text, "': expected random, multiturn or system_prompt"));
+}
+
+const char* WorkloadName(WorkloadKind kind) {
+  switch (kind) {
+    case WorkloadKind::kRandom: return "random";
+    case WorkloadKind::kMultiTurn: return "multiturn";
+    case WorkloadKind::kSystemPrompt: return "system_prompt";
+  }
+  return "random";
+}
+
 namespace {
 
 // ShareGPT conversations have log-normal-ish lengths: prompts of a few
@@ -43,7 +61,9 @@ int32_t ShareGptLength(std::mt19937_64& g, bool input, int32_t max) {
   return std::clamp(static_cast<int32_t>(std::lround(d(g))), 4, max);
 }
 
-int32_t Draw(const LengthSpec& s, std::mt19937_64& g, bool input, int32_t max) {
+}  // namespace
+
+int32_t DrawLength(const LengthSpec& s, std::mt19937_64& g, bool input, int32_t max) {
   switch (s.kind) {
     case LengthSpec::Kind::kFixed: return s.lo;
     case LengthSpec::Kind::kUniform: return std::uniform_int_distribution<int32_t>(s.lo, s.hi)(g);
@@ -52,7 +72,7 @@ int32_t Draw(const LengthSpec& s, std::mt19937_64& g, bool input, int32_t max) {
   return s.lo;
 }
 
-std::vector<int32_t> RandomPrompt(std::mt19937_64& g, int32_t n, int64_t vocab) {
+std::vector<int32_t> RandomTokens(std::mt19937_64& g, int32_t n, int64_t vocab) {
   // Ids from the lower part of the vocabulary: real tokens, no specials.
   std::uniform_int_distribution<int32_t> id(0, static_cast<int32_t>(std::max<int64_t>(1, vocab * 3 / 4) - 1));
   std::vector<int32_t> p(static_cast<size_t>(n));
@@ -60,9 +80,9 @@ std::vector<int32_t> RandomPrompt(std::mt19937_64& g, int32_t n, int64_t vocab) 
   return p;
 }
 
-}  // namespace
-
 absl::StatusOr<std::vector<BenchRequest>> MakeWorkload(const WorkloadOptions& o) {
+  if (o.kind == WorkloadKind::kMultiTurn) return MakeMultiTurnWorkload(o);
+  if (o.kind == WorkloadKind::kSystemPrompt) return MakeSystemPromptWorkload(o);
   std::mt19937_64 g(o.seed);
   std::vector<BenchRequest> out;
   if (!o.dataset.empty()) {
@@ -82,7 +102,7 @@ absl::StatusOr<std::vector<BenchRequest>> MakeWorkload(const WorkloadOptions& o)
       if (j.contains("prompt_token_ids")) {
         r.prompt = j["prompt_token_ids"].get<std::vector<int32_t>>();
       } else if (j.contains("prompt_tokens")) {
-        r.prompt = RandomPrompt(g, j["prompt_tokens"].get<int32_t>(), o.vocab_size);
+        r.prompt = RandomTokens(g, j["prompt_tokens"].get<int32_t>(), o.vocab_size);
       } else {
         return absl::InvalidArgumentError(absl::StrCat(o.dataset, ":", line_no, ": needs prompt_tokens or prompt_token_ids"));
       }
@@ -98,8 +118,8 @@ absl::StatusOr<std::vector<BenchRequest>> MakeWorkload(const WorkloadOptions& o)
   }
   for (int i = 0; i < o.num_requests; ++i) {
     BenchRequest r;
-    r.prompt = RandomPrompt(g, Draw(o.input, g, true, o.max_input), o.vocab_size);
-    r.output_tokens = Draw(o.output, g, false, o.max_output);
+    r.prompt = RandomTokens(g, DrawLength(o.input, g, true, o.max_input), o.vocab_size);
+    r.output_tokens = DrawLength(o.output, g, false, o.max_output);
     out.push_back(std::move(r));
   }
   return out;

@@ -23,10 +23,10 @@ TEST(RunStatsTest, PercentilesInterpolateLikeNumpy) {
 TEST(RunStatsTest, AttainmentCountsFailedRequestsAsMisses) {
   LoadResult r;
   r.duration = 2.0;
-  RequestRecord fast{true, "", 0, {0.1, 0.15, 0.2}, 10};
-  RequestRecord slow_ttft{true, "", 0, {2.0, 2.05}, 10};
-  RequestRecord slow_tpot{true, "", 0, {0.1, 0.5, 0.9}, 10};
-  RequestRecord failed{false, "boom", 0, {}, 10};
+  RequestRecord fast{true, "", 0, {0.1, 0.15, 0.2}, 10, {}, {}};
+  RequestRecord slow_ttft{true, "", 0, {2.0, 2.05}, 10, {}, {}};
+  RequestRecord slow_tpot{true, "", 0, {0.1, 0.5, 0.9}, 10, {}, {}};
+  RequestRecord failed{false, "boom", 0, {}, 10, {}, {}};
   r.records = {fast, slow_ttft, slow_tpot, failed};
   const RunStats s = ComputeStats(r, SloTargets{1.0, 0.1});
   EXPECT_EQ(s.completed, 3);
