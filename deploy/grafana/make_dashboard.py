@@ -128,6 +128,27 @@ panel("KV transfer time", quantiles("tandem_kv_transfer_time_seconds"), "s", 8)
 panel("Prefill batch time", quantiles("tandem_prefill_batch_time_seconds"), "s", 16)
 y[0] += 8
 
+row("Prefix cache")
+panel("Prefix cache hit rate", [
+    (f'sum(rate(tandem_router_routed_prefix_hit_tokens_total{{{SEL}}}[$__rate_interval])) / '
+     f'sum(rate(tandem_router_routed_prompt_tokens_total{{{SEL}}}[$__rate_interval]))', "routed (router's prediction)"),
+], "percentunit", 0,
+      description="Share of prompt tokens the router expected the chosen worker to hold in its prefix cache "
+                  "when it placed the requests (its prefix index, fed by the workers' block events).")
+panel("Time to first token by prefix hit", [
+    (f'histogram_quantile({q}, sum by (le, prefix_cache) (rate(tandem_router_ttft_by_prefix_seconds_bucket{{{SEL}}}[$__rate_interval])))',
+     f"p{int(q * 100)} {{{{prefix_cache}}}}") for q in (0.5, 0.9)
+] + [
+    (f'sum by (prefix_cache) (rate(tandem_router_ttft_by_prefix_seconds_count{{{SEL}}}[$__rate_interval]))',
+     "{{prefix_cache}} req/s"),
+], "s", 8,
+      description="TTFT of requests placed on a worker predicted to hold a prefix of the prompt (hit) and of the rest (miss).")
+panel("Router prefix index", [
+    (f'max(tandem_router_prefix_index_blocks{{{SEL}}})', "block keys indexed"),
+], "short", 16,
+      description="Distinct KV block keys the router knows some worker caches.")
+y[0] += 8
+
 dashboard = {
     "__inputs": [{"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource",
                   "pluginId": "prometheus", "pluginName": "Prometheus"}],
