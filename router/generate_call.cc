@@ -91,7 +91,7 @@ class CancelWatcher {
 
 }  // namespace
 
-DownstreamCanceller::DownstreamCanceller(grpc::ServerContext* server) : server_(server) {
+DownstreamCanceller::DownstreamCanceller(const GenerateSink* client) : client_(client) {
   CancelWatcher::Get().Add(this);
 }
 
@@ -99,7 +99,7 @@ DownstreamCanceller::~DownstreamCanceller() { CancelWatcher::Get().Remove(this);
 
 void DownstreamCanceller::Poll() {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!gone_ && server_->IsCancelled()) {
+  if (!gone_ && client_->IsCancelled()) {
     gone_ = true;
     if (active_ != nullptr) active_->TryCancel();
   }
@@ -118,21 +118,19 @@ void DownstreamCanceller::Detach() {
 
 bool DownstreamCanceller::client_gone() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return gone_ || server_->IsCancelled();
+  return gone_ || client_->IsCancelled();
 }
 
-GenerateCall::GenerateCall(RouterContext& router, grpc::ServerContext* ctx, const v1::GenerateRequest& req,
-                           grpc::ServerWriter<v1::GenerateResponse>* writer, absl::Time arrival)
-    : router_(router), ctx_(ctx), req_(req), writer_(writer), canceller_(ctx), arrival_(arrival) {}
+GenerateCall::GenerateCall(RouterContext& router, GenerateSink& sink, const v1::GenerateRequest& req,
+                           absl::Time arrival)
+    : router_(router), sink_(sink), req_(req), canceller_(&sink), arrival_(arrival) {}
 
 absl::Status GenerateCall::Prepare() {
   // The edge: sizes first, before anything is tokenized or forwarded.
   if (absl::Status s = ValidateRequestId(req_.request_id()); !s.ok()) return s;
   request_id_ = req_.request_id().empty() ? absl::StrCat("req-", router_.next_request.fetch_add(1))
                                           : req_.request_id();
-  client_deadline_ = ctx_->deadline() == std::chrono::system_clock::time_point::max()
-                         ? absl::InfiniteFuture()
-                         : absl::FromChrono(ctx_->deadline());
+  client_deadline_ = sink_.deadline();
   const ModelConfig& m = router_.model;
   switch (req_.prompt_case()) {
     case v1::GenerateRequest::kText:
@@ -438,10 +436,10 @@ grpc::Status GenerateCall::Run() {
   if (AddToken(presp.first_token(), &first)) {
     Release(*placement);
     Finish(&first);
-    writer_->Write(first);
+    sink_.Write(first);
     return grpc::Status::OK;
   }
-  if (!writer_->Write(first)) {
+  if (!sink_.Write(first)) {
     Release(*placement);
     return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
   }
@@ -557,7 +555,7 @@ grpc::Status GenerateCall::Relay(const WorkerView& worker, const v1::DecodeReque
       }
     }
     if (finished) Finish(&out);
-    if (!writer_->Write(out)) {
+    if (!sink_.Write(out)) {
       dc.TryCancel();
       canceller_.Detach();
       reader->Finish();

@@ -17,28 +17,30 @@
 #include "common/sampling/sampling_params.h"
 #include "common/sampling/stop_checker.h"
 #include "common/tokenizer/tokenizer.h"
+#include "router/generate_sink.h"
 #include "router/generation_service.h"
 
 namespace tandem::router {
 
 // Cancels the downstream call in progress when the client cancels (or its
-// deadline passes): the sync gRPC API has no callback for that, so one
-// process-wide watcher thread polls every live canceller's server context
+// deadline passes): neither the sync gRPC API nor the HTTP server has a
+// callback for that, so one process-wide watcher thread polls every live
+// canceller's sink
 // (a thread per request was a thousand threads waking 100 times a second
 // under a burst).
 class DownstreamCanceller {
  public:
-  explicit DownstreamCanceller(grpc::ServerContext* server);
+  explicit DownstreamCanceller(const GenerateSink* client);
   ~DownstreamCanceller();
   void Attach(grpc::ClientContext* client);
   void Detach();
   bool client_gone() const;
   // The watcher's check: marks the client gone and cancels the active
-  // downstream call once the server context is cancelled.
+  // downstream call once the sink says the client is gone.
   void Poll();
 
  private:
-  grpc::ServerContext* server_;
+  const GenerateSink* client_;
   mutable std::mutex mu_;
   grpc::ClientContext* active_ = nullptr;
   bool gone_ = false;
@@ -48,8 +50,9 @@ class GenerateCall {
  public:
   // `arrival`: when the router received it (before any wait in the
   // admission queue), where TTFT is counted from.
-  GenerateCall(RouterContext& router, grpc::ServerContext* ctx, const v1::GenerateRequest& req,
-               grpc::ServerWriter<v1::GenerateResponse>* writer, absl::Time arrival = absl::Now());
+  // Responses go to `sink` (gRPC stream or HTTP), which outlives the call.
+  GenerateCall(RouterContext& router, GenerateSink& sink, const v1::GenerateRequest& req,
+               absl::Time arrival = absl::Now());
   grpc::Status Run();
   // Counts the request's outcome and, when it succeeded, its latencies and
   // SLO attainment.
@@ -103,9 +106,8 @@ class GenerateCall {
   bool WorkerReachable(const WorkerView& w) const;
 
   RouterContext& router_;
-  grpc::ServerContext* ctx_;
+  GenerateSink& sink_;
   const v1::GenerateRequest& req_;
-  grpc::ServerWriter<v1::GenerateResponse>* writer_;
   DownstreamCanceller canceller_;
 
   std::string request_id_;

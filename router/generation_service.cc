@@ -33,6 +33,16 @@ int32_t GenerationServiceImpl::MaxRunning() const {
 
 grpc::Status GenerationServiceImpl::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                              grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  GrpcGenerateSink sink(ctx, writer);
+  return Serve(*req, sink);
+}
+
+bool GenerationServiceImpl::CanPlace() const {
+  return ctx_.registry->CountLive(v1::WORKER_ROLE_DECODE) + ctx_.registry->CountLive(v1::WORKER_ROLE_AGGREGATED) > 0;
+}
+
+grpc::Status GenerationServiceImpl::Serve(const v1::GenerateRequest& request, GenerateSink& sink) {
+  const v1::GenerateRequest* req = &request;
   // Overload: past the in-flight limit requests wait in a bounded queue,
   // by priority, then TTFT deadline; refused only when it is full or
   // their deadline cannot be met.
@@ -41,8 +51,8 @@ grpc::Status GenerationServiceImpl::Generate(grpc::ServerContext* ctx, const v1:
   r.priority = req->priority();
   const double ttft = req->slo().has_ttft_seconds() ? req->slo().ttft_seconds() : ctx_.config.slo_ttft_seconds;
   r.ttft_deadline = arrival + absl::Seconds(ttft);
-  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) r.deadline = absl::FromChrono(ctx->deadline());
-  r.client_gone = [ctx] { return ctx->IsCancelled(); };
+  if (sink.deadline() != absl::InfiniteFuture()) r.deadline = sink.deadline();
+  r.client_gone = [&sink] { return sink.IsCancelled(); };
   ctx_.metrics->requests_waiting->Increment();
   absl::StatusOr<AdmissionQueue::Ticket> ticket = admission_.Enter(r);
   ctx_.metrics->requests_waiting->Decrement();
@@ -56,7 +66,7 @@ grpc::Status GenerationServiceImpl::Generate(grpc::ServerContext* ctx, const v1:
     return s;
   }
   ctx_.metrics->requests_running->Increment();
-  GenerateCall call(ctx_, ctx, *req, writer, arrival);
+  GenerateCall call(ctx_, sink, *req, arrival);
   grpc::Status s = call.Run();
   call.RecordOutcome(s);
   ctx_.metrics->requests_running->Decrement();
@@ -90,7 +100,7 @@ grpc::Status GenerationServiceImpl::Detokenize(grpc::ServerContext*, const v1::D
 grpc::Status GenerationServiceImpl::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*,
                                                  v1::ModelInfo* resp) {
   const ModelConfig& m = ctx_.model;
-  resp->set_name(ctx_.model_name);
+  resp->set_name(ctx_.served_model_name.empty() ? ctx_.model_name : ctx_.served_model_name);
   resp->set_architecture(m.architecture);
   resp->set_vocab_size(m.vocab_size);
   resp->set_max_context_length(m.max_position_embeddings);

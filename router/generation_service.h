@@ -11,6 +11,7 @@
 #include "common/model/model_config.h"
 #include "common/tokenizer/tokenizer.h"
 #include "router/admission_queue.h"
+#include "router/generate_sink.h"
 #include "router/placement_metrics.h"
 #include "router/placement_policy.h"
 #include "router/prefix_index.h"
@@ -24,6 +25,9 @@ namespace tandem::router {
 struct RouterContext {
   RouterConfig config;
   std::string model_name;
+  // What clients see as the model's name (GetModelInfo, the HTTP API):
+  // --served_model_name, else model_name.
+  std::string served_model_name;
   ModelConfig model;
   std::unique_ptr<Tokenizer> tokenizer;
   std::vector<int32_t> eos_ids;
@@ -51,6 +55,14 @@ class GenerationServiceImpl final : public v1::GenerationService::Service {
                           v1::DetokenizeResponse* resp) override;
   grpc::Status GetModelInfo(grpc::ServerContext* ctx, const v1::GetModelInfoRequest* req,
                             v1::ModelInfo* resp) override;
+
+  // One request through admission and a GenerateCall, its responses
+  // written to `sink`: what Generate does for the gRPC stream and the HTTP
+  // API (router/http) for its own. Blocks the calling thread until done.
+  grpc::Status Serve(const v1::GenerateRequest& req, GenerateSink& sink);
+  // Whether a request could be placed now: a live decode or aggregated
+  // worker (the HTTP /health and the gRPC health status follow it).
+  bool CanPlace() const;
 
  private:
   // The in-flight limit: --max_inflight_requests, or from the live

@@ -88,6 +88,7 @@ absl::Status Run(const RouterConfig& c) {
   if (ctx.eos_ids.empty()) ctx.eos_ids = ctx.tokenizer->eos_ids();
 
   const std::string served = c.served_model_name.empty() ? ctx.model_name : c.served_model_name;
+  ctx.served_model_name = served;
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<MetricsServer> metrics_server,
                           MetricsServer::Start(c.metrics_listen, {{"model", served}, {"role", "router"}}));
   RouterMetrics metrics(*metrics_server);

@@ -9,6 +9,7 @@ PACKAGES=(
   libabsl-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libucx-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev nlohmann-json3-dev libpcre2-dev libicu-dev
+  libcpp-httplib-dev  # the router's OpenAI-compatible HTTP API (router/http)
   prometheus
   nodejs npm
   clang-14 libclang-rt-14-dev  # the fuzz targets and sanitizer passes: libFuzzer and the sanitizer runtimes are in the rt package
