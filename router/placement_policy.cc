@@ -34,8 +34,13 @@ PlacementOptions PlacementOptionsFrom(const RouterConfig& config) {
   return o;
 }
 
-PlacementPolicy::PlacementPolicy(PlacementOptions options, WorkerRegistry& registry, const PrefixIndex* index)
+PlacementPolicy::PlacementPolicy(PlacementOptions options, WorkerRegistry& registry, PrefixIndex* index)
     : options_(options), registry_(registry), index_(index) {}
+
+void PlacementPolicy::Predict(const WorkerView& worker, std::span<const BlockHash> keys) {
+  if (options_.mode != PlacementMode::kCacheAware || index_ == nullptr || keys.empty()) return;
+  index_->Predict(worker.id, keys, absl::Now());
+}
 
 std::vector<int32_t> PlacementPolicy::Matches(std::span<const BlockHash> keys,
                                               std::span<const WorkerView* const> candidates) const {
@@ -103,7 +108,10 @@ absl::StatusOr<WorkerView> PlacementPolicy::PickDecode(std::span<const BlockHash
     return best;
   };
   absl::StatusOr<WorkerView> w = registry_.Claim(role, blocks_needed, choose);
-  if (w.ok()) w->cached_prefix_blocks = cached;
+  if (!w.ok()) return w;
+  w->cached_prefix_blocks = cached;
+  // It receives (or computes) every block of the prompt.
+  Predict(*w, keys);
   return w;
 }
 
@@ -144,7 +152,9 @@ absl::StatusOr<WorkerView> PlacementPolicy::PickPrefill(std::span<const BlockHas
     return best;
   };
   absl::StatusOr<WorkerView> w = registry_.Claim(v1::WORKER_ROLE_PREFILL, prompt_tokens, choose);
-  if (w.ok()) w->cached_prefix_blocks = cached;
+  if (!w.ok()) return w;
+  w->cached_prefix_blocks = cached;
+  Predict(*w, keys);
   return w;
 }
 

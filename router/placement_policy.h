@@ -18,7 +18,9 @@
 //
 // Thread-safe; each Pick claims the chosen worker's router-side load in
 // the registry under the registry's lock, so two requests placed at once
-// see each other.
+// see each other. In cache_aware mode each Pick also tells the index that
+// the chosen worker will hold the prompt's blocks (PrefixIndex::Predict),
+// so a conversation's next turn finds them before the worker's events do.
 #pragma once
 
 #include <atomic>
@@ -47,7 +49,7 @@ PlacementOptions PlacementOptionsFrom(const RouterConfig& config);
 class PlacementPolicy {
  public:
   // `index` may be null: cache_aware then scores by load only.
-  PlacementPolicy(PlacementOptions options, WorkerRegistry& registry, const PrefixIndex* index);
+  PlacementPolicy(PlacementOptions options, WorkerRegistry& registry, PrefixIndex* index);
 
   // A decode worker (or, with `role`, an aggregated one) that can hold
   // `blocks_needed`. `keys`: the prompt's full-block keys. RESOURCE_EXHAUSTED
@@ -74,7 +76,10 @@ class PlacementPolicy {
 
   const PlacementOptions options_;
   WorkerRegistry& registry_;
-  const PrefixIndex* index_;
+  // Notes that `worker` will hold `keys` (cache_aware with an index only).
+  void Predict(const WorkerView& worker, std::span<const BlockHash> keys);
+
+  PrefixIndex* index_;
   std::atomic<uint64_t> round_robin_{0};
 };
 

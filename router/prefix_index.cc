@@ -13,7 +13,48 @@ void BlockKeyToProto(const BlockHash& key, v1::BlockKey* out) {
   out->set_lo(key.lo);
 }
 
-PrefixIndex::PrefixIndex(absl::Duration stale_after) : stale_after_(stale_after) {}
+PrefixIndex::PrefixIndex(absl::Duration stale_after, absl::Duration predicted_ttl)
+    : stale_after_(stale_after), predicted_ttl_(predicted_ttl) {}
+
+void PrefixIndex::Unpredict(WorkerState& w, const BlockHash& key) {
+  if (w.predicted.erase(key) == 0) return;
+  auto it = predicted_.find(key);
+  if (it == predicted_.end()) return;
+  auto& slots = it->second;
+  slots.erase(std::remove_if(slots.begin(), slots.end(),
+                             [&](const std::pair<Slot, absl::Time>& p) { return p.first == w.slot; }),
+              slots.end());
+  if (slots.empty()) predicted_.erase(it);
+}
+
+void PrefixIndex::LapsePredictions(WorkerState& w, absl::Time now) {
+  std::vector<BlockHash> lapsed;
+  for (const auto& [key, until] : w.predicted) {
+    if (until <= now) lapsed.push_back(key);
+  }
+  for (const BlockHash& key : lapsed) Unpredict(w, key);
+}
+
+void PrefixIndex::Predict(const std::string& worker, std::span<const BlockHash> keys, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(worker);
+  if (it == workers_.end() || !it->second.in_step) return;
+  WorkerState& w = it->second;
+  const absl::Time until = now + predicted_ttl_;
+  for (const BlockHash& key : keys) {
+    if (w.keys.contains(key)) continue;
+    auto [p, inserted] = w.predicted.try_emplace(key, until);
+    auto& slots = predicted_[key];
+    if (inserted) {
+      slots.emplace_back(w.slot, until);
+    } else {
+      p->second = until;
+      for (auto& s : slots) {
+        if (s.first == w.slot) s.second = until;
+      }
+    }
+  }
+}
 
 void PrefixIndex::AddKey(WorkerState& w, const BlockHash& key) {
   if (!w.keys.insert(key).second) return;
@@ -45,7 +86,9 @@ bool PrefixIndex::Apply(const std::string& worker, const v1::KvBlockEvents& even
   auto [it, inserted] = workers_.try_emplace(worker);
   WorkerState& w = it->second;
   if (inserted) w.slot = next_slot_++;
+  LapsePredictions(w, now);
   if (events.full_set()) {
+    // Predictions stay: the requests behind them may still be computing.
     ClearKeys(w);
     for (const v1::BlockKey& k : events.stored()) AddKey(w, BlockKeyFromProto(k));
     w.in_step = true;
@@ -65,8 +108,14 @@ bool PrefixIndex::Apply(const std::string& worker, const v1::KvBlockEvents& even
   }
   // Removals first: a key removed and stored again within one batch is
   // reported in both lists and is held.
-  for (const v1::BlockKey& k : events.removed()) RemoveKey(w, BlockKeyFromProto(k));
-  for (const v1::BlockKey& k : events.stored()) AddKey(w, BlockKeyFromProto(k));
+  for (const v1::BlockKey& k : events.removed()) {
+    RemoveKey(w, BlockKeyFromProto(k));
+    Unpredict(w, BlockKeyFromProto(k));
+  }
+  for (const v1::BlockKey& k : events.stored()) {
+    AddKey(w, BlockKeyFromProto(k));
+    Unpredict(w, BlockKeyFromProto(k));
+  }
   w.next_sequence = events.sequence() + 1;
   w.last_batch = now;
   return false;
@@ -77,6 +126,7 @@ void PrefixIndex::RemoveWorker(const std::string& worker) {
   auto it = workers_.find(worker);
   if (it == workers_.end()) return;
   ClearKeys(it->second);
+  LapsePredictions(it->second, absl::InfiniteFuture());
   workers_.erase(it);
 }
 
@@ -101,13 +151,20 @@ std::vector<int32_t> PrefixIndex::MatchPrefix(std::span<const BlockHash> keys, s
     if (it != workers_.end() && FreshLocked(it->second, now)) open.emplace_back(it->second.slot, i);
   }
   for (size_t depth = 0; depth < keys.size() && !open.empty(); ++depth) {
-    auto it = holders_.find(keys[depth]);
-    if (it == holders_.end()) break;
-    const auto& slots = it->second;
+    auto held = holders_.find(keys[depth]);
+    auto guessed = predicted_.find(keys[depth]);
+    auto holds = [&](Slot slot) {
+      if (held != holders_.end() && std::find(held->second.begin(), held->second.end(), slot) != held->second.end()) {
+        return true;
+      }
+      if (guessed == predicted_.end()) return false;
+      for (const auto& [s, until] : guessed->second) {
+        if (s == slot && until > now) return true;
+      }
+      return false;
+    };
     // Those not holding this key end here; the rest match one more block.
-    std::erase_if(open, [&](const std::pair<Slot, size_t>& c) {
-      return std::find(slots.begin(), slots.end(), c.first) == slots.end();
-    });
+    std::erase_if(open, [&](const std::pair<Slot, size_t>& c) { return !holds(c.first); });
     for (const auto& c : open) matched[c.second] = static_cast<int32_t>(depth + 1);
   }
   return matched;
@@ -116,6 +173,12 @@ std::vector<int32_t> PrefixIndex::MatchPrefix(std::span<const BlockHash> keys, s
 size_t PrefixIndex::NumKeys() const {
   absl::ReaderMutexLock lock(&mu_);
   return holders_.size();
+}
+
+size_t PrefixIndex::NumPredictedOf(const std::string& worker) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = workers_.find(worker);
+  return it == workers_.end() ? 0 : it->second.predicted.size();
 }
 
 size_t PrefixIndex::NumKeysOf(const std::string& worker) const {

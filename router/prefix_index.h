@@ -14,6 +14,12 @@
 // router asks for in the report's response. A worker out of step, or whose
 // last batch is older than `stale_after`, is stale: placement scores it by
 // load only.
+//
+// Events trail the work by up to a report interval, and a conversation's
+// next turn often comes sooner. So the router also predicts: the prompt
+// blocks of a request it placed count as held by that worker (Predict)
+// until the worker's events confirm or remove them, or `predicted_ttl`
+// passes without either (the request failed, or was never cached).
 #pragma once
 
 #include <cstdint>
@@ -35,7 +41,7 @@ namespace tandem::router {
 // Thread-safe: report handlers apply events while request threads match.
 class PrefixIndex {
  public:
-  explicit PrefixIndex(absl::Duration stale_after);
+  PrefixIndex(absl::Duration stale_after, absl::Duration predicted_ttl);
 
   // Applies one report's batch from `worker`. Returns true when the router
   // must ask the worker for its full set (gap, or not in step yet); the
@@ -43,6 +49,9 @@ class PrefixIndex {
   bool Apply(const std::string& worker, const v1::KvBlockEvents& events, absl::Time now);
   // Forgets a worker (it left placement, or registered again under a new id).
   void RemoveWorker(const std::string& worker);
+  // The router placed a prompt whose full-block keys are `keys` on
+  // `worker` (in step only: a stale worker's matches are not used anyway).
+  void Predict(const std::string& worker, std::span<const BlockHash> keys, absl::Time now);
 
   // Per worker in `workers`, the number of leading keys of `keys` it holds
   // (0 for a stale or unknown worker), in the order of `workers`.
@@ -53,7 +62,8 @@ class PrefixIndex {
 
   // For tests and logs.
   size_t NumKeys() const;
-  size_t NumKeysOf(const std::string& worker) const;
+  size_t NumKeysOf(const std::string& worker) const;  // confirmed by events
+  size_t NumPredictedOf(const std::string& worker) const;
 
  private:
   using Slot = uint32_t;  // a worker's dense number, so a key's holders are small
@@ -63,16 +73,24 @@ class PrefixIndex {
     uint64_t next_sequence = 0;
     absl::Time last_batch = absl::InfinitePast();
     absl::flat_hash_set<BlockHash> keys;
+    // Predicted, not confirmed yet: key -> when the prediction lapses.
+    absl::flat_hash_map<BlockHash, absl::Time> predicted;
   };
   bool FreshLocked(const WorkerState& w, absl::Time now) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void AddKey(WorkerState& w, const BlockHash& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveKey(WorkerState& w, const BlockHash& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ClearKeys(WorkerState& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Unpredict(WorkerState& w, const BlockHash& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops `w`'s predictions that lapsed by `now` (all of them with InfiniteFuture).
+  void LapsePredictions(WorkerState& w, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const absl::Duration stale_after_;
+  const absl::Duration predicted_ttl_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, WorkerState> workers_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<BlockHash, absl::InlinedVector<Slot, 4>> holders_ ABSL_GUARDED_BY(mu_);
+  // The same for predictions, each with its lapse time.
+  absl::flat_hash_map<BlockHash, absl::InlinedVector<std::pair<Slot, absl::Time>, 2>> predicted_ ABSL_GUARDED_BY(mu_);
   Slot next_slot_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

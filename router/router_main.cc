@@ -98,7 +98,10 @@ absl::Status Run(const RouterConfig& c) {
 
   PlacementMetrics placement_metrics(*metrics_server);
   ctx.placement_metrics = &placement_metrics;
-  PrefixIndex prefix_index(absl::Seconds(c.report_interval_seconds * c.prefix_index_stale_reports));
+  // A placed prompt counts as cached on its worker until the worker's
+  // events say so, for long enough to cover a prefill queued behind others.
+  PrefixIndex prefix_index(absl::Seconds(c.report_interval_seconds * c.prefix_index_stale_reports),
+                           std::max(absl::Seconds(10), absl::Seconds(c.report_interval_seconds * 20)));
   ctx.prefix_index = &prefix_index;
   WorkerRegistryOptions ro;
   ro.model_name = ctx.model_name;

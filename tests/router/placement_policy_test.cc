@@ -33,7 +33,7 @@ PlacementOptions Mode(PlacementMode mode) {
 
 class PlacementPolicyTest : public ::testing::Test {
  protected:
-  PlacementPolicyTest() : registry_(Options()), index_(absl::Seconds(10)) {}
+  PlacementPolicyTest() : registry_(Options()), index_(absl::Seconds(10), absl::Seconds(10)) {}
   static WorkerRegistryOptions Options() {
     WorkerRegistryOptions o;
     o.model_name = "m";
@@ -82,24 +82,30 @@ TEST_F(PlacementPolicyTest, CacheAwarePrefersTheCachedPrefixUnlessTheLoadGapIsLa
   EXPECT_EQ(w->id, b);
   EXPECT_EQ(w->cached_prefix_blocks, 0) << "load mode predicts no hit";
   registry_.Done(b, 11);
-  // With a's load far above b's, the prefix no longer pays.
+  // With a's load far above b's, the prefix pays only at a heavier weight.
   v1::LoadReport r;
   r.set_worker_id(a);
   r.set_kv_blocks_free(70);
   registry_.Report(r);
-  EXPECT_EQ(cache.PickDecode(keys_, 11)->id, b);
-  registry_.Done(b, 11);
-  // Heavier prefix weight: back to a.
   PlacementOptions heavy = Mode(PlacementMode::kCacheAware);
   heavy.prefix_weight = 4;
   PlacementPolicy prefix_heavy(heavy, registry_, &index_);
   EXPECT_EQ(prefix_heavy.PickDecode(keys_, 11)->id, a);
+  registry_.Done(a, 11);
   EXPECT_EQ(prefix_heavy.BestCachedPrefix(keys_, v1::WORKER_ROLE_DECODE), 10);
+  EXPECT_EQ(index_.NumPredictedOf(b), 0u);
+  w = cache.PickDecode(keys_, 11);
+  EXPECT_EQ(w->id, b);
+  registry_.Done(b, 11);
+  // b will hold the prompt's blocks: the next request with this prefix
+  // finds them there before b's events say so.
+  EXPECT_EQ(index_.NumPredictedOf(b), keys_.size());
+  EXPECT_EQ(cache.PickDecode(keys_, 11)->cached_prefix_blocks, 10);
   EXPECT_EQ(load.BestCachedPrefix(keys_, v1::WORKER_ROLE_DECODE), 0);
 }
 
 TEST_F(PlacementPolicyTest, AStaleWorkerCompetesOnLoadOnly) {
-  PrefixIndex quick(absl::Milliseconds(1));
+  PrefixIndex quick(absl::Milliseconds(1), absl::Seconds(10));
   const std::string a = Add("h:1", v1::WORKER_ROLE_AGGREGATED, 90);
   const std::string b = Add("h:2", v1::WORKER_ROLE_AGGREGATED, 95);
   v1::KvBlockEvents e;

@@ -28,7 +28,7 @@ v1::KvBlockEvents Batch(uint64_t sequence, bool full, std::span<const BlockHash>
 class PrefixIndexTest : public ::testing::Test {
  protected:
   const absl::Time t0_ = absl::Now();
-  PrefixIndex index_{absl::Seconds(2)};
+  PrefixIndex index_{absl::Seconds(2), absl::Seconds(5)};
   // Two prompts sharing their first 3 of 8 blocks.
   const std::vector<BlockHash> a_ = HashFullBlocks(Tokens(128, 0), 16, "");
   const std::vector<BlockHash> b_ = [] {
@@ -109,6 +109,29 @@ TEST_F(PrefixIndexTest, RemovingAWorkerDropsItsKeys) {
   ASSERT_FALSE(index_.Apply("w2", Batch(1, true, {}), t0_));
   ASSERT_FALSE(index_.Apply("w2", Batch(2, false, std::span(a_).first(1), std::span(a_).first(1)), t0_));
   EXPECT_EQ(index_.NumKeysOf("w2"), 1u);
+}
+
+TEST_F(PrefixIndexTest, PredictionsCountUntilConfirmedRemovedOrLapsed) {
+  ASSERT_FALSE(index_.Apply("w0", Batch(1, true, {}), t0_));
+  ASSERT_FALSE(index_.Apply("w1", Batch(1, true, {}), t0_));
+  index_.Predict("w0", a_, t0_);
+  index_.Predict("w2", a_, t0_);  // unknown (never in step): ignored
+  EXPECT_EQ(index_.MatchPrefix(a_, workers_, t0_), (std::vector<int32_t>{8, 0, 0}));
+  // Confirmed blocks stay after the prediction would have lapsed.
+  ASSERT_FALSE(index_.Apply("w0", Batch(2, false, std::span(a_).first(5)), t0_ + absl::Seconds(1)));
+  EXPECT_EQ(index_.NumPredictedOf("w0"), 3u);
+  EXPECT_EQ(index_.MatchPrefix(a_, workers_, t0_ + absl::Seconds(1))[0], 8);
+  // A removal ends a prediction too.
+  ASSERT_FALSE(index_.Apply("w0", Batch(3, false, {}, std::span(a_).subspan(6, 1)), t0_ + absl::Seconds(1)));
+  EXPECT_EQ(index_.MatchPrefix(a_, workers_, t0_ + absl::Seconds(1))[0], 6);
+  // Unconfirmed ones lapse after 5 s (fresh batches keep w0 in play).
+  ASSERT_FALSE(index_.Apply("w0", Batch(4, false, {}), t0_ + absl::Seconds(6)));
+  EXPECT_EQ(index_.NumPredictedOf("w0"), 0u);
+  EXPECT_EQ(index_.MatchPrefix(a_, workers_, t0_ + absl::Seconds(6))[0], 5);
+  // Predictions on a worker out of step are not made.
+  EXPECT_TRUE(index_.Apply("w1", Batch(9, false, {}), t0_));
+  index_.Predict("w1", b_, t0_);
+  EXPECT_EQ(index_.NumPredictedOf("w1"), 0u);
 }
 
 }  // namespace

@@ -125,6 +125,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
   TANDEM_ASSIGN_OR_RETURN(auto ports, c->WaitForPortFile(router_port, c->router_));
   c->router_address_ = absl::StrCat("127.0.0.1:", ports.first);
   c->metrics_addresses_.push_back(absl::StrCat("127.0.0.1:", ports.second));
+  c->router_args_ = router_args;
 
   std::vector<std::string> metrics_by_role;
   auto start_workers = [&](const std::string& role, const std::string& binary, int n,
@@ -233,6 +234,20 @@ absl::StatusOr<int> LocalCluster::Terminate(const std::string& name, absl::Durat
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return WIFEXITED(ch->exit_status) ? WEXITSTATUS(ch->exit_status) : -1;
+}
+
+absl::Status LocalCluster::RestartRouter(const std::vector<std::string>& extra_args) {
+  TANDEM_RETURN_IF_ERROR(Terminate("router").status());
+  const std::string port_file = (fs::path(options_.run_dir) / "router.port").string();
+  std::filesystem::remove(port_file);
+  std::vector<std::string> args = router_args_;
+  // The old port, so that the workers' --router still names it.
+  args.push_back(absl::StrCat("--listen=", router_address_));
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  TANDEM_ASSIGN_OR_RETURN(router_, Spawn("router", "tandem-router", args));
+  TANDEM_ASSIGN_OR_RETURN(auto ports, WaitForPortFile(port_file, router_));
+  metrics_addresses_[0] = absl::StrCat("127.0.0.1:", ports.second);
+  return absl::OkStatus();
 }
 
 absl::Status ValidateLocalClusterOptions(const LocalClusterOptions& o) {

@@ -79,6 +79,12 @@ class LocalCluster {
   // signal).
   absl::StatusOr<int> Terminate(const std::string& name, absl::Duration timeout = absl::Seconds(30));
 
+  // Stops the router (SIGTERM) and starts a new one on the same port, with
+  // its flags and `extra_args` after them (a later flag wins); the workers
+  // find it at the old address and register again. Returns once it serves
+  // (its port file), not once the workers are back.
+  absl::Status RestartRouter(const std::vector<std::string>& extra_args = {});
+
   // True while every process is alive; else sets `who` to a dead one's name.
   bool AllAlive(std::string* who);
 
@@ -96,6 +102,7 @@ class LocalCluster {
   absl::StatusOr<std::pair<int, int>> WaitForPortFile(const std::string& path, const Child& child);
 
   LocalClusterOptions options_;
+  std::vector<std::string> router_args_;  // as started, for RestartRouter
   std::string router_address_;
   std::vector<std::string> prefill_addresses_, decode_addresses_, aggregated_addresses_, metrics_addresses_;
   Child router_;

@@ -108,7 +108,7 @@ class WorkerRegistrationTest : public ::testing::Test {
     return "";
   }
 
-  PrefixIndex index_{absl::Seconds(5)};
+  PrefixIndex index_{absl::Seconds(5), absl::Seconds(5)};
   std::unique_ptr<WorkerRegistry> registry_;
   std::unique_ptr<RegistryService> service_;
   std::unique_ptr<GrpcServer> server_;
