@@ -26,6 +26,7 @@
 #include "common/engine/scheduler_flags.h"
 #include "absl/flags/parse.h"
 #include "bench/gpu_ceilings/bench_util.h"
+#include "bench/tandem_bench/workload.h"
 #include "bench/gpu_ceilings/gpu_ceilings.h"
 #include "common/engine/engine.h"
 #include "common/engine/local_generator.h"
@@ -44,6 +45,12 @@ ABSL_FLAG(std::string, prefill_lengths, "512,2048,8192", "prompt lengths of the 
 ABSL_FLAG(int32_t, workload_requests, 256, "workload: requests (0 skips it)");
 ABSL_FLAG(int32_t, workload_prompt, 512, "workload: prompt tokens");
 ABSL_FLAG(int32_t, workload_output, 128, "workload: output tokens");
+ABSL_FLAG(std::string, workload_lengths, "",
+          "workload lengths as tandem-bench draws them: 'sharegpt' runs the very requests of `tandem-bench "
+          "--input_len sharegpt --output_len sharegpt --seed S --num_requests N` (N = --workload_requests), so the "
+          "engine's own throughput can be set beside the served system's; empty: every request "
+          "--workload_prompt/--workload_output");
+ABSL_FLAG(uint64_t, workload_seed, 1, "workload: tandem-bench's --seed (with --workload_lengths)");
 ABSL_FLAG(std::string, out, "engine_bench.json", "JSON results");
 
 namespace tandem {
@@ -82,6 +89,23 @@ std::vector<int32_t> RandomTokens(int64_t n, int64_t vocab, uint64_t seed) {
   std::vector<int32_t> t(static_cast<size_t>(n));
   for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint64_t>(std::min<int64_t>(vocab, 100000)));
   return t;
+}
+
+// tandem-bench's workload options for `lengths` ("sharegpt", "N" or
+// "LO:HI" for both prompt and output), as bench_main.cc sets them from
+// the router's ModelInfo.
+absl::StatusOr<bench::WorkloadOptions> BenchWorkloadOptions(const std::string& lengths, int32_t n,
+                                                            const ModelConfig& cfg) {
+  bench::WorkloadOptions w;
+  w.num_requests = n;
+  absl::StatusOr<bench::LengthSpec> in = bench::LengthSpec::Parse(lengths, "workload_lengths");
+  if (!in.ok()) return in.status();
+  w.input = w.output = *in;
+  w.vocab_size = cfg.vocab_size;
+  w.max_input = static_cast<int32_t>(std::max<int64_t>(16, cfg.max_position_embeddings / 2));
+  w.max_output = static_cast<int32_t>(std::max<int64_t>(16, cfg.max_position_embeddings / 4));
+  w.seed = absl::GetFlag(FLAGS_workload_seed);
+  return w;
 }
 
 // The workload's backend, timed: wall time inside Forward (host planning,
@@ -250,6 +274,7 @@ int Main() {
   // --- Workload through the continuous batcher ---
   const int32_t n = absl::GetFlag(FLAGS_workload_requests), p = absl::GetFlag(FLAGS_workload_prompt),
                 g = absl::GetFlag(FLAGS_workload_output);
+  const std::string lengths = absl::GetFlag(FLAGS_workload_lengths);
   if (n > 0) {
     auto timed_owner = std::make_unique<TimedBackend>(std::move(*backend));
     TimedBackend* timed = timed_owner.get();
@@ -257,11 +282,30 @@ int Main() {
     const LocalGeneratorOptions lo = SchedulerOptionsFromFlags(/*on_gpu=*/true);
     LocalGenerator gen(engine, *model->tokenizer, lo);
     std::vector<GenerationRequest> reqs(static_cast<size_t>(n));
-    for (int32_t i = 0; i < n; ++i) {
-      reqs[static_cast<size_t>(i)].prompt = RandomTokens(p, cfg.vocab_size, 1000 + static_cast<uint64_t>(i));
-      reqs[static_cast<size_t>(i)].sampling = greedy;
-      reqs[static_cast<size_t>(i)].stopping.max_new_tokens = g;
-      reqs[static_cast<size_t>(i)].stopping.ignore_eos = true;
+    int64_t prompt_tokens = 0, output_tokens = 0;
+    if (lengths.empty()) {
+      for (int32_t i = 0; i < n; ++i) {
+        reqs[static_cast<size_t>(i)].prompt = RandomTokens(p, cfg.vocab_size, 1000 + static_cast<uint64_t>(i));
+        reqs[static_cast<size_t>(i)].stopping.max_new_tokens = g;
+      }
+    } else {
+      // The requests tandem-bench sends with the same flags (its clamps
+      // come from the router's ModelInfo: half and a quarter of the
+      // model's context).
+      absl::StatusOr<bench::WorkloadOptions> wo = BenchWorkloadOptions(lengths, n, cfg);
+      BENCH_CHECK(wo.ok());
+      absl::StatusOr<std::vector<bench::BenchRequest>> drawn = bench::MakeWorkload(*wo);
+      BENCH_CHECK(drawn.ok());
+      for (int32_t i = 0; i < n; ++i) {
+        reqs[static_cast<size_t>(i)].prompt = (*drawn)[static_cast<size_t>(i)].prompt;
+        reqs[static_cast<size_t>(i)].stopping.max_new_tokens = (*drawn)[static_cast<size_t>(i)].output_tokens;
+      }
+    }
+    for (GenerationRequest& r : reqs) {
+      r.sampling = greedy;
+      r.stopping.ignore_eos = true;
+      prompt_tokens += static_cast<int64_t>(r.prompt.size());
+      output_tokens += r.stopping.max_new_tokens;
     }
     // Warm-up (graph capture, cuBLAS heuristics) on a copy of the shapes.
     {
@@ -280,6 +324,25 @@ int Main() {
                 static_cast<long long>(timed->mixed_steps), timed->mixed_s,
                 static_cast<long long>(timed->decode_steps), timed->decode_s,
                 timed->decode_s / std::max<int64_t>(1, timed->decode_steps) * 1e3, host_s);
+    if (!lengths.empty()) {
+      // Lengths vary, so no closed-form roofline; the compute floor is every
+      // prompt and output token through the matrices once at the GEMM rate.
+      const double floor_s =
+          static_cast<double>(prompt_tokens + output_tokens) * 2.0 * costs.matmul_params / gemm;
+      std::printf("workload %s x %d (%lld prompt, %lld output tokens): %.2f s, %.0f output tok/s; compute floor "
+                  "%.2f s (%.0f tok/s)\n",
+                  lengths.c_str(), n, static_cast<long long>(prompt_tokens), static_cast<long long>(output_tokens),
+                  wall, tokens / wall, floor_s, output_tokens / floor_s);
+      out["workload"] = {{"requests", n}, {"lengths", lengths}, {"seed", absl::GetFlag(FLAGS_workload_seed)},
+                         {"prompt_tokens", prompt_tokens}, {"output_tokens", tokens}, {"wall_s", wall},
+                         {"output_tokens_per_s", tokens / wall}, {"compute_floor_s", floor_s},
+                         {"max_batch_seen", gen.max_batch_seen()}, {"preemptions", gen.num_preemptions()},
+                         {"mixed_steps", timed->mixed_steps}, {"mixed_s", timed->mixed_s},
+                         {"decode_steps", timed->decode_steps}, {"decode_s", timed->decode_s},
+                         {"between_steps_s", host_s}};
+      std::ofstream(absl::GetFlag(FLAGS_out)) << out.dump(2) << "\n";
+      return 0;
+    }
     // Roofline: every prompt token through the matrices once, then each
     // decode step reads the weights once and every sequence's KV.
     const double prefill_flops = n * (2.0 * costs.matmul_params * p + 2.0 * costs.lm_head_params + AttentionFlops(cfg, p));
