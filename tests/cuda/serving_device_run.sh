@@ -18,13 +18,16 @@
 #   bash tests/cuda/serving_device_run.sh stage [BUILD_DIR]    # here
 #   MODES="aggregated disagg" bash tests/cuda/serving_device_run.sh   # there, $OUT set
 # DEVICE=cpu MODEL=... runs the same mechanics on the CPU (a dry run).
+# Mode `engine` runs the same requests (same seed) through the engine in one
+# process (tandem-engine-bench --workload_lengths sharegpt): what the served
+# modes are measured against.
 # Modes aggregated-bN run the aggregated worker with --max_batch_size=N;
 # OFFLINE_ONLY lists modes that skip the sweep.
 set -uo pipefail
 ROOT=$PWD
 D=$ROOT/.device-serving
 PACK=$ROOT/.device-pack/serving.tar.gz
-BINARIES="tandem tandem-router tandem-prefill-worker tandem-decode-worker tandem-bench"
+BINARIES="tandem tandem-router tandem-prefill-worker tandem-decode-worker tandem-bench tandem-engine-bench"
 
 if [[ ${1:-} == stage ]]; then
   set -e
@@ -174,8 +177,27 @@ run_mode() {
   mps_stop
 }
 
-for mode in $MODES; do run_mode; done
-python3 "$ROOT/tests/cuda/serving_summary.py" "$OUT" $MODES > "$OUT/serving_summary.txt" 2>&1 \
+# The engine alone on the very requests the offline runs send.
+run_engine() {
+  echo "=== engine ($(date +%T))"
+  mkdir -p "$OUT/engine"
+  if timeout "${ENGINE_TIMEOUT:-240}" "$BIN/tandem-engine-bench" --model="$MODEL" --dummy_weights \
+      --gpu_memory_fraction=0.85 --gemm_algos="$ROOT/deploy/gemm_algos/nvidia-h200.llama-3-8b.json" \
+      --decode_batches=512 --prefill_lengths=2048 --workload_lengths=sharegpt --workload_seed=1 \
+      --workload_requests="$OFFLINE_REQUESTS" "${WORKER_ARGS[@]}" --out="$OUT/engine/engine_bench.json" \
+      > "$OUT/engine/engine.txt" 2>&1; then
+    pass "engine: $OFFLINE_REQUESTS ShareGPT-like requests in one process"
+  else
+    fail "engine: tandem-engine-bench (see engine/engine.txt)"
+  fi
+  tail -3 "$OUT/engine/engine.txt"
+}
+
+SERVED=()
+for mode in $MODES; do
+  if [[ $mode == engine ]]; then run_engine; else run_mode; SERVED+=("$mode"); fi
+done
+python3 "$ROOT/tests/cuda/serving_summary.py" "$OUT" "${SERVED[@]}" > "$OUT/serving_summary.txt" 2>&1 \
   && pass "serving_summary.json" || fail "serving_summary.py (see serving_summary.txt)"
 cat "$OUT/serving_summary.txt"
 # One file back with everything measured (the device tool returns at most 8).
