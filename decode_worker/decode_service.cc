@@ -17,6 +17,8 @@ namespace {
 // blocks of a caller that died come back within this.
 constexpr double kMaxReservationTtlSeconds = 600.0;
 constexpr double kDefaultReservationTtlSeconds = 10.0;
+// A router instance id is 16 hex digits; anything much longer is not one.
+constexpr size_t kMaxRouterInstanceBytes = 64;
 
 // The status for a caller that is gone: its deadline passed or it cancelled.
 grpc::Status CallerGone(grpc::ServerContext* ctx) {
@@ -67,8 +69,15 @@ grpc::Status DecodeServiceImpl::ReserveKv(grpc::ServerContext* ctx, const v1::Re
   const std::string transfer_id = !req->transfer_id().empty()
                                       ? req->transfer_id()
                                       : absl::StrCat(req->request_id(), "#", next_transfer_.fetch_add(1));
-  absl::StatusOr<std::vector<int32_t>> blocks = reservations_.Reserve(
-      transfer_id, layout_.BlocksForTokens(req->prompt_tokens()), absl::Now() + absl::Seconds(ttl));
+  if (req->router_instance().size() > kMaxRouterInstanceBytes) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("router_instance is longer than ", kMaxRouterInstanceBytes, " bytes"));
+  }
+  // Tagged with the reserving router's instance: when this worker stops
+  // reporting to it, the reservation goes (KvReservations::ReleaseOwnedBy).
+  absl::StatusOr<std::vector<int32_t>> blocks =
+      reservations_.Reserve(transfer_id, layout_.BlocksForTokens(req->prompt_tokens()),
+                            absl::Now() + absl::Seconds(ttl), req->router_instance());
   if (!blocks.ok()) {
     return ToGrpcStatus(absl::Status(blocks.status().code(),
                                      absl::StrCat("decode worker ", pool->worker_id(), ": ",

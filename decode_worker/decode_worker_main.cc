@@ -88,6 +88,16 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   };
   service.SetLoadReporter(load);
   WorkerRegistration registration(c.worker.router, info, load);
+  // A router this worker no longer reports to will claim none of the
+  // reservations it made: free them now, not at their lease's end (blocks
+  // a transfer still writes stay held until its last write ended).
+  registration.SetRouterLostCallback([&reservations](const std::string& router_instance) {
+    const int freed = reservations.ReleaseOwnedBy(router_instance);
+    if (freed > 0) {
+      TANDEM_LOG(WARNING) << "freed " << freed << " unclaimed KV reservations of lost router instance "
+                          << router_instance;
+    }
+  });
   registration.Start();
 
   const int sig = WaitForTerminationSignal();

@@ -12,7 +12,8 @@ KvReservations::~KvReservations() {
 }
 
 absl::StatusOr<std::vector<int32_t>> KvReservations::Reserve(const std::string& transfer_id,
-                                                             int32_t num_blocks, absl::Time expires) {
+                                                             int32_t num_blocks, absl::Time expires,
+                                                             const std::string& owner) {
   absl::MutexLock lock(&mu_);
   if (reservations_.contains(transfer_id)) {
     return absl::AlreadyExistsError(absl::StrCat("transfer ", transfer_id, " is already reserved"));
@@ -22,6 +23,7 @@ absl::StatusOr<std::vector<int32_t>> KvReservations::Reserve(const std::string& 
   r.blocks = blocks;
   r.members.insert(blocks.begin(), blocks.end());
   r.expires = expires;
+  r.owner = owner;
   return blocks;
 }
 
@@ -82,6 +84,17 @@ void KvReservations::Release(const std::string& transfer_id) {
   absl::MutexLock lock(&mu_);
   auto it = reservations_.find(transfer_id);
   if (it != reservations_.end()) KillLocked(it);
+}
+
+int KvReservations::ReleaseOwnedBy(const std::string& owner) {
+  if (owner.empty()) return 0;
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> orphans;
+  for (const auto& [id, r] : reservations_) {
+    if (!r.dead && !r.claiming && r.owner == owner) orphans.push_back(id);
+  }
+  for (const std::string& id : orphans) KillLocked(reservations_.find(id));
+  return static_cast<int>(orphans.size());
 }
 
 int KvReservations::ExpireStale(absl::Time now) {

@@ -34,8 +34,10 @@ class KvReservations final : public KvWriteGate {
   ~KvReservations() override;  // frees whatever is still reserved
 
   // RESOURCE_EXHAUSTED (from the allocator) when the blocks are not free.
+  // `owner` names the router instance that reserved (empty: none), for
+  // ReleaseOwnedBy.
   absl::StatusOr<std::vector<int32_t>> Reserve(const std::string& transfer_id, int32_t num_blocks,
-                                               absl::Time expires);
+                                               absl::Time expires, const std::string& owner = "");
   // Hands the blocks to the caller, who now owns them (the decode loop
   // adopts them for the sequence). NOT_FOUND if unknown, released or
   // expired. A write still pinning the reservation is waited for (up to
@@ -49,6 +51,10 @@ class KvReservations final : public KvWriteGate {
   // Frees a reservation (once unpinned); unknown ids are a no-op (release
   // is idempotent).
   void Release(const std::string& transfer_id);
+  // Frees every live reservation of router instance `owner` (once
+  // unpinned): that router is gone or replaced, so nobody will claim them.
+  // Returns how many. An empty owner matches nothing.
+  int ReleaseOwnedBy(const std::string& owner);
   // Frees every reservation past its expiry (once unpinned); returns how
   // many expired.
   int ExpireStale(absl::Time now);
@@ -67,6 +73,7 @@ class KvReservations final : public KvWriteGate {
     std::vector<int32_t> blocks;
     absl::flat_hash_set<int32_t> members;  // the same blocks, for PinForWrite
     absl::Time expires;
+    std::string owner;  // the reserving router instance; may be empty
     int pins = 0;
     bool dead = false;      // released or expired; freed at the last Unpin
     bool claiming = false;  // Claim waits for the pins to go; no new ones

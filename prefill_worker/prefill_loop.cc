@@ -209,6 +209,7 @@ void PrefillLoop::RunStep(const StepPlan& plan) {
     spec.src_blocks.resize(n);
     spec.dst_blocks.resize(n);
     spec.deadline = a.job->deadline;
+    spec.finish_timeout = transfer_finish_timeout_;
     absl::StatusOr<std::unique_ptr<KvTransfer>> t = transport_.StartTransfer(
         engine_.backend().kv_pool(), self_, a.job->destination.pool(), std::move(spec));
     if (!t.ok()) {

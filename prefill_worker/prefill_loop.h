@@ -83,6 +83,9 @@ class PrefillLoop {
   ~PrefillLoop();
   // Before Start(): the id peers see in handshake messages (our address).
   void set_worker_id(std::string id) { self_.worker_id = std::move(id); }
+  // Before Start(): how long a transfer's Finish waits for the decode side
+  // to confirm its writes (KvTransferSpec::finish_timeout; default none).
+  void set_transfer_finish_timeout(absl::Duration timeout) { transfer_finish_timeout_ = timeout; }
   void Start();
   // Fails queued jobs with UNAVAILABLE and joins the thread.
   void Stop();
@@ -111,6 +114,7 @@ class PrefillLoop {
   Engine& engine_;
   KvTransport& transport_;
   KvEndpointInfo self_;  // fixed once Start() ran
+  absl::Duration transfer_finish_timeout_ = absl::InfiniteDuration();  // likewise
   PrefillMetrics* metrics_;
   TransferCounter* transfers_;
   Scheduler scheduler_;                          // loop thread only

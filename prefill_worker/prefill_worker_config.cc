@@ -9,6 +9,9 @@ absl::Status ValidatePrefillWorkerConfig(const PrefillWorkerConfig& c) {
   if (absl::Status s = ValidateSchedulerOptions(c.scheduler); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--", s.message()));
   }
+  if (!(c.kv_transfer_finish_timeout_seconds > 0)) {
+    return absl::InvalidArgumentError("--kv_transfer_finish_timeout_seconds must be positive");
+  }
   return absl::OkStatus();
 }
 

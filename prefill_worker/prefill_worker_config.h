@@ -14,6 +14,10 @@ namespace tandem {
 struct PrefillWorkerConfig {
   WorkerOptions worker;
   SchedulerOptions scheduler;  // the step's token budget and prompt chunks
+  // --kv_transfer_finish_timeout_seconds: how long a transfer's end waits
+  // for the decode worker to confirm the KV writes (a dead decode worker
+  // otherwise stalls the prefill loop until the transport notices).
+  double kv_transfer_finish_timeout_seconds = 3.0;
 };
 
 // INVALID_ARGUMENT naming the flag.

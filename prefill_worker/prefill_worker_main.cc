@@ -24,6 +24,11 @@
 #include "prefill_worker/prefill_service.h"
 #include "prefill_worker/prefill_worker_config.h"
 
+ABSL_FLAG(double, kv_transfer_finish_timeout_seconds, 3.0,
+          "how long the end of a KV transfer waits for the decode worker to confirm the writes; past it the "
+          "transfer fails UNAVAILABLE and its scratch blocks are freed (a dead decode worker is otherwise "
+          "noticed only after 15-20 s)");
+
 namespace tandem {
 namespace {
 
@@ -31,6 +36,7 @@ PrefillWorkerConfig ConfigFromFlags() {
   PrefillWorkerConfig c;
   c.worker = WorkerOptionsFromFlags();
   c.scheduler = SchedulerOptionsFromFlags(c.worker.device == "cuda");
+  c.kv_transfer_finish_timeout_seconds = absl::GetFlag(FLAGS_kv_transfer_finish_timeout_seconds);
   return c;
 }
 
@@ -60,6 +66,7 @@ absl::Status Run(const PrefillWorkerConfig& c) {
                                             security->ServerCredentials(ClientCertificates::kRequire)));
   const std::string address = absl::StrCat(c.worker.advertise_host, ":", server->port());
   loop->set_worker_id(address);
+  loop->set_transfer_finish_timeout(absl::Seconds(c.kv_transfer_finish_timeout_seconds));
   loop->Start();
   if (!c.worker.port_file.empty()) WritePortFile(c.worker.port_file, server->port(), metrics_server->port());
   TANDEM_LOG(INFO) << "prefill worker serving on " << address << " (" << transport->name()

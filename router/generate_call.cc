@@ -12,6 +12,7 @@
 #include "common/rpc/status_convert.h"
 #include "common/tokenizer/byte_level.h"
 #include "common/util/logging.h"
+#include "router/router_instance.h"
 
 namespace tandem::router {
 namespace {
@@ -31,12 +32,8 @@ constexpr absl::Duration kLeaseSlack = absl::Seconds(1);
 // Transfer ids are "<request id>@<router>.<n>": unique per router process,
 // and across routers by the random part, whatever ids clients send.
 std::string NextTransferId(const std::string& request_id) {
-  static const std::string router = [] {
-    std::random_device entropy;
-    return absl::StrCat(absl::Hex((uint64_t{entropy()} << 32) ^ entropy()));
-  }();
   static std::atomic<uint64_t> next{0};
-  return absl::StrCat(request_id, "@", router, ".", next.fetch_add(1));
+  return absl::StrCat(request_id, "@", RouterInstanceId(), ".", next.fetch_add(1));
 }
 
 const char* CodeName(grpc::StatusCode code) {
@@ -217,6 +214,9 @@ absl::StatusOr<GenerateCall::Placement> GenerateCall::Reserve() {
   const absl::Duration ttl =
       std::min(std::max(budget, absl::ZeroDuration()) + kLeaseSlack, absl::Seconds(router_.config.kv_reservation_ttl_seconds));
   r.set_ttl_seconds(absl::ToDoubleSeconds(ttl));
+  // Freed by the decode worker as soon as it stops reporting to this
+  // instance (this router died or was replaced), not only at the lease's end.
+  r.set_router_instance(RouterInstanceId());
   absl::Status last = absl::UnavailableError("no decode worker is available");
   // The reservation covers the prompt and the first token's slot; the
   // decode worker grows it as the answer does.

@@ -1,6 +1,7 @@
 #include "router/registry_service.h"
 
 #include "common/rpc/status_convert.h"
+#include "router/router_instance.h"
 
 namespace tandem::router {
 
@@ -10,6 +11,7 @@ grpc::Status RegistryService::RegisterWorker(grpc::ServerContext*, const v1::Wor
   if (!id.ok()) return ToGrpcStatus(id.status());
   resp->set_worker_id(*id);
   resp->set_report_interval_seconds(absl::ToDoubleSeconds(registry_.options().report_interval));
+  resp->set_router_instance(RouterInstanceId());
   return grpc::Status::OK;
 }
 

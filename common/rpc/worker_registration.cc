@@ -1,6 +1,7 @@
 #include "common/rpc/worker_registration.h"
 
 #include <chrono>
+#include <utility>
 
 #include "common/rpc/cluster_channel.h"
 #include "common/util/logging.h"
@@ -43,6 +44,17 @@ void WorkerRegistration::AddBlockEvents(v1::LoadReport* report) {
   }
 }
 
+void WorkerRegistration::SetRouterLostCallback(std::function<void(const std::string&)> lost) {
+  router_lost_ = std::move(lost);
+}
+
+void WorkerRegistration::LoseRouter(const char* why) {
+  if (router_instance_.empty()) return;
+  const std::string lost = std::exchange(router_instance_, std::string());
+  TANDEM_LOG(WARNING) << "router instance " << lost << " at " << router_address_ << " is lost (" << why << ")";
+  if (router_lost_) router_lost_(lost);
+}
+
 void WorkerRegistration::Start() { thread_ = std::thread([this] { Loop(); }); }
 
 void WorkerRegistration::ReportNow() {
@@ -81,6 +93,10 @@ bool WorkerRegistration::Register() {
     }
     return false;
   }
+  // Another instance than before: the old one is gone even if no report
+  // to it failed (it was replaced between two reports).
+  if (resp.router_instance() != router_instance_) LoseRouter("another router instance registered this worker");
+  router_instance_ = resp.router_instance();
   std::lock_guard<std::mutex> lock(mu_);
   worker_id_ = resp.worker_id();
   if (resp.report_interval_seconds() > 0) interval_seconds_ = resp.report_interval_seconds();
@@ -114,6 +130,9 @@ void WorkerRegistration::Loop() {
     grpc::Status s = stub_->ReportLoad(&ctx, report, &resp);
     // A batch that may not have arrived is sent again as part of the full set.
     if (!s.ok() || resp.resync_block_events()) block_events_resync_ = true;
+    // Refused: nothing listens there any more (killed, or restarting).
+    // A slow answer from a live router is not a loss.
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE) LoseRouter("its port refused the load report");
     if (s.ok() && !resp.known()) {
       TANDEM_LOG(WARNING) << "router forgot worker " << worker_id() << "; registering again";
       registered_ = false;

@@ -41,6 +41,14 @@ class WorkerRegistration {
 
   // Before Start(): publish block events from `source` on every report.
   void SetBlockEventSource(BlockEventSource source);
+  // Before Start(): `lost` is called, on the registration thread, with the
+  // instance id of a router this worker no longer reports to: a report to
+  // it was refused (UNAVAILABLE: no process on its port), it answered
+  // "unknown worker" and a registration with another instance followed,
+  // or the worker registered with another instance. At most once per
+  // instance registered with; a slow report (DEADLINE_EXCEEDED) is not a
+  // loss. The decode worker frees that router's unclaimed reservations.
+  void SetRouterLostCallback(std::function<void(const std::string& router_instance)> lost);
   void Start();
   // Sends one last report (e.g. draining) promptly.
   void ReportNow();
@@ -53,6 +61,8 @@ class WorkerRegistration {
  private:
   void Loop();
   bool Register();
+  // Calls router_lost_ for the instance registered with, once.
+  void LoseRouter(const char* why);
   // Adds this report's batch: the full set when resync_, else a delta.
   void AddBlockEvents(v1::LoadReport* report);
 
@@ -72,6 +82,9 @@ class WorkerRegistration {
   BlockEventSource block_events_;
   uint64_t block_event_sequence_ = 0;
   bool block_events_resync_ = true;
+  std::function<void(const std::string&)> router_lost_;
+  // The instance of the last successful registration; empty once lost.
+  std::string router_instance_;
 };
 
 }  // namespace tandem

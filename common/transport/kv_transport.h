@@ -73,6 +73,12 @@ struct KvTransferSpec {
   std::vector<int32_t> src_blocks;  // in the local pool, in token order
   std::vector<int32_t> dst_blocks;  // in the destination pool, same length
   absl::Time deadline = absl::InfiniteFuture();
+  // How long Finish may wait for the writes already issued to be confirmed
+  // (FinishDeadline in transfer_checks.h): a decode worker that died
+  // mid-transfer is noticed by some transports only after 15-20 s, and the
+  // prefill loop must not stall that long. Past it the transfer fails
+  // UNAVAILABLE (the peer is unresponsive) and its source blocks are freed.
+  absl::Duration finish_timeout = absl::InfiniteDuration();
 };
 
 // Decode side: the guard of the reserved blocks for a transport that writes

@@ -1,5 +1,6 @@
 #include "common/transport/transfer_checks.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "absl/container/flat_hash_set.h"
@@ -40,6 +41,18 @@ absl::Status CheckTransferDeadline(const KvTransferSpec& spec, absl::Time now) {
     return absl::DeadlineExceededError(absl::StrCat("KV transfer ", spec.transfer_id, " missed its deadline"));
   }
   return absl::OkStatus();
+}
+
+absl::Time FinishDeadline(const KvTransferSpec& spec, absl::Time now, bool* by_timeout) {
+  const absl::Time timeout = spec.finish_timeout == absl::InfiniteDuration() ? absl::InfiniteFuture()
+                                                                             : now + spec.finish_timeout;
+  *by_timeout = timeout < spec.deadline;
+  return std::min(timeout, spec.deadline);
+}
+
+absl::Status FinishTimedOut(const KvTransferSpec& spec) {
+  return absl::UnavailableError(absl::StrCat("KV transfer ", spec.transfer_id, ": the decode worker did not confirm its ",
+                                             "writes within ", absl::FormatDuration(spec.finish_timeout)));
 }
 
 }  // namespace tandem

@@ -87,7 +87,7 @@ class UcxTransfer final : public KvTransfer {
   ~UcxTransfer() override;
 
   absl::Status SendLayer(int layer) override;
-  absl::Status Finish() override { return FinishBy(spec_.deadline); }
+  absl::Status Finish() override;
   int64_t bytes_sent() const override { return bytes_; }
   const std::string& id() const override { return spec_.transfer_id; }
   std::string_view transport() const override { return "ucx"; }
@@ -427,6 +427,26 @@ absl::Status UcxTransfer::SendLayer(int layer) {
   // error of ucp_put_nbx or a dead connection is the peer's.
   if (peer_failed || !absl::IsInvalidArgument(status)) return FailPeer(std::move(status));
   return Abort(std::move(status));
+}
+
+absl::Status UcxTransfer::Finish() {
+  if (result_.has_value()) return *result_;
+  bool by_timeout = false;
+  const absl::Time deadline = FinishDeadline(spec_, absl::Now(), &by_timeout);
+  if (!by_timeout || peer_ == nullptr || !puts_in_flight_) return FinishBy(deadline);
+  absl::Status flushed = Flush(deadline);
+  if (absl::IsDeadlineExceeded(flushed)) {
+    // The peer has not confirmed writes it had the whole finish timeout
+    // for: it is gone or hung. The connection is dropped (that is the
+    // evidence the drain in Abort would wait for again), which ends the
+    // puts, so the caller may free the source blocks now.
+    TANDEM_LOG(WARNING) << Describe() << ": " << FinishTimedOut(spec_) << "; dropping the connection";
+    return FailPeer(FinishTimedOut(spec_));
+  }
+  if (!flushed.ok()) return FailPeer(std::move(flushed));
+  puts_in_flight_ = false;
+  result_ = absl::OkStatus();
+  return absl::OkStatus();
 }
 
 absl::Status UcxTransfer::FinishBy(absl::Time deadline) {

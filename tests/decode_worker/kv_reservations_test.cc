@@ -52,6 +52,35 @@ TEST_F(KvReservationsTest, ExpiryFreesOnlyWhatIsPastItsTime) {
   reservations_.Release("new");
 }
 
+// A lost router's unclaimed reservations go at once; another router's
+// stay, a claimed one is the sequence's, and a pinned one keeps its
+// blocks until its write ends.
+TEST_F(KvReservationsTest, ReleaseOwnedByFreesOnlyTheLostRoutersUnclaimedReservations) {
+  auto gone1 = reservations_.Reserve("g1", 2, Later(), "router-a");
+  auto gone2 = reservations_.Reserve("g2", 2, Later(), "router-a");
+  auto claimed = reservations_.Reserve("c", 1, Later(), "router-a");
+  auto other = reservations_.Reserve("o", 3, Later(), "router-b");
+  auto untagged = reservations_.Reserve("u", 1, Later());
+  ASSERT_TRUE(gone1.ok() && gone2.ok() && claimed.ok() && other.ok() && untagged.ok());
+  auto adopted = reservations_.Claim("c");
+  ASSERT_TRUE(adopted.ok());
+  ASSERT_TRUE(reservations_.PinForWrite("g2", *gone2).ok());  // a write still landing
+
+  EXPECT_EQ(reservations_.ReleaseOwnedBy(""), 0);
+  EXPECT_EQ(reservations_.ReleaseOwnedBy("router-a"), 2);
+  EXPECT_EQ(reservations_.Claim("g1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(reservations_.Claim("g2").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(allocator_.num_free(), kBlocks - 2 - 1 - 3 - 1) << "g2 is held while pinned";
+  reservations_.Unpin("g2");
+  EXPECT_EQ(allocator_.num_free(), kBlocks - 1 - 3 - 1);
+  EXPECT_EQ(reservations_.ReleaseOwnedBy("router-a"), 0);
+  EXPECT_EQ(reservations_.size(), 2u);
+
+  EXPECT_TRUE(allocator_.Release(*adopted).ok());
+  reservations_.Release("o");
+  reservations_.Release("u");
+}
+
 TEST_F(KvReservationsTest, APinLetsWritesOnlyIntoTheTransfersOwnBlocks) {
   auto a = reservations_.Reserve("a", 2, Later());
   auto b = reservations_.Reserve("b", 2, Later());

@@ -303,7 +303,13 @@ TEST_F(IsolationTest, APrefillWorkerKilledMidPrefillFailsOnlyItsRequests) {
 // bound for the dead worker end UNAVAILABLE (no address in the message),
 // the others finish, and new requests go to the surviving decode worker.
 TEST_F(IsolationTest, ADecodeWorkerKilledMidTransferFailsOnlyItsRequestsAndFreesThePrefillBlocks) {
-  auto cluster = StartCluster(1, 2);
+  // The prefill worker gives a transfer 2 s after its last layer for the
+  // decode worker to confirm the writes, rather than the 15-20 s UCX takes
+  // to notice a dead peer; every request has ended by then (plus slack).
+  constexpr absl::Duration kFinishTimeout = absl::Seconds(2);
+  constexpr absl::Duration kSlack = absl::Seconds(3);
+  auto cluster = StartCluster(1, 2, {absl::StrCat("--kv_transfer_finish_timeout_seconds=",
+                                                  absl::ToDoubleSeconds(kFinishTimeout))});
   ASSERT_NE(cluster, nullptr);
   std::vector<StreamResult> got(12);
   std::vector<std::thread> threads;
@@ -317,7 +323,9 @@ TEST_F(IsolationTest, ADecodeWorkerKilledMidTransferFailsOnlyItsRequestsAndFrees
   }
   absl::SleepFor(absl::Milliseconds(150));
   ASSERT_EQ(kill(cluster->decode_pid(0), SIGKILL), 0);
+  const absl::Time killed = absl::Now();
   for (auto& t : threads) t.join();
+  EXPECT_LT(absl::Now() - killed, kFinishTimeout + kSlack) << "the prefill loop stalled on the dead decode worker";
   int failed = 0, served = 0;
   for (const StreamResult& r : got) {
     if (r.status.ok()) {
@@ -338,6 +346,72 @@ TEST_F(IsolationTest, ADecodeWorkerKilledMidTransferFailsOnlyItsRequestsAndFrees
   absl::Status no_blocks = testing::WaitForNoUsedBlocks({cluster->decode_addresses()[1]}, cluster->prefill_addresses(),
                                                         kBlocksBackWithin);
   EXPECT_TRUE(no_blocks.ok()) << no_blocks;
+}
+
+// The router is SIGKILLed with requests in every phase (reservations made,
+// prompts prefilling, answers streaming): its clients see UNAVAILABLE
+// naming no address; the decode worker frees the dead router's unclaimed
+// reservations once its load report is refused, the workers drop the
+// prefills and decodes whose router stream is gone, so every worker is
+// back at zero KV blocks within 2 s of the kill; a new router on the same
+// port gets the workers back and serves the single-process tokens.
+TEST_F(IsolationTest, ARouterKilledUnderLoadFreesEveryBlockAndANewOneServes) {
+  auto cluster = StartCluster(1, 1);
+  ASSERT_NE(cluster, nullptr);
+  auto stub = testing::RouterStub(cluster->router_address());
+  std::vector<StreamResult> got(16);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < got.size(); ++i) {
+    std::string prompt = LongPrompt(static_cast<int>(i));
+    // Half long prompts (queued and prefilling at the kill), half short
+    // ones with long answers (decoding at the kill).
+    const bool long_prompt = i % 2 == 0;
+    if (long_prompt) {
+      for (int k = 0; k < 4; ++k) prompt += " " + prompt;
+    }
+    threads.emplace_back([&, i, prompt, long_prompt] {
+      got[i] = testing::StreamGenerate(*stub, testing::ToGenerateRequest(Greedy(prompt, long_prompt ? 8 : 400)));
+    });
+  }
+  // Until some answers stream and the decode worker holds blocks.
+  for (int i = 0; i < 100; ++i) {
+    absl::StatusOr<v1::LoadReport> load = testing::DecodeLoad(cluster->decode_addresses()[0]);
+    if (load.ok() && load->kv_blocks_used() > 0 && load->running_requests() > 0) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_EQ(kill(cluster->router_pid(), SIGKILL), 0);
+  const absl::Time killed = absl::Now();
+  for (auto& t : threads) t.join();
+  int failed = 0;
+  for (const StreamResult& r : got) {
+    if (r.status.ok()) continue;
+    ++failed;
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE) << r.status.error_message();
+    ExpectNoInternalAddress(r.status);
+  }
+  EXPECT_GT(failed, 0) << "nothing was in flight at the kill";
+  // Measured from the kill, before a new router exists: only the refused
+  // load reports and the broken streams free these.
+  absl::Status no_blocks = testing::WaitForNoUsedBlocks(cluster->decode_addresses(), cluster->prefill_addresses(),
+                                                        kBlocksBackWithin - (absl::Now() - killed));
+  EXPECT_TRUE(no_blocks.ok()) << no_blocks << " (" << absl::Now() - killed << " after the kill)";
+  EXPECT_NE(testing::ReadFile(cluster->LogPath("decode0")).find("of lost router instance"), std::string::npos)
+      << "no reservation was left for the decode worker to free: the test did not reach that phase";
+
+  ASSERT_TRUE(cluster->RestartRouter().ok());
+  auto again = testing::RouterStub(cluster->router_address());
+  const RequestSpec after = Greedy("A new router answers", 8);
+  const std::vector<int32_t> reference = testing::MonolithicTokens(model_dir_->str(), after, {after.prompt})[0];
+  StreamResult ok;
+  // The workers register again at their next report (within a second).
+  for (int i = 0; i < 50; ++i) {
+    ok = testing::StreamGenerate(*again, testing::ToGenerateRequest(after));
+    if (ok.status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(ok.status.ok()) << ok.status.error_message();
+  EXPECT_EQ(ok.tokens, reference);
+  ExpectHealthyAndStop(std::move(cluster), 1, 1);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "router/prefix_index.h"
 #include "router/registry_service.h"
+#include "router/router_instance.h"
 #include "router/worker_registry.h"
 
 namespace tandem {
@@ -145,6 +146,43 @@ TEST_F(WorkerRegistrationTest, TheIndexFollowsTheWorkersCacheAndIsRebuiltWhenLos
   ASSERT_FALSE(again.empty());
   EXPECT_TRUE(WaitForMatch(again, keys, 6));
   reg.Stop();
+}
+
+// The router-lost callback (decode workers free that router's
+// reservations on it): not called when a live router merely forgot the
+// worker (same instance, it registers again), called once with the
+// instance's id when the router's port stops answering.
+TEST_F(WorkerRegistrationTest, ARouterIsLostOnlyWhenItsPortRefusesNotWhenItForgetsTheWorker) {
+  std::mutex mu;
+  std::vector<std::string> lost;
+  WorkerRegistration reg(server_->address(), Info(), [] { return v1::LoadReport(); });
+  reg.SetRouterLostCallback([&](const std::string& instance) {
+    std::lock_guard<std::mutex> lock(mu);
+    lost.push_back(instance);
+  });
+  reg.Start();
+  const std::string id = WaitForId(reg);
+  ASSERT_FALSE(id.empty());
+  registry_->Remove(id, "test");
+  ASSERT_FALSE(WaitForId(reg, id).empty()) << "registered again with the same instance";
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_TRUE(lost.empty()) << lost[0];
+  }
+
+  server_->Shutdown(absl::ZeroDuration());
+  server_.reset();
+  for (int i = 0; i < 250; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!lost.empty()) break;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  absl::SleepFor(absl::Milliseconds(100));  // more failed reports: still one loss
+  reg.Stop();
+  ASSERT_EQ(lost.size(), 1u);
+  EXPECT_EQ(lost[0], router::RouterInstanceId());
 }
 
 }  // namespace
