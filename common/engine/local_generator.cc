@@ -79,6 +79,7 @@ absl::Status LocalGenerator::Run(std::span<const GenerationRequest> requests,
     seq.tokens = r.prompt;
     seq.prompt_len = static_cast<int32_t>(r.prompt.size());
     seq.sampling = r.sampling;
+    seq.cache_salt = r.cache_salt;
     seq.seed = r.sampling.seed.has_value() ? *r.sampling.seed
                                            : (static_cast<uint64_t>(entropy()) << 32) ^ entropy();
     active[i].index = i;

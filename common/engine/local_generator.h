@@ -26,6 +26,8 @@ struct GenerationRequest {
   StoppingParams stopping;
   bool skip_special_tokens = false;
   int32_t priority = 0;  // larger is preempted last
+  // Only requests of one salt share cached KV (Sequence::cache_salt).
+  std::string cache_salt;
 };
 
 // One generated token of request `request`, or the end of that request.

@@ -51,7 +51,7 @@ void Scheduler::Remove(SeqId id) {
   Entry* e = it->second.get();
   std::erase(running_, e);
   std::erase(waiting_, e);
-  kv_.Free(id);
+  FreeKv(e);
   entries_.erase(it);
 }
 
@@ -83,9 +83,26 @@ absl::Status Scheduler::Allocate(Entry* e, int32_t num_tokens) {
   return kv_.Reserve(e->seq.id, upto);
 }
 
+void Scheduler::FreeKv(Entry* e) {
+  if (options_.enable_prefix_caching) {
+    // Only blocks whose KV is computed; a failure means a broken table,
+    // and the blocks are freed (uncached) either way.
+    kv_.CommitFullBlocks(e->seq.id, e->seq.tokens, e->seq.num_computed, e->seq.cache_salt).IgnoreError();
+  }
+  kv_.Free(e->seq.id);
+}
+
+int32_t Scheduler::MatchCachedPrefix(Entry* e) {
+  if (!options_.enable_prefix_caching || e->seq.num_computed != 0 || kv_.Contains(e->seq.id)) return 0;
+  absl::StatusOr<int32_t> hit = kv_.MatchPrefix(e->seq.id, e->seq.tokens, e->seq.cache_salt);
+  if (!hit.ok()) return 0;
+  e->seq.num_computed = *hit;
+  return *hit;
+}
+
 void Scheduler::Preempt(Entry* e, StepPlan* plan) {
   std::erase(running_, e);
-  kv_.Free(e->seq.id);
+  FreeKv(e);
   e->seq.num_computed = 0;
   InsertWaiting(e);
   plan->preempted.push_back(e->seq.id);
@@ -95,7 +112,7 @@ void Scheduler::Preempt(Entry* e, StepPlan* plan) {
 bool Scheduler::ReleaseWaitingBlocks(const Entry* keep, StepPlan* plan) {
   for (auto w = waiting_.rbegin(); w != waiting_.rend(); ++w) {
     if (*w == keep || !kv_.Contains((*w)->seq.id)) continue;
-    kv_.Free((*w)->seq.id);
+    FreeKv(*w);
     (*w)->seq.num_computed = 0;
     plan->preempted.push_back((*w)->seq.id);
     ++total_preemptions_;
@@ -120,6 +137,14 @@ StepPlan Scheduler::Schedule() {
     return absl::ResourceExhaustedError(absl::StrCat("sequence of ", e->seq.tokens.size(),
                                                      " tokens needs more KV blocks than the pool's ", total_blocks));
   };
+
+  // 0. Blocks the previous step filled become cached (they are read-only
+  //    from now on: the sequence computes past them).
+  if (options_.enable_prefix_caching) {
+    for (Entry* e : running_) {
+      kv_.CommitFullBlocks(e->seq.id, e->seq.tokens, e->seq.num_computed, e->seq.cache_salt).IgnoreError();
+    }
+  }
 
   // 1. Running sequences, in service order. Entries before `i` are planned;
   //    preemption victims come from the back, so a planned sequence never
@@ -170,9 +195,22 @@ StepPlan Scheduler::Schedule() {
   while (!pool_short && !waiting_.empty() &&
          static_cast<int32_t>(running_.size()) < options_.max_batch_size) {
     Entry* w = waiting_.front();
+    const bool looks_up = options_.enable_prefix_caching && w->seq.num_computed == 0 && !kv_.Contains(w->seq.id);
+    const int32_t hit = MatchCachedPrefix(w);
+    // Not admitted after all: give the cached blocks back (evictable again,
+    // so the pool has them) rather than pin them while it waits.
+    auto unmatch = [&] {
+      if (hit == 0) return;
+      kv_.Free(w->seq.id);
+      w->seq.num_computed = 0;
+    };
     const int32_t n = ChunkSize(w, budget, plan.chunks.empty());
-    if (n == 0) break;
+    if (n == 0) {
+      unmatch();
+      break;
+    }
     if (!Allocate(w, n).ok()) {
+      unmatch();
       if (!running_.empty()) break;  // blocks come back as running ones finish
       if (ReleaseWaitingBlocks(w, &plan)) continue;
       if (never_fits(w)) {
@@ -181,6 +219,7 @@ StepPlan Scheduler::Schedule() {
       }
       break;  // another thread holds the pool for now
     }
+    if (looks_up) kv_.RecordPrefixLookup(static_cast<int64_t>(w->seq.tokens.size()), hit);
     waiting_.erase(waiting_.begin());
     running_.insert(std::upper_bound(running_.begin(), running_.end(), w, RunsBefore), w);
     plan.chunks.push_back({&w->seq, n});

@@ -39,6 +39,10 @@ struct SchedulerOptions {
   // planned, rather than chunk by chunk (the prefill worker: its transfer
   // names every source block when it starts).
   bool reserve_whole = false;
+  // Start each admitted sequence from the longest cached prefix of its
+  // tokens and keep its full blocks cached (common/kv/). Off: every
+  // sequence computes from its first token, and nothing is cached.
+  bool enable_prefix_caching = true;
 };
 
 // INVALID_ARGUMENT naming the field.
@@ -76,6 +80,10 @@ struct SchedulingKey {
 };
 
 // Not thread-safe: one scheduling thread owns it and the sequences it holds.
+// Prefix caching: a sequence's full blocks are committed to the cache at
+// the start of the step after the one that computed them, and when it is
+// removed or preempted; it only ever computes into blocks past its cached
+// prefix, which it owns alone.
 // The KvCacheManager it reserves through is thread-safe, so other threads
 // may reserve blocks (incoming transfers) while it plans.
 //
@@ -89,10 +97,12 @@ class Scheduler {
   const SchedulerOptions& options() const { return options_; }
 
   // Queues a sequence. It may already own KV under seq.id (num_computed > 0:
-  // blocks a prefill worker filled).
+  // blocks a prefill worker filled, or a cached prefix matched elsewhere).
+  // One that owns none and has computed nothing looks up its cached
+  // prefix when it is admitted (again after a preemption).
   void Add(Sequence seq, SchedulingKey key = {});
-  // Takes a sequence out wherever it is and frees its KV. Unknown ids are
-  // ignored.
+  // Takes a sequence out wherever it is and frees its KV (its computed full
+  // blocks stay cached). Unknown ids are ignored.
   void Remove(SeqId id);
   // nullptr when unknown.
   const Sequence* Find(SeqId id) const;
@@ -122,6 +132,13 @@ class Scheduler {
   // reserve_whole, the whole gap). All-or-nothing.
   absl::Status Allocate(Entry* e, int32_t num_tokens);
   void Preempt(Entry* e, StepPlan* plan);
+  // Frees `e`'s KV, committing its computed full blocks to the cache first
+  // (with caching on).
+  void FreeKv(Entry* e);
+  // With caching on, for a sequence that owns no KV and has computed
+  // nothing: takes its cached prefix and moves num_computed past it.
+  // Returns the tokens hit (0 otherwise).
+  int32_t MatchCachedPrefix(Entry* e);
   void InsertWaiting(Entry* e);
   // Frees the KV of the waiting sequence last in service order that holds
   // some (other than `keep`); false if none does.

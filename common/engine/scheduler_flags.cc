@@ -11,6 +11,9 @@ ABSL_FLAG(int64_t, max_batch_tokens, 8192,
 ABSL_FLAG(bool, chunked_prefill, true,
           "split prompts longer than the step's remaining token budget over several steps");
 ABSL_FLAG(int32_t, max_chunk_tokens, 0, "longest prompt chunk of one sequence per step (0: the budget)");
+ABSL_FLAG(bool, enable_prefix_caching, true,
+          "start each sequence from the longest cached prefix of its tokens and keep full KV blocks cached "
+          "(evicted least recently used when the pool needs room)");
 
 namespace tandem {
 
@@ -21,6 +24,7 @@ SchedulerOptions SchedulerOptionsFromFlags(bool on_gpu) {
   o.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   o.chunked_prefill = absl::GetFlag(FLAGS_chunked_prefill);
   o.max_chunk_tokens = absl::GetFlag(FLAGS_max_chunk_tokens);
+  o.enable_prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
   return o;
 }
 

@@ -7,7 +7,8 @@
 
 namespace tandem {
 
-// --max_batch_size, --max_batch_tokens, --chunked_prefill, --max_chunk_tokens.
+// --max_batch_size, --max_batch_tokens, --chunked_prefill, --max_chunk_tokens,
+// --enable_prefix_caching.
 // `on_gpu` picks --max_batch_size's default (0): 512 on a GPU (the largest
 // captured decode graph), 64 on the CPU, whose steps grow with the batch.
 SchedulerOptions SchedulerOptionsFromFlags(bool on_gpu);

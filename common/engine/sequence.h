@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "common/kv/kv_cache_manager.h"
@@ -24,6 +25,10 @@ struct Sequence {
   // token), so a sequence samples the same tokens whatever it is batched
   // with, after a preemption, or on another worker.
   uint64_t seed = 0;
+  // The effective cache salt (common/request/cache_salt.h): the root of
+  // this sequence's block keys, so only sequences of the same salt share
+  // cached KV. Empty: the shared, unsalted cache.
+  std::string cache_salt;
 
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
   std::span<const int32_t> prompt() const { return {tokens.data(), static_cast<size_t>(prompt_len)}; }

@@ -87,6 +87,17 @@ absl::StatusOr<int32_t> KvCacheManager::MatchPrefix(SeqId seq, std::span<const i
   return hit;
 }
 
+std::vector<int32_t> KvCacheManager::AcquireCachedPrefix(std::span<const int32_t> tokens,
+                                                         std::string_view cache_salt) {
+  if (tokens.empty()) return {};
+  const std::vector<BlockHash> keys =
+      HashFullBlocks(tokens.first(tokens.size() - 1), layout_.block_size, cache_salt);
+  std::vector<int32_t> blocks = allocator_.AcquireCached(keys);
+  RecordPrefixLookup(static_cast<int64_t>(tokens.size()),
+                     static_cast<int64_t>(blocks.size()) * layout_.block_size);
+  return blocks;
+}
+
 absl::Status KvCacheManager::CommitFullBlocks(SeqId seq, std::span<const int32_t> tokens, int64_t num_computed,
                                               std::string_view cache_salt) {
   absl::MutexLock lock(&mu_);

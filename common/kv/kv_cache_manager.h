@@ -65,6 +65,13 @@ class KvCacheManager {
   // to compute, so the step that computes it samples). 0 on a miss, with
   // no table created.
   absl::StatusOr<int32_t> MatchPrefix(SeqId seq, std::span<const int32_t> tokens, std::string_view cache_salt);
+  // The same lookup for blocks that are not a sequence's yet (a decode
+  // worker's reservation for an incoming transfer): the cached blocks of
+  // the longest cached prefix of `tokens` under `cache_salt`, whole blocks
+  // and never the last token, each referenced once for the caller (who
+  // releases them through allocator(), or hands them to Adopt). Counts the
+  // lookup (RecordPrefixLookup).
+  std::vector<int32_t> AcquireCachedPrefix(std::span<const int32_t> tokens, std::string_view cache_salt);
   // Makes every block of `seq` that `num_computed` leading `tokens` fill
   // findable by its key (done once per block; later calls hash only newly
   // full blocks). `tokens` and `cache_salt` must be the sequence's own,

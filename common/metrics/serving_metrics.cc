@@ -28,9 +28,17 @@ WorkerMetrics::WorkerMetrics(MetricsServer& s)
     : requests_running(Gauge(s, "tandem_requests_running", "Requests being computed (in the batch).")),
       requests_waiting(Gauge(s, "tandem_requests_waiting", "Requests queued or preempted, waiting to run.")),
       kv_blocks_capacity(Gauge(s, "tandem_kv_blocks_capacity", "KV cache blocks in the pool.")),
-      kv_blocks_used(Gauge(s, "tandem_kv_blocks_used", "KV cache blocks allocated (sequences and reservations).")),
+      kv_blocks_used(Gauge(s, "tandem_kv_blocks_used", "KV cache blocks held by sequences and reservations (cached blocks nobody holds are free).")),
       kv_cache_utilization(Gauge(s, "tandem_kv_cache_utilization_ratio", "Used over total KV cache blocks.")),
-      draining(Gauge(s, "tandem_worker_draining", "1 while the worker drains after SIGTERM.")) {}
+      draining(Gauge(s, "tandem_worker_draining", "1 while the worker drains after SIGTERM.")),
+      prefix_cache_queried_tokens(Counter(s, "tandem_prefix_cache_queried_tokens_total",
+                                          "Tokens of admitted sequences looked up in the prefix cache.")),
+      prefix_cache_hit_tokens(Counter(s, "tandem_prefix_cache_hit_tokens_total",
+                                      "Tokens of admitted sequences found in the prefix cache (not computed).")),
+      prefix_cache_blocks(Gauge(s, "tandem_prefix_cache_blocks",
+                                "KV blocks in the prefix cache, held by sequences or evictable.")),
+      prefix_cache_evictions(Counter(s, "tandem_prefix_cache_evictions_total",
+                                     "Cached KV blocks evicted to make room for an allocation.")) {}
 
 DecodeMetrics::DecodeMetrics(MetricsServer& s)
     : WorkerMetrics(s),

@@ -23,6 +23,13 @@ struct WorkerMetrics {
   prometheus::Gauge* kv_blocks_used;
   prometheus::Gauge* kv_cache_utilization;
   prometheus::Gauge* draining;
+  // The prefix cache (common/kv/): tokens of admitted sequences looked up,
+  // and of those found cached; blocks cached now (held or evictable);
+  // cached blocks reused for other content.
+  prometheus::Counter* prefix_cache_queried_tokens;
+  prometheus::Counter* prefix_cache_hit_tokens;
+  prometheus::Gauge* prefix_cache_blocks;
+  prometheus::Counter* prefix_cache_evictions;
 };
 
 struct DecodeMetrics : WorkerMetrics {

@@ -26,6 +26,14 @@ absl::Status ValidatePromptText(std::string_view text) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateCacheSalt(std::string_view salt, size_t limit) {
+  if (salt.size() > limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cache_salt is ", salt.size(), " bytes; at most ", limit, " are allowed"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidatePromptTokens(std::span<const int32_t> prompt, const ModelConfig& model) {
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
   if (prompt.size() > kMaxPromptTokens) {

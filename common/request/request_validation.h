@@ -27,6 +27,11 @@ inline constexpr size_t kMaxStopTokenIds = 64;
 // usually binds first, these bound models that declare none.
 inline constexpr size_t kMaxPromptBytes = size_t{1} << 20;
 inline constexpr size_t kMaxPromptTokens = size_t{1} << 17;
+// GenerateRequest.cache_salt, as a client sends it; and the effective salt
+// the router derives from it and the caller's API token (cache_salt.h),
+// as the workers receive it.
+inline constexpr size_t kMaxCacheSaltBytes = 256;
+inline constexpr size_t kMaxEffectiveCacheSaltBytes = 512;
 
 // Length and bytes of a request id (empty is allowed: the router assigns one).
 absl::Status ValidateRequestId(std::string_view request_id);
@@ -35,6 +40,10 @@ absl::Status ValidatePromptText(std::string_view text);
 // A tokenized prompt: non-empty, at most kMaxPromptTokens, every id in the
 // vocabulary, and room left in the model's context for one more token.
 absl::Status ValidatePromptTokens(std::span<const int32_t> prompt, const ModelConfig& model);
+// Bytes of a cache salt: at most `limit` (kMaxCacheSaltBytes from a client,
+// kMaxEffectiveCacheSaltBytes between processes). Any bytes are allowed;
+// the salt is hashed, never logged.
+absl::Status ValidateCacheSalt(std::string_view salt, size_t limit = kMaxCacheSaltBytes);
 // Sampling and stopping ranges (ValidateSamplingParams,
 // ValidateStoppingParams) plus the stop strings' and stop ids' limits.
 absl::Status ValidateGenerationParams(const SamplingParams& sampling, const StoppingParams& stopping,

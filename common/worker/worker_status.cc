@@ -1,5 +1,6 @@
 #include "common/worker/worker_status.h"
 
+#include "absl/synchronization/mutex.h"
 #include "common/transport/kv_transport.h"
 
 namespace tandem {
@@ -34,6 +35,19 @@ v1::LoadReport MakeLoadReport(const KvCacheManager& kv, int32_t running, int32_t
   metrics.kv_blocks_used->Set(used);
   metrics.kv_cache_utilization->Set(total > 0 ? static_cast<double>(used) / total : 0.0);
   metrics.draining->Set(draining ? 1 : 0);
+  // The manager keeps running totals; the counters follow them. Only this
+  // function moves them, from the registration thread and GetLoad handlers
+  // at once: one at a time, so no difference is added twice.
+  static absl::Mutex follow_mu(absl::kConstInit);
+  absl::MutexLock lock(&follow_mu);
+  auto follow = [](prometheus::Counter* c, int64_t total) {
+    const double delta = static_cast<double>(total) - c->Value();
+    if (delta > 0) c->Increment(delta);
+  };
+  follow(metrics.prefix_cache_queried_tokens, kv.prefix_queried_tokens());
+  follow(metrics.prefix_cache_hit_tokens, kv.prefix_hit_tokens());
+  follow(metrics.prefix_cache_evictions, kv.num_evictions());
+  metrics.prefix_cache_blocks->Set(kv.num_cached_blocks());
   return r;
 }
 

@@ -173,9 +173,12 @@ TEST(SchedulerTest, PreemptsTheLastInServiceOrderWhenThePoolRunsOut) {
   EXPECT_FALSE(kv.Contains(2));
   EXPECT_EQ(sched.total_preemptions(), 1);
   sched.Remove(1);
-  // Once room is back, the preempted sequence recomputes all its tokens.
+  // Once room is back, the preempted sequence recomputes only what its own
+  // cached blocks (committed when it was preempted) do not hold: its 3
+  // full blocks hold 6 of its 7 tokens.
   plan = sched.Schedule();
-  EXPECT_EQ(Planned(plan, 2), 7);
+  EXPECT_EQ(Planned(plan, 2), 1);
+  EXPECT_EQ(kv.prefix_hit_tokens(), 6);
   sched.Remove(2);
   EXPECT_EQ(kv.num_used_blocks(), 0);
 }
@@ -214,7 +217,8 @@ TEST(SchedulerTest, WaitsWhileAnotherThreadHoldsThePool) {
 
 TEST(SchedulerTest, AdoptedSequencesDecodeAndLoseTheirBlocksBeforeARunningOneFails) {
   KvCacheManager kv(Layout(2), 6);
-  SchedulerOptions o{.max_batch_size = 1, .max_batch_tokens = 64};
+  // Without the prefix cache, so the recompute below is a whole one.
+  SchedulerOptions o{.max_batch_size = 1, .max_batch_tokens = 64, .enable_prefix_caching = false};
   Scheduler sched(kv, o);
   // Running: 9 tokens computed in 5 blocks... grows into the 6th, then needs a 7th.
   sched.Add(Seq(1, 9));

@@ -152,5 +152,28 @@ TEST(KvCachePrefixTest, EvictionUnderPressureTakesTheTailFirstAndLeaksNothing) {
   EXPECT_EQ(m.num_free_blocks(), 4);
 }
 
+TEST(KvCachePrefixTest, AReservationTakesTheCachedPrefixAndAnAdoptingSequenceKeepsItCached) {
+  KvCacheManager m(Layout(4), 8);
+  const std::vector<int32_t> prompt = Tokens(11);
+  ASSERT_TRUE(m.Reserve(1, 11).ok());
+  ASSERT_TRUE(m.CommitFullBlocks(1, prompt, 11, "").ok());
+  m.Free(1);
+  std::vector<int32_t> cached = m.AcquireCachedPrefix(prompt, "");
+  EXPECT_EQ(cached.size(), 2u);
+  EXPECT_EQ(m.prefix_queried_tokens(), 11);
+  EXPECT_EQ(m.prefix_hit_tokens(), 8);
+  auto rest = m.allocator().Allocate(1);
+  ASSERT_TRUE(rest.ok());
+  std::vector<int32_t> table = cached;
+  table.insert(table.end(), rest->begin(), rest->end());
+  ASSERT_TRUE(m.Adopt(2, table).ok());
+  ASSERT_TRUE(m.CommitFullBlocks(2, prompt, 11, "").ok());  // the shared blocks: same keys, no-op
+  EXPECT_EQ(m.num_cached_blocks(), 2);
+  EXPECT_EQ(m.num_used_blocks(), 3);
+  m.Free(2);
+  EXPECT_EQ(m.num_used_blocks(), 0);
+  EXPECT_TRUE(m.AcquireCachedPrefix(Tokens(3), "").empty());
+}
+
 }  // namespace
 }  // namespace tandem
