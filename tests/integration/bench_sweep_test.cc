@@ -4,7 +4,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "common/default_model/default_model.h"
+#include "common/default_model/test_model.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster_test_util.h"
@@ -17,7 +17,7 @@ namespace {
 TEST(BenchSweepTest, FourRatesWriteJsonAndPlotsThatAgreeWithTheRouterMetrics) {
   if (testing::TestTlsMode()) GTEST_SKIP() << "tandem-bench dials the router in plaintext (no TLS flags yet)";
   testing::TempDir model, logs, out;
-  ASSERT_TRUE(WriteDefaultModel(model.str()).ok());
+  ASSERT_TRUE(WriteTestModel(model.str()).ok());
   LocalClusterOptions o;
   o.security = testing::TestSecurity();  // TANDEM_TEST_TLS=1: mutual TLS and tokens
   o.model_dir = model.str();

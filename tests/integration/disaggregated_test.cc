@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/default_model/default_model.h"
+#include "common/default_model/test_model.h"
 #include "common/engine/local_generator.h"
 #include "common/engine/model_loader.h"
 #include "grpcpp/create_channel.h"
@@ -31,7 +31,7 @@ class DisaggregatedTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     model_dir_ = new testing::TempDir();
-    ASSERT_TRUE(WriteDefaultModel(model_dir_->str()).ok());
+    ASSERT_TRUE(WriteTestModel(model_dir_->str()).ok());
   }
   static void TearDownTestSuite() { delete model_dir_; }
 

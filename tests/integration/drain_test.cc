@@ -3,7 +3,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/default_model/default_model.h"
+#include "common/default_model/test_model.h"
 #include "gtest/gtest.h"
 #include "tests/integration/cluster_test_util.h"
 #include "tests/testing/temp_dir.h"
@@ -14,7 +14,7 @@ namespace {
 
 TEST(DrainTest, ADrainingDecodeWorkerFinishesItsRequestsAndExitsZero) {
   testing::TempDir model, logs;
-  ASSERT_TRUE(WriteDefaultModel(model.str()).ok());
+  ASSERT_TRUE(WriteTestModel(model.str()).ok());
   LocalClusterOptions o;
   o.security = testing::TestSecurity();  // TANDEM_TEST_TLS=1: mutual TLS and tokens
   o.model_dir = model.str();

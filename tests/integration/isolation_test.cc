@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/default_model/default_model.h"
+#include "common/default_model/test_model.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -31,7 +31,7 @@ class IsolationTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     model_dir_ = new testing::TempDir();
-    ASSERT_TRUE(WriteDefaultModel(model_dir_->str()).ok());
+    ASSERT_TRUE(WriteTestModel(model_dir_->str()).ok());
   }
   static void TearDownTestSuite() { delete model_dir_; }
 

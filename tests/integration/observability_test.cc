@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/default_model/default_model.h"
+#include "common/default_model/test_model.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster_test_util.h"
@@ -83,7 +83,7 @@ class Child {
 
 TEST(ObservabilityTest, DashboardAndRulesHaveDataAndMetricsMatchTheClient) {
   testing::TempDir model, logs, prom_dir;
-  ASSERT_TRUE(WriteDefaultModel(model.str()).ok());
+  ASSERT_TRUE(WriteTestModel(model.str()).ok());
   LocalClusterOptions o;
   o.security = testing::TestSecurity();  // TANDEM_TEST_TLS=1: mutual TLS and tokens
   o.model_dir = model.str();

@@ -4,7 +4,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/default_model/default_model.h"
+#include "common/default_model/test_model.h"
 #include "common/tokenizer/tokenizer.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -24,7 +24,7 @@ class RouterApiTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new testing::TempDir();
     logs_ = new testing::TempDir();
-    ASSERT_TRUE(WriteDefaultModel(dir_->str()).ok());
+    ASSERT_TRUE(WriteTestModel(dir_->str()).ok());
     LocalClusterOptions o;
     o.security = testing::TestSecurity();  // TANDEM_TEST_TLS=1: mutual TLS and tokens
     o.model_dir = dir_->str();

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/default_model/default_model.h"
+#include "common/default_model/test_model.h"
 #include "common/engine/local_generator.h"
 #include "common/engine/model_loader.h"
 #include "grpcpp/grpcpp.h"
@@ -35,7 +35,7 @@ class ServingTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     model_dir_ = new testing::TempDir();
-    ASSERT_TRUE(WriteDefaultModel(model_dir_->str()).ok());
+    ASSERT_TRUE(WriteTestModel(model_dir_->str()).ok());
     auto m = LoadModel(ModelSource{model_dir_->str(), false, 0});
     ASSERT_TRUE(m.ok()) << m.status();
     model_ = new LoadedModel(std::move(*m));

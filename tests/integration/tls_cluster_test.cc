@@ -11,7 +11,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "common/default_model/default_model.h"
+#include "common/default_model/test_model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/cluster_test_util.h"
@@ -98,7 +98,7 @@ class TlsClusterTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new testing::TempDir();
     logs_ = new testing::TempDir();
-    ASSERT_TRUE(WriteDefaultModel(dir_->str() + "/model").ok());
+    ASSERT_TRUE(WriteTestModel(dir_->str() + "/model").ok());
     absl::StatusOr<testing::TestCerts> certs = testing::MakeTestCerts(dir_->str() + "/certs");
     ASSERT_TRUE(certs.ok()) << certs.status();
     certs_ = new testing::TestCerts(*certs);

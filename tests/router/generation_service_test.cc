@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/default_model/default_model.h"
+#include "common/default_model/test_model.h"
 #include "common/metrics/metrics_server.h"
 #include "common/metrics/serving_metrics.h"
 #include "common/model/model_config.h"
@@ -44,7 +44,7 @@ class GenerationServiceTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     model_dir_ = new tandem::testing::TempDir();
-    ASSERT_TRUE(WriteDefaultModel(model_dir_->str()).ok());
+    ASSERT_TRUE(WriteTestModel(model_dir_->str()).ok());
     if (metrics_ != nullptr) return;
     // One metrics endpoint for the process, never stopped: stopping its
     // HTTP server takes about two seconds, and CTest runs each case in a

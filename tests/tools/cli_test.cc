@@ -14,7 +14,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "common/default_model/default_model.h"
+#include "common/default_model/test_model.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/paths.h"
@@ -42,7 +42,7 @@ Result RunTandem(const std::string& args) {
 
 class CliTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(WriteDefaultModel(model_.str()).ok()); }
+  void SetUp() override { ASSERT_TRUE(WriteTestModel(model_.str()).ok()); }
   testing::TempDir model_;
 };
 
