@@ -9,7 +9,10 @@
 //     cert-manager Certificate's Secret (mounted where its flags point), its
 //     probes use the same files, the router takes an api token file, the
 //     certificate names what processes check, and NetworkPolicies admit only
-//     tandem pods to the workers while the router's public port stays open.
+//     tandem pods to the workers while the router's public port stays open;
+//  6. serving: the router's HTTP API on its Service and NetworkPolicy, its
+//     readiness from HTTP /health, a PodDisruptionBudget for it, and a
+//     startupProbe covering a long model load on every worker.
 // Usage: node validate_deploy.mjs <repo root>
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -18,6 +21,7 @@ import path from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import * as yaml from "js-yaml";
 import { checkSecurity } from "./validate_deploy_security.mjs";
+import { checkServing } from "./validate_deploy_serving.mjs";
 
 const root = process.argv[2];
 const require = createRequire(import.meta.url);
@@ -72,8 +76,10 @@ for (const overlay of ["cpu-demo", "gpu"]) {
     }
   }
   checkSecurity(overlay, docs, fail);
+  checkServing(overlay, docs, fail);
   for (const k of ["Deployment", "Service", "ConfigMap", "ServiceMonitor", "PodMonitor", "PrometheusRule",
-                   "HorizontalPodAutoscaler", "Namespace", "Certificate", "Issuer", "NetworkPolicy"]) {
+                   "HorizontalPodAutoscaler", "Namespace", "Certificate", "Issuer", "NetworkPolicy",
+                   "PodDisruptionBudget"]) {
     if (!kinds.has(k)) fail(`${overlay}: renders no ${k}`);
   }
 }

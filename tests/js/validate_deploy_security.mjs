@@ -67,8 +67,11 @@ export function checkSecurity(overlay, docs, fail) {
         }
       }
       // The kubelet's gRPC probe speaks no TLS: probes run `tandem health`
-      // with the container's own TLS files.
-      for (const kind of ["readinessProbe", "livenessProbe"]) {
+      // with the container's own TLS files. The router's readiness is its
+      // HTTP /health instead (validate_deploy_serving.mjs).
+      for (const kind of ["readinessProbe", "livenessProbe", "startupProbe"]) {
+        if (kind === "startupProbe" && !c[kind]) continue;  // required of workers by the serving checks
+        if (kind === "readinessProbe" && component === "router" && c[kind]?.httpGet) continue;
         const cmd = c[kind]?.exec?.command;
         if (!cmd || !cmd.includes("health")) {
           fail(`${where}: ${kind} is not \`tandem health\``);
@@ -115,7 +118,7 @@ export function checkSecurity(overlay, docs, fail) {
         const fromTandemOnly =
           rule.from?.length > 0 &&
           rule.from.every((f) => !f.namespaceSelector && !f.ipBlock && f.podSelector?.matchLabels?.["app.kubernetes.io/name"] === "tandem");
-        const publicPort = component === "router" && ports.length > 0 && ports.every((x) => x === "grpc");
+        const publicPort = component === "router" && ports.length > 0 && ports.every((x) => x === "grpc" || x === "http");
         const metricsOnly = ports.length > 0 && ports.every((x) => x === "metrics");
         if (!fromTandemOnly && !publicPort && !metricsOnly) {
           fail(`${overlay}: NetworkPolicy ${p.metadata.name} lets non-tandem callers reach internal ports of ${component} pods`);
