@@ -21,7 +21,7 @@ ABSL_FLAG(float, repetition_penalty, 1.0f, "> 0; 1: off");
 ABSL_FLAG(float, presence_penalty, 0.0f, "[-2, 2]");
 ABSL_FLAG(float, frequency_penalty, 0.0f, "[-2, 2]");
 ABSL_FLAG(int32_t, logprobs, -1, "top-n alternatives to report with each token; -1: none");
-ABSL_FLAG(int32_t, max_new_tokens, 16, "most tokens to generate");
+ABSL_FLAG(int32_t, max_new_tokens, 64, "most tokens to generate (64: a few sentences of the default model)");
 ABSL_FLAG(int32_t, min_new_tokens, 0, "EOS and stop ids do not stop before this many tokens");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "stop strings (comma-separated)");
 ABSL_FLAG(std::vector<std::string>, stop_token_ids, {}, "stop token ids (comma-separated)");
