@@ -16,6 +16,10 @@ absl::Status ValidateRouterConfig(const RouterConfig& c) {
   if (c.listen.find(':') == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("--listen '", c.listen, "' is not host:port"));
   }
+  if (c.http_listen.find(':') == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("--http_listen '", c.http_listen, "' is not host:port"));
+  }
+  if (c.http_threads < 1) return absl::InvalidArgumentError("--http_threads must be >= 1");
   if (c.max_inflight_requests < 0) {
     return absl::InvalidArgumentError("--max_inflight_requests must be >= 0 (0: from the workers' batch sizes)");
   }

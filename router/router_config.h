@@ -43,6 +43,11 @@ struct RouterConfig {
   // The prefill call must end within it, so it also bounds prefill's
   // queueing, compute and transfer.
   double kv_reservation_ttl_seconds = 120.0;
+  // The OpenAI-compatible HTTP API (router/http): host:port (port 0 picks
+  // one) and the connections it serves at once.
+  std::string http_listen = "0.0.0.0:8080";
+  int32_t http_threads = 512;
+  // Written once serving: gRPC, metrics and HTTP ports, one per line.
   std::string port_file;
   std::string metrics_listen = "0.0.0.0:0";  // Prometheus /metrics; port 0 picks one
   // Default objectives, when a request carries no SloHints.

@@ -15,6 +15,8 @@
 #include "common/util/signals.h"
 #include "common/util/status_macros.h"
 #include "router/generation_service.h"
+#include "router/http/chat_renderer.h"
+#include "router/http/openai_server.h"
 #include "router/registry_service.h"
 #include "router/router_config.h"
 
@@ -32,7 +34,10 @@ ABSL_FLAG(double, worker_timeout_seconds, 600.0,
           "most time any worker call may take (the client's remaining deadline, capped by this)");
 ABSL_FLAG(double, kv_reservation_ttl_seconds, 120.0,
           "lease on a decode worker's KV reservation: freed if not claimed by Decode within this");
-ABSL_FLAG(std::string, port_file, "", "write the bound gRPC and metrics ports (one per line) once serving");
+ABSL_FLAG(std::string, http_listen, "0.0.0.0:8080",
+          "OpenAI-compatible HTTP API address host:port (port 0: any free port)");
+ABSL_FLAG(int32_t, http_threads, 512, "HTTP connections served at once (each holds a thread while its request runs)");
+ABSL_FLAG(std::string, port_file, "", "write the bound gRPC, metrics and HTTP ports (one per line) once serving");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:0", "Prometheus /metrics address (port 0: any free port)");
 ABSL_FLAG(double, slo_ttft_seconds, 1.0, "default time-to-first-token objective (requests may set their own)");
 ABSL_FLAG(double, slo_tpot_seconds, 0.1, "default time-per-output-token objective");
@@ -58,6 +63,8 @@ RouterConfig ConfigFromFlags() {
   c.report_interval_seconds = absl::GetFlag(FLAGS_report_interval_seconds);
   c.worker_timeout_seconds = absl::GetFlag(FLAGS_worker_timeout_seconds);
   c.kv_reservation_ttl_seconds = absl::GetFlag(FLAGS_kv_reservation_ttl_seconds);
+  c.http_listen = absl::GetFlag(FLAGS_http_listen);
+  c.http_threads = absl::GetFlag(FLAGS_http_threads);
   c.port_file = absl::GetFlag(FLAGS_port_file);
   c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   c.slo_ttft_seconds = absl::GetFlag(FLAGS_slo_ttft_seconds);
@@ -117,9 +124,25 @@ absl::Status Run(const RouterConfig& c) {
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server,
                           GrpcServer::Start(c.listen, {&generation, &registry_service}, GrpcServerLimits::FromFlags(),
                                             security->ServerCredentials(ClientCertificates::kVerifyIfPresented)));
-  if (!c.port_file.empty()) WritePortFile(c.port_file, server->port(), metrics_server->port());
+  http::OpenAiServerOptions ho;
+  ho.listen = c.http_listen;
+  ho.threads = c.http_threads;
+  ho.api_token = security->api_token();
+  const SecurityOptions tls_files = SecurityOptionsWithApiTokenFromFlags();
+  ho.tls_cert_file = tls_files.tls_cert_file;
+  ho.tls_key_file = tls_files.tls_key_file;
+  ho.served_model_name = served;
+  http::ChatRenderer chat = http::ChatRendererFromModelDir(dir);
+  if (!chat.render) {
+    TANDEM_LOG(WARNING) << "chat completions off: " << chat.unavailable_reason;
+  }
+  ho.render_chat = std::move(chat.render);
+  ho.no_chat_reason = chat.unavailable_reason;
+  TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<http::OpenAiServer> http_server,
+                          http::OpenAiServer::Start(ho, ctx, generation));
+  if (!c.port_file.empty()) WritePortFile(c.port_file, server->port(), metrics_server->port(), http_server->port());
   TANDEM_LOG(INFO) << "router serving " << served << " on " << server->address() << ", metrics on port "
-                   << metrics_server->port();
+                   << metrics_server->port() << ", OpenAI HTTP API on port " << http_server->port();
 
   std::atomic<bool> stop{false};
   std::thread expiry([&] {
@@ -132,6 +155,7 @@ absl::Status Run(const RouterConfig& c) {
   const int sig = WaitForTerminationSignal();
   TANDEM_LOG(INFO) << "signal " << sig << ": stopping the router";
   server->SetServing(false);
+  http_server->Stop();
   server->Shutdown(absl::Seconds(5));
   stop = true;
   expiry.join();

@@ -59,6 +59,9 @@ class ClusterSecurity {
   bool mutual_tls() const { return !ca_pem_.empty(); }
   // For logs: "plaintext", "TLS", "mutual TLS + cluster token + api token", ...
   std::string Describe() const;
+  // The public API's bearer token (--api_token[_file]); empty: none. The
+  // router's HTTP API checks it itself (router/http).
+  const std::string& api_token() const { return policy_.api_token; }
 
   // The listening port's credentials, with the per-call checks of
   // auth_policy.h attached (in plaintext too, for the tokens).

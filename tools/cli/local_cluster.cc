@@ -77,6 +77,13 @@ absl::StatusOr<LocalCluster::Child> LocalCluster::Spawn(const std::string& name,
   return Child{name, pid, -1};
 }
 
+// The router's port file has its HTTP port on a third line; "" without one.
+std::string RouterHttpAddress(const std::string& port_file) {
+  std::ifstream in(port_file);
+  int grpc_port = 0, metrics_port = 0, http_port = 0;
+  return in >> grpc_port >> metrics_port >> http_port ? absl::StrCat("127.0.0.1:", http_port) : "";
+}
+
 absl::StatusOr<std::pair<int, int>> LocalCluster::WaitForPortFile(const std::string& path, const Child& child) {
   const absl::Time give_up = absl::Now() + options_.start_timeout;
   while (absl::Now() < give_up) {
@@ -116,7 +123,8 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
   const std::string router_port = (fs::path(options.run_dir) / "router.port").string();
   std::vector<std::string> router_args = {absl::StrCat("--listen=", options.router_listen), model_arg,
                                           absl::StrCat("--port_file=", router_port),
-                                          "--metrics_listen=127.0.0.1:0"};
+                                          "--metrics_listen=127.0.0.1:0",
+                                          absl::StrCat("--http_listen=", options.router_http_listen)};
   const std::vector<std::string> router_security = SecurityFlagArgs(options.security, /*api_token=*/true);
   const std::vector<std::string> worker_security = SecurityFlagArgs(options.security, /*api_token=*/false);
   router_args.insert(router_args.end(), router_security.begin(), router_security.end());
@@ -124,6 +132,7 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(LocalClusterOp
   TANDEM_ASSIGN_OR_RETURN(c->router_, c->Spawn("router", "tandem-router", router_args));
   TANDEM_ASSIGN_OR_RETURN(auto ports, c->WaitForPortFile(router_port, c->router_));
   c->router_address_ = absl::StrCat("127.0.0.1:", ports.first);
+  c->router_http_address_ = RouterHttpAddress(router_port);
   c->metrics_addresses_.push_back(absl::StrCat("127.0.0.1:", ports.second));
   c->router_args_ = router_args;
 
@@ -247,6 +256,7 @@ absl::Status LocalCluster::RestartRouter(const std::vector<std::string>& extra_a
   TANDEM_ASSIGN_OR_RETURN(router_, Spawn("router", "tandem-router", args));
   TANDEM_ASSIGN_OR_RETURN(auto ports, WaitForPortFile(port_file, router_));
   metrics_addresses_[0] = absl::StrCat("127.0.0.1:", ports.second);
+  router_http_address_ = RouterHttpAddress(port_file);
   return absl::OkStatus();
 }
 

@@ -32,6 +32,8 @@ struct LocalClusterOptions {
   // are; empty: next to the running executable.
   std::string bin_dir;
   std::string router_listen = "127.0.0.1:0";
+  // The router's OpenAI-compatible HTTP API (--http_listen).
+  std::string router_http_listen = "127.0.0.1:0";
   // Each process's stderr goes to <log_dir>/<name>.log; empty: inherited.
   std::string log_dir;
   // Scratch space for port files; empty: a fresh directory under /tmp.
@@ -57,6 +59,8 @@ class LocalCluster {
   ~LocalCluster();
 
   const std::string& router_address() const { return router_address_; }
+  // The router's HTTP API, "127.0.0.1:port" (the third line of its port file).
+  const std::string& router_http_address() const { return router_http_address_; }
   // Each worker's gRPC address ("127.0.0.1:port"), in start order.
   const std::vector<std::string>& prefill_addresses() const { return prefill_addresses_; }
   const std::vector<std::string>& decode_addresses() const { return decode_addresses_; }
@@ -104,6 +108,7 @@ class LocalCluster {
   LocalClusterOptions options_;
   std::vector<std::string> router_args_;  // as started, for RestartRouter
   std::string router_address_;
+  std::string router_http_address_;
   std::vector<std::string> prefill_addresses_, decode_addresses_, aggregated_addresses_, metrics_addresses_;
   Child router_;
   std::vector<Child> prefills_, decode_, aggregated_;

@@ -19,6 +19,7 @@ ABSL_FLAG(int32_t, decode_sm_percent, 0, "with --mps: the decode workers' share 
 ABSL_FLAG(std::vector<std::string>, worker_args, {},
           "flags for every worker, comma-separated (e.g. --device=cuda,--gpu_memory_fraction=0.42)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:8000", "router address for clients");
+ABSL_FLAG(std::string, http_listen, "127.0.0.1:8080", "router's OpenAI-compatible HTTP API address");
 ABSL_FLAG(std::string, log_dir, "", "write each process's log to DIR/<name>.log; empty: this terminal");
 ABSL_FLAG(std::string, bin_dir, "", "where the tandem-* binaries are; empty: next to `tandem`");
 
@@ -36,6 +37,7 @@ int RunUp() {
   for (auto* args : {&o.prefill_args, &o.decode_args, &o.aggregated_args}) *args = absl::GetFlag(FLAGS_worker_args);
   o.model_dir = absl::GetFlag(FLAGS_model);
   o.router_listen = absl::GetFlag(FLAGS_listen);
+  o.router_http_listen = absl::GetFlag(FLAGS_http_listen);
   o.log_dir = absl::GetFlag(FLAGS_log_dir);
   o.bin_dir = absl::GetFlag(FLAGS_bin_dir);
   // --tls_*, --cluster_token_file and --api_token* go to the processes;
@@ -57,7 +59,10 @@ int RunUp() {
   std::cerr << "tandem is up: router at " << (*cluster)->router_address() << " with " << o.num_prefill
             << " prefill, " << o.num_decode << " decode and " << o.num_aggregated
             << " aggregated worker(s). Try\n  tandem client --router "
-            << (*cluster)->router_address() << " \"Hello\"\nCtrl-C stops everything.\n";
+            << (*cluster)->router_address() << " \"Hello\"\nOpenAI-compatible API at http://"
+            << (*cluster)->router_http_address() << "/v1, e.g.\n  curl http://" << (*cluster)->router_http_address()
+            << "/v1/completions -H 'Content-Type: application/json' -d '{\"prompt\": \"Hello\", \"max_tokens\": 16}'\n"
+            << "Ctrl-C stops everything.\n";
   WaitForTerminationSignal();
   std::cerr << "stopping...\n";
   absl::Status s = (*cluster)->Stop();
