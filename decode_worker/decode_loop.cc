@@ -114,6 +114,7 @@ void DecodeLoop::AdmitSubmitted(std::deque<std::pair<SeqId, DecodeJob>> jobs) {
     seq.num_computed = transferred ? job.prompt_len : 0;
     seq.sampling = job.sampling;
     seq.seed = job.seed;
+    seq.cache_salt = std::move(job.cache_salt);
     scheduler_.Add(std::move(seq), {job.priority, job.deadline});
     active_.emplace(id, std::move(a));
   }

@@ -61,6 +61,10 @@ struct DecodeJob {
   // are the router's, which sees the text.
   StoppingParams stopping;
   uint64_t seed = 0;
+  // The effective cache salt (DecodeRequest.cache_salt): the blocks this
+  // sequence fills are cached under it, and a locally computed prompt
+  // starts from its cached prefix under it.
+  std::string cache_salt;
   int32_t priority = 0;
   absl::Time deadline = absl::InfiniteFuture();  // orders equal priorities
   std::shared_ptr<DecodeStream> stream;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <span>
 
 #include "absl/strings/str_cat.h"
 #include "common/request/request_validation.h"
@@ -73,11 +74,28 @@ grpc::Status DecodeServiceImpl::ReserveKv(grpc::ServerContext* ctx, const v1::Re
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         absl::StrCat("router_instance is longer than ", kMaxRouterInstanceBytes, " bytes"));
   }
+  // The prompt's cached prefix here, if the router sent the prompt: those
+  // blocks lead the reservation and are not transferred again.
+  std::vector<int32_t> cached_prefix;
+  if (req->prompt_token_ids_size() > 0) {
+    const std::span<const int32_t> prompt(req->prompt_token_ids().data(), req->prompt_token_ids().size());
+    if (static_cast<int32_t>(prompt.size()) != req->prompt_tokens()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("prompt_token_ids holds ", prompt.size(), " ids but prompt_tokens is ",
+                                       req->prompt_tokens()));
+    }
+    if (absl::Status s = ValidatePromptTokens(prompt, config_); !s.ok()) return ToGrpcStatus(s);
+    if (absl::Status s = ValidateCacheSalt(req->cache_salt(), kMaxEffectiveCacheSaltBytes); !s.ok()) {
+      return ToGrpcStatus(s);
+    }
+    if (prefix_cache_ != nullptr) cached_prefix = prefix_cache_->AcquireCachedPrefix(prompt, req->cache_salt());
+  }
+  const int32_t num_cached = static_cast<int32_t>(cached_prefix.size());
   // Tagged with the reserving router's instance: when this worker stops
   // reporting to it, the reservation goes (KvReservations::ReleaseOwnedBy).
   absl::StatusOr<std::vector<int32_t>> blocks =
       reservations_.Reserve(transfer_id, layout_.BlocksForTokens(req->prompt_tokens()),
-                            absl::Now() + absl::Seconds(ttl), req->router_instance());
+                            absl::Now() + absl::Seconds(ttl), req->router_instance(), std::move(cached_prefix));
   if (!blocks.ok()) {
     return ToGrpcStatus(absl::Status(blocks.status().code(),
                                      absl::StrCat("decode worker ", pool->worker_id(), ": ",
@@ -90,6 +108,7 @@ grpc::Status DecodeServiceImpl::ReserveKv(grpc::ServerContext* ctx, const v1::Re
   }
   resp->set_transfer_id(transfer_id);
   for (int32_t b : *blocks) resp->add_block_ids(b);
+  resp->set_num_cached_blocks(num_cached);
   *resp->mutable_pool() = std::move(*pool);
   return grpc::Status::OK;
 }
@@ -142,7 +161,13 @@ grpc::Status DecodeServiceImpl::Decode(grpc::ServerContext* ctx, const v1::Decod
     reservations_.Release(req->transfer_id());
     return ToGrpcStatus(valid);
   }
+  if (valid.ok()) valid = ValidateCacheSalt(req->cache_salt(), kMaxEffectiveCacheSaltBytes);
+  if (!valid.ok()) {
+    reservations_.Release(req->transfer_id());
+    return ToGrpcStatus(valid);
+  }
   job.seed = req->seed();
+  job.cache_salt = req->cache_salt();
   job.priority = req->priority();
   if (req->ttft_budget_seconds() > 0) job.deadline = absl::Now() + absl::Seconds(req->ttft_budget_seconds());
   job.stream = std::make_shared<DecodeStream>();

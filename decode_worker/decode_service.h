@@ -49,6 +49,10 @@ class DecodeServiceImpl final : public v1::DecodeService::Service {
   // The worker's load, as reported to the router (set before serving).
   void SetLoadReporter(std::function<v1::LoadReport()> load) { load_ = std::move(load); }
 
+  // The worker's prefix cache (set before serving; null: caching off): a
+  // reservation starts with the cached blocks of the prompt's longest
+  // cached prefix, and only the rest is reserved and transferred.
+  void SetPrefixCache(KvCacheManager* kv) { prefix_cache_ = kv; }
   // Draining: new reservations are refused, running streams finish.
   void SetDraining() { draining_ = true; }
 
@@ -73,6 +77,7 @@ class DecodeServiceImpl final : public v1::DecodeService::Service {
   std::function<v1::LoadReport()> load_;
   std::atomic<int64_t> next_transfer_{0};
   FaultInjector* faults_ = nullptr;
+  KvCacheManager* prefix_cache_ = nullptr;
 };
 
 }  // namespace tandem

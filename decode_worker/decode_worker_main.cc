@@ -67,6 +67,8 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   TANDEM_ASSIGN_OR_RETURN(v1::KvPoolDescriptor pool,
                           transport->ExportPool(engine.backend().kv_pool(), {address, fingerprint, engine.backend().numerics()}));
   service.SetTransport(transport.get());
+  // Reservations start from the prompt's cached prefix here (issue 20).
+  if (c.scheduler.enable_prefix_caching) service.SetPrefixCache(&engine.kv_cache());
   service.SetPool(pool);
   loop.Start();
   if (!c.worker.port_file.empty()) WritePortFile(c.worker.port_file, server->port(), metrics_server->port());

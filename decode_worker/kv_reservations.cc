@@ -1,5 +1,7 @@
 #include "decode_worker/kv_reservations.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/util/logging.h"
 #include "common/util/status_macros.h"
@@ -13,15 +15,25 @@ KvReservations::~KvReservations() {
 
 absl::StatusOr<std::vector<int32_t>> KvReservations::Reserve(const std::string& transfer_id,
                                                              int32_t num_blocks, absl::Time expires,
-                                                             const std::string& owner) {
+                                                             const std::string& owner,
+                                                             std::vector<int32_t> cached_prefix) {
   absl::MutexLock lock(&mu_);
+  auto give_back_prefix = [&] { allocator_.Release(cached_prefix).IgnoreError(); };
   if (reservations_.contains(transfer_id)) {
+    give_back_prefix();
     return absl::AlreadyExistsError(absl::StrCat("transfer ", transfer_id, " is already reserved"));
   }
-  TANDEM_ASSIGN_OR_RETURN(std::vector<int32_t> blocks, allocator_.Allocate(num_blocks));
+  const int32_t fresh_needed = std::max<int32_t>(0, num_blocks - static_cast<int32_t>(cached_prefix.size()));
+  absl::StatusOr<std::vector<int32_t>> fresh = allocator_.Allocate(fresh_needed);
+  if (!fresh.ok()) {
+    give_back_prefix();
+    return fresh.status();
+  }
+  std::vector<int32_t> blocks = std::move(cached_prefix);
+  blocks.insert(blocks.end(), fresh->begin(), fresh->end());
   Reservation& r = reservations_[transfer_id];
   r.blocks = blocks;
-  r.members.insert(blocks.begin(), blocks.end());
+  r.members.insert(fresh->begin(), fresh->end());
   r.expires = expires;
   r.owner = owner;
   return blocks;

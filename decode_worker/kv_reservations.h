@@ -36,8 +36,14 @@ class KvReservations final : public KvWriteGate {
   // RESOURCE_EXHAUSTED (from the allocator) when the blocks are not free.
   // `owner` names the router instance that reserved (empty: none), for
   // ReleaseOwnedBy.
+  // `cached_prefix`: blocks already holding the prompt's first blocks (the
+  // prefix cache's, each referenced once for this call); they lead the
+  // reservation, count toward `num_blocks`, are released with it, and are
+  // never writable (PinForWrite refuses them). On any error they are
+  // released here.
   absl::StatusOr<std::vector<int32_t>> Reserve(const std::string& transfer_id, int32_t num_blocks,
-                                               absl::Time expires, const std::string& owner = "");
+                                               absl::Time expires, const std::string& owner = "",
+                                               std::vector<int32_t> cached_prefix = {});
   // Hands the blocks to the caller, who now owns them (the decode loop
   // adopts them for the sequence). NOT_FOUND if unknown, released or
   // expired. A write still pinning the reservation is waited for (up to
@@ -71,7 +77,9 @@ class KvReservations final : public KvWriteGate {
  private:
   struct Reservation {
     std::vector<int32_t> blocks;
-    absl::flat_hash_set<int32_t> members;  // the same blocks, for PinForWrite
+    // The blocks a transfer may write, for PinForWrite: all but the cached
+    // prefix.
+    absl::flat_hash_set<int32_t> members;
     absl::Time expires;
     std::string owner;  // the reserving router instance; may be empty
     int pins = 0;

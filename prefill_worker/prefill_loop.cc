@@ -108,6 +108,7 @@ void PrefillLoop::Admit(std::deque<std::shared_ptr<PrefillJob>> jobs) {
     seq.prompt_len = static_cast<int32_t>(job->prompt.size());
     seq.sampling = job->sampling;
     seq.seed = job->seed;
+    seq.cache_salt = job->cache_salt;
     // Equal priorities go earliest deadline first: the router's call
     // deadline is the request's own.
     scheduler_.Add(std::move(seq), {job->priority, job->deadline});
@@ -208,6 +209,12 @@ void PrefillLoop::RunStep(const StepPlan& plan) {
     const size_t n = std::min(spec.src_blocks.size(), spec.dst_blocks.size());
     spec.src_blocks.resize(n);
     spec.dst_blocks.resize(n);
+    // The destination's leading blocks it already holds (its cached prefix
+    // of this prompt, under the same salt: the same KV) are not sent; they
+    // are read-only there. The service checked that they leave some to send.
+    const size_t skip = std::min<size_t>(static_cast<size_t>(a.job->destination.num_cached_blocks()), n);
+    spec.src_blocks.erase(spec.src_blocks.begin(), spec.src_blocks.begin() + skip);
+    spec.dst_blocks.erase(spec.dst_blocks.begin(), spec.dst_blocks.begin() + skip);
     spec.deadline = a.job->deadline;
     spec.finish_timeout = transfer_finish_timeout_;
     absl::StatusOr<std::unique_ptr<KvTransfer>> t = transport_.StartTransfer(

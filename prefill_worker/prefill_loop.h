@@ -48,6 +48,11 @@ class PrefillJob {
   SamplingParams sampling;
   uint64_t seed = 0;
   int32_t priority = 0;
+  // The effective cache salt (PrefillRequest.cache_salt): the prompt's
+  // cached prefix under it is not computed again.
+  std::string cache_salt;
+  // The destination's first destination.num_cached_blocks() blocks already
+  // hold the prompt's KV there; only the later ones are shipped.
   v1::ReserveKvResponse destination;
   absl::Time deadline = absl::InfiniteFuture();
   absl::Time enqueued;

@@ -34,6 +34,7 @@ grpc::Status PrefillServiceImpl::Prefill(grpc::ServerContext* ctx, const v1::Pre
                             req->has_logprobs() ? std::optional<int32_t>(req->logprobs()) : std::nullopt);
   job->seed = req->seed();
   job->priority = req->priority();
+  job->cache_salt = req->cache_salt();
   job->destination = req->destination();
   job->enqueued = absl::Now();
   if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
@@ -49,6 +50,16 @@ grpc::Status PrefillServiceImpl::Prefill(grpc::ServerContext* ctx, const v1::Pre
   }
   if (valid.ok() && req->destination().block_ids().empty()) {
     valid = absl::InvalidArgumentError("destination has no KV blocks");
+  }
+  if (valid.ok()) valid = ValidateCacheSalt(job->cache_salt, kMaxEffectiveCacheSaltBytes);
+  // The destination's cached prefix holds whole blocks of the prompt but
+  // never its last token, so at least one block is always shipped.
+  if (valid.ok() && (req->destination().num_cached_blocks() < 0 ||
+                     static_cast<int64_t>(req->destination().num_cached_blocks()) * block_size_ >=
+                         static_cast<int64_t>(job->prompt.size()) ||
+                     req->destination().num_cached_blocks() > req->destination().block_ids_size())) {
+    valid = absl::InvalidArgumentError(absl::StrCat("destination claims ", req->destination().num_cached_blocks(),
+                                                    " cached blocks for a prompt of ", job->prompt.size(), " tokens"));
   }
   if (!valid.ok()) return ToGrpcStatus(valid);
 

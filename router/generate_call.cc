@@ -125,6 +125,8 @@ GenerateCall::GenerateCall(RouterContext& router, GenerateSink& sink, const v1::
 absl::Status GenerateCall::Prepare() {
   // The edge: sizes first, before anything is tokenized or forwarded.
   if (absl::Status s = ValidateRequestId(req_.request_id()); !s.ok()) return s;
+  if (absl::Status s = ValidateCacheSalt(req_.cache_salt()); !s.ok()) return s;
+  cache_salt_ = EffectiveCacheSalt(sink_.api_token(), req_.cache_salt());
   request_id_ = req_.request_id().empty() ? absl::StrCat("req-", router_.next_request.fetch_add(1))
                                           : req_.request_id();
   client_deadline_ = sink_.deadline();
@@ -207,6 +209,10 @@ absl::StatusOr<GenerateCall::Placement> GenerateCall::Reserve() {
   r.set_prompt_tokens(static_cast<int32_t>(prompt_.size()));
   r.set_max_new_tokens(stopping_.max_new_tokens);
   r.set_priority(req_.priority());
+  // The decode worker starts the reservation from its cached prefix of the
+  // prompt under this salt; only the rest is transferred.
+  *r.mutable_prompt_token_ids() = {prompt_.begin(), prompt_.end()};
+  r.set_cache_salt(cache_salt_);
   // The lease: the time the prefill call may take (client's remaining
   // budget, capped) plus slack, but never more than the configured TTL;
   // Run bounds the prefill call by the lease's end less the slack.
@@ -408,6 +414,7 @@ grpc::Status GenerateCall::Run() {
   pr.set_seed(seed_);
   pr.set_priority(req_.priority());
   pr.set_decode_worker(placement->decode.address);
+  pr.set_cache_salt(cache_salt_);
   *pr.mutable_destination() = placement->reservation;
   v1::PrefillResponse presp;
   grpc::Status ps;
@@ -456,6 +463,7 @@ grpc::Status GenerateCall::Run() {
   dr.set_skip_special_tokens(req_.skip_special_tokens());
   dr.set_priority(req_.priority());
   dr.set_seed(seed_);
+  dr.set_cache_salt(cache_salt_);
   dr.set_kv_completion(presp.kv_completion());
   return Relay(placement->decode, dr, [&] { Release(*placement); });
 }
@@ -480,7 +488,7 @@ absl::StatusOr<std::optional<WorkerView>> GenerateCall::PlaceLocal() {
   local_blocks_ = (static_cast<int64_t>(prompt_.size()) + block_size) / block_size;
   // Keys under the request's cache salt, as the workers compute them.
   block_size_ = block_size;
-  prompt_keys_ = HashFullBlocks(prompt_, block_size, "");
+  prompt_keys_ = HashFullBlocks(prompt_, block_size, cache_salt_);
   PlacementPolicy& policy = *router_.placement;
   const bool pairs = decode && prefill;
   if (aggregated && (!pairs || reg.Headroom(v1::WORKER_ROLE_AGGREGATED) >= reg.Headroom(v1::WORKER_ROLE_DECODE))) {
@@ -517,6 +525,7 @@ grpc::Status GenerateCall::RunLocal(const WorkerView& worker) {
   dr.set_skip_special_tokens(req_.skip_special_tokens());
   dr.set_priority(req_.priority());
   dr.set_seed(seed_);
+  dr.set_cache_salt(cache_salt_);
   const double ttft = req_.slo().has_ttft_seconds() ? req_.slo().ttft_seconds() : router_.config.slo_ttft_seconds;
   dr.set_ttft_budget_seconds(std::max(1e-3, ttft - absl::ToDoubleSeconds(absl::Now() - arrival_)));
   grpc::Status s = Relay(worker, dr, [] {});

@@ -129,6 +129,9 @@ class GenerateCall {
   // The prompt's full-block keys (set by PlaceLocal, before any placement)
   // and the prompt tokens the computing worker was predicted to have cached.
   std::vector<BlockHash> prompt_keys_;
+  // The effective cache salt (common/request/cache_salt.h): the root of
+  // prompt_keys_, and what the workers cache this request's blocks under.
+  std::string cache_salt_;
   int32_t block_size_ = 16;
   int64_t predicted_hit_tokens_ = 0;
 

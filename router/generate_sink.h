@@ -4,8 +4,10 @@
 #pragma once
 
 #include <chrono>
+#include <string>
 
 #include "absl/time/time.h"
+#include "common/request/cache_salt.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/sync_stream.h"
 #include "tandem/v1/generate.pb.h"
@@ -23,6 +25,10 @@ class GenerateSink {
   virtual bool IsCancelled() const = 0;
   // When the client's call ends; InfiniteFuture for no deadline.
   virtual absl::Time deadline() const = 0;
+  // The bearer token the client sent (empty: none). With API tokens
+  // checked it names the tenant, whose cached KV no other token shares
+  // (EffectiveCacheSalt); unchecked, a client only partitions itself.
+  virtual std::string api_token() const { return ""; }
 };
 
 // The public gRPC Generate stream.
@@ -35,6 +41,12 @@ class GrpcGenerateSink final : public GenerateSink {
   absl::Time deadline() const override {
     return ctx_->deadline() == std::chrono::system_clock::time_point::max() ? absl::InfiniteFuture()
                                                                             : absl::FromChrono(ctx_->deadline());
+  }
+  std::string api_token() const override {
+    const auto& md = ctx_->client_metadata();
+    auto it = md.find("authorization");
+    if (it == md.end()) return "";
+    return std::string(BearerToken(std::string_view(it->second.data(), it->second.size())));
   }
 
  private:

@@ -156,5 +156,35 @@ TEST_F(KvReservationsTest, AClaimGivesUpOnAWriteThatDoesNotFinish) {
   reservations_.Release("a");
 }
 
+TEST_F(KvReservationsTest, ACachedPrefixLeadsTheReservationIsNeverWritableAndGoesBackWithIt) {
+  // Two blocks the prefix cache handed over, one reference each.
+  auto cached = allocator_.Allocate(2);
+  ASSERT_TRUE(cached.ok());
+  auto r = reservations_.Reserve("a", 5, Later(), "", *cached);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 5u);
+  EXPECT_EQ((*r)[0], (*cached)[0]);
+  EXPECT_EQ((*r)[1], (*cached)[1]);
+  EXPECT_EQ(allocator_.num_used(), 5);  // 3 fresh, not 5
+  // A transfer may write the fresh blocks only.
+  EXPECT_EQ(reservations_.PinForWrite("a", {(*r)[0]}).code(), absl::StatusCode::kPermissionDenied);
+  ASSERT_TRUE(reservations_.PinForWrite("a", {(*r)[2], (*r)[4]}).ok());
+  reservations_.Unpin("a");
+  reservations_.Release("a");
+  EXPECT_EQ(allocator_.num_used(), 0);
+
+  // On a refusal the handed-over blocks are given back too.
+  ASSERT_TRUE(reservations_.Reserve("b", 1, Later()).ok());
+  auto more = allocator_.Allocate(1);
+  ASSERT_TRUE(more.ok());
+  EXPECT_EQ(reservations_.Reserve("b", 3, Later(), "", *more).status().code(), absl::StatusCode::kAlreadyExists);
+  auto again = allocator_.Allocate(1);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(reservations_.Reserve("c", kBlocks + 1, Later(), "", *again).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  reservations_.Release("b");
+  EXPECT_EQ(allocator_.num_used(), 0);
+}
+
 }  // namespace
 }  // namespace tandem
