@@ -4,6 +4,7 @@
 //   tandem-bench --router HOST:PORT --concurrency 1,8,32 ...
 //   tandem-bench --router HOST:PORT --workload multiturn --conversations 16 --rates 2
 //       --metrics 127.0.0.1:9101,127.0.0.1:9102   # prefix-cache hit rate the workers count
+//   tandem-bench --endpoint http://HOST:PORT/v1 --rates 1,2 ...   # any OpenAI-compatible server
 //   tandem-bench compare before.json after.json --out compare.svg
 #include <filesystem>
 #include <fstream>
@@ -18,12 +19,19 @@
 #include "absl/strings/str_split.h"
 #include "bench/tandem_bench/load_runner.h"
 #include "bench/tandem_bench/metrics_scrape.h"
+#include "bench/tandem_bench/openai_client.h"
 #include "bench/tandem_bench/prefix_workloads.h"
 #include "bench/tandem_bench/report.h"
 #include "bench/tandem_bench/run_stats.h"
 #include "bench/tandem_bench/workload.h"
 
 ABSL_FLAG(std::string, router, "127.0.0.1:8000", "router address");
+ABSL_FLAG(std::string, endpoint, "",
+          "an OpenAI-compatible API (http://HOST:PORT/v1) to load instead of --router: streaming /completions with "
+          "token-id prompts (multiturn resends the prompts only: the API returns no answer ids)");
+ABSL_FLAG(std::string, api_key, "", "--endpoint: bearer token (default: $OPENAI_API_KEY)");
+ABSL_FLAG(std::string, served_model, "", "--endpoint: the model to ask for (default: the first /models lists)");
+ABSL_FLAG(int64_t, vocab_size, 0, "--endpoint: vocabulary size to draw prompt ids from (default: /models' vocab_size)");
 ABSL_FLAG(std::vector<std::string>, rates, {}, "open-loop Poisson request rates (req/s) to sweep, e.g. 1,2,4,8");
 ABSL_FLAG(std::vector<std::string>, concurrency, {}, "closed-loop concurrency levels to sweep (instead of --rates)");
 ABSL_FLAG(int32_t, num_requests, 100, "requests per run");
@@ -100,11 +108,30 @@ int Run() {
 
   auto stub = ConnectRouter(absl::GetFlag(FLAGS_router));
   v1::ModelInfo info;
-  {
+  // The client every run goes through: tandem's gRPC API, or an
+  // OpenAI-compatible HTTP API.
+  std::unique_ptr<BenchClient> client;
+  const std::string endpoint = absl::GetFlag(FLAGS_endpoint);
+  if (endpoint.empty()) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
     if (!s.ok()) return Fail("cannot reach the router at " + absl::GetFlag(FLAGS_router) + ": " + s.error_message());
+    client = std::make_unique<GrpcBenchClient>(*stub);
+  } else {
+    std::string key = absl::GetFlag(FLAGS_api_key);
+    if (key.empty() && std::getenv("OPENAI_API_KEY") != nullptr) key = std::getenv("OPENAI_API_KEY");
+    auto http = OpenAiBenchClient::Create(endpoint, key);
+    if (!http.ok()) return Fail(std::string(http.status().message()));
+    absl::StatusOr<OpenAiModel> model = (*http)->Model();
+    if (!model.ok()) return Fail(std::string(model.status().message()));
+    const std::string name = absl::GetFlag(FLAGS_served_model).empty() ? model->id : absl::GetFlag(FLAGS_served_model);
+    (*http)->set_model(name);
+    info.set_name(name);
+    info.set_vocab_size(absl::GetFlag(FLAGS_vocab_size) > 0 ? absl::GetFlag(FLAGS_vocab_size) : model->vocab_size);
+    info.set_max_context_length(model->max_model_len > 0 ? model->max_model_len : 4096);
+    if (info.vocab_size() <= 0) return Fail("the server does not say its vocabulary size: give --vocab_size");
+    client = std::move(*http);
   }
   WorkloadOptions w;
   w.num_requests = absl::GetFlag(FLAGS_num_requests);
@@ -149,7 +176,7 @@ int Run() {
     LoadOptions wo = lo;
     wo.concurrency = static_cast<int32_t>(warm.size());
     wo.label = "warm-up";
-    RunLoad(*stub, warm, wo, w.seed);
+    RunLoad(*client, warm, wo, w.seed);
   }
 
   std::vector<RunStats> runs;
@@ -168,7 +195,7 @@ int Run() {
     }
     absl::StatusOr<PrefixCounters> before = ScrapePrefixCounters(endpoints);
     if (!before.ok()) return Fail(std::string(before.status().message()));
-    loads_seen.push_back(RunLoad(*stub, *requests, o, w.seed));
+    loads_seen.push_back(RunLoad(*client, *requests, o, w.seed));
     absl::StatusOr<PrefixCounters> after = ScrapePrefixCounters(endpoints);
     if (!after.ok()) return Fail(std::string(after.status().message()));
     const PrefixHits oracle = OraclePrefixHits(loads_seen.back().records, absl::GetFlag(FLAGS_block_size), true);
@@ -196,6 +223,7 @@ int Run() {
   std::cout << FormatTable(runs, slo);
   nlohmann::json result;
   result["router"] = absl::GetFlag(FLAGS_router);
+  if (!endpoint.empty()) result["endpoint"] = endpoint;
   result["model"] = info.name();
   result["workload"] = WorkloadName(w.kind);
   result["config"] = {{"num_requests", w.num_requests},

@@ -23,37 +23,13 @@ using Clock = std::chrono::steady_clock;
 double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // Sends `prompt` (the request's own, or a conversation turn's assembled one).
-RequestRecord RunOne(v1::GenerationService::Stub& stub, const BenchRequest& r, std::span<const int32_t> prompt,
+RequestRecord RunOne(BenchClient& client, const BenchRequest& r, std::span<const int32_t> prompt,
                      Clock::time_point t0, const LoadOptions& options) {
-  const double deadline_seconds = options.deadline_seconds;
   RequestRecord rec;
-  v1::GenerateRequest req;
-  for (int32_t id : prompt) req.mutable_token_ids()->add_ids(id);
-  req.mutable_sampling()->set_temperature(0.0f);
-  req.mutable_stopping()->set_max_new_tokens(r.output_tokens);
-  req.mutable_stopping()->set_ignore_eos(true);
-  req.set_return_text(false);
   rec.prompt_tokens = static_cast<int32_t>(prompt.size());
   rec.prompt_ids.assign(prompt.begin(), prompt.end());
-  grpc::ClientContext ctx;
-  if (deadline_seconds > 0) {
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::milliseconds(static_cast<int64_t>(deadline_seconds * 1000)));
-  }
-  const Clock::time_point sent = Clock::now();
-  rec.sent = std::chrono::duration<double>(sent - t0).count();
-  auto reader = stub.Generate(&ctx, req);
-  v1::GenerateResponse resp;
-  while (reader->Read(&resp)) {
-    const double at = Since(sent);
-    for (const v1::GeneratedToken& t : resp.tokens()) {
-      rec.tokens.push_back(at);
-      rec.output_ids.push_back(t.id());
-    }
-  }
-  grpc::Status s = reader->Finish();
-  rec.ok = s.ok();
-  if (!s.ok()) rec.error = s.error_message();
+  rec.sent = Since(t0);
+  client.Generate(prompt, r.output_tokens, options.deadline_seconds, rec);
   return rec;
 }
 
@@ -93,7 +69,7 @@ class Progress {
 // (closed loop). A turn's prompt is the previous turn's prompt and answer
 // and its own user message; a failed turn ends its conversation (the
 // rest are recorded as not sent).
-void RunConversations(v1::GenerationService::Stub& stub, const std::vector<BenchRequest>& requests,
+void RunConversations(BenchClient& stub, const std::vector<BenchRequest>& requests,
                       const LoadOptions& options, uint64_t seed, Clock::time_point t0, Progress& progress,
                       LoadResult& result) {
   std::map<int32_t, std::vector<size_t>> turns;  // conversation -> request indices in turn order
@@ -148,6 +124,12 @@ std::unique_ptr<v1::GenerationService::Stub> ConnectRouter(const std::string& ad
 
 LoadResult RunLoad(v1::GenerationService::Stub& stub, const std::vector<BenchRequest>& requests,
                    const LoadOptions& options, uint64_t seed) {
+  GrpcBenchClient client(stub);
+  return RunLoad(client, requests, options, seed);
+}
+
+LoadResult RunLoad(BenchClient& stub, const std::vector<BenchRequest>& requests, const LoadOptions& options,
+                   uint64_t seed) {
   LoadResult result;
   result.records.resize(requests.size());
   Progress progress(options.progress, requests.size(), options.label);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/tandem_bench/bench_client.h"
 #include "bench/tandem_bench/workload.h"
 #include "tandem/v1/generate.grpc.pb.h"
 
@@ -26,7 +27,7 @@ struct RequestRecord {
   int32_t prompt_tokens = 0;
   // What was sent and what came back (token ids).
   std::vector<int32_t> prompt_ids;
-  std::vector<int32_t> output_ids;
+  std::vector<int32_t> output_ids;  // empty over HTTP (the API returns text)
   double ttft() const { return tokens.empty() ? 0 : tokens.front(); }
   double e2e() const { return tokens.empty() ? 0 : tokens.back(); }
   // (last - first) / (n - 1); 0 with one token.
@@ -46,7 +47,10 @@ struct LoadResult {
   double duration = 0;  // first send to last completion
 };
 
-// Thread-safe stub; one thread per request in flight.
+// One thread per request in flight, all calling `client`.
+LoadResult RunLoad(BenchClient& client, const std::vector<BenchRequest>& requests, const LoadOptions& options,
+                   uint64_t seed);
+// The same over tandem's gRPC API.
 LoadResult RunLoad(v1::GenerationService::Stub& stub, const std::vector<BenchRequest>& requests,
                    const LoadOptions& options, uint64_t seed);
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <numeric>
 
+#include "absl/strings/str_cat.h"
+
 namespace tandem::bench {
 
 Percentiles Summarize(std::vector<double> v) {
@@ -71,7 +73,7 @@ Percentiles P(const nlohmann::json& j) { return {j["mean"], j["p50"], j["p90"], 
 }  // namespace
 
 nlohmann::json ToJson(const RunStats& s) {
-  return {{"rate", s.rate},
+  nlohmann::json j = {{"rate", s.rate},
           {"concurrency", s.concurrency},
           {"completed", s.completed},
           {"failed", s.failed},
@@ -88,6 +90,21 @@ nlohmann::json ToJson(const RunStats& s) {
           {"attainment", {{"ttft", s.attainment_ttft}, {"tpot", s.attainment_tpot}, {"all", s.attainment}}},
           {"goodput_req_s", s.goodput},
           {"samples", {{"ttft_s", s.ttft_samples}, {"tpot_s", s.tpot_samples}, {"e2e_s", s.e2e_samples}}}};
+  // The same numbers under vLLM's benchmark names (benchmark_serving.py /
+  // `vllm bench serve`), so tools that read those files read these.
+  j["duration"] = s.duration;
+  j["total_input_tokens"] = s.input_tokens;
+  j["total_output_tokens"] = s.output_tokens;
+  j["output_throughput"] = s.output_tokens_per_s;
+  j["total_token_throughput"] = s.input_tokens_per_s + s.output_tokens_per_s;
+  for (const auto& [name, p] : {std::pair<const char*, const Percentiles*>{"ttft", &s.ttft},
+                                {"tpot", &s.tpot}, {"itl", &s.itl}, {"e2el", &s.e2e}}) {
+    j[absl::StrCat("mean_", name, "_ms")] = 1e3 * p->mean;
+    j[absl::StrCat("median_", name, "_ms")] = 1e3 * p->p50;
+    j[absl::StrCat("p90_", name, "_ms")] = 1e3 * p->p90;
+    j[absl::StrCat("p99_", name, "_ms")] = 1e3 * p->p99;
+  }
+  return j;
 }
 
 RunStats RunStatsFromJson(const nlohmann::json& j) {

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -58,11 +59,11 @@ ConnectionWatch::ConnectionWatch(const std::string& remote_addr, int remote_port
 
 bool ConnectionWatch::PeerClosed() const {
   if (fd_ < 0) return false;
-  char byte;
-  const ssize_t n = recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n == 0) return true;  // orderly shutdown by the client
-  if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
-  return false;  // data waiting (a pipelined request): still connected
+  // POLLRDHUP: the client shut its side down, even with bytes of it still
+  // unread (a pipelined request); HUP/ERR: the connection broke.
+  pollfd p{fd_, POLLRDHUP, 0};
+  if (poll(&p, 1, 0) <= 0) return false;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 }  // namespace tandem::router::http

@@ -19,8 +19,8 @@ class ConnectionWatch {
   // The socket connected from remote_addr:remote_port to local_port; not
   // watching (never reports closed) when none is found.
   ConnectionWatch(const std::string& remote_addr, int remote_port, int local_port);
-  // True once the peer closed its side or the connection broke. Cheap (a
-  // non-blocking peek); safe from any thread.
+  // True once the peer closed (or shut down) its side or the connection
+  // broke. Cheap (a zero-timeout poll); safe from any thread.
   bool PeerClosed() const;
   bool watching() const { return fd_ >= 0; }
 
