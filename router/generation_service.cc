@@ -41,8 +41,30 @@ bool GenerationServiceImpl::CanPlace() const {
   return ctx_.registry->CountLive(v1::WORKER_ROLE_DECODE) + ctx_.registry->CountLive(v1::WORKER_ROLE_AGGREGATED) > 0;
 }
 
+void ApplyModelSamplingDefaults(const GenerationConfig& defaults, v1::SamplingParameters* p) {
+  SamplingFieldsSet set;
+  set.temperature = p->has_temperature();
+  set.top_p = p->has_top_p();
+  set.top_k = p->has_top_k();
+  set.repetition_penalty = p->has_repetition_penalty();
+  float temperature = p->temperature(), top_p = p->top_p(), repetition_penalty = p->repetition_penalty();
+  int32_t top_k = p->top_k();
+  ApplySamplingDefaults(defaults, set, &temperature, &top_p, &top_k, &repetition_penalty);
+  if (!set.temperature && defaults.temperature) p->set_temperature(temperature);
+  if (!set.top_p && defaults.top_p) p->set_top_p(top_p);
+  if (!set.top_k && defaults.top_k) p->set_top_k(top_k);
+  if (!set.repetition_penalty && defaults.repetition_penalty) p->set_repetition_penalty(repetition_penalty);
+}
+
 grpc::Status GenerationServiceImpl::Serve(const v1::GenerateRequest& request, GenerateSink& sink) {
   const v1::GenerateRequest* req = &request;
+  // The model's defaults go into a copy, only when it has any.
+  v1::GenerateRequest with_defaults;
+  if (ctx_.generation_defaults.has_sampling_defaults()) {
+    with_defaults = request;
+    ApplyModelSamplingDefaults(ctx_.generation_defaults, with_defaults.mutable_sampling());
+    req = &with_defaults;
+  }
   // Overload: past the in-flight limit requests wait in a bounded queue,
   // by priority, then TTFT deadline; refused only when it is full or
   // their deadline cannot be met.
@@ -112,6 +134,11 @@ grpc::Status GenerationServiceImpl::GetModelInfo(grpc::ServerContext*, const v1:
   resp->set_dtype(m.torch_dtype == DType::kBF16 ? "bfloat16" : m.torch_dtype == DType::kF16 ? "float16" : "float32");
   if (m.bos_token_id >= 0) resp->set_bos_token_id(static_cast<int32_t>(m.bos_token_id));
   for (int32_t id : ctx_.eos_ids) resp->add_eos_token_ids(id);
+  const GenerationConfig& g = ctx_.generation_defaults;
+  if (g.temperature) resp->set_default_temperature(*g.temperature);
+  if (g.top_p) resp->set_default_top_p(*g.top_p);
+  if (g.top_k) resp->set_default_top_k(*g.top_k);
+  if (g.repetition_penalty) resp->set_default_repetition_penalty(*g.repetition_penalty);
   int64_t blocks = 0;
   for (const WorkerView& w : ctx_.registry->Snapshot()) {
     if (w.role == v1::WORKER_ROLE_DECODE || w.role == v1::WORKER_ROLE_AGGREGATED) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/metrics/serving_metrics.h"
+#include "common/model/generation_config.h"
 #include "common/model/model_config.h"
 #include "common/tokenizer/tokenizer.h"
 #include "router/admission_queue.h"
@@ -30,7 +31,11 @@ struct RouterContext {
   std::string served_model_name;
   ModelConfig model;
   std::unique_ptr<Tokenizer> tokenizer;
+  // config.json's EOS ids merged with generation_config.json's.
   std::vector<int32_t> eos_ids;
+  // generation_config.json's sampling defaults, filled into every request
+  // (gRPC and HTTP) that leaves the field unset, before it is validated.
+  GenerationConfig generation_defaults;
   WorkerRegistry* registry = nullptr;
   RouterMetrics* metrics = nullptr;
   // Cache-aware placement: the index the registry service feeds (null:
@@ -42,6 +47,10 @@ struct RouterContext {
   PlacementMetrics* placement_metrics = nullptr;
   std::atomic<int64_t> next_request{0};
 };
+
+// Fills the sampling fields a request left unset with the model's
+// generation_config.json defaults (proto3 presence tells them apart).
+void ApplyModelSamplingDefaults(const GenerationConfig& defaults, v1::SamplingParameters* p);
 
 class GenerationServiceImpl final : public v1::GenerationService::Service {
  public:

@@ -91,7 +91,10 @@ absl::Status Run(const RouterConfig& c) {
                        ? "tandem-default"
                        : std::filesystem::path(c.model_dir).lexically_normal().filename().string();
   if (ctx.model_name.empty()) ctx.model_name = std::filesystem::path(c.model_dir).parent_path().filename();
-  for (int64_t id : ctx.model.eos_token_ids) ctx.eos_ids.push_back(static_cast<int32_t>(id));
+  // generation_config.json: more EOS ids (Llama 3 Instruct's <|eot_id|>)
+  // and the sampling defaults requests get.
+  TANDEM_ASSIGN_OR_RETURN(ctx.generation_defaults, LoadGenerationConfig(dir));
+  ctx.eos_ids = MergeEosIds(ctx.model.eos_token_ids, ctx.generation_defaults);
   if (ctx.eos_ids.empty()) ctx.eos_ids = ctx.tokenizer->eos_ids();
 
   const std::string served = c.served_model_name.empty() ? ctx.model_name : c.served_model_name;

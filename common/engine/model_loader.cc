@@ -31,6 +31,9 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelSource& source) {
   TANDEM_LOG(INFO) << "loading model " << m.name << " from " << m.dir
                    << (source.dummy_weights ? " (dummy weights)" : "");
   TANDEM_ASSIGN_OR_RETURN(m.config, LoadModelConfig(m.dir + "/config.json"));
+  TANDEM_ASSIGN_OR_RETURN(m.generation, LoadGenerationConfig(m.dir));
+  const std::vector<int32_t> eos = MergeEosIds(m.config.eos_token_ids, m.generation);
+  m.config.eos_token_ids.assign(eos.begin(), eos.end());
   TANDEM_ASSIGN_OR_RETURN(m.tokenizer, Tokenizer::FromDir(m.dir));
   if (source.dummy_weights) {
     m.weights = MakeDummyWeightStore(m.config, source.dummy_seed, m.config.torch_dtype);

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/engine/model_backend.h"
+#include "common/model/generation_config.h"
 #include "common/model/model_config.h"
 #include "common/model/weight_store.h"
 #include "common/tokenizer/tokenizer.h"
@@ -31,7 +32,12 @@ struct ModelSource {
 struct LoadedModel {
   std::string name;  // the directory's base name, or "tandem-default"
   std::string dir;
+  // config.json, with generation_config.json's EOS ids merged into
+  // eos_token_ids (so every stop check sees them).
   ModelConfig config;
+  // generation_config.json (empty when the model has none): the sampling
+  // defaults for requests that leave them unset.
+  GenerationConfig generation;
   std::unique_ptr<WeightStore> weights;
   std::unique_ptr<Tokenizer> tokenizer;
   // Set for dummy weights (part of the fingerprint).

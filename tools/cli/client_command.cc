@@ -76,6 +76,13 @@ int RunClient(const std::vector<std::string>& prompts) {
       req.set_add_special_tokens(absl::GetFlag(FLAGS_add_special_tokens));
     }
     *req.mutable_sampling() = ToProto(sampling);
+    // Fields not given on the command line stay unset, so the router
+    // applies the model's generation_config.json defaults to them.
+    const SamplingFieldsSet given = SamplingFlagsGiven();
+    if (!given.temperature) req.mutable_sampling()->clear_temperature();
+    if (!given.top_p) req.mutable_sampling()->clear_top_p();
+    if (!given.top_k) req.mutable_sampling()->clear_top_k();
+    if (!given.repetition_penalty) req.mutable_sampling()->clear_repetition_penalty();
     *req.mutable_stopping() = ToProto(*stopping);
     if (sampling.logprobs >= 0) req.set_logprobs(sampling.logprobs);
     req.set_skip_special_tokens(absl::GetFlag(FLAGS_skip_special_tokens));

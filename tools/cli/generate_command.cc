@@ -33,7 +33,7 @@ namespace tandem::cli {
 namespace {
 
 absl::StatusOr<GenerationRequest> RequestFromFlags(const Tokenizer& tokenizer, int64_t vocab_size,
-                                                   const std::string& prompt) {
+                                                   const GenerationConfig& model_defaults, const std::string& prompt) {
   GenerationRequest r;
   if (absl::GetFlag(FLAGS_token_ids)) {
     TANDEM_ASSIGN_OR_RETURN(r.prompt, ParseIds(prompt));
@@ -42,6 +42,10 @@ absl::StatusOr<GenerationRequest> RequestFromFlags(const Tokenizer& tokenizer, i
     r.prompt = tokenizer.Encode(prompt, absl::GetFlag(FLAGS_add_special_tokens));
   }
   r.sampling = SamplingFromFlags();
+  // The model's generation_config.json fills what the flags left out, as
+  // the router does for served requests.
+  ApplySamplingDefaults(model_defaults, SamplingFlagsGiven(), &r.sampling.temperature, &r.sampling.top_p,
+                        &r.sampling.top_k, &r.sampling.repetition_penalty);
   TANDEM_ASSIGN_OR_RETURN(r.stopping, StoppingFromFlags());
   // The router's limits (common/request): a request this accepts, the
   // served path accepts too. The prompt's own checks are per request, in
@@ -95,7 +99,7 @@ int RunGenerate(const std::vector<std::string>& prompts) {
 
   std::vector<GenerationRequest> requests;
   for (const std::string& p : prompts) {
-    absl::StatusOr<GenerationRequest> r = RequestFromFlags(*model->tokenizer, model->config.vocab_size, p);
+    absl::StatusOr<GenerationRequest> r = RequestFromFlags(*model->tokenizer, model->config.vocab_size, model->generation, p);
     if (!r.ok()) return Fail(r.status());
     requests.push_back(std::move(*r));
   }

@@ -1,6 +1,8 @@
 #include "tools/cli/request_flags.h"
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -54,6 +56,24 @@ SamplingParams SamplingFromFlags() {
   p.frequency_penalty = absl::GetFlag(FLAGS_frequency_penalty);
   p.logprobs = absl::GetFlag(FLAGS_logprobs);
   return p;
+}
+
+namespace {
+
+// Debian's abseil keeps IsSpecifiedOnCommandLine private, so a flag counts
+// as given when its value differs from its default: `--temperature=1`
+// spelled out still takes the model's default temperature.
+bool Given(const absl::CommandLineFlag& flag) { return flag.CurrentValue() != flag.DefaultValue(); }
+
+}  // namespace
+
+SamplingFieldsSet SamplingFlagsGiven() {
+  SamplingFieldsSet given;
+  given.temperature = Given(absl::GetFlagReflectionHandle(FLAGS_temperature));
+  given.top_p = Given(absl::GetFlagReflectionHandle(FLAGS_top_p));
+  given.top_k = Given(absl::GetFlagReflectionHandle(FLAGS_top_k));
+  given.repetition_penalty = Given(absl::GetFlagReflectionHandle(FLAGS_repetition_penalty));
+  return given;
 }
 
 absl::StatusOr<StoppingParams> StoppingFromFlags() {

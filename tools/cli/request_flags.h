@@ -9,6 +9,7 @@
 
 #include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
+#include "common/model/generation_config.h"
 #include "common/sampling/sampling_params.h"
 
 ABSL_DECLARE_FLAG(std::string, model);
@@ -23,6 +24,10 @@ namespace tandem::cli {
 // Comma-separated token ids.
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& s);
 SamplingParams SamplingFromFlags();
+// Which of --temperature, --top_p, --top_k, --repetition_penalty were given:
+// the others take the model's generation_config.json defaults (`tandem
+// generate` applies them; `tandem client` leaves them unset for the router).
+SamplingFieldsSet SamplingFlagsGiven();
 absl::StatusOr<StoppingParams> StoppingFromFlags();
 
 }  // namespace tandem::cli
