@@ -5,6 +5,7 @@
 // with every worker back at zero blocks in use within 2 s.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <thread>
@@ -305,13 +306,18 @@ TEST_F(IsolationTest, APrefillWorkerKilledMidPrefillFailsOnlyItsRequests) {
 TEST_F(IsolationTest, ADecodeWorkerKilledMidTransferFailsOnlyItsRequestsAndFreesThePrefillBlocks) {
   // The prefill worker gives a transfer 2 s after its last layer for the
   // decode worker to confirm the writes, rather than the 15-20 s UCX takes
-  // to notice a dead peer; every request has ended by then (plus slack).
+  // to notice a dead peer: the prefill loop never pauses longer than that
+  // (plus slack) between two requests' ends.
   constexpr absl::Duration kFinishTimeout = absl::Seconds(2);
   constexpr absl::Duration kSlack = absl::Seconds(3);
+  // Steps of at most 512 tokens, so that a gap between two ends is a
+  // stall, not one long step (eight 1k-token prompts take seconds here).
   auto cluster = StartCluster(1, 2, {absl::StrCat("--kv_transfer_finish_timeout_seconds=",
-                                                  absl::ToDoubleSeconds(kFinishTimeout))});
+                                                  absl::ToDoubleSeconds(kFinishTimeout)),
+                                     "--max_batch_tokens=512"});
   ASSERT_NE(cluster, nullptr);
   std::vector<StreamResult> got(12);
+  std::vector<absl::Time> ended(got.size());
   std::vector<std::thread> threads;
   auto stub = testing::RouterStub(cluster->router_address());
   for (size_t i = 0; i < got.size(); ++i) {
@@ -319,13 +325,29 @@ TEST_F(IsolationTest, ADecodeWorkerKilledMidTransferFailsOnlyItsRequestsAndFrees
     for (int k = 0; k < 4; ++k) prompt += " " + prompt;  // ~1k tokens: prefill and transfer take a while
     threads.emplace_back([&, i, prompt] {
       got[i] = testing::StreamGenerate(*stub, testing::ToGenerateRequest(Greedy(prompt, 8)));
+      ended[i] = absl::Now();
     });
   }
-  absl::SleepFor(absl::Milliseconds(150));
+  // Once the decode worker has taken a transfer: the connection to it is
+  // up, and the prompts still computing for it post their layers' puts
+  // into a peer that is about to die.
+  for (int i = 0; i < 500; ++i) {
+    absl::StatusOr<v1::LoadReport> load = testing::DecodeLoad(cluster->decode_addresses()[0]);
+    if (load.ok() && load->running_requests() > 0) break;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   ASSERT_EQ(kill(cluster->decode_pid(0), SIGKILL), 0);
   const absl::Time killed = absl::Now();
   for (auto& t : threads) t.join();
-  EXPECT_LT(absl::Now() - killed, kFinishTimeout + kSlack) << "the prefill loop stalled on the dead decode worker";
+  // The prompts queue on one prefill thread, so they end one after
+  // another; a stall on the dead peer would be a long gap.
+  std::vector<absl::Time> events = ended;
+  events.push_back(killed);
+  std::sort(events.begin(), events.end());
+  const auto from_kill = std::find(events.begin(), events.end(), killed);
+  for (auto it = from_kill; it + 1 != events.end(); ++it) {
+    EXPECT_LT(*(it + 1) - *it, kFinishTimeout + kSlack) << "the prefill loop stalled on the dead decode worker";
+  }
   int failed = 0, served = 0;
   for (const StreamResult& r : got) {
     if (r.status.ok()) {
@@ -356,7 +378,11 @@ TEST_F(IsolationTest, ADecodeWorkerKilledMidTransferFailsOnlyItsRequestsAndFrees
 // back at zero KV blocks within 2 s of the kill; a new router on the same
 // port gets the workers back and serves the single-process tokens.
 TEST_F(IsolationTest, ARouterKilledUnderLoadFreesEveryBlockAndANewOneServes) {
-  auto cluster = StartCluster(1, 1);
+  // The prefill worker drops a prompt whose caller is gone between two
+  // steps: a step budget of 512 tokens keeps its steps well under the 2 s
+  // on this CPU model (the default 8192 makes a step of eight 1k-token
+  // prompts take seconds on a loaded 2-core machine).
+  auto cluster = StartCluster(1, 1, {"--max_batch_tokens=512"});
   ASSERT_NE(cluster, nullptr);
   auto stub = testing::RouterStub(cluster->router_address());
   std::vector<StreamResult> got(16);
@@ -411,6 +437,15 @@ TEST_F(IsolationTest, ARouterKilledUnderLoadFreesEveryBlockAndANewOneServes) {
   }
   ASSERT_TRUE(ok.status.ok()) << ok.status.error_message();
   EXPECT_EQ(ok.tokens, reference);
+  // Both workers are back (the request may have been served before the
+  // second one registered again).
+  v1::ModelInfo info;
+  for (int i = 0; i < 50; ++i) {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(again->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).ok());
+    if (info.prefill_workers() == 1 && info.decode_workers() == 1) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
   ExpectHealthyAndStop(std::move(cluster), 1, 1);
 }
 
