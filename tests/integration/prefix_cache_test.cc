@@ -166,5 +166,35 @@ TEST_F(PrefixCacheTest, SharedPrefixesUnderASmallPoolAreEvictedLoseNoRequestAndE
   StopCluster();
 }
 
+TEST_F(PrefixCacheTest, RequestsOfAnotherCacheSaltShareNothing) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster());
+  RequestSpec spec;
+  spec.prompt = LongText(300, "tenant");
+  spec.max_new_tokens = 4;
+  v1::GenerateRequest a = testing::ToGenerateRequest(spec);
+  a.set_cache_salt("tenant-a");
+  v1::GenerateRequest b = a;
+  b.set_cache_salt("tenant-b");
+  StreamResult first = testing::StreamGenerate(*stub_, a);
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  const WorkerCounters prefill0 = Counters(true), decode0 = Counters(false);
+  StreamResult other = testing::StreamGenerate(*stub_, b);
+  ASSERT_TRUE(other.status.ok()) << other.status.error_message();
+  const WorkerCounters prefill1 = Counters(true), decode1 = Counters(false);
+  EXPECT_EQ((prefill1 - prefill0).hit, 0);
+  EXPECT_EQ((decode1 - decode0).hit, 0);
+  EXPECT_EQ(other.tokens, first.tokens);
+  StreamResult again = testing::StreamGenerate(*stub_, a);
+  ASSERT_TRUE(again.status.ok()) << again.status.error_message();
+  EXPECT_GT((Counters(true) - prefill1).hit, 0);
+  EXPECT_GT((Counters(false) - decode1).hit, 0);
+  EXPECT_EQ(again.tokens, first.tokens);
+  // A salt longer than the limit is the caller's error.
+  v1::GenerateRequest too_long = a;
+  too_long.set_cache_salt(std::string(257, 's'));
+  EXPECT_EQ(testing::StreamGenerate(*stub_, too_long).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  StopCluster();
+}
+
 }  // namespace
 }  // namespace tandem
