@@ -15,6 +15,7 @@
 #include "common/rpc/tls_flags.h"
 #include "common/rpc/worker_registration.h"
 #include "common/transport/kv_transport.h"
+#include "common/util/flags_usage.h"
 #include "common/util/logging.h"
 #include "common/util/port_file.h"
 #include "common/util/signals.h"
@@ -125,7 +126,7 @@ absl::Status Run(const DecodeWorkerConfig& c) {
 
 int main(int argc, char** argv) {
   tandem::BlockTerminationSignals();
-  absl::SetProgramUsageMessage("tandem decode worker: --router host:port [--model DIR]");
+  tandem::SetUpFlagsUsage("tandem decode worker: --router host:port [--model DIR]", {"decode_worker/"});
   absl::ParseCommandLine(argc, argv);
   tandem::SetLogRole(absl::GetFlag(FLAGS_role));
   const tandem::DecodeWorkerConfig config = tandem::ConfigFromFlags();

@@ -12,6 +12,7 @@
 #include "common/rpc/tls_flags.h"
 #include "common/rpc/worker_registration.h"
 #include "common/transport/kv_transport.h"
+#include "common/util/flags_usage.h"
 #include "common/util/logging.h"
 #include "common/util/port_file.h"
 #include "common/util/signals.h"
@@ -110,7 +111,7 @@ absl::Status Run(const PrefillWorkerConfig& c) {
 
 int main(int argc, char** argv) {
   tandem::BlockTerminationSignals();
-  absl::SetProgramUsageMessage("tandem prefill worker: --router host:port [--model DIR]");
+  tandem::SetUpFlagsUsage("tandem prefill worker: --router host:port [--model DIR]", {"prefill_worker/"});
   absl::ParseCommandLine(argc, argv);
   tandem::SetLogRole("prefill");
   const tandem::PrefillWorkerConfig config = tandem::ConfigFromFlags();

@@ -10,6 +10,7 @@
 #include "common/metrics/serving_metrics.h"
 #include "common/rpc/api_token_flags.h"
 #include "common/rpc/grpc_server.h"
+#include "common/util/flags_usage.h"
 #include "common/util/logging.h"
 #include "common/util/port_file.h"
 #include "common/util/signals.h"
@@ -170,7 +171,7 @@ absl::Status Run(const RouterConfig& c) {
 
 int main(int argc, char** argv) {
   tandem::BlockTerminationSignals();
-  absl::SetProgramUsageMessage("tandem router: [--listen host:port] [--model DIR]");
+  tandem::SetUpFlagsUsage("tandem router: [--listen host:port] [--model DIR]", {"router/"});
   absl::ParseCommandLine(argc, argv);
   tandem::SetLogRole("router");
   tandem::router::RouterConfig config = tandem::router::ConfigFromFlags();

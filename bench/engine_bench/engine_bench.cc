@@ -31,6 +31,7 @@
 #include "common/engine/engine.h"
 #include "common/engine/local_generator.h"
 #include "common/engine/model_loader.h"
+#include "common/util/flags_usage.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json, tokenizer.json)");
@@ -369,6 +370,7 @@ int Main() {
 }  // namespace tandem
 
 int main(int argc, char** argv) {
+  tandem::SetUpFlagsUsage("tandem-engine-bench: engine throughput and latency benchmark [flags]", {"bench/engine_bench/", "bench/gpu_ceilings/"});
   absl::ParseCommandLine(argc, argv);
   return tandem::Main();
 }

@@ -32,6 +32,7 @@
 #include "common/engine/cuda/gemm_algo_table.h"
 #include "common/engine/cuda/lt_gemm.h"
 #include "common/model/model_config.h"
+#include "common/util/flags_usage.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json)");
 ABSL_FLAG(std::string, rows, "8,16,24,32,48,64,96,128,160,192,224,256,512,1024,2048,4096,8192,16384",
@@ -242,6 +243,7 @@ int Main() {
 }  // namespace tandem
 
 int main(int argc, char** argv) {
+  tandem::SetUpFlagsUsage("tandem-gemm-tune: tunes the GEMM algorithm table for this GPU [flags]", {"bench/gemm_tune/", "bench/gpu_ceilings/"});
   absl::ParseCommandLine(argc, argv);
   return tandem::Main();
 }

@@ -23,6 +23,7 @@
 #include "bench/gpu_ceilings/gpu_ceilings.h"
 #include "common/engine/cuda/small_gemm.h"
 #include "common/model/model_config.h"
+#include "common/util/flags_usage.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory (config.json)");
@@ -195,6 +196,7 @@ int Main() {
 }  // namespace tandem
 
 int main(int argc, char** argv) {
+  tandem::SetUpFlagsUsage("tandem-gemv-bench: GEMV kernel benchmark against the GPU's memory bandwidth [flags]", {"bench/gemv_bench/", "bench/gpu_ceilings/"});
   absl::ParseCommandLine(argc, argv);
   return tandem::Main();
 }

@@ -24,6 +24,7 @@
 #include "bench/tandem_bench/report.h"
 #include "bench/tandem_bench/run_stats.h"
 #include "bench/tandem_bench/workload.h"
+#include "common/util/flags_usage.h"
 
 ABSL_FLAG(std::string, router, "127.0.0.1:8000", "router address");
 ABSL_FLAG(std::string, endpoint, "",
@@ -288,9 +289,10 @@ int Run() {
 }  // namespace tandem::bench
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  tandem::SetUpFlagsUsage(
       "tandem-bench --router HOST:PORT (--rates R1,R2,... | --concurrency C1,...) [flags]\n"
-      "tandem-bench compare A/results.json B/results.json --out compare.svg");
+      "tandem-bench compare A/results.json B/results.json --out compare.svg",
+      {"bench/tandem_bench/"});
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() >= 2 && std::string(args[1]) == "compare") {
     return tandem::bench::Compare(std::vector<std::string>(args.begin() + 2, args.end()));

@@ -47,6 +47,7 @@
 #include "common/engine/model_loader.h"
 #include "common/kv/kv_layout.h"
 #include "common/transport/kv_transport.h"
+#include "common/util/flags_usage.h"
 #include "common/util/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -494,6 +495,7 @@ absl::Status Run() {
 }  // namespace tandem
 
 int main(int argc, char** argv) {
+  tandem::SetUpFlagsUsage("tandem-transfer-bench: KV transfer benchmark between a prefill and a decode process [flags]", {"bench/transfer_bench/", "bench/gpu_ceilings/"});
   absl::ParseCommandLine(argc, argv);
   absl::Status s = tandem::Run();
   if (!s.ok()) {

@@ -5,6 +5,7 @@
 
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/util/flags_usage.h"
 #include "common/util/signals.h"
 #include "tools/cli/client_command.h"
 #include "tools/cli/default_model_command.h"
@@ -30,7 +31,7 @@ commands:
 int main(int argc, char** argv) {
   // `up` waits for SIGINT/SIGTERM with sigwait; block them before any thread.
   tandem::BlockTerminationSignals();
-  absl::SetProgramUsageMessage(kUsage);
+  tandem::SetUpFlagsUsage(kUsage, {"tools/cli/"});
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() < 2) {
     std::cerr << kUsage << "\n";
