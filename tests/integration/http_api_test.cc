@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/chat_template/chat_template.h"
 #include "common/default_model/default_model.h"
 #include "common/tokenizer/byte_level.h"
 #include "common/tokenizer/tokenizer.h"
@@ -250,6 +251,95 @@ TEST_F(HttpApiTest, ErrorsAreOpenAiShapedWithTheirStatus) {
   // Streaming requests refused before any token keep their status.
   ExpectOpenAiError(PostJson(*http_, "/v1/completions", {{"prompt", "x"}, {"temperature", -1}, {"stream", true}}),
                     400);
+}
+
+// Chat over a model whose tokenizer_config.json has a chat template: the
+// rendered conversation (with the template's BOS, none added again) is
+// the prompt, the same tokens as the gRPC API on that text.
+class HttpChatTest : public ::testing::Test {
+ protected:
+  static constexpr char kTemplate[] =
+      "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+      "{% if add_generation_prompt %}assistant:{% endif %}";
+  void SetUp() override {
+    ASSERT_TRUE(WriteDefaultModel(dir_.str()).ok());
+    const std::string config_path = dir_.str() + "/tokenizer_config.json";
+    json config = json::parse(testing::ReadFile(config_path));
+    config["chat_template"] = kTemplate;
+    std::ofstream(config_path) << config.dump(2);
+    absl::StatusOr<ChatTemplate> t = ChatTemplate::FromModelDir(dir_.str());
+    if (t.status().code() == absl::StatusCode::kUnimplemented) GTEST_SKIP() << "chat template renderer not built";
+    ASSERT_TRUE(t.ok()) << t.status();
+    bos_ = t->bos_token();
+    LocalClusterOptions o;
+    o.security = testing::TestSecurity();
+    o.model_dir = dir_.str();
+    o.bin_dir = testing::BinDir();
+    o.log_dir = logs_.str();
+    o.num_prefill = 0;
+    o.num_decode = 0;
+    o.num_aggregated = 1;
+    o.aggregated_args = {"--num_threads=1"};
+    auto c = LocalCluster::Start(o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    cluster_ = std::move(*c);
+  }
+  void TearDown() override {
+    if (cluster_ != nullptr) {
+      EXPECT_TRUE(testing::WaitForNoUsedBlocks(cluster_->aggregated_addresses(), {}).ok());
+    }
+  }
+  testing::TempDir dir_, logs_;
+  std::unique_ptr<LocalCluster> cluster_;
+  std::string bos_;
+};
+
+TEST_F(HttpChatTest, TemplateRenderedPromptStreamedAndNot) {
+  auto http = HttpClient(cluster_->router_http_address(), testing::TestSecurity());
+  const json body = {{"messages", {{{"role", "user"}, {"content", "Hi there"}}}},
+                     {"max_completion_tokens", 10},
+                     {"temperature", 0},
+                     {"ignore_eos", true},
+                     {"skip_special_tokens", false}};
+  Posted whole = PostJson(*http, "/v1/chat/completions", body);
+  ASSERT_EQ(whole.status, 200) << whole.body.dump();
+  EXPECT_EQ(whole.body["object"], "chat.completion");
+  EXPECT_EQ(whole.body["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(whole.body["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(whole.body["usage"]["completion_tokens"], 10);
+
+  // The gRPC API on the rendered text, special tokens not added again.
+  RequestSpec spec;
+  spec.prompt = bos_ + "user: Hi there\nassistant:";
+  spec.max_new_tokens = 10;
+  v1::GenerateRequest req = testing::ToGenerateRequest(spec);
+  req.set_add_special_tokens(false);
+  auto stub = testing::RouterStub(cluster_->router_address());
+  testing::StreamResult grpc = testing::StreamGenerate(*stub, req);
+  ASSERT_TRUE(grpc.status.ok()) << grpc.status.error_message();
+  EXPECT_EQ(whole.body["choices"][0]["message"]["content"], grpc.text);
+  // No BOS added to the template's own.
+  auto tokenizer = Tokenizer::FromDir(dir_.str());
+  ASSERT_TRUE(tokenizer.ok());
+  EXPECT_EQ(whole.body["usage"]["prompt_tokens"], (*tokenizer)->Encode(spec.prompt, false).size());
+
+  json streamed = body;
+  streamed["stream"] = true;
+  httplib::Result r = http->Post("/v1/chat/completions", streamed.dump(), "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::vector<std::string> data = SseData(r->body);
+  ASSERT_GE(data.size(), 2u);
+  EXPECT_EQ(data.back(), "[DONE]");
+  std::string content;
+  for (size_t i = 0; i + 1 < data.size(); ++i) {
+    json chunk = json::parse(data[i]);
+    EXPECT_EQ(chunk["object"], "chat.completion.chunk");
+    const json& delta = chunk["choices"][0]["delta"];
+    EXPECT_EQ(delta.contains("role"), i == 0) << i;
+    if (delta.contains("content")) content += delta["content"].get<std::string>();
+  }
+  EXPECT_EQ(content, whole.body["choices"][0]["message"]["content"]);
 }
 
 // A cluster of one aggregated worker that runs one request at a time and
