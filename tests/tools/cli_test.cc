@@ -46,6 +46,53 @@ class CliTest : public ::testing::Test {
   testing::TempDir model_;
 };
 
+struct Generated {
+  std::vector<int> tokens;
+  std::string finish_reason;
+};
+
+// One prompt's tokens and finish reason from `generate --output=jsonl`.
+Generated ParseGenerated(const std::string& out) {
+  Generated g;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] != '{') continue;  // log lines
+    nlohmann::json j = nlohmann::json::parse(line);
+    if (j.contains("token")) g.tokens.push_back(j["token"]);
+    if (j.contains("finish_reason")) g.finish_reason = j["finish_reason"];
+  }
+  return g;
+}
+
+// generation_config.json beside the checkpoint: do_sample=false makes an
+// unseeded run without --temperature greedy, and its eos_token_id list
+// (Llama 3 Instruct style) stops generation at any of its ids.
+TEST_F(CliTest, GenerateAppliesTheModelsGenerationConfig) {
+  const std::string base = absl::StrCat("generate --model=", model_.str(), " --output=jsonl --max_new_tokens=12 ");
+  Result greedy = RunTandem(base + "--ignore_eos --temperature=0 'Hello there'");
+  ASSERT_EQ(greedy.exit_code, 0) << greedy.out;
+  const Generated expected = ParseGenerated(greedy.out);
+  ASSERT_EQ(expected.tokens.size(), 12u) << greedy.out;
+
+  std::ofstream(model_.path() / "generation_config.json") << R"({"do_sample": false, "temperature": 0.9})";
+  Result defaulted = RunTandem(base + "--ignore_eos 'Hello there'");
+  ASSERT_EQ(defaulted.exit_code, 0) << defaulted.out;
+  EXPECT_EQ(ParseGenerated(defaulted.out).tokens, expected.tokens);
+
+  // The 5th greedy token becomes an end-of-turn id next to an id never produced.
+  const int end_of_turn = expected.tokens[4];
+  const size_t first = std::find(expected.tokens.begin(), expected.tokens.end(), end_of_turn) - expected.tokens.begin();
+  std::ofstream(model_.path() / "generation_config.json")
+      << R"({"do_sample": false, "eos_token_id": [0, )" << end_of_turn << "]}";
+  Result stopped = RunTandem(base + "'Hello there'");
+  ASSERT_EQ(stopped.exit_code, 0) << stopped.out;
+  const Generated got = ParseGenerated(stopped.out);
+  EXPECT_EQ(got.finish_reason, "stop") << stopped.out;
+  EXPECT_LE(got.tokens.size(), first + 1) << stopped.out;
+  EXPECT_TRUE(std::equal(got.tokens.begin(), got.tokens.end(), expected.tokens.begin())) << stopped.out;
+}
+
 TEST_F(CliTest, GenerateStreamsJsonLinesAndIsReproducibleWithASeed) {
   const std::string args = absl::StrCat("generate --model=", model_.str(),
                                         " --output=jsonl --max_new_tokens=8 --ignore_eos --temperature=0.8 "
