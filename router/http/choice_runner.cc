@@ -17,6 +17,7 @@ class ChoiceRunner::QueueSink final : public GenerateSink {
   // HTTP clients set no deadline; the router's --worker_timeout_seconds
   // bounds every worker call.
   absl::Time deadline() const override { return absl::InfiniteFuture(); }
+  std::string api_token() const override { return runner_.api_token_; }
 
  private:
   ChoiceRunner& runner_;
@@ -24,8 +25,11 @@ class ChoiceRunner::QueueSink final : public GenerateSink {
 };
 
 ChoiceRunner::ChoiceRunner(GenerationServiceImpl& service, std::vector<v1::GenerateRequest> requests,
-                           std::function<bool()> client_gone)
-    : service_(service), requests_(std::move(requests)), client_gone_(std::move(client_gone)) {
+                           std::function<bool()> client_gone, std::string api_token)
+    : service_(service),
+      requests_(std::move(requests)),
+      client_gone_(std::move(client_gone)),
+      api_token_(std::move(api_token)) {
   running_ = static_cast<int>(requests_.size());
   for (int i = 0; i < static_cast<int>(requests_.size()); ++i) {
     threads_.emplace_back([this, i] {

@@ -32,9 +32,10 @@ class ChoiceRunner {
     grpc::Status status;         // when done
   };
   // `requests[i]` is choice i's request. `client_gone` is polled by the
-  // calls' cancel watcher (any thread).
+  // calls' cancel watcher (any thread). `api_token`: the bearer token the
+  // client sent (its tenant's cache salt, as on gRPC).
   ChoiceRunner(GenerationServiceImpl& service, std::vector<v1::GenerateRequest> requests,
-               std::function<bool()> client_gone);
+               std::function<bool()> client_gone, std::string api_token = "");
   ~ChoiceRunner();
   ChoiceRunner(const ChoiceRunner&) = delete;
   ChoiceRunner& operator=(const ChoiceRunner&) = delete;
@@ -53,6 +54,7 @@ class ChoiceRunner {
   GenerationServiceImpl& service_;
   std::vector<v1::GenerateRequest> requests_;
   std::function<bool()> client_gone_;
+  const std::string api_token_;
   std::atomic<bool> cancelled_{false};
   mutable std::mutex mu_;
   std::condition_variable cv_;

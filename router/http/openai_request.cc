@@ -256,6 +256,11 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(ApiKind kind, std::string_view 
   // OpenAI's servers do not return special tokens' text (vLLM's default).
   TANDEM_FIELD(skip_special, Bool(body, "skip_special_tokens"));
   g.set_skip_special_tokens(skip_special.value_or(true));
+  // vLLM's cache_salt: only requests with the same salt share cached KV.
+  if (const json* salt = Field(body, "cache_salt"); salt != nullptr) {
+    if (!salt->is_string()) return WrongType("cache_salt", "a string");
+    g.set_cache_salt(salt->get<std::string>());
+  }
   TANDEM_FIELD(priority, Integer(body, "priority"));
   if (priority.has_value()) g.set_priority(static_cast<int32_t>(std::clamp<int64_t>(*priority, INT32_MIN, INT32_MAX)));
   return r;

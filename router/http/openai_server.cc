@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/request/cache_salt.h"
 #include "common/request/request_validation.h"
 #include "common/rpc/auth_policy.h"
 #include "common/util/logging.h"
@@ -202,7 +203,8 @@ void OpenAiServer::Generate(ApiKind kind, const httplib::Request& req, httplib::
     if (r.generate.sampling().has_seed()) requests[i].mutable_sampling()->set_seed(r.generate.sampling().seed() + i);
   }
   const ConnectionWatch watch(req.remote_addr, req.remote_port, req.local_port);
-  auto runner = std::make_unique<ChoiceRunner>(service_, std::move(requests), [watch] { return watch.PeerClosed(); });
+  auto runner = std::make_unique<ChoiceRunner>(service_, std::move(requests), [watch] { return watch.PeerClosed(); },
+                                               std::string(BearerToken(req.get_header_value("Authorization"))));
 
   if (!r.stream) {
     std::vector<Choice> choices(r.n);

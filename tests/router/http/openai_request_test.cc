@@ -117,6 +117,16 @@ TEST(OpenAiRequestTest, RefusalsNameTheParam) {
   }
 }
 
+TEST(OpenAiRequestTest, CacheSaltAndPriorityPassThrough) {
+  absl::StatusOr<OpenAiRequest> r =
+      ParseOpenAiRequest(ApiKind::kCompletion, R"({"prompt": "x", "cache_salt": "tenant-a", "priority": 3})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->generate.cache_salt(), "tenant-a");
+  EXPECT_EQ(r->generate.priority(), 3);
+  EXPECT_EQ(ParamOf(ParseOpenAiRequest(ApiKind::kCompletion, R"({"prompt": "x", "cache_salt": 1})").status()),
+            "cache_salt");
+}
+
 TEST(OpenAiRequestTest, NullFieldsCountAsAbsent) {
   absl::StatusOr<OpenAiRequest> r =
       ParseOpenAiRequest(ApiKind::kCompletion, R"({"prompt": "x", "stop": null, "seed": null, "logprobs": null})");
