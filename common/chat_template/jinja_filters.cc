@@ -1,6 +1,7 @@
 #include "common/chat_template/jinja_filters.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <set>
 #include <string>
@@ -150,7 +151,8 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& input, c
   }
   if (name == "tojson") {
     const Value* indent = args.Get(0, "indent");
-    return Value::String(input.ToJson(indent != nullptr && indent->is_int() ? static_cast<int>(indent->as_int()) : 0));
+    return Value::String(
+        input.ToJson(indent != nullptr && indent->is_int() ? static_cast<int>(std::clamp<int64_t>(indent->as_int(), 0, 64)) : 0));
   }
   if (name == "string") return Value::String(input.ToString());
   if (name == "safe") return input;
@@ -173,8 +175,8 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& input, c
   if (name == "indent") {
     if (!input.is_string()) return TypeError(name, input);
     const Value* width = args.Get(0, "width");
-    std::string pad = width && width->is_string() ? width->as_string()
-                                                  : std::string(width && width->is_int() ? width->as_int() : 4, ' ');
+    const int64_t spaces = width && width->is_int() ? std::clamp<int64_t>(width->as_int(), 0, 256) : 4;
+    std::string pad = width && width->is_string() ? width->as_string() : std::string(spaces, ' ');
     const bool first = Flag(args, 1, "first", false);
     const bool blank = Flag(args, 2, "blank", false);
     std::string out;
@@ -206,7 +208,7 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& input, c
   }
   if (name == "int") {
     if (input.is_int()) return input;
-    if (input.is_float()) return Value::Int(static_cast<int64_t>(input.as_number()));
+    if (input.is_float() && std::fabs(input.as_number()) < 9.2e18) return Value::Int(static_cast<int64_t>(input.as_number()));
     if (input.is_bool()) return Value::Int(input.as_bool());
     if (input.is_string()) {
       char* end = nullptr;
@@ -227,14 +229,15 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& input, c
     return fallback ? *fallback : Value::Float(0);
   }
   if (name == "abs") {
-    if (input.is_int()) return Value::Int(std::llabs(input.as_int()));
+    if (input.is_int() && input.as_int() != INT64_MIN) return Value::Int(std::llabs(input.as_int()));
     if (input.is_float()) return Value::Float(std::fabs(input.as_number()));
     return TypeError(name, input);
   }
   if (name == "round") {
     if (!input.is_number()) return TypeError(name, input);
     const Value* precision = args.Get(0, "precision");
-    const double scale = std::pow(10.0, precision && precision->is_int() ? precision->as_int() : 0);
+    const double scale =
+        std::pow(10.0, precision && precision->is_int() ? std::clamp<int64_t>(precision->as_int(), -30, 30) : 0);
     return Value::Float(std::round(input.as_number() * scale) / scale);
   }
   if (name == "items") {

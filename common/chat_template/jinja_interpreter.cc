@@ -1,5 +1,6 @@
 #include "common/chat_template/jinja_interpreter.h"
 
+#include <climits>
 #include <cmath>
 #include <ctime>
 #include <map>
@@ -16,6 +17,8 @@ namespace {
 // Deeply nested templates or runaway macro recursion are refused rather
 // than overflowing the stack.
 constexpr int kMaxDepth = 64;
+// `'x' * n` past this is refused rather than allocated.
+constexpr uint64_t kMaxRepeatBytes = 16 << 20;
 
 using Frame = std::map<std::string, Value>;
 
@@ -328,8 +331,12 @@ class Interpreter {
     }
     if (op == "*" && ((a.is_string() && b.is_int()) || (a.is_int() && b.is_string()))) {
       const Value& s = a.is_string() ? a : b;
+      const int64_t times = (a.is_int() ? a : b).as_int();
+      if (times > 0 && s.as_string().size() * static_cast<uint64_t>(times) > kMaxRepeatBytes) {
+        return Error(line, "string repetition too long");
+      }
       std::string out;
-      for (int64_t i = 0; i < (a.is_int() ? a : b).as_int(); ++i) out += s.as_string();
+      for (int64_t i = 0; i < times; ++i) out += s.as_string();
       return Value::String(std::move(out));
     }
     const bool a_num = a.is_number() || a.is_bool(), b_num = b.is_number() || b.is_bool();
@@ -346,13 +353,18 @@ class Interpreter {
       return Value::Float(x / y);
     }
     if (op == "**") {
-      if (ints && integer(b) >= 0) return Value::Int(static_cast<int64_t>(std::pow(x, y)));
-      return Value::Float(std::pow(x, y));
+      const double p = std::pow(x, y);
+      if (ints && integer(b) >= 0 && std::fabs(p) < 9.2e18) return Value::Int(static_cast<int64_t>(p));
+      return Value::Float(p);
     }
     if (op == "//" || op == "%") {
       if (y == 0) return Error(line, "division by zero");
       if (ints) {
         const int64_t p = integer(a), q = integer(b);
+        if (q == -1) {  // INT64_MIN / -1 overflows int64
+          if (op == "%") return Value::Int(0);
+          return p == INT64_MIN ? Value::Float(-static_cast<double>(p)) : Value::Int(-p);
+        }
         int64_t div = p / q, mod = p % q;
         if (mod != 0 && ((mod < 0) != (q < 0))) {  // Python floors
           --div;
@@ -364,8 +376,13 @@ class Interpreter {
       return Value::Float(op == "//" ? div : x - div * y);
     }
     if (ints) {
+      // Python ints do not overflow; past int64 the result goes to float.
       const int64_t p = integer(a), q = integer(b);
-      return Value::Int(op == "+" ? p + q : op == "-" ? p - q : p * q);
+      int64_t r = 0;
+      const bool overflow = op == "+"   ? __builtin_add_overflow(p, q, &r)
+                            : op == "-" ? __builtin_sub_overflow(p, q, &r)
+                                        : __builtin_mul_overflow(p, q, &r);
+      if (!overflow) return Value::Int(r);
     }
     return Value::Float(op == "+" ? x + y : op == "-" ? x - y : x * y);
   }
@@ -448,7 +465,7 @@ class Interpreter {
       case Expr::Kind::kUnary: {
         TANDEM_ASSIGN_OR_RETURN(Value v, Evaluate(*e.items[0]));
         if (e.name == "not") return Value::Bool(!v.Truthy());
-        if (v.is_int()) return Value::Int(e.name == "-" ? -v.as_int() : v.as_int());
+        if (v.is_int() && v.as_int() != INT64_MIN) return Value::Int(e.name == "-" ? -v.as_int() : v.as_int());
         if (v.is_float()) return Value::Float(e.name == "-" ? -v.as_number() : v.as_number());
         return Error(e.line, absl::StrCat("bad operand type for unary ", e.name, ": '", v.TypeName(), "'"));
       }

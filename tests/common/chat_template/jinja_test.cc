@@ -179,6 +179,9 @@ TEST(JinjaRefusalTest, SyntaxAndRuntimeErrorsAreInvalidArgument) {
   EXPECT_FALSE(TryRender("{{ 'a' in none }}").ok());
   EXPECT_FALSE(TryRender("{% set x = 1 %}{% set x.y = 2 %}").ok());
   EXPECT_FALSE(TryRender("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}").ok());  // unbounded recursion
+  EXPECT_FALSE(TryRender("{{ 'x' * 100000000 }}").ok());  // refused, not allocated
+  // Python ints do not overflow; past int64 the result is a float.
+  EXPECT_EQ(R("{{ 9223372036854775807 + 1 > 0 }} {{ (0 - 9223372036854775807 - 1) // -1 > 0 }}"), "True True");
 }
 
 }  // namespace
