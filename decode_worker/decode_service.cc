@@ -130,7 +130,8 @@ grpc::Status DecodeServiceImpl::StartNcclTransfer(grpc::ServerContext*, const v1
                                                   v1::NcclTransferResponse*) {
   KvTransport* transport = transport_.load();
   if (transport == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "decode worker is starting");
-  absl::StatusOr<std::vector<int32_t>> reserved = reservations_.Blocks(req->transfer_id());
+  // Only the blocks the transfer may write: a cached prefix is read-only.
+  absl::StatusOr<std::vector<int32_t>> reserved = reservations_.WritableBlocks(req->transfer_id());
   if (!reserved.ok()) return ToGrpcStatus(reserved.status());
   return ToGrpcStatus(transport->AcceptNcclTransfer(
       *req, *reserved, [this](const std::string& transfer_id) { reservations_.Release(transfer_id); }));

@@ -33,6 +33,7 @@ absl::StatusOr<std::vector<int32_t>> KvReservations::Reserve(const std::string& 
   blocks.insert(blocks.end(), fresh->begin(), fresh->end());
   Reservation& r = reservations_[transfer_id];
   r.blocks = blocks;
+  r.num_cached = static_cast<int32_t>(blocks.size() - fresh->size());
   r.members.insert(fresh->begin(), fresh->end());
   r.expires = expires;
   r.owner = owner;
@@ -78,6 +79,16 @@ absl::StatusOr<std::vector<int32_t>> KvReservations::Blocks(const std::string& t
     return absl::NotFoundError(absl::StrCat("no KV reservation ", transfer_id));
   }
   return it->second.blocks;
+}
+
+absl::StatusOr<std::vector<int32_t>> KvReservations::WritableBlocks(const std::string& transfer_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = reservations_.find(transfer_id);
+  if (it == reservations_.end() || it->second.dead) {
+    return absl::NotFoundError(absl::StrCat("no KV reservation ", transfer_id));
+  }
+  const std::vector<int32_t>& b = it->second.blocks;
+  return std::vector<int32_t>(b.begin() + it->second.num_cached, b.end());
 }
 
 bool KvReservations::KillLocked(absl::flat_hash_map<std::string, Reservation>::iterator it) {

@@ -54,6 +54,10 @@ class KvReservations final : public KvWriteGate {
   // The blocks of a live reservation, still reserved (the NCCL transport
   // checks a transfer's destination against them). NOT_FOUND if unknown.
   absl::StatusOr<std::vector<int32_t>> Blocks(const std::string& transfer_id) const;
+  // The blocks of a live reservation a transfer may write: all but its
+  // cached prefix (what the NCCL transport checks a destination against
+  // and pins). NOT_FOUND if unknown.
+  absl::StatusOr<std::vector<int32_t>> WritableBlocks(const std::string& transfer_id) const;
   // Frees a reservation (once unpinned); unknown ids are a no-op (release
   // is idempotent).
   void Release(const std::string& transfer_id);
@@ -77,6 +81,7 @@ class KvReservations final : public KvWriteGate {
  private:
   struct Reservation {
     std::vector<int32_t> blocks;
+    int32_t num_cached = 0;  // leading blocks from the prefix cache: read-only
     // The blocks a transfer may write, for PinForWrite: all but the cached
     // prefix.
     absl::flat_hash_set<int32_t> members;

@@ -166,6 +166,8 @@ TEST_F(KvReservationsTest, ACachedPrefixLeadsTheReservationIsNeverWritableAndGoe
   EXPECT_EQ((*r)[0], (*cached)[0]);
   EXPECT_EQ((*r)[1], (*cached)[1]);
   EXPECT_EQ(allocator_.num_used(), 5);  // 3 fresh, not 5
+  EXPECT_EQ(*reservations_.Blocks("a"), *r);
+  EXPECT_EQ(*reservations_.WritableBlocks("a"), std::vector<int32_t>(r->begin() + 2, r->end()));
   // A transfer may write the fresh blocks only.
   EXPECT_EQ(reservations_.PinForWrite("a", {(*r)[0]}).code(), absl::StatusCode::kPermissionDenied);
   ASSERT_TRUE(reservations_.PinForWrite("a", {(*r)[2], (*r)[4]}).ok());
