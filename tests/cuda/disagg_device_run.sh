@@ -91,7 +91,7 @@ start_cluster() {
   local dir=$RUN/$name
   mkdir -p "$dir" "$OUT/$name"
   CLUSTER_PIDS=()
-  "$BIN/tandem-router" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --port_file="$dir/router.port" \
+  "$BIN/tandem-router" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --http_listen=127.0.0.1:0 --port_file="$dir/router.port" \
     "${router_args[@]}" > "$OUT/$name/router.log" 2>&1 &
   CLUSTER_PIDS+=($!); ALL_PIDS+=($!)
   wait_file "$dir/router.port" 30 "${CLUSTER_PIDS[0]}" || { fail "$name: router did not start"; return 1; }

@@ -86,7 +86,7 @@ start_cluster() {
     placement=load
     read -r -a worker_extra <<< "$CACHE_OFF_ARGS"
   fi
-  "$BIN/tandem-router" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --port_file="$dir/router.port" \
+  "$BIN/tandem-router" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --http_listen=127.0.0.1:0 --port_file="$dir/router.port" \
     --model="$MODEL" --placement="$placement" --slo_ttft_seconds=0.5 --slo_tpot_seconds=0.05 \
     > "$OUT/$caching/router.log" 2>&1 &
   CLUSTER_PIDS+=($!); ALL_PIDS+=($!)

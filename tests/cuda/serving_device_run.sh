@@ -104,7 +104,7 @@ start_mode() {
   local dir=$RUN/$mode
   mkdir -p "$dir" "$OUT/$mode"
   CLUSTER_PIDS=()
-  spawn router -- "$BIN/tandem-router" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
+  spawn router -- "$BIN/tandem-router" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --http_listen=127.0.0.1:0 \
     --port_file="$dir/router.port" --model="$MODEL" --slo_ttft_seconds=0.5 --slo_tpot_seconds=0.05
   wait_file "$dir/router.port" 30 "${CLUSTER_PIDS[0]}" || { fail "$mode: router did not start"; return 1; }
   ROUTER=127.0.0.1:$(head -1 "$dir/router.port")
