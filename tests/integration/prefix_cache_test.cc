@@ -193,6 +193,35 @@ TEST_F(PrefixCacheTest, RequestsOfAnotherCacheSaltShareNothing) {
   v1::GenerateRequest too_long = a;
   too_long.set_cache_salt(std::string(257, 's'));
   EXPECT_EQ(testing::StreamGenerate(*stub_, too_long).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // The workers check what the router would never send, and reserve nothing.
+  auto decode = v1::DecodeService::NewStub(testing::ClusterChannel(cluster_->decode_addresses()[0]));
+  v1::ReserveKvRequest reserve;
+  reserve.set_request_id("bad");
+  reserve.set_prompt_tokens(3);
+  for (int32_t id : {5, 6}) reserve.add_prompt_token_ids(id);  // 2 ids for 3 tokens
+  v1::ReserveKvResponse reserved;
+  {
+    grpc::ClientContext c;
+    EXPECT_EQ(decode->ReserveKv(&c, reserve, &reserved).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  reserve.add_prompt_token_ids(7);
+  reserve.set_cache_salt(std::string(1000, 's'));
+  {
+    grpc::ClientContext c;
+    EXPECT_EQ(decode->ReserveKv(&c, reserve, &reserved).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  auto prefill = v1::PrefillService::NewStub(testing::ClusterChannel(cluster_->prefill_addresses()[0]));
+  v1::PrefillRequest pr;
+  pr.set_request_id("bad");
+  for (int32_t id : {5, 6, 7}) pr.add_prompt_token_ids(id);
+  pr.mutable_destination()->add_block_ids(0);
+  pr.mutable_destination()->set_num_cached_blocks(1);  // a whole block of a 3-token prompt
+  v1::PrefillResponse presp;
+  {
+    grpc::ClientContext c;
+    EXPECT_EQ(prefill->Prefill(&c, pr, &presp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
   StopCluster();
 }
 
