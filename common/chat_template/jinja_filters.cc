@@ -158,8 +158,8 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& input, c
   if (name == "safe") return input;
   if (name == "e" || name == "escape") return Value::String(HtmlEscape(input.ToString()));
   if (name == "trim") {
-    if (!input.is_string()) return TypeError(name, input);
-    return CallMethod(input, "strip", args);
+    // Jinja's trim is str(value).strip(): None trims to "None".
+    return CallMethod(Value::String(input.ToString()), "strip", args);
   }
   if (name == "lower" || name == "upper" || name == "title" || name == "capitalize") {
     return CallMethod(Value::String(input.ToString()), name, args);

@@ -103,6 +103,7 @@ TEST(JinjaFilterTest, StringAndListFilters) {
   EXPECT_EQ(R("{{ '  x  ' | trim }}|{{ 'AbC' | lower }}{{ 'abc' | upper }}|{{ 'hello world' | title }}|"
               "{{ 'a-b' | replace('-', '+') }}|{{ 5 | string }}{{ 'é✓' | length }}"),
             "x|abcABC|Hello World|a+b|52");
+  EXPECT_EQ(R("{{ none | trim }}|{{ [' a '] | trim }}|{{ undefined_name | trim }}|"), "None|[' a ']||");  // str() first
   EXPECT_EQ(R("{{ [1, 2, 3] | join(', ') }}|{{ [3, 1, 2] | first }}{{ [3, 1, 2] | last }}|{{ [3, 1, 2] | sort }}|"
               "{{ [1, 2] | reverse | list }}|{{ [1, 1, 2] | unique | list }}|{{ [1, 2] | length }}{{ [1, 2] | sum }}"),
             "1, 2, 3|32|[1, 2, 3]|[2, 1]|[1, 2]|23");
