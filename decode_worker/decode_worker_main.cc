@@ -21,6 +21,7 @@
 #include "common/util/signals.h"
 #include "common/util/status_macros.h"
 #include "common/worker/fault_injector.h"
+#include "common/worker/kv_cache_event_source.h"
 #include "common/worker/worker_status.h"
 #include "decode_worker/decode_loop.h"
 #include "decode_worker/decode_service.h"
@@ -90,7 +91,10 @@ absl::Status Run(const DecodeWorkerConfig& c) {
     return MakeLoadReport(engine.kv_cache(), s.running, s.waiting, draining.load(), metrics);
   };
   service.SetLoadReporter(load);
+  info.set_publishes_block_events(true);
   WorkerRegistration registration(c.worker.router, info, load);
+  // Its prefix cache's block events go to the router's prefix index.
+  registration.SetBlockEventSource(KvCacheEventSource(engine.kv_cache()));
   // A router this worker no longer reports to will claim none of the
   // reservations it made: free them now, not at their lease's end (blocks
   // a transfer still writes stay held until its last write ended).

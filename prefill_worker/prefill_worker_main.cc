@@ -19,6 +19,7 @@
 #include "common/util/status_macros.h"
 #include "common/worker/fault_injecting_transport.h"
 #include "common/worker/fault_injector.h"
+#include "common/worker/kv_cache_event_source.h"
 #include "common/worker/worker_status.h"
 #include "common/engine/scheduler_flags.h"
 #include "prefill_worker/prefill_loop.h"
@@ -87,7 +88,10 @@ absl::Status Run(const PrefillWorkerConfig& c) {
     return r;
   };
   service.SetLoadReporter(load);
+  info.set_publishes_block_events(true);
   WorkerRegistration registration(c.worker.router, info, load);
+  // Its prefix cache's block events go to the router's prefix index.
+  registration.SetBlockEventSource(KvCacheEventSource(engine.kv_cache()));
   registration.Start();
 
   const int sig = WaitForTerminationSignal();

@@ -24,6 +24,19 @@ bool Excluded(const std::vector<std::string>& exclude, const std::string& id) {
 // Free KV blocks after what the router placed since the last report.
 int64_t FreeBlocks(const WorkerView& w) { return w.load.kv_blocks_free() - w.inflight_load; }
 
+// How busy a decode or aggregated worker would be with the request: the
+// larger of its KV pool's use and its batch's fill (running, waiting and
+// placed since its report, over --max_batch_size), in [0, 1]. Blocks held
+// by running sequences cost a worker little until its pool or its batch
+// fills; a full one delays the request as much as computing all of it.
+double LoadFraction(const WorkerView& w, int64_t blocks_needed) {
+  const double total = static_cast<double>(std::max<int64_t>(1, w.info.kv_blocks_total()));
+  const double kv = static_cast<double>(w.info.kv_blocks_total() - FreeBlocks(w) + blocks_needed) / total;
+  const double batch = static_cast<double>(w.load.running_requests() + w.load.waiting_requests() + w.inflight + 1) /
+                       static_cast<double>(std::max(1, w.info.max_batch_size()));
+  return std::clamp(std::max(kv, batch), 0.0, 1.0);
+}
+
 }  // namespace
 
 PlacementOptions PlacementOptionsFrom(const RouterConfig& config) {
@@ -93,8 +106,8 @@ absl::StatusOr<WorkerView> PlacementPolicy::PickDecode(std::span<const BlockHash
         for (size_t i : fit) {
           const WorkerView& w = *live[i];
           const double lacking = static_cast<double>(std::max<int64_t>(0, blocks_needed - matched[i]));
-          const double in_use = static_cast<double>(w.info.kv_blocks_total() - FreeBlocks(w));
-          const double cost = options_.prefix_weight * lacking + options_.load_weight * in_use;
+          const double cost = options_.prefix_weight * lacking +
+                              options_.load_weight * static_cast<double>(blocks_needed) * LoadFraction(w, blocks_needed);
           if (cost < best_cost ||
               (cost == best_cost && w.load.running_requests() < live[best]->load.running_requests())) {
             best = i;

@@ -5,9 +5,13 @@
 //    the prefill worker with the fewest queued prompt tokens (tandem's
 //    placement before prefix caching).
 //  - cache_aware: the worker whose cost is least, in KV blocks:
-//        prefix_weight * (blocks of the prompt it lacks) + load_weight * (blocks it has in use)
-//    (for a prefill worker, its queued prompt tokens in blocks stand for
-//    its load). What a worker lacks comes from the prefix index; a stale
+//        prefix_weight * (blocks of the prompt it lacks)
+//          + load_weight * (blocks of the prompt) * (its load fraction)
+//    where a decode or aggregated worker's load fraction is the larger of
+//    its KV pool's use and its batch's fill (a full worker costs as much as
+//    computing the whole prompt), and a prefill worker's load is its queued
+//    prompt tokens in blocks (load_weight * queued blocks). What a worker
+//    lacks comes from the prefix index; a stale
 //    worker lacks everything, so it competes on load only. A pair's cost
 //    separates: the prefill worker computes the blocks it lacks and the
 //    decode worker receives the blocks it lacks, so choosing the decode

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -37,7 +38,11 @@ std::string LayoutDifference(const v1::KvLayoutSpec& mine, const v1::KvLayoutSpe
 
 }  // namespace
 
-WorkerRegistry::WorkerRegistry(WorkerRegistryOptions options) : options_(std::move(options)) {}
+WorkerRegistry::WorkerRegistry(WorkerRegistryOptions options)
+    : options_(std::move(options)), id_tag_([] {
+        std::random_device entropy;
+        return absl::StrCat(absl::Hex(entropy(), absl::kZeroPad8));
+      }()) {}
 
 absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info) {
   if (info.role() != v1::WORKER_ROLE_PREFILL && info.role() != v1::WORKER_ROLE_DECODE &&
@@ -79,7 +84,7 @@ absl::StatusOr<std::string> WorkerRegistry::Register(const v1::WorkerInfo& info)
     ++it;
   }
   Entry e;
-  e.view.id = absl::StrCat(RoleName(info.role()), "-", next_id_++);
+  e.view.id = absl::StrCat(RoleName(info.role()), "-", next_id_++, "-", id_tag_);
   e.view.address = info.address();
   e.view.role = info.role();
   e.view.info = info;

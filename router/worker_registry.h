@@ -59,7 +59,8 @@ class WorkerRegistry {
  public:
   explicit WorkerRegistry(WorkerRegistryOptions options);
 
-  // INVALID_ARGUMENT for a bad role or address, FAILED_PRECONDITION when
+  // Returns the worker's id, unique to this registry. INVALID_ARGUMENT for
+  // a bad role or address, FAILED_PRECONDITION when
   // the worker serves another model or its KV layout differs from workers
   // already registered. Re-registering an address replaces the old entry.
   absl::StatusOr<std::string> Register(const v1::WorkerInfo& info);
@@ -98,6 +99,11 @@ class WorkerRegistry {
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Entry> workers_ ABSL_GUARDED_BY(mu_);
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
+  // Random, per registry: ids are "<role>-<n>-<tag>", so a worker that
+  // still reports under the id an earlier router (before a restart) gave
+  // it is told it is unknown, never mistaken for the worker that got the
+  // same number from this one.
+  const std::string id_tag_;
 };
 
 }  // namespace tandem::router

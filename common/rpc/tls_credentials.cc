@@ -182,6 +182,10 @@ std::shared_ptr<grpc::ServerCredentials> ClusterSecurity::ServerCredentials(Clie
 
 std::shared_ptr<grpc::Channel> ClusterSecurity::Dial(const std::string& address) const {
   grpc::ChannelArguments args;
+  // A peer that restarts (a router, a worker) is back within a second:
+  // gRPC's default reconnect backoff grows to two minutes, which kept
+  // workers away from a restarted router for tens of seconds.
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
   if (tls()) {
     grpc::SslCredentialsOptions ssl;

@@ -22,6 +22,7 @@ v1::WorkerInfo Info(const std::string& address, v1::WorkerRole role, int64_t blo
   i.mutable_kv_layout()->set_block_size(16);
   i.mutable_kv_layout()->set_dtype("float32");
   i.set_kv_blocks_total(blocks);
+  i.set_max_batch_size(64);
   return i;
 }
 
@@ -66,13 +67,15 @@ class PlacementPolicyTest : public ::testing::Test {
   const std::vector<BlockHash> keys_ = HashFullBlocks(prompt_, 16, "");
 };
 
-TEST_F(PlacementPolicyTest, CacheAwarePrefersTheCachedPrefixUnlessTheLoadGapIsLarger) {
+TEST_F(PlacementPolicyTest, CacheAwarePrefersTheCachedPrefixUntilTheWorkerIsFull) {
   const std::string a = Add("h:1", v1::WORKER_ROLE_DECODE, 90);
   const std::string b = Add("h:2", v1::WORKER_ROLE_DECODE, 95);
   Holds(a, keys_);
+  Holds(b, {});
   PlacementPolicy cache(Mode(PlacementMode::kCacheAware), registry_, &index_);
   PlacementPolicy load(Mode(PlacementMode::kLoad), registry_, &index_);
-  // a lacks 1 of 11 blocks with 10 in use (cost 11); b lacks 11 with 5 (16).
+  // a lacks 1 of 11 blocks at 21% use (cost 1 + 11 x 0.21); b lacks 11 at
+  // 16% (11 + 11 x 0.16).
   absl::StatusOr<WorkerView> w = cache.PickDecode(keys_, 11);
   ASSERT_TRUE(w.ok()) << w.status();
   EXPECT_EQ(w->id, a);
@@ -82,26 +85,29 @@ TEST_F(PlacementPolicyTest, CacheAwarePrefersTheCachedPrefixUnlessTheLoadGapIsLa
   EXPECT_EQ(w->id, b);
   EXPECT_EQ(w->cached_prefix_blocks, 0) << "load mode predicts no hit";
   registry_.Done(b, 11);
-  // With a's load far above b's, the prefix pays only at a heavier weight.
+  EXPECT_EQ(index_.NumPredictedOf(b), 0u) << "only cache_aware predicts";
+  // a nearly full (91% with the request): the prefix still pays at the
+  // default weights (1 + 10.0 against 11 + 1.8), not at a load weight of 2.
   v1::LoadReport r;
   r.set_worker_id(a);
-  r.set_kv_blocks_free(70);
+  r.set_kv_blocks_free(20);
   registry_.Report(r);
-  PlacementOptions heavy = Mode(PlacementMode::kCacheAware);
-  heavy.prefix_weight = 4;
-  PlacementPolicy prefix_heavy(heavy, registry_, &index_);
-  EXPECT_EQ(prefix_heavy.PickDecode(keys_, 11)->id, a);
+  EXPECT_EQ(cache.PickDecode(keys_, 11)->id, a);
   registry_.Done(a, 11);
-  EXPECT_EQ(prefix_heavy.BestCachedPrefix(keys_, v1::WORKER_ROLE_DECODE), 10);
-  EXPECT_EQ(index_.NumPredictedOf(b), 0u);
-  w = cache.PickDecode(keys_, 11);
+  PlacementOptions heavy = Mode(PlacementMode::kCacheAware);
+  heavy.load_weight = 2;
+  PlacementPolicy load_heavy(heavy, registry_, &index_);
+  w = load_heavy.PickDecode(keys_, 11);
   EXPECT_EQ(w->id, b);
   registry_.Done(b, 11);
+  EXPECT_EQ(load_heavy.BestCachedPrefix(keys_, v1::WORKER_ROLE_DECODE), 10);
+  EXPECT_EQ(load.BestCachedPrefix(keys_, v1::WORKER_ROLE_DECODE), 0);
   // b will hold the prompt's blocks: the next request with this prefix
   // finds them there before b's events say so.
   EXPECT_EQ(index_.NumPredictedOf(b), keys_.size());
-  EXPECT_EQ(cache.PickDecode(keys_, 11)->cached_prefix_blocks, 10);
-  EXPECT_EQ(load.BestCachedPrefix(keys_, v1::WORKER_ROLE_DECODE), 0);
+  w = cache.PickDecode(keys_, 11);
+  EXPECT_EQ(w->id, b);
+  EXPECT_EQ(w->cached_prefix_blocks, 10);
 }
 
 TEST_F(PlacementPolicyTest, AStaleWorkerCompetesOnLoadOnly) {
