@@ -54,6 +54,8 @@ struct Stmt {
     kFor,       // targets in expr [if condition]: bodies[0]; else_body
     kSet,       // targets[0] (or targets[0].attribute) = expr; with body when a block set
     kMacro,     // name(params=defaults): bodies[0]
+    kBreak,     // {% break %} (transformers enables Jinja's loopcontrols)
+    kContinue,  // {% continue %}
   };
   Kind kind;
   int line = 0;

@@ -37,6 +37,7 @@ class Interpreter {
         --depth_;
         return status;
       }
+      if (loop_control_ != LoopControl::kNone) break;  // unwinds to the enclosing for
     }
     --depth_;
     return absl::OkStatus();
@@ -77,6 +78,12 @@ class Interpreter {
         return ExecuteSet(stmt);
       case Stmt::Kind::kMacro:
         frames_.back()[stmt.text] = MakeMacro(stmt);
+        return absl::OkStatus();
+      case Stmt::Kind::kBreak:
+        loop_control_ = LoopControl::kBreak;
+        return absl::OkStatus();
+      case Stmt::Kind::kContinue:
+        loop_control_ = LoopControl::kContinue;
         return absl::OkStatus();
     }
     return absl::OkStatus();
@@ -155,6 +162,9 @@ class Interpreter {
       if (status.ok()) status = RenderBody(stmt.bodies[0], out);
       frames_.pop_back();
       TANDEM_RETURN_IF_ERROR(status);
+      const LoopControl control = loop_control_;
+      loop_control_ = LoopControl::kNone;
+      if (control == LoopControl::kBreak) break;
     }
     return absl::OkStatus();
   }
@@ -482,6 +492,9 @@ class Interpreter {
 
   std::vector<Frame> frames_;
   int depth_ = 0;
+  // Set by {% break %}/{% continue %}: bodies stop executing until the
+  // innermost for loop takes it (the parser allows them only in loops).
+  enum class LoopControl { kNone, kBreak, kContinue } loop_control_ = LoopControl::kNone;
 };
 
 }  // namespace

@@ -155,7 +155,10 @@ class Parser {
       if (IsName("recursive")) return absl::UnimplementedError(absl::StrCat("line ", line, ": recursive for loops"));
       TANDEM_RETURN_IF_ERROR(ExpectStmtEnd());
       s->bodies.emplace_back();
-      TANDEM_RETURN_IF_ERROR(ParseBody({"else", "endfor"}, &s->bodies.back(), &stop));
+      ++loop_depth_;
+      absl::Status body_status = ParseBody({"else", "endfor"}, &s->bodies.back(), &stop);
+      --loop_depth_;
+      TANDEM_RETURN_IF_ERROR(body_status);
       TANDEM_RETURN_IF_ERROR(ExpectStmtEnd());
       if (stop == "else") {
         TANDEM_RETURN_IF_ERROR(ParseBody({"endfor"}, &s->else_body, &stop));
@@ -199,7 +202,15 @@ class Parser {
       }
       TANDEM_RETURN_IF_ERROR(ExpectStmtEnd());
       s->bodies.emplace_back();
-      TANDEM_RETURN_IF_ERROR(ParseBody({"endmacro"}, &s->bodies.back(), &stop));
+      const int outer_loops = loop_depth_;
+      loop_depth_ = 0;
+      absl::Status body_status = ParseBody({"endmacro"}, &s->bodies.back(), &stop);
+      loop_depth_ = outer_loops;
+      TANDEM_RETURN_IF_ERROR(body_status);
+      TANDEM_RETURN_IF_ERROR(ExpectStmtEnd());
+    } else if (keyword == "break" || keyword == "continue") {
+      if (loop_depth_ == 0) return Error(absl::StrCat("{% ", keyword, " %} outside a for loop"));
+      s->kind = keyword == "break" ? Stmt::Kind::kBreak : Stmt::Kind::kContinue;
       TANDEM_RETURN_IF_ERROR(ExpectStmtEnd());
     } else if (keyword == "generation") {
       // transformers' {% generation %} marks assistant text for training
@@ -556,6 +567,7 @@ class Parser {
   std::vector<Token> tokens_;
   size_t pos_ = 0;
   std::set<std::string> macros_;
+  int loop_depth_ = 0;  // for bodies being parsed (break/continue are legal)
   std::vector<std::pair<std::string, int>> called_names_;
 };
 

@@ -92,6 +92,17 @@ TEST(JinjaStatementTest, SetScopingNamespacesAndIfChains) {
   EXPECT_EQ(R("{% set block %}in {{ 'side' }}{% endset %}[{{ block }}]"), "[in side]");
 }
 
+TEST(JinjaStatementTest, BreakAndContinue) {
+  EXPECT_EQ(R("{% for x in [1, 2, 3, 4, 5] %}{% if x == 2 %}{% continue %}{% endif %}"
+              "{% if x == 4 %}{% break %}{% endif %}{{ x }}{% endfor %}|{% for y in [1, 2] %}{{ y }}{% endfor %}"),
+            "13|12");
+  EXPECT_EQ(R("{% for a in [1, 2] %}{% for b in [1, 2, 3] %}{% if b == 2 %}{% break %}{% endif %}{{ a }}{{ b }};"
+              "{% endfor %}{% endfor %}"),
+            "11;21;");
+  EXPECT_FALSE(Parse("{% break %}").ok());
+  EXPECT_FALSE(Parse("{% for x in y %}{% macro m() %}{% continue %}{% endmacro %}{% endfor %}").ok());
+}
+
 TEST(JinjaStatementTest, MacrosAndGenerationBlocks) {
   EXPECT_EQ(R("{% macro tag(name, open=true) %}<{{ '' if open else '/' }}{{ name }}>{% endmacro %}"
               "{{ tag('a') }}x{{ tag('a', open=false) }}"),
