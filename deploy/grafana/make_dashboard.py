@@ -130,11 +130,17 @@ y[0] += 8
 
 row("Prefix cache")
 panel("Prefix cache hit rate", [
+    (f'sum(rate(tandem_prefix_cache_hit_tokens_total{{{SEL}}}[$__rate_interval])) / '
+     f'sum(rate(tandem_prefix_cache_queried_tokens_total{{{SEL}}}[$__rate_interval]))', "workers"),
+    (f'sum by (role) (rate(tandem_prefix_cache_hit_tokens_total{{{SEL}}}[$__rate_interval])) / '
+     f'sum by (role) (rate(tandem_prefix_cache_queried_tokens_total{{{SEL}}}[$__rate_interval]))', "{{role}}"),
     (f'sum(rate(tandem_router_routed_prefix_hit_tokens_total{{{SEL}}}[$__rate_interval])) / '
      f'sum(rate(tandem_router_routed_prompt_tokens_total{{{SEL}}}[$__rate_interval]))', "routed (router's prediction)"),
 ], "percentunit", 0,
-      description="Share of prompt tokens the router expected the chosen worker to hold in its prefix cache "
-                  "when it placed the requests (its prefix index, fed by the workers' block events).")
+      description="Share of prompt tokens served from cached KV blocks, as the workers counted them (all, and by "
+                  "role) and as the router predicted when it placed the requests (its prefix index, fed by the "
+                  "workers' block events). The router's above the workers': its index is stale, or the workers "
+                  "evicted what it expected.")
 panel("Time to first token by prefix hit", [
     (f'histogram_quantile({q}, sum by (le, prefix_cache) (rate(tandem_router_ttft_by_prefix_seconds_bucket{{{SEL}}}[$__rate_interval])))',
      f"p{int(q * 100)} {{{{prefix_cache}}}}") for q in (0.5, 0.9)
@@ -143,10 +149,13 @@ panel("Time to first token by prefix hit", [
      "{{prefix_cache}} req/s"),
 ], "s", 8,
       description="TTFT of requests placed on a worker predicted to hold a prefix of the prompt (hit) and of the rest (miss).")
-panel("Router prefix index", [
-    (f'max(tandem_router_prefix_index_blocks{{{SEL}}})', "block keys indexed"),
+panel("Prefix cache blocks and evictions", [
+    (f'sum by (role) (tandem_prefix_cache_blocks{{{SEL}}})', "{{role}} cached blocks"),
+    (f'sum by (role) (rate(tandem_prefix_cache_evictions_total{{{SEL}}}[$__rate_interval]))', "{{role}} evictions/s"),
+    (f'max(tandem_router_prefix_index_blocks{{{SEL}}})', "router index keys"),
 ], "short", 16,
-      description="Distinct KV block keys the router knows some worker caches.")
+      description="Blocks in the workers' prefix caches, how fast they are evicted for room, and the distinct "
+                  "block keys in the router's prefix index.")
 y[0] += 8
 
 dashboard = {
