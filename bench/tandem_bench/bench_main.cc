@@ -31,6 +31,7 @@ ABSL_FLAG(std::string, endpoint, "",
           "an OpenAI-compatible API (http://HOST:PORT/v1) to load instead of --router: streaming /completions with "
           "token-id prompts (multiturn resends the prompts only: the API returns no answer ids)");
 ABSL_FLAG(std::string, api_key, "", "--endpoint: bearer token (default: $OPENAI_API_KEY)");
+ABSL_FLAG(std::string, endpoint_ca, "", "--endpoint https://: PEM roots that verify the server (default: the system's)");
 ABSL_FLAG(std::string, served_model, "", "--endpoint: the model to ask for (default: the first /models lists)");
 ABSL_FLAG(int64_t, vocab_size, 0, "--endpoint: vocabulary size to draw prompt ids from (default: /models' vocab_size)");
 ABSL_FLAG(std::vector<std::string>, rates, {}, "open-loop Poisson request rates (req/s) to sweep, e.g. 1,2,4,8");
@@ -122,7 +123,7 @@ int Run() {
   } else {
     std::string key = absl::GetFlag(FLAGS_api_key);
     if (key.empty() && std::getenv("OPENAI_API_KEY") != nullptr) key = std::getenv("OPENAI_API_KEY");
-    auto http = OpenAiBenchClient::Create(endpoint, key);
+    auto http = OpenAiBenchClient::Create(endpoint, key, absl::GetFlag(FLAGS_endpoint_ca));
     if (!http.ok()) return Fail(std::string(http.status().message()));
     absl::StatusOr<OpenAiModel> model = (*http)->Model();
     if (!model.ok()) return Fail(std::string(model.status().message()));

@@ -16,8 +16,10 @@ using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
 std::unique_ptr<httplib::Client> MakeClient(const std::string& scheme_host_port, const std::string& api_key,
-                                            double timeout_seconds) {
+                                            const std::string& ca_file, double timeout_seconds) {
   auto c = std::make_unique<httplib::Client>(scheme_host_port);
+  if (!ca_file.empty()) c->set_ca_cert_path(ca_file.c_str());
+  if (absl::StartsWith(scheme_host_port, "https://")) c->enable_server_certificate_verification(true);
   if (!api_key.empty()) c->set_bearer_token_auth(api_key.c_str());
   const time_t sec = timeout_seconds > 0 ? static_cast<time_t>(timeout_seconds) + 1 : 3600;
   c->set_read_timeout(sec, 0);
@@ -28,7 +30,8 @@ std::unique_ptr<httplib::Client> MakeClient(const std::string& scheme_host_port,
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<OpenAiBenchClient>> OpenAiBenchClient::Create(const std::string& endpoint,
-                                                                               const std::string& api_key) {
+                                                                               const std::string& api_key,
+                                                                               const std::string& ca_file) {
   const size_t scheme_end = endpoint.find("://");
   if (scheme_end == std::string::npos ||
       !(absl::StartsWith(endpoint, "http://") || absl::StartsWith(endpoint, "https://"))) {
@@ -41,11 +44,12 @@ absl::StatusOr<std::unique_ptr<OpenAiBenchClient>> OpenAiBenchClient::Create(con
   c->base_path_ = path == std::string::npos ? "" : endpoint.substr(path);
   while (!c->base_path_.empty() && c->base_path_.back() == '/') c->base_path_.pop_back();
   c->api_key_ = api_key;
+  c->ca_file_ = ca_file;
   return c;
 }
 
 absl::StatusOr<OpenAiModel> OpenAiBenchClient::Model() const {
-  auto c = MakeClient(scheme_host_port_, api_key_, 10);
+  auto c = MakeClient(scheme_host_port_, api_key_, ca_file_, 10);
   httplib::Result r = c->Get((base_path_ + "/models").c_str());
   if (!r) return absl::UnavailableError(absl::StrCat("cannot reach ", scheme_host_port_, ": ", httplib::to_string(r.error())));
   if (r->status != 200) return absl::UnavailableError(absl::StrCat("GET ", base_path_, "/models: HTTP ", r->status));
@@ -70,7 +74,7 @@ void OpenAiBenchClient::Generate(std::span<const int32_t> prompt, int32_t output
                {"ignore_eos", true},
                {"stream", true},
                {"stream_options", {{"include_usage", true}}}};
-  auto c = MakeClient(scheme_host_port_, api_key_, deadline_seconds);
+  auto c = MakeClient(scheme_host_port_, api_key_, ca_file_, deadline_seconds);
   httplib::Request req;
   req.method = "POST";
   req.path = base_path_ + "/completions";

@@ -23,10 +23,12 @@ struct OpenAiModel {
 
 class OpenAiBenchClient final : public BenchClient {
  public:
-  // `endpoint`: "http://HOST:PORT/v1" (https too). INVALID_ARGUMENT when
-  // it is not such a URL.
+  // `endpoint`: "http://HOST:PORT/v1" (https too, verified against
+  // `ca_file`'s PEM roots when given, else the system's). INVALID_ARGUMENT
+  // when it is not such a URL.
   static absl::StatusOr<std::unique_ptr<OpenAiBenchClient>> Create(const std::string& endpoint,
-                                                                    const std::string& api_key);
+                                                                    const std::string& api_key,
+                                                                    const std::string& ca_file = "");
   // The first model GET /models lists; UNAVAILABLE when the server cannot
   // be reached or lists none.
   absl::StatusOr<OpenAiModel> Model() const;
@@ -39,6 +41,7 @@ class OpenAiBenchClient final : public BenchClient {
   std::string scheme_host_port_;  // "http://127.0.0.1:8080"
   std::string base_path_;         // "/v1"
   std::string api_key_;
+  std::string ca_file_;
   std::string model_;
 };
 

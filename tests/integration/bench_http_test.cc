@@ -2,6 +2,7 @@
 // against a real local cluster: every request completes with the token
 // counts asked for, the router counts the same requests and tokens, the
 // results carry vLLM's benchmark field names, and no KV block is left.
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/default_model/default_model.h"
 #include "gtest/gtest.h"
@@ -24,7 +25,6 @@ std::string RunCommand(const std::string& cmd, int* code) {
 }
 
 TEST(BenchHttpTest, EndpointRunCountsWhatTheRouterServed) {
-  if (testing::TestTlsMode()) GTEST_SKIP() << "tandem-bench --endpoint takes no CA file yet (the API is HTTPS in TLS mode)";
   testing::TempDir model, logs, out;
   ASSERT_TRUE(WriteDefaultModel(model.str()).ok());
   LocalClusterOptions o;
@@ -39,12 +39,19 @@ TEST(BenchHttpTest, EndpointRunCountsWhatTheRouterServed) {
   auto cluster = LocalCluster::Start(o);
   ASSERT_TRUE(cluster.ok()) << cluster.status();
 
+  // TLS mode: HTTPS verified against the cluster CA, with the api token.
+  const SecurityOptions& sec = o.security;
+  const bool tls = !sec.tls_cert_file.empty();
+  const std::string tls_flags =
+      tls ? absl::StrCat(" --endpoint_ca=", sec.tls_client_ca_file, " --api_key=",
+                          absl::StripAsciiWhitespace(testing::ReadFile(sec.api_token_file)))
+          : "";
   constexpr int kRequests = 12, kOutput = 8;
   int code = -1;
   const std::string printed = RunCommand(
-      absl::StrCat(testing::BinDir(), "/tandem-bench --endpoint=http://", (*cluster)->router_http_address(),
-                   "/v1 --concurrency=4 --num_requests=", kRequests, " --input_len=8:40 --output_len=", kOutput,
-                   " --warmup=0 --progress=false --out_dir=", out.str(), " 2>&1"),
+      absl::StrCat(testing::BinDir(), "/tandem-bench --endpoint=", tls ? "https://" : "http://",
+                   (*cluster)->router_http_address(), "/v1", tls_flags, " --concurrency=4 --num_requests=", kRequests,
+                   " --input_len=8:40 --output_len=", kOutput, " --warmup=0 --progress=false --out_dir=", out.str(), " 2>&1"),
       &code);
   ASSERT_EQ(code, 0) << printed;
 
