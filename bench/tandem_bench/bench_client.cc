@@ -15,6 +15,7 @@ void GrpcBenchClient::Generate(std::span<const int32_t> prompt, int32_t output_t
   req.mutable_stopping()->set_max_new_tokens(output_tokens);
   req.mutable_stopping()->set_ignore_eos(true);
   req.set_return_text(false);
+  if (!cache_salt_.empty()) req.set_cache_salt(cache_salt_);
   grpc::ClientContext ctx;
   if (deadline_seconds > 0) {
     ctx.set_deadline(std::chrono::system_clock::now() +

@@ -26,15 +26,17 @@ class BenchClient {
 };
 
 // tandem's GenerationService.Generate, through `stub` (thread-safe; it
-// outlives the client).
+// outlives the client). Every request carries `cache_salt` (empty: none).
 class GrpcBenchClient final : public BenchClient {
  public:
-  explicit GrpcBenchClient(v1::GenerationService::Stub& stub) : stub_(stub) {}
+  explicit GrpcBenchClient(v1::GenerationService::Stub& stub, std::string cache_salt = "")
+      : stub_(stub), cache_salt_(std::move(cache_salt)) {}
   void Generate(std::span<const int32_t> prompt, int32_t output_tokens, double deadline_seconds,
                 RequestRecord& rec) override;
 
  private:
   v1::GenerationService::Stub& stub_;
+  const std::string cache_salt_;
 };
 
 }  // namespace tandem::bench

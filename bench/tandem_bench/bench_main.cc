@@ -51,6 +51,8 @@ ABSL_FLAG(std::vector<std::string>, metrics, {},
           "host:port of /metrics endpoints (workers, router) scraped before and after each run: the hit rate the "
           "workers count (tandem_prefix_cache_*) and the router's routed hit rate go into results.json");
 ABSL_FLAG(int32_t, block_size, 16, "KV block size, for the oracle prefix-hit rate in results.json");
+ABSL_FLAG(std::string, cache_salt, "",
+          "GenerateRequest.cache_salt of every request (--router): only requests of one salt share cached KV");
 ABSL_FLAG(double, slo_ttft, 1.0, "TTFT objective in seconds, for attainment and goodput");
 ABSL_FLAG(double, slo_tpot, 0.1, "TPOT objective in seconds");
 ABSL_FLAG(std::vector<std::string>, goodput_tpot, {},
@@ -119,7 +121,7 @@ int Run() {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
     if (!s.ok()) return Fail("cannot reach the router at " + absl::GetFlag(FLAGS_router) + ": " + s.error_message());
-    client = std::make_unique<GrpcBenchClient>(*stub);
+    client = std::make_unique<GrpcBenchClient>(*stub, absl::GetFlag(FLAGS_cache_salt));
   } else {
     std::string key = absl::GetFlag(FLAGS_api_key);
     if (key.empty() && std::getenv("OPENAI_API_KEY") != nullptr) key = std::getenv("OPENAI_API_KEY");
