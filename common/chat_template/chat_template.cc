@@ -93,6 +93,17 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromSource(std::string source, std::s
 
 absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::json& messages, bool add_generation_prompt,
                                                  const nlohmann::json& extra_context) const {
+  return RenderJson(messages, add_generation_prompt, extra_context);
+}
+
+absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                                                 const nlohmann::ordered_json& extra_context) const {
+  return RenderJson(messages, add_generation_prompt, extra_context);
+}
+
+template <typename Json>
+absl::StatusOr<std::string> ChatTemplate::RenderJson(const Json& messages, bool add_generation_prompt,
+                                                     const Json& extra_context) const {
   if (!messages.is_array()) return absl::InvalidArgumentError("messages must be an array");
   if (!extra_context.is_object()) return absl::InvalidArgumentError("chat template context must be an object");
   // As transformers' apply_chat_template: the special tokens, then the

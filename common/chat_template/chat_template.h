@@ -29,6 +29,11 @@ class ChatTemplate {
   // messages: the OpenAI `messages` array; extra_context: e.g. {"tools": [...]} or template kwargs.
   absl::StatusOr<std::string> Render(const nlohmann::json& messages, bool add_generation_prompt,
                                      const nlohmann::json& extra_context = nlohmann::json::object()) const;
+  // The same with the request's key order kept (nlohmann::json sorts object
+  // keys, so `tools | tojson` would list them alphabetically where
+  // transformers keeps the client's order).
+  absl::StatusOr<std::string> Render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                                     const nlohmann::ordered_json& extra_context) const;
 
   const std::string& source() const { return source_; }
   const std::string& bos_token() const { return bos_token_; }
@@ -36,6 +41,9 @@ class ChatTemplate {
 
  private:
   ChatTemplate() = default;
+  template <typename Json>
+  absl::StatusOr<std::string> RenderJson(const Json& messages, bool add_generation_prompt,
+                                         const Json& extra_context) const;
 
   std::string source_;
   std::string bos_token_;

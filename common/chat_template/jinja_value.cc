@@ -73,35 +73,52 @@ Value Value::MakeFunction(Function f) {
   return v;
 }
 
-Value Value::FromJson(const nlohmann::json& json) {
+namespace {
+
+template <typename Json>
+Value ValueFromJson(const Json& json);
+
+}  // namespace
+
+Value Value::FromJson(const nlohmann::json& json) { return ValueFromJson(json); }
+Value Value::FromJson(const nlohmann::ordered_json& json) { return ValueFromJson(json); }
+
+namespace {
+
+template <typename Json>
+Value ValueFromJson(const Json& json) {
   switch (json.type()) {
     case nlohmann::json::value_t::null:
-      return None();
+      return Value::None();
     case nlohmann::json::value_t::boolean:
-      return Bool(json.get<bool>());
+      return Value::Bool(json.template get<bool>());
     case nlohmann::json::value_t::number_integer:
-      return Int(json.get<int64_t>());
+      return Value::Int(json.template get<int64_t>());
     case nlohmann::json::value_t::number_unsigned:
-      return Int(static_cast<int64_t>(json.get<uint64_t>()));
+      return Value::Int(static_cast<int64_t>(json.template get<uint64_t>()));
     case nlohmann::json::value_t::number_float:
-      return Float(json.get<double>());
+      return Value::Float(json.template get<double>());
     case nlohmann::json::value_t::string:
-      return String(json.get<std::string>());
+      return Value::String(json.template get<std::string>());
     case nlohmann::json::value_t::array: {
       Array items;
       items.reserve(json.size());
-      for (const auto& item : json) items.push_back(FromJson(item));
-      return MakeArray(std::move(items));
+      for (const auto& item : json) items.push_back(ValueFromJson(item));
+      return Value::MakeArray(std::move(items));
     }
     case nlohmann::json::value_t::object: {
       Object object;
-      for (auto it = json.begin(); it != json.end(); ++it) object.entries.emplace_back(it.key(), FromJson(it.value()));
-      return MakeObject(std::move(object));
+      for (auto it = json.begin(); it != json.end(); ++it) {
+        object.entries.emplace_back(it.key(), ValueFromJson(it.value()));
+      }
+      return Value::MakeObject(std::move(object));
     }
     default:
       return Value();
   }
 }
+
+}  // namespace
 
 bool Value::Truthy() const {
   switch (kind()) {

@@ -57,6 +57,8 @@ class Value {
   static Value MakeObject(Object object);
   static Value MakeFunction(Function f);
   static Value FromJson(const nlohmann::json& json);
+  // Keeps the objects' key order (nlohmann::json sorts keys).
+  static Value FromJson(const nlohmann::ordered_json& json);
 
   Kind kind() const { return static_cast<Kind>(data_.index()); }
   bool is_undefined() const { return kind() == Kind::kUndefined; }

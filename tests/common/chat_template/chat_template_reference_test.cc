@@ -73,17 +73,18 @@ class ChatTemplateReferenceTest : public ::testing::TestWithParam<std::string> {
       std::ofstream(tmp, std::ios::binary) << out;
       std::filesystem::rename(tmp, cache);
     }
-    corpus_ = new nlohmann::json(nlohmann::json::parse(ReadFile(corpus)));
+    // Ordered: the conversations' key order reaches `tojson` as in the reference.
+    corpus_ = new nlohmann::ordered_json(nlohmann::ordered_json::parse(ReadFile(corpus)));
     reference_ = new nlohmann::json(nlohmann::json::parse(out));
   }
 
   // Shared by the cases of one process; never freed.
   static nlohmann::json* reference_;
-  static nlohmann::json* corpus_;
+  static nlohmann::ordered_json* corpus_;
 };
 
 nlohmann::json* ChatTemplateReferenceTest::reference_ = nullptr;
-nlohmann::json* ChatTemplateReferenceTest::corpus_ = nullptr;
+nlohmann::ordered_json* ChatTemplateReferenceTest::corpus_ = nullptr;
 
 TEST_P(ChatTemplateReferenceTest, RendersEveryConversationLikeTheReference) {
   const nlohmann::json& ref = (*reference_)[GetParam()];
@@ -92,14 +93,14 @@ TEST_P(ChatTemplateReferenceTest, RendersEveryConversationLikeTheReference) {
   int rendered = 0, raised = 0;
   for (const nlohmann::json& expected : ref["renders"]) {
     const std::string name = expected["case"];
-    const nlohmann::json* conversation = nullptr;
-    for (const nlohmann::json& c : *corpus_) {
+    const nlohmann::ordered_json* conversation = nullptr;
+    for (const nlohmann::ordered_json& c : *corpus_) {
       if (c["name"] == name) conversation = &c;
     }
     ASSERT_NE(conversation, nullptr) << name;
     const bool add_generation_prompt = expected["add_generation_prompt"];
     auto text = tmpl->Render((*conversation)["messages"], add_generation_prompt,
-                             conversation->value("extra_context", nlohmann::json::object()));
+                             conversation->value("extra_context", nlohmann::ordered_json::object()));
     const std::string where = GetParam() + " " + name + (add_generation_prompt ? " +generation prompt" : "");
     if (expected.contains("error")) {
       EXPECT_FALSE(text.ok()) << where << ": the reference raised (" << expected["error"] << ") but tandem rendered "

@@ -109,6 +109,16 @@ TEST(ChatTemplateRenderTest, ExtraContextAndErrors) {
   EXPECT_EQ(tmpl->Render(nlohmann::json::object(), false).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(ChatTemplateRenderTest, OrderedJsonKeepsTheRequestsKeyOrder) {
+  auto tmpl = ChatTemplate::FromSource("{{ tools | tojson }}", "", "");
+  ASSERT_TRUE(tmpl.ok());
+  const std::string tools = R"({"tools": [{"type": "function", "function": {"name": "f"}}]})";
+  EXPECT_EQ(*tmpl->Render(nlohmann::ordered_json::array(), false, nlohmann::ordered_json::parse(tools)),
+            R"([{"type": "function", "function": {"name": "f"}}])");
+  EXPECT_EQ(*tmpl->Render(nlohmann::json::array(), false, nlohmann::json::parse(tools)),
+            R"([{"function": {"name": "f"}, "type": "function"}])");  // nlohmann::json sorts keys
+}
+
 TEST(ChatTemplateRenderTest, CopiesShareTheParsedTemplate) {
   auto tmpl = ChatTemplate::FromSource("{{ messages | length }}", "", "");
   ASSERT_TRUE(tmpl.ok());
