@@ -469,7 +469,10 @@ grpc::Status GenerateCall::Run() {
 }
 
 void GenerateCall::RecordPlaced(int32_t cached_blocks) {
-  predicted_hit_tokens_ = std::min<int64_t>(int64_t{cached_blocks} * block_size_, static_cast<int64_t>(prompt_.size()));
+  // A worker always computes the prompt's last token (its logits give the
+  // first output token): at most the full blocks before it are hits.
+  const int64_t most = (static_cast<int64_t>(prompt_.size()) - 1) / block_size_ * block_size_;
+  predicted_hit_tokens_ = std::min<int64_t>(int64_t{cached_blocks} * block_size_, most);
   if (router_.placement_metrics != nullptr) {
     router_.placement_metrics->RecordRouted(static_cast<int64_t>(prompt_.size()), predicted_hit_tokens_);
   }
