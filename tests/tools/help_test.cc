@@ -4,6 +4,7 @@
 // binary's flags.
 #include <cstdio>
 #include <filesystem>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,9 @@ struct HelpCase {
   std::vector<const char*> listed;
   std::vector<const char*> not_listed;
 };
+
+// Names the case in test listings (CTest shows GetParam()).
+void PrintTo(const HelpCase& c, std::ostream* os) { *os << c.binary; }
 
 std::string RunHelp(const std::string& path) {
   FILE* f = popen((path + " --help 2>&1").c_str(), "r");
