@@ -502,9 +502,13 @@ absl::StatusOr<std::optional<WorkerView>> GenerateCall::PlaceLocal() {
   }
   // Conditional disaggregation counts only what is left to compute: a
   // decode worker holding all but a short suffix computes that itself.
-  const int64_t uncached = static_cast<int64_t>(prompt_.size()) -
-                           int64_t{policy.BestCachedPrefix(prompt_keys_, v1::WORKER_ROLE_DECODE)} * block_size;
-  if (decode && (!prefill || uncached < router_.config.local_prefill_max_tokens)) {
+  // (Looked up only when it can matter: the lookup copies the registry.)
+  const bool local_prefill = decode && prefill && router_.config.local_prefill_max_tokens > 0 &&
+                             static_cast<int64_t>(prompt_.size()) -
+                                     int64_t{policy.BestCachedPrefix(prompt_keys_, v1::WORKER_ROLE_DECODE)} *
+                                         block_size <
+                                 router_.config.local_prefill_max_tokens;
+  if (decode && (!prefill || local_prefill)) {
     absl::StatusOr<WorkerView> w = policy.PickDecode(prompt_keys_, local_blocks_);
     if (!w.ok()) return w.status();
     RecordPlaced(w->cached_prefix_blocks);
