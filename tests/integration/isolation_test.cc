@@ -3,13 +3,18 @@
 // cancellation or failure never fails another request, never takes a
 // worker out of placement, and never leaks a KV block. Each test ends
 // with every worker back at zero blocks in use within 2 s.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/default_model/test_model.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -446,6 +451,73 @@ TEST_F(IsolationTest, ARouterKilledUnderLoadFreesEveryBlockAndANewOneServes) {
     if (info.prefill_workers() == 1 && info.decode_workers() == 1) break;
     absl::SleepFor(absl::Milliseconds(100));
   }
+  ExpectHealthyAndStop(std::move(cluster), 1, 1);
+}
+
+// Starts `tandem client` streaming one greedy request; returns its pid.
+// Its output goes to /dev/null: the test only kills it.
+pid_t StartClientProcess(const std::string& router, const std::string& prompt, int32_t max_new_tokens) {
+  std::vector<std::string> argv = {testing::BinDir() + "/tandem", "client", "--router=" + router,
+                                   "--temperature=0", absl::StrCat("--max_new_tokens=", max_new_tokens)};
+  if (testing::TestTlsMode()) {
+    argv.push_back("--tls_ca=" + testing::TestSecurity().tls_client_ca_file);
+    argv.push_back(absl::StrCat("--token=", absl::StripAsciiWhitespace(testing::ReadFile(testing::TestSecurity().api_token_file))));
+  }
+  argv.push_back(prompt);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    const int null_fd = open("/dev/null", O_WRONLY);
+    dup2(null_fd, 1);
+    dup2(null_fd, 2);
+    std::vector<char*> args;
+    for (std::string& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// A client process that dies (SIGKILL: its connection closes, nothing is
+// cancelled politely) at every point of its request's life, from queued
+// behind other prompts to mid-answer: the router and workers notice the
+// closed stream and free what the request held (the router's cancelled
+// count shows they saw it), every block is back within 2 s, and the
+// cluster still serves the single-process tokens.
+TEST_F(IsolationTest, ClientsKilledInEveryPhaseFreeEverything) {
+  auto cluster = StartCluster(1, 1, {"--max_batch_tokens=512"});
+  ASSERT_NE(cluster, nullptr);
+  std::string long_prompt = LongPrompt(7);
+  for (int k = 0; k < 2; ++k) long_prompt += " " + long_prompt;  // ~250 tokens: queued and prefilled a while
+  // The process's own start (about 10-50 ms) comes first; the later kills
+  // reach prefill, transfer and decode.
+  const std::vector<int> kill_after_ms = {20, 40, 60, 80, 120, 160, 240, 320, 480, 640};
+  for (int kill_ms : kill_after_ms) {
+    // Two at once, so one queues behind the other's prompt.
+    std::vector<pid_t> clients = {StartClientProcess(cluster->router_address(), long_prompt, 400),
+                                  StartClientProcess(cluster->router_address(), LongPrompt(kill_ms), 400)};
+    absl::SleepFor(absl::Milliseconds(kill_ms));
+    for (pid_t pid : clients) {
+      ASSERT_GT(pid, 0);
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  }
+  const absl::Time last_kill = absl::Now();
+  absl::Status no_blocks = testing::WaitForNoUsedBlocks(cluster->decode_addresses(), cluster->prefill_addresses(),
+                                                        kBlocksBackWithin);
+  EXPECT_TRUE(no_blocks.ok()) << no_blocks << " (" << absl::Now() - last_kill << " after the last kill)";
+  absl::StatusOr<std::string> metrics = testing::HttpGet(cluster->metrics_addresses()[0], "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_GT(testing::SumMetric(*metrics, "tandem_requests_total", {"outcome=\"cancelled\""}), 0)
+      << "no killed client had a request in flight: the test reached no phase";
+
+  auto stub = testing::RouterStub(cluster->router_address());
+  const RequestSpec after = Greedy("Still serving after the disconnects", 8);
+  StreamResult ok = testing::StreamGenerate(*stub, testing::ToGenerateRequest(after));
+  ASSERT_TRUE(ok.status.ok()) << ok.status.error_message();
+  EXPECT_EQ(ok.tokens, testing::MonolithicTokens(model_dir_->str(), after, {after.prompt})[0]);
   ExpectHealthyAndStop(std::move(cluster), 1, 1);
 }
 
