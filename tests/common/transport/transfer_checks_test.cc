@@ -53,6 +53,26 @@ TEST(TransferChecksTest, DestinationBlocksMustBeInRangeOnceAndNotWrap) {
   EXPECT_EQ(huge.code(), absl::StatusCode::kInvalidArgument) << huge;
 }
 
+// Finish waits until the earlier of the deadline and the finish timeout;
+// only a timeout that comes first makes the failure the peer's.
+TEST(TransferChecksTest, FinishWaitsUntilTheEarlierOfDeadlineAndFinishTimeout) {
+  const absl::Time now = absl::Now();
+  KvTransferSpec spec;
+  spec.transfer_id = "t";
+  bool by_timeout = true;
+  EXPECT_EQ(FinishDeadline(spec, now, &by_timeout), absl::InfiniteFuture());
+  EXPECT_FALSE(by_timeout);
+  spec.finish_timeout = absl::Seconds(3);
+  EXPECT_EQ(FinishDeadline(spec, now, &by_timeout), now + absl::Seconds(3));
+  EXPECT_TRUE(by_timeout);
+  spec.deadline = now + absl::Seconds(1);
+  EXPECT_EQ(FinishDeadline(spec, now, &by_timeout), now + absl::Seconds(1));
+  EXPECT_FALSE(by_timeout);
+  const absl::Status timed_out = FinishTimedOut(spec);
+  EXPECT_EQ(timed_out.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(timed_out.message().find("3s"), absl::string_view::npos) << timed_out;
+}
+
 TEST(TransferChecksTest, ATransferPastItsDeadlineIsRefused) {
   KvTransferSpec spec;
   spec.transfer_id = "t1";
