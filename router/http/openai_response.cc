@@ -199,10 +199,17 @@ json UsageChunk(ApiKind kind, const ResponseHeader& h, int64_t prompt_tokens, in
 
 std::string SseEvent(const json& j) { return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n"; }
 
-json ModelsList(const std::string& name, int64_t created, int64_t max_model_len, int64_t vocab_size) {
+json ModelsList(const std::string& name, int64_t created, int64_t max_model_len, int64_t vocab_size,
+                const GenerationConfig& defaults) {
   json model = {{"id", name}, {"object", "model"}, {"created", created}, {"owned_by", "tandem"}, {"root", name}};
   if (max_model_len > 0) model["max_model_len"] = max_model_len;
   if (vocab_size > 0) model["vocab_size"] = vocab_size;
+  json generation_defaults = json::object();
+  if (defaults.temperature) generation_defaults["temperature"] = *defaults.temperature;
+  if (defaults.top_p) generation_defaults["top_p"] = *defaults.top_p;
+  if (defaults.top_k) generation_defaults["top_k"] = *defaults.top_k;
+  if (defaults.repetition_penalty) generation_defaults["repetition_penalty"] = *defaults.repetition_penalty;
+  model["generation_defaults"] = std::move(generation_defaults);
   return {{"object", "list"}, {"data", json::array({model})}};
 }
 

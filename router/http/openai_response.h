@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "grpcpp/support/status.h"
+#include "common/model/generation_config.h"
 #include "nlohmann/json.hpp"
 #include "router/http/openai_request.h"
 #include "tandem/v1/generate.pb.h"
@@ -88,7 +89,11 @@ inline constexpr std::string_view kSseDone = "data: [DONE]\n\n";
 
 // GET /v1/models: one model, `name`, owned by "tandem", with vLLM's
 // max_model_len and tandem's vocab_size (tandem-bench draws prompt ids
-// from it).
-nlohmann::json ModelsList(const std::string& name, int64_t created, int64_t max_model_len, int64_t vocab_size);
+// from it), and "generation_defaults": the sampling values of the model's
+// generation_config.json that a request leaving the field unset gets
+// (temperature, top_p, top_k, repetition_penalty; only those the file sets,
+// the same ones GetModelInfo reports as default_*; {} when none).
+nlohmann::json ModelsList(const std::string& name, int64_t created, int64_t max_model_len, int64_t vocab_size,
+                          const GenerationConfig& defaults);
 
 }  // namespace tandem::router::http

@@ -161,7 +161,7 @@ void OpenAiServer::Routes() {
   });
   svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(ModelsList(options_.served_model_name, UnixNow(), router_.model.max_position_embeddings,
-                               router_.model.vocab_size)
+                               router_.model.vocab_size, router_.generation_defaults)
                         .dump(),
                     kJson);
   });

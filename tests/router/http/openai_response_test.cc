@@ -147,13 +147,33 @@ TEST_F(OpenAiResponseTest, StreamChunksAndDone) {
 }
 
 TEST_F(OpenAiResponseTest, ModelsListNamesTheServedModel) {
-  json m = ModelsList("my-model", 7, 2048, 512);
+  json m = ModelsList("my-model", 7, 2048, 512, GenerationConfig{});
   EXPECT_EQ(m["object"], "list");
   ASSERT_EQ(m["data"].size(), 1u);
   EXPECT_EQ(m["data"][0]["id"], "my-model");
   EXPECT_EQ(m["data"][0]["object"], "model");
   EXPECT_EQ(m["data"][0]["max_model_len"], 2048);
   EXPECT_EQ(m["data"][0]["vocab_size"], 512);
+  // No generation_config.json sampling values: an empty object, not absent,
+  // so a client can tell "no defaults" from an older server.
+  EXPECT_EQ(m["data"][0]["generation_defaults"], json::object());
+}
+
+TEST_F(OpenAiResponseTest, ModelsListReportsOnlyTheDefaultsTheModelSets) {
+  GenerationConfig defaults;
+  defaults.temperature = 0.5f;
+  defaults.top_k = 20;
+  json d = ModelsList("m", 7, 2048, 512, defaults)["data"][0]["generation_defaults"];
+  EXPECT_FLOAT_EQ(d["temperature"].get<float>(), 0.5f);
+  EXPECT_EQ(d["top_k"], 20);
+  EXPECT_FALSE(d.contains("top_p"));
+  EXPECT_FALSE(d.contains("repetition_penalty"));
+
+  defaults.top_p = 0.75f;
+  defaults.repetition_penalty = 1.25f;
+  d = ModelsList("m", 7, 2048, 512, defaults)["data"][0]["generation_defaults"];
+  EXPECT_FLOAT_EQ(d["top_p"].get<float>(), 0.75f);
+  EXPECT_FLOAT_EQ(d["repetition_penalty"].get<float>(), 1.25f);
 }
 
 }  // namespace
