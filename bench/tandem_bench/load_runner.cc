@@ -69,7 +69,7 @@ class Progress {
 // (closed loop). A turn's prompt is the previous turn's prompt and answer
 // and its own user message; a failed turn ends its conversation (the
 // rest are recorded as not sent).
-void RunConversations(BenchClient& stub, const std::vector<BenchRequest>& requests,
+void RunConversations(BenchClient& client, const std::vector<BenchRequest>& requests,
                       const LoadOptions& options, uint64_t seed, Clock::time_point t0, Progress& progress,
                       LoadResult& result) {
   std::map<int32_t, std::vector<size_t>> turns;  // conversation -> request indices in turn order
@@ -93,7 +93,7 @@ void RunConversations(BenchClient& stub, const std::vector<BenchRequest>& reques
                                                std::chrono::duration<double>(arrivals[i])));
       }
       const std::vector<int32_t> prompt = ConversationPrompt(history, requests[i].prompt);
-      result.records[i] = RunOne(stub, requests[i], prompt, t0, options);
+      result.records[i] = RunOne(client, requests[i], prompt, t0, options);
       history = prompt;
       history.insert(history.end(), result.records[i].output_ids.begin(), result.records[i].output_ids.end());
       failed = !result.records[i].ok;
@@ -128,7 +128,7 @@ LoadResult RunLoad(v1::GenerationService::Stub& stub, const std::vector<BenchReq
   return RunLoad(client, requests, options, seed);
 }
 
-LoadResult RunLoad(BenchClient& stub, const std::vector<BenchRequest>& requests, const LoadOptions& options,
+LoadResult RunLoad(BenchClient& client, const std::vector<BenchRequest>& requests, const LoadOptions& options,
                    uint64_t seed) {
   LoadResult result;
   result.records.resize(requests.size());
@@ -141,7 +141,7 @@ LoadResult RunLoad(BenchClient& stub, const std::vector<BenchRequest>& requests,
   const bool conversations = std::any_of(requests.begin(), requests.end(),
                                          [](const BenchRequest& r) { return r.conversation >= 0; });
   if (conversations) {
-    RunConversations(stub, requests, options, seed, t0, progress, result);
+    RunConversations(client, requests, options, seed, t0, progress, result);
   } else if (options.rate > 0) {
     // Open loop: each request leaves at its Poisson arrival time.
     const std::vector<double> arrivals = PoissonArrivals(static_cast<int>(requests.size()), options.rate, seed);
@@ -149,7 +149,7 @@ LoadResult RunLoad(BenchClient& stub, const std::vector<BenchRequest>& requests,
       std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(
                                              std::chrono::duration<double>(arrivals[i])));
       threads.emplace_back([&, i] {
-        result.records[i] = RunOne(stub, requests[i], requests[i].prompt, t0, options);
+        result.records[i] = RunOne(client, requests[i], requests[i].prompt, t0, options);
         progress.Done();
       });
     }
@@ -159,7 +159,7 @@ LoadResult RunLoad(BenchClient& stub, const std::vector<BenchRequest>& requests,
     for (int c = 0; c < std::max(1, options.concurrency); ++c) {
       threads.emplace_back([&] {
         for (size_t i = next++; i < requests.size(); i = next++) {
-          result.records[i] = RunOne(stub, requests[i], requests[i].prompt, t0, options);
+          result.records[i] = RunOne(client, requests[i], requests[i].prompt, t0, options);
           progress.Done();
         }
       });
