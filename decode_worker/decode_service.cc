@@ -133,7 +133,9 @@ grpc::Status DecodeServiceImpl::StartNcclTransfer(grpc::ServerContext*, const v1
   // Only the blocks the transfer may write: a cached prefix is read-only.
   absl::StatusOr<std::vector<int32_t>> reserved = reservations_.WritableBlocks(req->transfer_id());
   if (!reserved.ok()) return ToGrpcStatus(reserved.status());
-  return ToGrpcStatus(transport->AcceptNcclTransfer(
+  KvReceiver* receiver = transport->receiver();
+  if (receiver == nullptr) return ToGrpcStatus(NoAnnouncedTransfers(transport->name()));
+  return ToGrpcStatus(receiver->AcceptAnnouncedTransfer(
       *req, *reserved, [this](const std::string& transfer_id) { reservations_.Release(transfer_id); }));
 }
 
@@ -181,7 +183,8 @@ grpc::Status DecodeServiceImpl::Decode(grpc::ServerContext* ctx, const v1::Decod
     if (absl::Status fits = loop_.CheckFits(job.prompt_len); !fits.ok()) return ToGrpcStatus(fits);
     return Stream(ctx, req->request_id(), std::move(job), writer);
   }
-  if (KvTransport* transport = transport_.load(); transport != nullptr) {
+  KvTransport* transport = transport_.load();
+  if (KvReceiver* receiver = transport == nullptr ? nullptr : transport->receiver(); receiver != nullptr) {
     // NCCL: the prefill side's sends completing does not mean our receives
     // did; CUDA IPC: the event the prefill worker recorded after its copies
     // (kv_completion); other transports return at once. A failed receive
@@ -190,7 +193,7 @@ grpc::Status DecodeServiceImpl::Decode(grpc::ServerContext* ctx, const v1::Decod
     if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
       wait_until = std::min(wait_until, absl::FromChrono(ctx->deadline()));
     }
-    absl::Status arrived = transport->WaitReceived(req->transfer_id(), req->kv_completion(), wait_until);
+    absl::Status arrived = receiver->WaitReceived(req->transfer_id(), req->kv_completion(), wait_until);
     if (!arrived.ok()) {
       reservations_.Release(req->transfer_id());
       return ToGrpcStatus(arrived);

@@ -55,7 +55,8 @@ absl::Status Run(const DecodeWorkerConfig& c) {
                   ModelEosIds(model.config, *model.tokenizer), &metrics);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<KvTransport> transport, CreateKvTransport(c.worker.transport));
   // Declared after `reservations`, so destroyed (its threads joined) first.
-  transport->SetWriteGate(&reservations);
+  // The reservations gate every write the transport's own threads make.
+  if (KvReceiver* receiver = transport->receiver()) receiver->SetWriteGate(&reservations);
 
   // The port is known only once the server is up, and the worker's id is
   // its address, so the pool is exported before serving and its descriptor

@@ -107,24 +107,35 @@ void CompositeTransport::Disconnect(std::string_view worker_id) {
   chosen_.erase(std::string(worker_id));
 }
 
-}  // namespace tandem
-
-namespace tandem {
-
-absl::Status CompositeTransport::AcceptNcclTransfer(const v1::NcclTransferRequest& req,
-                                                    const std::vector<int32_t>& reserved, ReceiveFailed on_failed) {
-  KvTransport* p = Part(kTransportNccl);
-  if (p == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat("the '", name_, "' KV transport of this worker has no nccl"));
+KvReceiver* CompositeTransport::receiver() {
+  for (const auto& p : parts_) {
+    if (p->receiver() != nullptr) return this;
   }
-  return p->AcceptNcclTransfer(req, reserved, std::move(on_failed));
+  return nullptr;
 }
 
-// Every part: each acts only on what is its own (NCCL on the receives it
-// posted for the id, CUDA IPC on a completion record of its kind).
+void CompositeTransport::SetWriteGate(KvWriteGate* gate) {
+  for (const auto& p : parts_) {
+    if (KvReceiver* r = p->receiver()) r->SetWriteGate(gate);
+  }
+}
+
+absl::Status CompositeTransport::AcceptAnnouncedTransfer(const v1::NcclTransferRequest& req,
+                                                         const std::vector<int32_t>& writable,
+                                                         ReceiveFailed on_failed) {
+  KvTransport* p = Part(kTransportNccl);
+  KvReceiver* r = p == nullptr ? nullptr : p->receiver();
+  if (r == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("the '", name_, "' KV transport of this worker has no nccl"));
+  }
+  return r->AcceptAnnouncedTransfer(req, writable, std::move(on_failed));
+}
+
 absl::Status CompositeTransport::WaitReceived(std::string_view transfer_id, std::string_view completion,
                                               absl::Time deadline) {
-  for (const auto& p : parts_) TANDEM_RETURN_IF_ERROR(p->WaitReceived(transfer_id, completion, deadline));
+  for (const auto& p : parts_) {
+    if (KvReceiver* r = p->receiver()) TANDEM_RETURN_IF_ERROR(r->WaitReceived(transfer_id, completion, deadline));
+  }
   return absl::OkStatus();
 }
 

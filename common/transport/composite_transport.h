@@ -19,7 +19,7 @@
 
 namespace tandem {
 
-class CompositeTransport final : public KvTransport {
+class CompositeTransport final : public KvTransport, private KvReceiver {
  public:
   // `parts`, preferred first, non-empty.
   CompositeTransport(std::string name, std::vector<std::unique_ptr<KvTransport>> parts);
@@ -30,18 +30,24 @@ class CompositeTransport final : public KvTransport {
                                                             const v1::KvPoolDescriptor& dest,
                                                             KvTransferSpec spec) override;
   void Disconnect(std::string_view worker_id) override;
-  void SetWriteGate(KvWriteGate* gate) override {
-    for (const auto& p : parts_) p->SetWriteGate(gate);
-  }
-  // To the nccl part, if any.
-  absl::Status AcceptNcclTransfer(const v1::NcclTransferRequest& req, const std::vector<int32_t>& reserved,
-                                  ReceiveFailed on_failed) override;
-  absl::Status WaitReceived(std::string_view transfer_id, std::string_view completion, absl::Time deadline) override;
+  // Itself, when some part has a receiver: it fans the calls out to the
+  // parts' receivers (below); nullptr when none has.
+  KvReceiver* receiver() override;
 
   // The names of the parts, preferred first.
   std::vector<std::string> part_names() const;
 
  private:
+  // KvReceiver: the gate goes to every part's receiver; an announced
+  // transfer to the nccl part's (FAILED_PRECONDITION without one);
+  // WaitReceived asks every part's receiver, each of which acts only on
+  // what is its own (NCCL on the receives it posted for the id, CUDA IPC
+  // on a completion record of its kind).
+  void SetWriteGate(KvWriteGate* gate) override;
+  absl::Status AcceptAnnouncedTransfer(const v1::NcclTransferRequest& req, const std::vector<int32_t>& writable,
+                                       ReceiveFailed on_failed) override;
+  absl::Status WaitReceived(std::string_view transfer_id, std::string_view completion, absl::Time deadline) override;
+
   KvTransport* Part(std::string_view name) const;
 
   const std::string name_;

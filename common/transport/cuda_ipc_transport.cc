@@ -363,7 +363,7 @@ class CudaIpcTransfer final : public KvTransfer {
   CudaCopyLaneLease lane_;
 };
 
-class CudaIpcTransport final : public KvTransport {
+class CudaIpcTransport final : public KvTransport, private KvReceiver {
  public:
   explicit CudaIpcTransport(CudaIpcOptions options) : options_(options) {}
   std::string_view name() const override { return kTransportCudaIpc; }
@@ -425,7 +425,28 @@ class CudaIpcTransport final : public KvTransport {
     return std::unique_ptr<KvTransfer>(std::move(t));
   }
 
-  // Decode side: waits for the interprocess event the prefill worker
+  // Decode side: itself, for WaitReceived (below).
+  KvReceiver* receiver() override { return this; }
+
+  void Disconnect(std::string_view worker_id) override {
+    std::shared_ptr<IpcMapping> dropped;  // closed outside the lock
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = peers_.find(std::string(worker_id));
+    if (it == peers_.end()) return;
+    dropped = std::move(it->second);
+    peers_.erase(it);
+  }
+
+ private:
+  // KvReceiver. The copies are the sender's: no write of ours passes a
+  // gate, and nothing is announced.
+  void SetWriteGate(KvWriteGate*) override {}
+  absl::Status AcceptAnnouncedTransfer(const v1::NcclTransferRequest&, const std::vector<int32_t>&,
+                                       ReceiveFailed) override {
+    return NoAnnouncedTransfers(name());
+  }
+
+  // Waits for the interprocess event the prefill worker
   // recorded after its copies. The router asks for Decode only after the
   // prefill worker's Finish saw them done, so the event has normally fired
   // already and this returns at once; it is the GPU's own word that the
@@ -468,16 +489,6 @@ class CudaIpcTransport final : public KvTransport {
     }
   }
 
-  void Disconnect(std::string_view worker_id) override {
-    std::shared_ptr<IpcMapping> dropped;  // closed outside the lock
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = peers_.find(std::string(worker_id));
-    if (it == peers_.end()) return;
-    dropped = std::move(it->second);
-    peers_.erase(it);
-  }
-
- private:
   // The cached mapping of `dest`'s pool, or a new one when there is none
   // or the peer restarted (a different handle or process).
   absl::StatusOr<std::shared_ptr<IpcMapping>> Connect(const v1::KvPoolDescriptor& dest, const CudaIpcExport& e,

@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 #include "common/engine/model_backend.h"
 #include "common/kv/kv_layout.h"
+#include "common/transport/kv_receiver.h"
 #include "tandem/v1/worker.pb.h"
 
 namespace tandem {
@@ -62,7 +63,7 @@ class KvTransfer {
   virtual std::string_view transport() const = 0;
   // After Finish returned OK: the transport's own completion signal for
   // the decode side, which the prefill worker returns with its response
-  // and the router relays to KvTransport::WaitReceived (CUDA IPC: the
+  // and the router relays to KvReceiver::WaitReceived (CUDA IPC: the
   // interprocess event recorded after the last copy). Empty for the
   // transports that have none.
   virtual std::string completion() const { return {}; }
@@ -79,25 +80,6 @@ struct KvTransferSpec {
   // prefill loop must not stall that long. Past it the transfer fails
   // UNAVAILABLE (the peer is unresponsive) and its source blocks are freed.
   absl::Duration finish_timeout = absl::InfiniteDuration();
-};
-
-// Decode side: the guard of the reserved blocks for a transport that writes
-// them on its own receiving thread (staged UCX copies each chunk from a
-// staging slot into the pool). Each write pins its transfer's reservation
-// for as long as it runs, so a reservation released meanwhile (the router
-// gave up, the reservation expired) frees its blocks only after the last
-// write into them finished; and a write is let through only into blocks of
-// its own live reservation, so a late or stray chunk can never land in
-// blocks that belong to another sequence by now. Thread-safe.
-class KvWriteGate {
- public:
-  virtual ~KvWriteGate() = default;
-  // OK, and the reservation is pinned until Unpin(transfer_id): when the
-  // transfer has a live reservation holding every block of `blocks`.
-  // NOT_FOUND when it has none (never made, released, expired, claimed);
-  // PERMISSION_DENIED naming the block when one is not the transfer's.
-  virtual absl::Status PinForWrite(const std::string& transfer_id, const std::vector<int32_t>& blocks) = 0;
-  virtual void Unpin(const std::string& transfer_id) = 0;
 };
 
 // Thread-safe: connections are cached per peer under a lock.
@@ -123,33 +105,12 @@ class KvTransport {
   // Drops the cached connection to a peer (it left or failed).
   virtual void Disconnect(std::string_view worker_id) = 0;
 
-  // Decode side, before ExportPool: the gate every write of this
-  // transport's own threads into the exported pool passes (`gate` must
-  // outlive the transport). Transports whose writes are the sender's
-  // (UCX puts, CUDA IPC copies) have no such writes and ignore it.
-  virtual void SetWriteGate(KvWriteGate* gate) {}
-
-  // Decode side, for a transport whose receiver acts on its sender's
-  // control message (NCCL: DecodeService.StartNcclTransfer). `reserved`
-  // holds the blocks of the request's reservation; `on_failed` is called,
-  // from a transport thread, with the id of a transfer whose receives
-  // failed, so that its reservation is freed. UNIMPLEMENTED by default.
-  using ReceiveFailed = std::function<void(const std::string& transfer_id)>;
-  virtual absl::Status AcceptNcclTransfer(const v1::NcclTransferRequest& req, const std::vector<int32_t>& reserved,
-                                          ReceiveFailed on_failed) {
-    return absl::UnimplementedError(absl::StrCat("the '", std::string(name()), "' KV transport takes no NCCL transfers"));
-  }
-  // Decode side: OK once the transfer's data is in its blocks, before the
-  // blocks are adopted. `completion` is the prefill side's
-  // KvTransfer::completion (relayed by the router). NCCL waits for its own
-  // receives (a completed ncclSend does not mean the peer's ncclRecv
-  // completed); CUDA IPC waits for the interprocess event named in a
-  // non-empty `completion` and refuses one that is not a CUDA IPC
-  // completion record (INVALID_ARGUMENT). Transports with neither ignore
-  // `completion` and return OK at once; so does NCCL for an unknown id.
-  virtual absl::Status WaitReceived(std::string_view transfer_id, std::string_view completion, absl::Time deadline) {
-    return absl::OkStatus();
-  }
+  // Decode side: the hooks the decode worker calls (write gate, announced
+  // transfers, WaitReceived; kv_receiver.h), or nullptr for a transport
+  // that needs none (its writes are the sender's and are complete when
+  // its Finish is: UCX puts, in-process copies). Lives as long as the
+  // transport; the same object on every call.
+  virtual KvReceiver* receiver() { return nullptr; }
 };
 
 // "auto" (every transport this build has, chosen per destination), "ucx"

@@ -15,7 +15,7 @@ namespace tandem {
 struct NcclReceiver::Job {
   v1::NcclTransferRequest req;
   NcclRecvPlan plan;
-  KvTransport::ReceiveFailed on_failed;
+  KvReceiver::ReceiveFailed on_failed;
   absl::Time deadline;
   void* staging = nullptr;
   GpuEventHandle done = nullptr;
@@ -65,7 +65,7 @@ size_t NcclReceiver::live_pairs() const {
 }
 
 absl::Status NcclReceiver::Accept(const v1::NcclTransferRequest& req, const std::vector<int32_t>& reserved,
-                                  KvTransport::ReceiveFailed on_failed) {
+                                  KvReceiver::ReceiveFailed on_failed) {
   TANDEM_ASSIGN_OR_RETURN(NcclRecvPlan plan,
                           ValidateNcclRequest(req, pool_.layout().num_layers, pool_.num_blocks(), stride_, reserved));
   std::unique_lock<std::mutex> lock(mu_);

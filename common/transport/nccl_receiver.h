@@ -35,7 +35,7 @@ class NcclReceiver {
 
   // Validates (nccl_protocol.h) and queues; returns before any NCCL call.
   absl::Status Accept(const v1::NcclTransferRequest& req, const std::vector<int32_t>& reserved,
-                      KvTransport::ReceiveFailed on_failed);
+                      KvReceiver::ReceiveFailed on_failed);
   absl::Status WaitReceived(std::string_view transfer_id, absl::Time deadline);
   size_t live_pairs() const;
 

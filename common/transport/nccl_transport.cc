@@ -112,7 +112,7 @@ class NcclTransfer final : public KvTransfer {
   std::optional<absl::Status> result_;
 };
 
-class NcclTransport final : public KvTransport, public NcclTransportStats {
+class NcclTransport final : public KvTransport, public NcclTransportStats, private KvReceiver {
  public:
   NcclTransport(std::shared_ptr<NcclOps> ops, std::unique_ptr<NcclControl> control, NcclTransportOptions options)
       : ops_(std::move(ops)), control_(std::move(control)), options_(std::move(options)) {
@@ -121,10 +121,8 @@ class NcclTransport final : public KvTransport, public NcclTransportStats {
 
   std::string_view name() const override { return kTransportNccl; }
 
-  void SetWriteGate(KvWriteGate* gate) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    gate_ = gate;
-  }
+  // Decode side: itself, over the NcclReceiver ExportPool makes.
+  KvReceiver* receiver() override { return this; }
 
   absl::StatusOr<v1::KvPoolDescriptor> ExportPool(KvPoolView& pool, const KvEndpointInfo& self) override {
     if (options_.require_device_pools && !pool.on_device()) {
@@ -231,24 +229,12 @@ class NcclTransport final : public KvTransport, public NcclTransportStats {
     peers_.erase(it);
   }
 
-  absl::Status AcceptNcclTransfer(const v1::NcclTransferRequest& req, const std::vector<int32_t>& reserved,
-                                  ReceiveFailed on_failed) override {
-    NcclReceiver* r = receiver();
-    if (r == nullptr) return absl::FailedPreconditionError("this worker exported no KV pool over NCCL");
-    return r->Accept(req, reserved, std::move(on_failed));
-  }
-
-  absl::Status WaitReceived(std::string_view transfer_id, std::string_view completion, absl::Time deadline) override {
-    NcclReceiver* r = receiver();
-    return r == nullptr ? absl::OkStatus() : r->WaitReceived(transfer_id, deadline);
-  }
-
   size_t send_peers() const override {
     std::lock_guard<std::mutex> lock(mu_);
     return peers_.size();
   }
   size_t receive_pairs() const override {
-    NcclReceiver* r = receiver();
+    NcclReceiver* r = exported_receiver();
     return r == nullptr ? 0 : r->live_pairs();
   }
 
@@ -265,7 +251,23 @@ class NcclTransport final : public KvTransport, public NcclTransportStats {
   NcclOps& ops() { return *ops_; }
 
  private:
-  NcclReceiver* receiver() const {
+  // KvReceiver (decode side).
+  void SetWriteGate(KvWriteGate* gate) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    gate_ = gate;
+  }
+  absl::Status AcceptAnnouncedTransfer(const v1::NcclTransferRequest& req, const std::vector<int32_t>& writable,
+                                       ReceiveFailed on_failed) override {
+    NcclReceiver* r = exported_receiver();
+    if (r == nullptr) return absl::FailedPreconditionError("this worker exported no KV pool over NCCL");
+    return r->Accept(req, writable, std::move(on_failed));
+  }
+  absl::Status WaitReceived(std::string_view transfer_id, std::string_view completion, absl::Time deadline) override {
+    NcclReceiver* r = exported_receiver();
+    return r == nullptr ? absl::OkStatus() : r->WaitReceived(transfer_id, deadline);
+  }
+
+  NcclReceiver* exported_receiver() const {
     std::lock_guard<std::mutex> lock(mu_);
     return receiver_.get();
   }

@@ -82,7 +82,7 @@ class StagedTransfer final : public KvTransfer {
 // How long Finish waits for the decode side's reason after a refusal.
 constexpr absl::Duration kRefusalReasonWait = absl::Seconds(1);
 
-class UcxStagedTransport final : public KvTransport {
+class UcxStagedTransport final : public KvTransport, private KvReceiver {
  public:
   static absl::StatusOr<std::unique_ptr<UcxStagedTransport>> Create(const StagedOptions& options) {
     std::unique_ptr<UcxStagedTransport> t(new UcxStagedTransport(options));
@@ -119,17 +119,28 @@ class UcxStagedTransport final : public KvTransport {
                                                             const v1::KvPoolDescriptor& dest,
                                                             KvTransferSpec spec) override;
 
-  void SetWriteGate(KvWriteGate* gate) override {
-    std::lock_guard<std::mutex> lock(export_mu_);
-    gate_ = gate;
-  }
-
   void Disconnect(std::string_view worker_id) override {
     std::lock_guard<std::mutex> lock(sender_->mu());
     sender_->DisconnectLocked(std::string(worker_id));
   }
 
+  // Decode side: itself. The receivers' threads write the pool, so they
+  // pass the gate; nothing is announced (the chunks say what they are),
+  // and nothing is left to wait for once the sender's Finish has the ACK.
+  KvReceiver* receiver() override { return this; }
+
  private:
+  // KvReceiver.
+  void SetWriteGate(KvWriteGate* gate) override {
+    std::lock_guard<std::mutex> lock(export_mu_);
+    gate_ = gate;
+  }
+  absl::Status AcceptAnnouncedTransfer(const v1::NcclTransferRequest&, const std::vector<int32_t>&,
+                                       ReceiveFailed) override {
+    return NoAnnouncedTransfers(name());
+  }
+  absl::Status WaitReceived(std::string_view, std::string_view, absl::Time) override { return absl::OkStatus(); }
+
   explicit UcxStagedTransport(const StagedOptions& options) : options_(options) {}
 
   const StagedOptions options_;

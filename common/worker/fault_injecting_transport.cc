@@ -47,14 +47,9 @@ class FaultInjectingTransport final : public KvTransport {
     return std::unique_ptr<KvTransfer>(new FaultyTransfer(std::move(*t), std::move(injected)));
   }
   void Disconnect(std::string_view worker_id) override { inner_->Disconnect(worker_id); }
-  void SetWriteGate(KvWriteGate* gate) override { inner_->SetWriteGate(gate); }
-  absl::Status AcceptNcclTransfer(const v1::NcclTransferRequest& req, const std::vector<int32_t>& reserved,
-                                  ReceiveFailed on_failed) override {
-    return inner_->AcceptNcclTransfer(req, reserved, std::move(on_failed));
-  }
-  absl::Status WaitReceived(std::string_view transfer_id, std::string_view completion, absl::Time deadline) override {
-    return inner_->WaitReceived(transfer_id, completion, deadline);
-  }
+  // Faults are injected on the sending side only: the receiver is the
+  // inner transport's own.
+  KvReceiver* receiver() override { return inner_->receiver(); }
 
  private:
   std::unique_ptr<KvTransport> inner_;

@@ -58,7 +58,7 @@ bool CompletionsHold(KvTransport& t, const std::string& transport, const std::ve
       fprintf(stderr, "completion record of %zu bytes over %s\n", c.size(), transport.c_str());
       return false;
     }
-    absl::Status s = t.WaitReceived("done", c, absl::Now() + absl::Seconds(10));
+    absl::Status s = t.receiver()->WaitReceived("done", c, absl::Now() + absl::Seconds(10));
     if (!s.ok()) {
       fprintf(stderr, "WaitReceived: %s\n", s.ToString().c_str());
       return false;
@@ -66,8 +66,8 @@ bool CompletionsHold(KvTransport& t, const std::string& transport, const std::ve
   }
   if (!ipc) return true;
   const std::string forged = EncodeCudaIpcCompletion({std::string(kCudaIpcHandleBytes, '\x42'), sender_pid});
-  absl::Status f = t.WaitReceived("forged", forged, absl::Now() + absl::Seconds(2));
-  absl::Status m = t.WaitReceived("malformed", "not a record", absl::Now() + absl::Seconds(2));
+  absl::Status f = t.receiver()->WaitReceived("forged", forged, absl::Now() + absl::Seconds(2));
+  absl::Status m = t.receiver()->WaitReceived("malformed", "not a record", absl::Now() + absl::Seconds(2));
   if (f.ok() || !absl::IsInvalidArgument(m)) {
     fprintf(stderr, "forged: %s; malformed: %s\n", f.ToString().c_str(), m.ToString().c_str());
     return false;

@@ -82,7 +82,7 @@ int DecodeChild(int to_parent, int from_parent) {
   std::vector<std::string> ids;
   if (!ServeRequests(*t, from_parent, to_parent, &ids)) return 15;
   for (const std::string& id : ids) {
-    if (!t->WaitReceived(id, "", absl::Now() + absl::Seconds(60)).ok()) return 16;
+    if (!t->receiver()->WaitReceived(id, "", absl::Now() + absl::Seconds(60)).ok()) return 16;
   }
   return 0;
 }

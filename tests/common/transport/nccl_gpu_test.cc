@@ -41,7 +41,7 @@ int DecodeChild(int to_parent, int from_parent) {
   std::vector<std::string> ids;
   if (!ServeRequests(*t, from_parent, to_parent, &ids)) return kPipe;
   for (const std::string& id : ids) {
-    absl::Status s = t->WaitReceived(id, "", absl::Now() + absl::Seconds(60));
+    absl::Status s = t->receiver()->WaitReceived(id, "", absl::Now() + absl::Seconds(60));
     if (!s.ok()) {
       fprintf(stderr, "%s: %s\n", id.c_str(), s.ToString().c_str());
       return kNotReceived;

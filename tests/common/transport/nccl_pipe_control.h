@@ -39,7 +39,7 @@ inline bool ServeRequests(KvTransport& t, int from_parent, int to_parent, std::v
     v1::NcclTransferRequest req;
     if (!req.ParseFromString(bytes)) return false;
     std::vector<int32_t> reserved(req.dst_blocks().begin(), req.dst_blocks().end());
-    absl::Status s = t.AcceptNcclTransfer(req, reserved, [](const std::string& id) {
+    absl::Status s = t.receiver()->AcceptAnnouncedTransfer(req, reserved, [](const std::string& id) {
       fprintf(stderr, "receive of %s failed\n", id.c_str());
     });
     ids->push_back(req.transfer_id());

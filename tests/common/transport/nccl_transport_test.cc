@@ -158,7 +158,7 @@ class DirectControl final : public NcclControl {
     // The callback may run on the decode side's receiver thread after the
     // prefill transport (which owns this object) is gone: it holds the
     // fixture's Reservations, which outlive both transports, not `this`.
-    return decode_->AcceptNcclTransfer(req, reserved, [&r = r_](const std::string& id) {
+    return decode_->receiver()->AcceptAnnouncedTransfer(req, reserved, [&r = r_](const std::string& id) {
       std::lock_guard<std::mutex> l(r.mu);
       r.live.erase(id);
     });
@@ -180,7 +180,7 @@ class NcclTransportTest : public ::testing::Test {
     o.max_direct_runs = max_direct_runs;
     decode_ = MakeNcclTransportWith(std::make_shared<FakeOps>(fabric_, 1), nullptr, o);
     decode_raw_ = decode_.get();
-    decode_->SetWriteGate(gate_);
+    decode_->receiver()->SetWriteGate(gate_);
     prefill_ = MakeNcclTransportWith(std::make_shared<FakeOps>(fabric_, 0),
                                      std::make_unique<DirectControl>(decode_raw_, res_), o);
     auto d = decode_->ExportPool(dst_pool_, {"d0:1", "fp"});
@@ -232,7 +232,7 @@ TEST_F(NcclTransportTest, MovesEveryByteAndCachesTheCommunicator) {
     EXPECT_EQ((*t)->transport(), "nccl");
     SendAll(**t);
     ASSERT_TRUE((*t)->Finish().ok());
-    ASSERT_TRUE(decode_->WaitReceived(id, "", absl::Now() + absl::Seconds(5)).ok());
+    ASSERT_TRUE(decode_->receiver()->WaitReceived(id, "", absl::Now() + absl::Seconds(5)).ok());
     ExpectCopied({0, 1, 2, 7}, {3, 4, 5, 9});
   }
   EXPECT_EQ(fabric_.unique_ids, 1);  // one communicator for both transfers
@@ -258,7 +258,7 @@ TEST_F(NcclTransportTest, StagedTransferMovesEveryByte) {
   ASSERT_TRUE(t.ok()) << t.status();
   SendAll(**t);
   ASSERT_TRUE((*t)->Finish().ok());
-  ASSERT_TRUE(decode_->WaitReceived("s", "", absl::Now() + absl::Seconds(5)).ok());
+  ASSERT_TRUE(decode_->receiver()->WaitReceived("s", "", absl::Now() + absl::Seconds(5)).ok());
   ExpectCopied({0, 2, 4, 5}, {9, 1, 12, 13});
 }
 
@@ -272,7 +272,7 @@ TEST_F(NcclTransportTest, InterleavedTransfersToOnePeerStayMatched) {
   }
   ASSERT_TRUE((*a)->Finish().ok());
   ASSERT_TRUE((*b)->Finish().ok());
-  ASSERT_TRUE(decode_->WaitReceived("b", "", absl::Now() + absl::Seconds(5)).ok());
+  ASSERT_TRUE(decode_->receiver()->WaitReceived("b", "", absl::Now() + absl::Seconds(5)).ok());
   ExpectCopied({0, 1, 4, 8}, {2, 3, 10, 6});
 }
 
@@ -288,7 +288,7 @@ TEST_F(NcclTransportTest, AnAbandonedTransferIsRetriedOnTheSamePair) {
   ASSERT_TRUE(t.ok()) << t.status();
   SendAll(**t);
   ASSERT_TRUE((*t)->Finish().ok());
-  ASSERT_TRUE(decode_->WaitReceived("r", "", absl::Now() + absl::Seconds(5)).ok());
+  ASSERT_TRUE(decode_->receiver()->WaitReceived("r", "", absl::Now() + absl::Seconds(5)).ok());
   ExpectCopied({0, 1}, {6, 7});
   EXPECT_EQ(fabric_.unique_ids, 1);
   EXPECT_EQ(fabric_.aborts, 0);
@@ -306,7 +306,7 @@ TEST_F(NcclTransportTest, AsyncErrorAbortsDropsAndFreesTheReservation) {
   absl::Status s = (*t)->Finish();
   EXPECT_TRUE(absl::IsUnavailable(s)) << s;
   EXPECT_EQ(Stats(prefill_).send_peers(), 0u);
-  EXPECT_FALSE(decode_->WaitReceived("e", "", absl::Now() + absl::Seconds(5)).ok());
+  EXPECT_FALSE(decode_->receiver()->WaitReceived("e", "", absl::Now() + absl::Seconds(5)).ok());
   EXPECT_GE(fabric_.aborts, 2);  // both sides
   std::lock_guard<std::mutex> l(res_.mu);
   EXPECT_FALSE(res_.live.contains("e"));  // no block leaked
@@ -323,7 +323,7 @@ TEST_F(NcclTransportTest, HangEndsAtTheDeadlineAndTheNextTransferReconnects) {
   absl::Status s = (*t)->Finish();
   EXPECT_TRUE(absl::IsDeadlineExceeded(s)) << s;
   EXPECT_EQ(Stats(prefill_).send_peers(), 0u);
-  EXPECT_FALSE(decode_->WaitReceived("h", "", absl::Now() + absl::Seconds(5)).ok());  // its own timeout
+  EXPECT_FALSE(decode_->receiver()->WaitReceived("h", "", absl::Now() + absl::Seconds(5)).ok());  // its own timeout
   {
     std::lock_guard<std::mutex> l(res_.mu);
     EXPECT_FALSE(res_.live.contains("h"));
@@ -376,7 +376,7 @@ TEST_F(NcclTransportTest, AReservationReleasedWhileReceivingKeepsItsBlocksUntilT
     }
     absl::Status s = (*t)->Finish();
     EXPECT_EQ(s.ok(), arrives) << s;
-    decode_->WaitReceived(id, "", absl::Now() + absl::Seconds(5)).IgnoreError();
+    decode_->receiver()->WaitReceived(id, "", absl::Now() + absl::Seconds(5)).IgnoreError();
     const absl::Time give_up = absl::Now() + absl::Seconds(5);
     while (Held() != 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
     EXPECT_EQ(Held(), 0);

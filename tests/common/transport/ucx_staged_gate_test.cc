@@ -30,7 +30,7 @@ class StagedGateTest : public ::testing::Test {
     auto r = MakeUcxStagedTransport(tiny);
     ASSERT_TRUE(r.ok()) << r.status();
     receiver_ = std::move(*r);
-    receiver_->SetWriteGate(&reservations_);
+    receiver_->receiver()->SetWriteGate(&reservations_);
     auto s = MakeUcxStagedTransport(tiny);
     ASSERT_TRUE(s.ok()) << s.status();
     sender_ = std::move(*s);
