@@ -34,7 +34,7 @@ grpc::Status CallerGone(grpc::ServerContext* ctx) {
 
 DecodeServiceImpl::DecodeServiceImpl(const ModelConfig& config, const KvLayout& layout,
                                      KvReservations& reservations, DecodeLoop& loop)
-    : config_(config), layout_(layout), reservations_(reservations), loop_(loop) {}
+    : config_(config), layout_(layout), reservations_(reservations), loop_(loop), write_holds_(reservations) {}
 
 void DecodeServiceImpl::SetPool(v1::KvPoolDescriptor pool) {
   absl::MutexLock lock(&pool_mu_);
@@ -137,6 +137,11 @@ grpc::Status DecodeServiceImpl::StartNcclTransfer(grpc::ServerContext*, const v1
   if (receiver == nullptr) return ToGrpcStatus(NoAnnouncedTransfers(transport->name()));
   return ToGrpcStatus(receiver->AcceptAnnouncedTransfer(
       *req, *reserved, [this](const std::string& transfer_id) { reservations_.Release(transfer_id); }));
+}
+
+grpc::Status DecodeServiceImpl::HoldKvWrite(
+    grpc::ServerContext* ctx, grpc::ServerReaderWriter<v1::KvWriteHoldResponse, v1::KvWriteHoldRequest>* stream) {
+  return write_holds_.Serve(ctx, stream);
 }
 
 grpc::Status DecodeServiceImpl::Decode(grpc::ServerContext* ctx, const v1::DecodeRequest* req,

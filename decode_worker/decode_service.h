@@ -15,6 +15,7 @@
 #include "common/worker/fault_injector.h"
 #include "decode_worker/decode_loop.h"
 #include "decode_worker/kv_reservations.h"
+#include "decode_worker/kv_write_holds.h"
 #include "tandem/v1/worker.grpc.pb.h"
 
 namespace tandem {
@@ -41,6 +42,13 @@ class DecodeServiceImpl final : public v1::DecodeService::Service {
   // (and frees the reservation if they fail).
   grpc::Status StartNcclTransfer(grpc::ServerContext* ctx, const v1::NcclTransferRequest* req,
                                  v1::NcclTransferResponse* resp) override;
+  // One-sided transports (UCX puts, CUDA IPC copies): the prefill worker's
+  // pin on a reservation for as long as it may write (kv_write_holds.h).
+  grpc::Status HoldKvWrite(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<v1::KvWriteHoldResponse, v1::KvWriteHoldRequest>* stream) override;
+  // Configured before serving (maximum, metrics).
+  KvWriteHolds& write_holds() { return write_holds_; }
 
   // The transport the pool was exported with (set before serving). Decode
   // waits on it (WaitReceived) before adopting a transfer's blocks.
@@ -78,6 +86,8 @@ class DecodeServiceImpl final : public v1::DecodeService::Service {
   std::atomic<int64_t> next_transfer_{0};
   FaultInjector* faults_ = nullptr;
   KvCacheManager* prefix_cache_ = nullptr;
+  // Last: its watchdog thread stops before the rest goes.
+  KvWriteHolds write_holds_;
 };
 
 }  // namespace tandem

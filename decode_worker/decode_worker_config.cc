@@ -12,6 +12,9 @@ absl::Status ValidateDecodeWorkerConfig(const DecodeWorkerConfig& c) {
   if (c.role != "decode" && c.role != "aggregated") {
     return absl::InvalidArgumentError(absl::StrCat("--role must be decode or aggregated, got '", c.role, "'"));
   }
+  if (!(c.kv_write_hold_max_seconds > 0)) {
+    return absl::InvalidArgumentError("--kv_write_hold_max_seconds must be positive");
+  }
   return absl::OkStatus();
 }
 

@@ -19,6 +19,11 @@ struct DecodeWorkerConfig {
   // "aggregated": computes every prompt itself and takes no transfers'
   // reservations from the router's placement of disaggregated requests.
   std::string role = "decode";
+  // --kv_write_hold_max_seconds: the longest a prefill worker may hold a
+  // reservation's blocks for its one-sided writes (DecodeService.
+  // HoldKvWrite); past it the hold ends, so a hung prefill worker cannot
+  // keep blocks of a released reservation forever.
+  double kv_write_hold_max_seconds = 60.0;
 };
 
 // INVALID_ARGUMENT naming the flag.

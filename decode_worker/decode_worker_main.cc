@@ -29,6 +29,10 @@
 
 ABSL_FLAG(std::string, role, "decode",
           "decode: decode prompts whose KV prefill workers send; aggregated: prefill and decode every request here");
+ABSL_FLAG(double, kv_write_hold_max_seconds, 60.0,
+          "the longest a prefill worker may hold a reservation's blocks for its one-sided KV writes (UCX puts, "
+          "CUDA IPC copies); past it the hold ends, so a hung prefill worker cannot keep a released "
+          "reservation's blocks");
 
 namespace tandem {
 namespace {
@@ -38,6 +42,7 @@ DecodeWorkerConfig ConfigFromFlags() {
   c.worker = WorkerOptionsFromFlags();
   c.scheduler = SchedulerOptionsFromFlags(c.worker.device == "cuda");
   c.role = absl::GetFlag(FLAGS_role);
+  c.kv_write_hold_max_seconds = absl::GetFlag(FLAGS_kv_write_hold_max_seconds);
   return c;
 }
 
@@ -64,6 +69,8 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   DecodeServiceImpl service(model.config, engine.kv_cache().layout(), reservations, loop);
   FaultInjector rpc_faults(c.worker.fault_rpc_failure_rate);
   service.SetFaultInjector(&rpc_faults);
+  service.write_holds().set_max_hold(absl::Seconds(c.kv_write_hold_max_seconds));
+  service.write_holds().SetMetrics(*metrics_server);
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server, GrpcServer::Start(c.worker.listen, {&service}, GrpcServerLimits::FromFlags(),
                                             security->ServerCredentials(ClientCertificates::kRequire)));
   const std::string address = absl::StrCat(c.worker.advertise_host, ":", server->port());

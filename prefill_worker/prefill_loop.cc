@@ -1,8 +1,10 @@
 #include "prefill_worker/prefill_loop.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "common/transport/transport_selection.h"
 #include "common/util/logging.h"
 
 namespace tandem {
@@ -12,6 +14,12 @@ PrefillResult Failed(absl::Status status) {
   PrefillResult r;
   r.status = std::move(status);
   return r;
+}
+
+// Transports whose sender writes the destination's memory itself, with
+// nothing on the decode side gating each write: these need a KV write hold.
+bool WritesOneSided(std::string_view transport) {
+  return transport == kTransportUcx || transport == kTransportCudaIpc;
 }
 
 }  // namespace
@@ -131,6 +139,7 @@ void PrefillLoop::DropCancelled() {
     // The transfer ends (its queued copies waited for) before its source
     // blocks go back.
     a.transfer.reset();
+    a.hold.reset();
     scheduler_.Remove(id);
     a.job->Complete(Failed(std::move(why)));
     active_.erase(id);
@@ -168,6 +177,7 @@ void PrefillLoop::Loop() {
   }
   for (auto& [id, a] : active_) {
     a.transfer.reset();
+    a.hold.reset();
     scheduler_.Remove(id);
     a.job->Complete(Failed(absl::UnavailableError("prefill worker is shutting down")));
   }
@@ -188,7 +198,11 @@ void PrefillLoop::RunStep(const StepPlan& plan) {
   std::vector<Active*> shipping;
   for (const ScheduledChunk& c : plan.chunks) {
     Active& a = active_.at(c.seq->id);
-    if (a.first_chunk == absl::InfinitePast()) a.first_chunk = start;
+    if (a.first_chunk == absl::InfinitePast()) {
+      a.first_chunk = start;
+      // The hold's round trip overlaps this and later chunks' compute.
+      OpenWriteHold(a);
+    }
     if (!c.samples()) continue;
     shipping.push_back(&a);
     absl::StatusOr<std::vector<int32_t>> src = engine_.kv_cache().BlockTable(c.seq->id);
@@ -224,10 +238,21 @@ void PrefillLoop::RunStep(const StepPlan& plan) {
       continue;
     }
     a.transfer = std::move(*t);
+    // Before its first put.
+    a.error = SecureWrites(a);
   }
   auto on_layer_done = [&](int layer) {
     for (Active* a : shipping) {
-      if (a->error.ok() && a->transfer != nullptr) a->error = a->transfer->SendLayer(layer);
+      if (!a->error.ok() || a->transfer == nullptr) continue;
+      // The decode side may have ended the hold (shut down, or its
+      // maximum): no put may follow.
+      if (a->hold != nullptr) {
+        if (absl::Status held = a->hold->Held(); !held.ok()) {
+          a->error = HoldFailure(*a, std::move(held));
+          continue;
+        }
+      }
+      a->error = a->transfer->SendLayer(layer);
     }
   };
   absl::StatusOr<std::vector<StepSample>> sampled =
@@ -240,6 +265,7 @@ void PrefillLoop::RunStep(const StepPlan& plan) {
     for (const ScheduledChunk& c : plan.chunks) {
       Active& a = active_.at(c.seq->id);
       a.transfer.reset();
+      a.hold.reset();
       a.job->Complete(Failed(sampled.status()));
       scheduler_.Remove(c.seq->id);
       active_.erase(c.seq->id);
@@ -291,9 +317,66 @@ void PrefillLoop::Complete(SeqId id, const SampleResult* first, absl::Time compu
   // before its source blocks go back and before the router hears of a
   // failure and lets the decode worker reuse the destination blocks.
   a.transfer.reset();
+  // Only now may the decode worker free the blocks (a release while held
+  // waits for this), or let Decode claim them.
+  a.hold.reset();
   scheduler_.Remove(id);
   a.job->Complete(std::move(r));
   active_.erase(id);
+}
+
+}  // namespace tandem
+
+namespace tandem {
+
+void PrefillLoop::OpenWriteHold(Active& a) {
+  if (write_holder_ == nullptr || a.hold != nullptr) return;
+  const v1::ReserveKvResponse& dest = a.job->destination;
+  absl::StatusOr<std::vector<TransportOffer>> offers = OffersOf(dest.pool());
+  if (!offers.ok()) return;  // StartTransfer refuses the descriptor with the reason
+  if (std::none_of(offers->begin(), offers->end(), [](const TransportOffer& o) { return WritesOneSided(o.transport); })) {
+    return;
+  }
+  // Every block the transfer may write: all but the cached prefix, which
+  // the decode worker never lets a transfer write.
+  const int skip = std::clamp(dest.num_cached_blocks(), 0, dest.block_ids_size());
+  std::vector<int32_t> writable;
+  for (int i = skip; i < dest.block_ids_size(); ++i) writable.push_back(dest.block_ids(i));
+  if (writable.empty()) return;
+  a.hold = write_holder_->Open(dest.pool().worker_id(), dest.transfer_id(), writable);
+}
+
+absl::Status PrefillLoop::SecureWrites(Active& a) {
+  if (!WritesOneSided(a.transfer->transport())) {
+    a.hold.reset();
+    return absl::OkStatus();
+  }
+  if (write_holder_ == nullptr) return absl::OkStatus();  // tests without a decode service
+  OpenWriteHold(a);
+  if (a.hold == nullptr) {
+    return absl::FailedPreconditionError("the KV destination names no blocks a transfer may write");
+  }
+  // A decode worker that does not answer within the transfer's finish
+  // timeout is as good as gone (the same bound as for confirming writes).
+  const absl::Duration answer_within =
+      transfer_finish_timeout_ == absl::InfiniteDuration() ? absl::Seconds(5) : transfer_finish_timeout_;
+  absl::Status granted = a.hold->WaitGranted(std::min(a.job->deadline, absl::Now() + answer_within));
+  if (granted.ok()) return granted;
+  return HoldFailure(a, std::move(granted));
+}
+
+absl::Status PrefillLoop::HoldFailure(const Active& a, absl::Status why) const {
+  // The reservation is gone because the request is: say so, as the request
+  // would end anyway.
+  if (a.job->cancelled()) return absl::CancelledError("cancelled during prefill");
+  if (absl::Now() >= a.job->deadline) {
+    return absl::DeadlineExceededError("the request's deadline passed during prefill");
+  }
+  if (why.code() == absl::StatusCode::kNotFound) {
+    return absl::FailedPreconditionError(
+        "the decode worker no longer holds this request's KV reservation (released or expired): its KV was not sent");
+  }
+  return why;
 }
 
 }  // namespace tandem

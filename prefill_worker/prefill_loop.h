@@ -25,6 +25,7 @@
 #include "common/engine/scheduler.h"
 #include "common/metrics/serving_metrics.h"
 #include "common/transport/kv_transport.h"
+#include "prefill_worker/kv_write_hold.h"
 #include "prefill_worker/transfer_counter.h"
 #include "tandem/v1/worker.pb.h"
 
@@ -91,6 +92,10 @@ class PrefillLoop {
   // Before Start(): how long a transfer's Finish waits for the decode side
   // to confirm its writes (KvTransferSpec::finish_timeout; default none).
   void set_transfer_finish_timeout(absl::Duration timeout) { transfer_finish_timeout_ = timeout; }
+  // Before Start(): opens the KV write holds of one-sided transfers (UCX
+  // puts, CUDA IPC copies) on their decode workers (kv_write_hold.h);
+  // null (tests with in-process transports): no holds.
+  void set_write_holder(KvWriteHolder* holder) { write_holder_ = holder; }
   void Start();
   // Fails queued jobs with UNAVAILABLE and joins the thread.
   void Stop();
@@ -103,6 +108,10 @@ class PrefillLoop {
   struct Active {
     std::shared_ptr<PrefillJob> job;
     absl::Time first_chunk = absl::InfinitePast();  // unset until planned
+    // Opened when the prompt is first planned if its destination may be
+    // written one-sidedly; ended only after `transfer` is gone (its puts
+    // drained or dropped): declared before it, so also destroyed after it.
+    std::unique_ptr<KvWriteHold> hold;
     std::unique_ptr<KvTransfer> transfer;
     absl::Status error;
   };
@@ -111,6 +120,15 @@ class PrefillLoop {
   // expired ones. Loop thread.
   void Admit(std::deque<std::shared_ptr<PrefillJob>> jobs);
   void DropCancelled();
+  // Opens `a`'s KV write hold when its destination offers a one-sided
+  // transport (the transfer's own pick is known only when it starts).
+  void OpenWriteHold(Active& a);
+  // Once `a`'s transfer started: OK when its writes may go (a two-sided
+  // transport, whose writes the decode side gates itself: the hold is
+  // dropped; or a granted hold); else why not, as the request's status.
+  absl::Status SecureWrites(Active& a);
+  // The request's status for a hold that is refused or lost.
+  absl::Status HoldFailure(const Active& a, absl::Status why) const;
   void RunStep(const StepPlan& plan);
   // Finishes the transfer, frees the scratch blocks, completes the job.
   void Complete(SeqId id, const SampleResult* first, absl::Time computed);
@@ -122,6 +140,7 @@ class PrefillLoop {
   absl::Duration transfer_finish_timeout_ = absl::InfiniteDuration();  // likewise
   PrefillMetrics* metrics_;
   TransferCounter* transfers_;
+  KvWriteHolder* write_holder_ = nullptr;  // fixed once Start() ran; loop thread only
   Scheduler scheduler_;                          // loop thread only
   absl::flat_hash_map<SeqId, Active> active_;    // loop thread only
   SeqId next_id_ = 1;                            // loop thread only

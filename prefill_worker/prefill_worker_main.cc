@@ -22,6 +22,7 @@
 #include "common/worker/kv_cache_event_source.h"
 #include "common/worker/worker_status.h"
 #include "common/engine/scheduler_flags.h"
+#include "prefill_worker/kv_write_hold.h"
 #include "prefill_worker/prefill_loop.h"
 #include "prefill_worker/prefill_service.h"
 #include "prefill_worker/prefill_worker_config.h"
@@ -58,6 +59,9 @@ absl::Status Run(const PrefillWorkerConfig& c) {
                           MetricsServer::Start(c.worker.metrics_listen, {{"model", model.name}, {"role", "prefill"}}));
   PrefillMetrics metrics(*metrics_server, std::string(transport->name()));
   TransferCounter transfer_counter(*metrics_server);
+  // Outlives the loop: the loop's one-sided transfers hold their
+  // destination's blocks through it (DecodeService.HoldKvWrite).
+  KvWriteHolder write_holder;
   PrefillLoop loop_storage(engine, *transport, KvEndpointInfo{"", fingerprint, engine.backend().numerics()}, c.scheduler, &metrics,
                            &transfer_counter);
   PrefillLoop* loop = &loop_storage;
@@ -69,6 +73,7 @@ absl::Status Run(const PrefillWorkerConfig& c) {
   const std::string address = absl::StrCat(c.worker.advertise_host, ":", server->port());
   loop->set_worker_id(address);
   loop->set_transfer_finish_timeout(absl::Seconds(c.kv_transfer_finish_timeout_seconds));
+  loop->set_write_holder(&write_holder);
   loop->Start();
   if (!c.worker.port_file.empty()) WritePortFile(c.worker.port_file, server->port(), metrics_server->port());
   TANDEM_LOG(INFO) << "prefill worker serving on " << address << " (" << transport->name()
