@@ -21,6 +21,7 @@
 #include "common/transport/host_id.h"
 #include "common/transport/layer_batches.h"
 #include "common/transport/poll_backoff.h"
+#include "common/transport/transfer_checks.h"
 #include "common/transport/transport_selection.h"
 #include "common/util/logging.h"
 #include "common/util/status_macros.h"
@@ -154,7 +155,7 @@ class CudaIpcTransfer final : public KvTransfer {
   static std::unique_ptr<CudaIpcTransfer> Late(KvPoolView& src, const v1::KvPoolDescriptor& dest,
                                                KvTransferSpec spec) {
     std::unique_ptr<CudaIpcTransfer> t(new CudaIpcTransfer(src, dest, std::move(spec)));
-    t->result_ = absl::DeadlineExceededError(absl::StrCat(t->Describe(), " missed its deadline"));
+    t->result_ = MissedDeadline(t->Describe());
     return t;
   }
 
@@ -223,14 +224,9 @@ class CudaIpcTransfer final : public KvTransfer {
   }
 
   absl::Status SendLayer(int layer) override {
-    if (result_.has_value()) {
-      return result_->ok() ? absl::FailedPreconditionError(absl::StrCat(Describe(), ": SendLayer after Finish"))
-                           : *result_;
-    }
-    if (layer < 0 || layer >= num_layers_) {
-      return absl::InvalidArgumentError(absl::StrCat(Describe(), ": layer ", layer, " out of range"));
-    }
-    if (absl::Now() > spec_.deadline) return Expire();
+    TANDEM_RETURN_IF_ERROR(CheckStillSending(Describe(), result_));
+    TANDEM_RETURN_IF_ERROR(CheckLayer(Describe(), layer, num_layers_));
+    if (PastDeadline(spec_)) return Expire();
     pending_.Add(layer);
     // Held: goes out with a later layer, or with Finish.
     if (!timing_.Sent(layer, LaunchTiming::Clock::now())) return absl::OkStatus();
@@ -244,7 +240,7 @@ class CudaIpcTransfer final : public KvTransfer {
     if (result_.has_value()) return *result_;
     absl::StatusOr<CudaDeviceScope> scope = CudaDeviceScope::Enter(lane_->device());
     if (!scope.ok()) return FailAfterCopies(scope.status());
-    if (absl::Now() > spec_.deadline) return Expire();
+    if (PastDeadline(spec_)) return Expire();
     if (absl::Status s = LaunchPending(); !s.ok()) return FailAfterCopies(std::move(s));
     // The decode worker's signal: the lane's interprocess event, after the
     // last copy (handed over by completion()).
@@ -254,13 +250,18 @@ class CudaIpcTransfer final : public KvTransfer {
     // The lane's stream carries this transfer's copies and nothing else, so
     // it is idle exactly when they (and the record) are done: polled
     // directly. Polled rather than synchronized: a blocking wait cannot
-    // honour the deadline.
+    // honour the deadline. Polled until the deadline or the finish
+    // timeout, whichever comes first (FinishDeadline); past it the copies
+    // already queued are still waited for before the failure is reported
+    // (FailAfterCopies): they cannot be recalled, but always end.
+    bool by_timeout = false;
+    const absl::Time until = FinishDeadline(spec_, absl::Now(), &by_timeout);
     const PollBackoff backoff;
     while (true) {
       absl::StatusOr<bool> idle = Done(cudaStreamQuery(lane_->stream()), "KV copy");
       if (!idle.ok()) return Fail(idle.status());
       if (*idle) break;
-      if (absl::Now() > spec_.deadline) return Expire();
+      if (absl::Now() > until) return FailAfterCopies(FinishExpired(spec_, by_timeout, Describe()));
       backoff.Wait();
     }
     result_ = absl::OkStatus();
@@ -295,9 +296,7 @@ class CudaIpcTransfer final : public KvTransfer {
   // transport's write gate: the copies are ours). So nothing more is
   // launched (pending layers stay unsent), and the copies already queued,
   // which cannot be recalled but always end, are waited for first.
-  absl::Status Expire() {
-    return FailAfterCopies(absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline")));
-  }
+  absl::Status Expire() { return FailAfterCopies(MissedDeadline(Describe())); }
 
   // Every failure once copies may be queued: before it is reported (the
   // decode worker may reuse the blocks then), waits for what was launched.
@@ -414,7 +413,7 @@ class CudaIpcTransport final : public KvTransport, private KvReceiver {
     if (!pool.on_device()) return NotOnDevice("this prefill worker's");
     TANDEM_RETURN_IF_ERROR(CheckTransfer(self, pool, dest, spec));
     TANDEM_ASSIGN_OR_RETURN(CudaIpcOffsets offsets, ComputeCudaIpcOffsets(dest, e));
-    if (absl::Now() > spec.deadline) return std::unique_ptr<KvTransfer>(CudaIpcTransfer::Late(pool, dest, std::move(spec)));
+    if (PastDeadline(spec)) return std::unique_ptr<KvTransfer>(CudaIpcTransfer::Late(pool, dest, std::move(spec)));
     TANDEM_ASSIGN_OR_RETURN(int device, DeviceOfPointer(pool.KeyBlock(0, 0)));
     TANDEM_ASSIGN_OR_RETURN(CudaDeviceScope scope, CudaDeviceScope::Enter(device));
     TANDEM_ASSIGN_OR_RETURN(std::shared_ptr<IpcMapping> mapping, Connect(dest, e, device));

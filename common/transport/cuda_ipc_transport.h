@@ -10,7 +10,8 @@
 // pause between calls, or Finish), so a burst of layers costs one launch
 // and paced layers (a forward pass) launch in their own hooks. Finish()
 // records the lane's interprocess event after the last copy and polls
-// (bounded by the deadline) until the transfer's stream is idle.
+// (bounded by the deadline and the finish timeout, transfer_checks.h) until
+// the transfer's stream is idle.
 // Each transfer borrows that stream and its block-table buffers from a
 // pool the transport keeps (cuda_copy_lane.h): no CUDA object is created
 // per transfer once the pool is warm.

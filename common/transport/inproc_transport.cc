@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
+#include "common/transport/transfer_checks.h"
 #include "common/util/status_macros.h"
 
 namespace tandem {
@@ -38,10 +39,10 @@ class InProcessTransfer final : public KvTransfer {
     if (it == r.pools.end()) {
       return absl::UnavailableError(absl::StrCat("KV transfer ", spec_.transfer_id, ": pool ", endpoint_, " is gone"));
     }
-    if (layer < 0 || layer >= src_.layout().num_layers) {
-      return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec_.transfer_id, ": layer ", layer,
-                                                     " out of range"));
-    }
+    TANDEM_RETURN_IF_ERROR(CheckLayer(absl::StrCat("KV transfer ", spec_.transfer_id), layer,
+                                      src_.layout().num_layers));
+    // Past the deadline the destination may be another request's by now.
+    TANDEM_RETURN_IF_ERROR(CheckTransferDeadline(spec_));
     const size_t bytes = static_cast<size_t>(src_.layout().block_bytes());
     for (size_t i = 0; i < spec_.src_blocks.size(); ++i) {
       std::memcpy(it->second->KeyBlock(layer, spec_.dst_blocks[i]), src_.KeyBlock(layer, spec_.src_blocks[i]), bytes);
@@ -51,12 +52,9 @@ class InProcessTransfer final : public KvTransfer {
     }
     return absl::OkStatus();
   }
-  absl::Status Finish() override {
-    if (absl::Now() > spec_.deadline) {
-      return absl::DeadlineExceededError(absl::StrCat("KV transfer ", spec_.transfer_id, " missed its deadline"));
-    }
-    return absl::OkStatus();
-  }
+  // The copies were done in SendLayer: nothing to wait for, so the finish
+  // timeout cannot run out.
+  absl::Status Finish() override { return CheckTransferDeadline(spec_); }
   int64_t bytes_sent() const override { return bytes_; }
   const std::string& id() const override { return spec_.transfer_id; }
   std::string_view transport() const override { return "inproc"; }

@@ -74,17 +74,7 @@ absl::Status CheckTransfer(const KvEndpointInfo& self, KvPoolView& pool, const v
                            const KvTransferSpec& spec) {
   if (absl::Status s = CheckKvCompatible(self, pool.layout(), dest); !s.ok()) return s;
   if (absl::Status s = CheckBlocksInRange(dest, spec.dst_blocks); !s.ok()) return s;
-  if (spec.src_blocks.size() != spec.dst_blocks.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec.transfer_id, ": ", spec.src_blocks.size(),
-                                                   " source blocks but ", spec.dst_blocks.size(), " destinations"));
-  }
-  for (int32_t b : spec.src_blocks) {
-    if (b < 0 || b >= pool.num_blocks()) {
-      return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec.transfer_id, ": source block ", b,
-                                                     " is outside the local pool (", pool.num_blocks(), " blocks)"));
-    }
-  }
-  return absl::OkStatus();
+  return CheckSourceBlocks(spec, pool.num_blocks());
 }
 
 v1::KvPoolDescriptor DescribePool(KvPoolView& pool, const KvEndpointInfo& self, std::string_view transport) {

@@ -7,8 +7,8 @@
 namespace tandem {
 
 absl::Status NoAnnouncedTransfers(std::string_view transport) {
-  return absl::UnimplementedError(absl::StrCat("the '", std::string(transport),
-                                               "' KV transport receives no announced transfers (NCCL's StartNcclTransfer)"));
+  return absl::UnimplementedError(absl::StrCat("the '", std::string(transport), "' KV transport receives no ",
+                                               "announced transfers (NCCL's StartNcclTransfer)"));
 }
 
 }  // namespace tandem

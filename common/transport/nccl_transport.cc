@@ -14,6 +14,7 @@
 #include "common/transport/host_id.h"
 #include "common/transport/nccl_protocol.h"
 #include "common/transport/nccl_receiver.h"
+#include "common/transport/transfer_checks.h"
 #include "common/transport/transport_selection.h"
 #include "common/util/logging.h"
 #include "common/util/status_macros.h"
@@ -33,7 +34,7 @@ absl::Status PollUntil(absl::Time until, std::string_view what, Done done) {
     absl::StatusOr<bool> d = done();
     if (!d.ok()) return d.status();
     if (*d) return absl::OkStatus();
-    if (absl::Now() > until) return absl::DeadlineExceededError(absl::StrCat(std::string(what), " missed its deadline"));
+    if (absl::Now() > until) return MissedDeadline(what);
     if (++rounds > 200) {
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     } else {
@@ -160,9 +161,7 @@ class NcclTransport final : public KvTransport, public NcclTransportStats, priva
                                            "pool is in host memory");
     }
     TANDEM_RETURN_IF_ERROR(CheckTransfer(self, pool, dest, spec));
-    if (absl::Now() > spec.deadline) {
-      return absl::DeadlineExceededError(absl::StrCat("KV transfer ", spec.transfer_id, " missed its deadline"));
-    }
+    TANDEM_RETURN_IF_ERROR(CheckTransferDeadline(spec));
     TANDEM_ASSIGN_OR_RETURN(int device, ops_->DeviceOf(pool.KeyBlock(0, 0)));
     NcclPlan plan = PlanNcclTransfer(spec.src_blocks, spec.dst_blocks, options_.max_direct_runs);
     const size_t staging = plan.staged ? static_cast<size_t>(2 * plan.blocks) * dest.block_stride() : 0;
@@ -361,12 +360,8 @@ absl::Status NcclTransfer::Fail(absl::Status s) {
 }
 
 absl::Status NcclTransfer::SendLayer(int layer) {
-  if (result_.has_value()) {
-    return result_->ok() ? absl::FailedPreconditionError(absl::StrCat(Describe(), ": SendLayer after Finish")) : *result_;
-  }
-  if (layer < 0 || layer >= static_cast<int>(ready_.size())) {
-    return absl::InvalidArgumentError(absl::StrCat(Describe(), ": layer ", layer, " out of range"));
-  }
+  TANDEM_RETURN_IF_ERROR(CheckStillSending(Describe(), result_));
+  TANDEM_RETURN_IF_ERROR(CheckLayer(Describe(), layer, static_cast<int>(ready_.size())));
   std::lock_guard<std::mutex> lock(peer_->mu);
   if (!peer_->broken.ok()) return Fail(absl::UnavailableError(absl::StrCat(Describe(), ": ", peer_->broken.message())));
   ready_[layer] = true;
@@ -442,7 +437,12 @@ absl::Status NcclTransfer::Finish() {
     return Fail(absl::UnavailableError(rec.message()));
   }
   lock.unlock();
-  absl::Status s = PollUntil(spec_.deadline, Describe(), [&]() -> absl::StatusOr<bool> {
+  // Until the deadline or the finish timeout, whichever comes first: a
+  // decode worker that stopped receiving leaves the sends pending, and
+  // only the abort below ends them (and so frees the source blocks).
+  bool by_timeout = false;
+  const absl::Time until = FinishDeadline(spec_, absl::Now(), &by_timeout);
+  absl::Status s = PollUntil(until, Describe(), [&]() -> absl::StatusOr<bool> {
     std::lock_guard<std::mutex> l(peer_->mu);
     if (!peer_->broken.ok()) return absl::UnavailableError(absl::StrCat(Describe(), ": ", peer_->broken.message()));
     absl::Status err;
@@ -452,9 +452,11 @@ absl::Status NcclTransfer::Finish() {
     return transport_.ops().EventDone(done_);
   });
   if (!s.ok()) {
+    s = absl::IsDeadlineExceeded(s) ? FinishExpired(spec_, by_timeout, Describe())
+                                    : absl::UnavailableError(s.message());
     lock.lock();
     transport_.Drop(peer_, s);
-    return Fail(s.code() == absl::StatusCode::kDeadlineExceeded ? s : absl::UnavailableError(s.message()));
+    return Fail(s);
   }
   result_ = absl::OkStatus();
   return absl::OkStatus();

@@ -23,11 +23,14 @@
 // The decode side posts all layers' receives at once.
 //
 // Completion. Finish() records an event after the transfer's sends and
-// polls it and ncclCommGetAsyncError until the deadline. On an error or a
-// timeout the communicator is aborted (ncclCommAbort) and dropped: the
-// transfer ends UNAVAILABLE or DEADLINE_EXCEEDED, every other transfer of
-// the pair fails too. A completed send does not mean the receive did, so
-// the decode worker calls WaitReceived before it adopts the blocks; a
+// polls it and ncclCommGetAsyncError until the deadline or the finish
+// timeout, whichever comes first (FinishDeadline, transfer_checks.h). On an
+// error or a timeout the communicator is aborted (ncclCommAbort) and
+// dropped: the transfer ends UNAVAILABLE (an error, or the finish timeout:
+// the decode worker stopped receiving) or DEADLINE_EXCEEDED, every other
+// transfer of the pair fails too. A completed send does not mean the
+// receive did, so the decode worker calls its receiver's WaitReceived
+// (kv_receiver.h) before it adopts the blocks; a
 // receive that fails or times out aborts the decode side's communicator
 // and frees the reservation (the on_failed callback).
 //

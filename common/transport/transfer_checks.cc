@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <string>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -36,10 +37,41 @@ absl::Status CheckDestinationBlocks(const v1::KvPoolDescriptor& remote, std::spa
   return absl::OkStatus();
 }
 
-absl::Status CheckTransferDeadline(const KvTransferSpec& spec, absl::Time now) {
-  if (now > spec.deadline) {
-    return absl::DeadlineExceededError(absl::StrCat("KV transfer ", spec.transfer_id, " missed its deadline"));
+absl::Status CheckSourceBlocks(const KvTransferSpec& spec, int32_t local_num_blocks) {
+  if (spec.src_blocks.size() != spec.dst_blocks.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec.transfer_id, ": ", spec.src_blocks.size(),
+                                                   " source blocks but ", spec.dst_blocks.size(), " destinations"));
   }
+  for (int32_t b : spec.src_blocks) {
+    if (b < 0 || b >= local_num_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec.transfer_id, ": source block ", b,
+                                                     " is outside the local pool (", local_num_blocks, " blocks)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLayer(std::string_view transfer, int layer, int num_layers) {
+  if (layer < 0 || layer >= num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(transfer), ": layer ", layer, " out of range"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckStillSending(std::string_view transfer, const std::optional<absl::Status>& outcome) {
+  if (!outcome.has_value()) return absl::OkStatus();
+  if (!outcome->ok()) return *outcome;
+  return absl::FailedPreconditionError(absl::StrCat(std::string(transfer), ": SendLayer after Finish"));
+}
+
+absl::Status MissedDeadline(std::string_view transfer) {
+  return absl::DeadlineExceededError(absl::StrCat(std::string(transfer), " missed its deadline"));
+}
+
+bool PastDeadline(const KvTransferSpec& spec, absl::Time now) { return now > spec.deadline; }
+
+absl::Status CheckTransferDeadline(const KvTransferSpec& spec, absl::Time now) {
+  if (PastDeadline(spec, now)) return MissedDeadline(absl::StrCat("KV transfer ", spec.transfer_id));
   return absl::OkStatus();
 }
 
@@ -53,6 +85,10 @@ absl::Time FinishDeadline(const KvTransferSpec& spec, absl::Time now, bool* by_t
 absl::Status FinishTimedOut(const KvTransferSpec& spec) {
   return absl::UnavailableError(absl::StrCat("KV transfer ", spec.transfer_id, ": the decode worker did not confirm its ",
                                              "writes within ", absl::FormatDuration(spec.finish_timeout)));
+}
+
+absl::Status FinishExpired(const KvTransferSpec& spec, bool by_timeout, std::string_view transfer) {
+  return by_timeout ? FinishTimedOut(spec) : MissedDeadline(transfer);
 }
 
 }  // namespace tandem

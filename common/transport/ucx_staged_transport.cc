@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/transport/block_runs.h"
+#include "common/transport/transfer_checks.h"
 #include "common/transport/transport_selection.h"
 #include "common/transport/ucx_handles.h"
 #include "common/transport/ucx_staged_protocol.h"
@@ -46,10 +47,13 @@ class StagedTransfer final : public KvTransfer {
   int64_t bytes_sent() const override { return bytes_; }
   const std::string& id() const override { return spec_.transfer_id; }
   std::string_view transport() const override { return kTransportUcxStaged; }
-  void MarkLate() { result_ = absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline")); }
+  void MarkLate() { result_ = MissedDeadline(Describe()); }
 
  private:
-  absl::Status FinishBy(absl::Time deadline);
+  // Waits for the chunks and the decode side's ACK until `until`; past it
+  // the transfer fails with FinishExpired (UNAVAILABLE when `by_timeout`,
+  // the finish timeout being the bound, else DEADLINE_EXCEEDED).
+  absl::Status FinishBy(absl::Time until, bool by_timeout);
   // FINISH with the chunk count, then the decode side's acknowledgement
   // (every chunk copied into its pool, or why not), by `until`.
   absl::StatusOr<StagedAckHeader> FinishAndAwaitAck(absl::Time until);
@@ -165,7 +169,7 @@ absl::StatusOr<std::unique_ptr<KvTransfer>> UcxStagedTransport::StartTransfer(Kv
   }
   TANDEM_ASSIGN_OR_RETURN(StagedPoolInfo info, DecodeStagedPoolInfo(dest.remote_key(), dest.worker_id()));
   TANDEM_RETURN_IF_ERROR(CheckTransfer(self, pool, dest, spec));
-  if (absl::Now() > spec.deadline) {
+  if (PastDeadline(spec)) {
     auto late = std::make_unique<StagedTransfer>(*sender_, nullptr, pool, dest, std::move(spec),
                                                  std::vector<StagingChunk>());
     late->MarkLate();
@@ -203,7 +207,7 @@ StagedTransfer::~StagedTransfer() {
     in_flight = tx_->outstanding > 0;  // the progress thread counts it down
   }
   if (!result_.has_value() && in_flight) {
-    FinishBy(std::min(spec_.deadline, absl::Now() + absl::Seconds(2))).IgnoreError();
+    FinishBy(std::min(spec_.deadline, absl::Now() + absl::Seconds(2)), /*by_timeout=*/false).IgnoreError();
   }
   std::lock_guard<std::mutex> lock(sender_.mu());
   // A refusal whose reason nobody fetched may leave chunks in flight on
@@ -228,13 +232,12 @@ absl::Status StagedTransfer::Fail(absl::Status s) {
 }
 
 absl::Status StagedTransfer::SendLayer(int layer) {
-  if (result_.has_value()) {
-    return result_->ok() ? absl::FailedPreconditionError(absl::StrCat(Describe(), ": SendLayer after Finish"))
-                         : *result_;
-  }
-  if (layer < 0 || layer >= dest_.key_base_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(Describe(), ": layer ", layer, " out of range"));
-  }
+  TANDEM_RETURN_IF_ERROR(CheckStillSending(Describe(), result_));
+  TANDEM_RETURN_IF_ERROR(CheckLayer(Describe(), layer, dest_.key_base_size()));
+  // No deadline check of its own here: a chunk past it is turned away by
+  // the decode side's write gate (its reservation is gone), which keeps the
+  // shared connection, where failing here would drop it (Fail); the slot
+  // wait below is bounded by the deadline.
   const uint64_t block_bytes = dest_.block_stride();
   absl::Status status;
   {
@@ -284,10 +287,13 @@ absl::Status StagedTransfer::SendLayer(int layer) {
   return absl::OkStatus();
 }
 
-absl::Status StagedTransfer::FinishBy(absl::Time deadline) {
+absl::Status StagedTransfer::FinishBy(absl::Time until, bool by_timeout) {
   if (result_.has_value()) return *result_;
   int rounds = 0;
-  auto missed = [&] { return Fail(absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline"))); };
+  // Past `until`: Fail force-closes the connection, which cancels this
+  // transfer's sends still in flight (a peer that stopped acknowledging is
+  // not waited for any longer).
+  auto missed = [&] { return Fail(FinishExpired(spec_, by_timeout, Describe())); };
   // 1. Every chunk's AM completed: the decode side has received its data.
   for (;;) {
     absl::Status failed;
@@ -306,11 +312,13 @@ absl::Status StagedTransfer::FinishBy(absl::Time deadline) {
       if (refused && !refusal_fetched_) return FetchRefusal(failed);
       return *result_;
     }
-    if (absl::Now() > deadline) return missed();
+    if (absl::Now() > until) return missed();
     Backoff(rounds);
   }
   // 2. FINISH and its acknowledgement.
-  absl::StatusOr<StagedAckHeader> ack = FinishAndAwaitAck(deadline);
+  absl::StatusOr<StagedAckHeader> ack = FinishAndAwaitAck(until);
+  // The wait ran out (a UCX timeout of its own stays what it is).
+  if (absl::IsDeadlineExceeded(ack.status()) && absl::Now() > until) return missed();
   if (!ack.ok()) return Fail(ack.status());
   if (ack->code != 0) {
     // The decode side refused the data; the connection itself is fine.
@@ -354,9 +362,7 @@ absl::StatusOr<StagedAckHeader> StagedTransfer::FinishAndAwaitAck(absl::Time unt
       if (tx_->ack.has_value()) return *tx_->ack;
       if (!tx_->peer->usable()) return absl::UnavailableError(absl::StrCat(Describe(), ": the connection is gone"));
     }
-    if (absl::Now() > until) {
-      return absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline"));
-    }
+    if (absl::Now() > until) return MissedDeadline(Describe());
     Backoff(rounds);
   }
 }
@@ -365,7 +371,9 @@ absl::Status StagedTransfer::Finish() {
   if (result_.has_value() && !result_->ok() && tx_ != nullptr && !refusal_fetched_ && Refused()) {
     return FetchRefusal(*result_);
   }
-  return FinishBy(spec_.deadline);
+  bool by_timeout = false;
+  const absl::Time until = FinishDeadline(spec_, absl::Now(), &by_timeout);
+  return FinishBy(until, by_timeout);
 }
 
 absl::Status StagedTransfer::FetchRefusal(absl::Status failure) {

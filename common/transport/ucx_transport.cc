@@ -92,7 +92,7 @@ class UcxTransfer final : public KvTransfer {
   const std::string& id() const override { return spec_.transfer_id; }
   std::string_view transport() const override { return "ucx"; }
   // For a transfer created past its deadline (and without a peer).
-  void MarkLate() { result_ = absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline")); }
+  void MarkLate() { result_ = MissedDeadline(Describe()); }
 
  private:
   absl::Status FinishBy(absl::Time deadline);
@@ -280,7 +280,7 @@ absl::StatusOr<std::unique_ptr<KvTransfer>> UcxTransport::StartTransfer(KvPoolVi
     return absl::UnimplementedError("the UCX KV transport of this build moves host memory only; the pool is on a GPU");
   }
   TANDEM_RETURN_IF_ERROR(CheckTransfer(self, pool, dest, spec));
-  if (absl::Now() > spec.deadline) {
+  if (PastDeadline(spec)) {
     // Nothing to connect for: the transfer reports the deadline from Finish.
     auto late = std::make_unique<UcxTransfer>(*this, nullptr, pool, dest, std::move(spec));
     late->MarkLate();
@@ -387,13 +387,8 @@ absl::Status UcxTransfer::Put(const void* local, uint64_t remote, uint64_t lengt
 }
 
 absl::Status UcxTransfer::SendLayer(int layer) {
-  if (result_.has_value()) {
-    return result_->ok() ? absl::FailedPreconditionError(absl::StrCat(Describe(), ": SendLayer after Finish"))
-                         : *result_;
-  }
-  if (layer < 0 || layer >= dest_.key_base_size()) {
-    return Abort(absl::InvalidArgumentError(absl::StrCat(Describe(), ": layer ", layer, " out of range")));
-  }
+  TANDEM_RETURN_IF_ERROR(CheckStillSending(Describe(), result_));
+  if (absl::Status s = CheckLayer(Describe(), layer, dest_.key_base_size()); !s.ok()) return Abort(std::move(s));
   // Past its deadline the destination may be freed any moment: no more puts.
   if (absl::Status s = CheckTransferDeadline(spec_); !s.ok()) return Abort(std::move(s));
   absl::Status status;
@@ -451,7 +446,7 @@ absl::Status UcxTransfer::Finish() {
 
 absl::Status UcxTransfer::FinishBy(absl::Time deadline) {
   if (result_.has_value()) return *result_;
-  const absl::Status late = absl::DeadlineExceededError(absl::StrCat(Describe(), " missed its deadline"));
+  const absl::Status late = MissedDeadline(Describe());
   if (absl::Now() > deadline) return Abort(late);
   absl::Status flushed = Flush(deadline);
   if (absl::IsDeadlineExceeded(flushed)) return Abort(late);

@@ -188,12 +188,13 @@ class NcclTransportTest : public ::testing::Test {
     desc_ = *d;
   }
   absl::StatusOr<std::unique_ptr<KvTransfer>> Start(const std::string& id, std::vector<int32_t> src,
-                                                    std::vector<int32_t> dst, absl::Duration timeout = absl::Seconds(5)) {
+                                                    std::vector<int32_t> dst, absl::Duration timeout = absl::Seconds(5),
+                                                    absl::Duration finish_timeout = absl::InfiniteDuration()) {
     {
       std::lock_guard<std::mutex> l(res_.mu);
       res_.live[id] = dst;
     }
-    KvTransferSpec spec{id, std::move(src), std::move(dst), absl::Now() + timeout};
+    KvTransferSpec spec{id, std::move(src), std::move(dst), absl::Now() + timeout, finish_timeout};
     return prefill_->StartTransfer(src_pool_, {"p0:1", "fp"}, desc_, std::move(spec));
   }
   void ExpectCopied(const std::vector<int32_t>& src, const std::vector<int32_t>& dst) {
@@ -340,6 +341,30 @@ TEST_F(NcclTransportTest, HangEndsAtTheDeadlineAndTheNextTransferReconnects) {
   SendAll(**again);
   ASSERT_TRUE((*again)->Finish().ok());
   EXPECT_EQ(fabric_.unique_ids, 2);
+}
+
+// A decode side that stops receiving (held sends) ends Finish at the finish
+// timeout, well before the deadline, UNAVAILABLE: the pair is aborted
+// (which ends the pending sends, so the source blocks may be freed) and
+// the decode side frees the reservation at its own receive timeout.
+TEST_F(NcclTransportTest, AStalledDecodeSideFailsFinishAtTheFinishTimeout) {
+  auto t = Start("ft", {0, 1}, {2, 3}, absl::Milliseconds(800), absl::Milliseconds(100));
+  ASSERT_TRUE(t.ok()) << t.status();
+  {
+    std::lock_guard<std::mutex> l(fabric_.mu);
+    fabric_.hold = true;
+  }
+  SendAll(**t);
+  const absl::Time start = absl::Now();
+  const absl::Status s = (*t)->Finish();
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_NE(s.message().find("did not confirm"), std::string::npos) << s;
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(700)) << "waited for the deadline";
+  EXPECT_EQ(Stats(prefill_).send_peers(), 0u);
+  EXPECT_GE(fabric_.aborts, 1);
+  EXPECT_FALSE(decode_->receiver()->WaitReceived("ft", "", absl::Now() + absl::Seconds(5)).ok());
+  std::lock_guard<std::mutex> l(res_.mu);
+  EXPECT_FALSE(res_.live.contains("ft"));  // no block leaked
 }
 
 // With the decode worker's reservations as the gate: the router releasing

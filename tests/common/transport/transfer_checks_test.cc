@@ -1,15 +1,21 @@
-// Forged transfer descriptors are refused before any copy: destination
-// blocks out of range, named twice, or whose address range wraps, and a
-// transfer past its deadline. Through the real host transports too, with
-// every destination byte checked untouched afterwards.
+// The checks every transport shares (transfer_checks.h). Forged transfer
+// descriptors are refused before any copy: destination blocks out of
+// range, named twice, or whose address range wraps, and a transfer past
+// its deadline; source blocks outside the local pool or not one per
+// destination; layers out of range, and SendLayer once the transfer is
+// decided. A Finish that runs out blames the bound that came first. Through
+// the real host transports too, with every destination byte checked
+// untouched afterwards.
 #include "common/transport/transfer_checks.h"
 
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/transport/kv_transport.h"
 #include "gtest/gtest.h"
 #include "tests/common/transport/test_pool.h"
@@ -82,6 +88,74 @@ TEST(TransferChecksTest, ATransferPastItsDeadlineIsRefused) {
   EXPECT_EQ(CheckTransferDeadline(spec, now + absl::Milliseconds(2)).code(), absl::StatusCode::kDeadlineExceeded);
   spec.deadline = absl::InfiniteFuture();
   EXPECT_TRUE(CheckTransferDeadline(spec, now + absl::Hours(1000)).ok());
+}
+
+TEST(TransferChecksTest, SourceBlocksMustBeInTheLocalPoolAndMatchTheDestinations) {
+  KvTransferSpec spec;
+  spec.transfer_id = "t2";
+  spec.src_blocks = {0, 3, 3};  // a source named twice is only read twice
+  spec.dst_blocks = {1, 2, 4};
+  EXPECT_TRUE(CheckSourceBlocks(spec, 4).ok());
+  absl::Status outside = CheckSourceBlocks(spec, 3);
+  EXPECT_EQ(outside.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(outside.message().find("source block 3 is outside the local pool (3 blocks)"), std::string::npos)
+      << outside;
+  spec.src_blocks = {0, -1, 2};
+  EXPECT_EQ(CheckSourceBlocks(spec, 4).code(), absl::StatusCode::kInvalidArgument);
+  spec.src_blocks = {0, 1};
+  absl::Status lengths = CheckSourceBlocks(spec, 4);
+  EXPECT_EQ(lengths.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(lengths.message().find("2 source blocks but 3 destinations"), std::string::npos) << lengths;
+}
+
+TEST(TransferChecksTest, LayersOutsideThePoolAreRefused) {
+  EXPECT_TRUE(CheckLayer("KV transfer t", 0, 2).ok());
+  EXPECT_TRUE(CheckLayer("KV transfer t", 1, 2).ok());
+  for (int layer : {-1, 2, 1000}) {
+    absl::Status s = CheckLayer("KV transfer t", layer, 2);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << layer;
+    EXPECT_EQ(s.message(), absl::StrCat("KV transfer t: layer ", layer, " out of range"));
+  }
+}
+
+// SendLayer writes only while the transfer is undecided: after a failure
+// it repeats the failure, after a successful Finish it is a caller's error.
+TEST(TransferChecksTest, SendingEndsWithTheTransfersOutcome) {
+  std::optional<absl::Status> outcome;
+  EXPECT_TRUE(CheckStillSending("KV transfer t", outcome).ok());
+  outcome = absl::UnavailableError("peer gone");
+  EXPECT_EQ(CheckStillSending("KV transfer t", outcome), absl::UnavailableError("peer gone"));
+  outcome = absl::OkStatus();
+  absl::Status after = CheckStillSending("KV transfer t", outcome);
+  EXPECT_EQ(after.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(after.message().find("SendLayer after Finish"), std::string::npos) << after;
+}
+
+// What a Finish reports when its wait runs out: the peer's failure
+// (UNAVAILABLE) when the finish timeout was the bound, the request's
+// (DEADLINE_EXCEEDED, naming the transfer as the transport describes it)
+// when the deadline was.
+TEST(TransferChecksTest, AnExpiredFinishBlamesWhicheverBoundCameFirst) {
+  const absl::Time now = absl::Now();
+  KvTransferSpec spec;
+  spec.transfer_id = "t3";
+  spec.deadline = now + absl::Seconds(10);
+  spec.finish_timeout = absl::Milliseconds(500);
+  bool by_timeout = false;
+  FinishDeadline(spec, now, &by_timeout);
+  ASSERT_TRUE(by_timeout);
+  const absl::Status peer = FinishExpired(spec, by_timeout, "KV transfer t3 to decode worker d (NCCL)");
+  EXPECT_EQ(peer.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(peer, FinishTimedOut(spec));
+  spec.finish_timeout = absl::Seconds(30);
+  FinishDeadline(spec, now, &by_timeout);
+  ASSERT_FALSE(by_timeout);
+  const absl::Status late = FinishExpired(spec, by_timeout, "KV transfer t3 to decode worker d (NCCL)");
+  EXPECT_EQ(late.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(late.message(), "KV transfer t3 to decode worker d (NCCL) missed its deadline");
+  EXPECT_FALSE(PastDeadline(spec, now + absl::Seconds(10)));
+  EXPECT_TRUE(PastDeadline(spec, now + absl::Seconds(11)));
+  EXPECT_EQ(CheckTransferDeadline(spec, now + absl::Seconds(11)), MissedDeadline("KV transfer t3"));
 }
 
 std::vector<std::string> Snapshot(TestPool& pool) {

@@ -3,10 +3,13 @@
 // sender, whose reservation was released, and a sender naming blocks of
 // another reservation both fail, and the blocks they aimed at keep their
 // bytes. Host pools; every block goes back to the allocator.
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/kv/block_allocator.h"
 #include "common/transport/kv_transport.h"
 #include "common/transport/ucx_staged_transport.h"
@@ -130,6 +133,70 @@ TEST_F(StagedGateTest, ASenderNamingAnotherReservationsBlocksIsRefused) {
   EXPECT_TRUE(Landed((*theirs)[1], 1));
   reservations_.Release("t-mine");
   reservations_.Release("t-theirs");
+}
+
+// Stalls the decode side's receiving thread at its first write until
+// released (a decode worker that stopped making progress), then refuses
+// every write; nothing is ever pinned.
+class StallingGate final : public KvWriteGate {
+ public:
+  absl::Status PinForWrite(const std::string& transfer_id, const std::vector<int32_t>&) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return released_; });
+    return absl::NotFoundError(absl::StrCat("no live reservation for ", transfer_id));
+  }
+  void Unpin(const std::string&) override { ADD_FAILURE() << "Unpin without a pin"; }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool released_ = false;
+};
+
+// A decode side that stops acknowledging ends Finish at the transfer's
+// finish timeout, UNAVAILABLE (the peer's failure), long before its
+// deadline; the destination blocks keep their bytes.
+TEST(StagedFinishTimeoutTest, AStalledDecodeSideFailsFinishAtTheFinishTimeout) {
+  StallingGate gate;
+  TestPool src(SmallLayout(), kBlocks, 1000.0f);
+  TestPool dst(SmallLayout(), kBlocks, kDestTag);
+  // Default slots: every chunk of the transfer fits the sender's slots, so
+  // SendLayer never waits for one.
+  auto receiver = MakeUcxStagedTransport();
+  auto sender = MakeUcxStagedTransport();
+  ASSERT_TRUE(receiver.ok() && sender.ok());
+  (*receiver)->receiver()->SetWriteGate(&gate);
+  auto desc = (*receiver)->ExportPool(dst, kDecode);
+  ASSERT_TRUE(desc.ok()) << desc.status();
+  KvTransferSpec spec{"stalled", {0, 1, 2}, {4, 5, 6}, absl::Now() + absl::Seconds(30)};
+  spec.finish_timeout = absl::Milliseconds(300);
+  auto t = (*sender)->StartTransfer(src, kPrefill, *desc, spec);
+  ASSERT_TRUE(t.ok()) << t.status();
+  for (int l = 0; l < SmallLayout().num_layers; ++l) ASSERT_TRUE((*t)->SendLayer(l).ok());
+  const absl::Time start = absl::Now();
+  const absl::Status s = (*t)->Finish();
+  const absl::Duration waited = absl::Now() - start;
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("did not confirm"), std::string::npos) << s;
+  EXPECT_GE(waited, absl::Milliseconds(250));
+  EXPECT_LT(waited, absl::Seconds(10)) << "waited for the deadline, not the finish timeout";
+  gate.Release();
+  t->reset();
+  sender->reset();
+  receiver->reset();  // its thread, released, refuses the chunks and stops
+  TestPool fresh(SmallLayout(), kBlocks, kDestTag);
+  for (int32_t b : {4, 5, 6}) {
+    for (int l = 0; l < SmallLayout().num_layers; ++l) {
+      for (int kv = 0; kv < 2; ++kv) {
+        EXPECT_EQ(std::memcmp(dst.At(l, kv, b), fresh.At(l, kv, b), SmallLayout().block_bytes()), 0) << b;
+      }
+    }
+  }
 }
 
 }  // namespace
