@@ -403,11 +403,7 @@ class CudaIpcTransport final : public KvTransport, private KvReceiver {
   absl::StatusOr<std::unique_ptr<KvTransfer>> StartTransfer(KvPoolView& pool, const KvEndpointInfo& self,
                                                             const v1::KvPoolDescriptor& dest,
                                                             KvTransferSpec spec) override {
-    if (dest.transport() != kTransportCudaIpc) {
-      return absl::FailedPreconditionError(absl::StrCat("decode worker ", dest.worker_id(),
-                                                        " exported its KV pool over '", dest.transport(),
-                                                        "', not cuda_ipc"));
-    }
+    TANDEM_RETURN_IF_ERROR(CheckDescriptorTransport(dest, kTransportCudaIpc));
     TANDEM_ASSIGN_OR_RETURN(CudaIpcExport e, DecodeCudaIpcExport(dest.remote_key(), dest.worker_id()));
     TANDEM_RETURN_IF_ERROR(CheckSameHost(dest, LocalHostId()));
     if (!pool.on_device()) return NotOnDevice("this prefill worker's");

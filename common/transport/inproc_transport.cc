@@ -95,10 +95,7 @@ class InProcessTransport final : public KvTransport {
   absl::StatusOr<std::unique_ptr<KvTransfer>> StartTransfer(KvPoolView& pool, const KvEndpointInfo& self,
                                                             const v1::KvPoolDescriptor& dest,
                                                             KvTransferSpec spec) override {
-    if (dest.transport() != "inproc") {
-      return absl::FailedPreconditionError(absl::StrCat("decode worker ", dest.worker_id(), " speaks ",
-                                                        dest.transport(), ", not inproc"));
-    }
+    TANDEM_RETURN_IF_ERROR(CheckDescriptorTransport(dest, "inproc"));
     if (pool.on_device()) {
       return absl::UnimplementedError("the in-process KV transport copies host memory only; the pool is on a GPU");
     }

@@ -151,10 +151,7 @@ class NcclTransport final : public KvTransport, public NcclTransportStats, priva
   absl::StatusOr<std::unique_ptr<KvTransfer>> StartTransfer(KvPoolView& pool, const KvEndpointInfo& self,
                                                             const v1::KvPoolDescriptor& dest,
                                                             KvTransferSpec spec) override {
-    if (dest.transport() != kTransportNccl) {
-      return absl::FailedPreconditionError(absl::StrCat("decode worker ", dest.worker_id(),
-                                                        " exported its KV pool over '", dest.transport(), "', not nccl"));
-    }
+    TANDEM_RETURN_IF_ERROR(CheckDescriptorTransport(dest, kTransportNccl));
     TANDEM_ASSIGN_OR_RETURN(NcclExport e, DecodeNcclExport(dest.remote_key(), dest.worker_id()));
     if (options_.require_device_pools && !pool.on_device()) {
       return absl::FailedPreconditionError("the NCCL KV transport moves GPU memory only; this prefill worker's KV "

@@ -37,6 +37,12 @@ absl::Status CheckDestinationBlocks(const v1::KvPoolDescriptor& remote, std::spa
   return absl::OkStatus();
 }
 
+absl::Status CheckDescriptorTransport(const v1::KvPoolDescriptor& dest, std::string_view transport) {
+  if (dest.transport() == transport) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat("decode worker ", dest.worker_id(), " exported its KV pool over '",
+                                                    dest.transport(), "', not ", std::string(transport)));
+}
+
 absl::Status CheckSourceBlocks(const KvTransferSpec& spec, int32_t local_num_blocks) {
   if (spec.src_blocks.size() != spec.dst_blocks.size()) {
     return absl::InvalidArgumentError(absl::StrCat("KV transfer ", spec.transfer_id, ": ", spec.src_blocks.size(),

@@ -32,6 +32,11 @@ struct KvTransferSpec;
 // appears twice, or its byte range in some layer overflows 64 bits.
 absl::Status CheckDestinationBlocks(const v1::KvPoolDescriptor& remote, std::span<const int32_t> dst_blocks);
 
+// FAILED_PRECONDITION unless `dest` was exported over `transport` (each
+// transport's StartTransfer takes only its own descriptors; a composite
+// hands each part the offer it chose).
+absl::Status CheckDescriptorTransport(const v1::KvPoolDescriptor& dest, std::string_view transport);
+
 // INVALID_ARGUMENT unless the spec names as many source blocks as
 // destinations and every source block is in [0, local_num_blocks).
 absl::Status CheckSourceBlocks(const KvTransferSpec& spec, int32_t local_num_blocks);

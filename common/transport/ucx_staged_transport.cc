@@ -162,11 +162,7 @@ absl::StatusOr<std::unique_ptr<KvTransfer>> UcxStagedTransport::StartTransfer(Kv
                                                                               const KvEndpointInfo& self,
                                                                               const v1::KvPoolDescriptor& dest,
                                                                               KvTransferSpec spec) {
-  if (dest.transport() != kTransportUcxStaged) {
-    return absl::FailedPreconditionError(absl::StrCat("decode worker ", dest.worker_id(),
-                                                      " exported its KV pool over '", dest.transport(),
-                                                      "', not ucx_staged"));
-  }
+  TANDEM_RETURN_IF_ERROR(CheckDescriptorTransport(dest, kTransportUcxStaged));
   TANDEM_ASSIGN_OR_RETURN(StagedPoolInfo info, DecodeStagedPoolInfo(dest.remote_key(), dest.worker_id()));
   TANDEM_RETURN_IF_ERROR(CheckTransfer(self, pool, dest, spec));
   if (PastDeadline(spec)) {

@@ -272,10 +272,7 @@ absl::StatusOr<std::unique_ptr<KvTransfer>> UcxTransport::StartTransfer(KvPoolVi
                                                                         const KvEndpointInfo& self,
                                                                         const v1::KvPoolDescriptor& dest,
                                                                         KvTransferSpec spec) {
-  if (dest.transport() != "ucx") {
-    return absl::FailedPreconditionError(absl::StrCat("decode worker ", dest.worker_id(), " exported its KV pool over '",
-                                                      dest.transport(), "', not ucx"));
-  }
+  TANDEM_RETURN_IF_ERROR(CheckDescriptorTransport(dest, "ucx"));
   if (pool.on_device()) {
     return absl::UnimplementedError("the UCX KV transport of this build moves host memory only; the pool is on a GPU");
   }

@@ -108,6 +108,15 @@ TEST(TransferChecksTest, SourceBlocksMustBeInTheLocalPoolAndMatchTheDestinations
   EXPECT_NE(lengths.message().find("2 source blocks but 3 destinations"), std::string::npos) << lengths;
 }
 
+TEST(TransferChecksTest, ADescriptorOfAnotherTransportIsRefused) {
+  v1::KvPoolDescriptor d = Descriptor(8, 4096, 256);
+  d.set_transport("ucx_staged");
+  EXPECT_TRUE(CheckDescriptorTransport(d, "ucx_staged").ok());
+  absl::Status other = CheckDescriptorTransport(d, "nccl");
+  EXPECT_EQ(other.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(other.message(), "decode worker decode-b exported its KV pool over 'ucx_staged', not nccl");
+}
+
 TEST(TransferChecksTest, LayersOutsideThePoolAreRefused) {
   EXPECT_TRUE(CheckLayer("KV transfer t", 0, 2).ok());
   EXPECT_TRUE(CheckLayer("KV transfer t", 1, 2).ok());
