@@ -51,33 +51,44 @@ struct KvWriteHold::State {
   // WritesDone once, after the request's write completed.
   bool write_done = false;
   bool write_ok = false;
-  bool closing = false;
+  bool closing = false;  // the owner closed: it touches the call no more after Close
   bool writes_done_started = false;
+  // The call object is deleted by the later of OnDone and Close; while
+  // Close is inside StartWritesDone, OnDone leaves the deletion to it.
+  bool owner_in_call = false;
 };
 
+// Lifetime: created by KvWriteHold, deleted by the later of OnDone (the
+// call ended) and Close (the owner let go), see State::owner_in_call.
 class KvWriteHold::Call final : public grpc::ClientBidiReactor<v1::KvWriteHoldRequest, v1::KvWriteHoldResponse> {
  public:
   Call(v1::DecodeService::StubInterface& stub, v1::KvWriteHoldRequest req, std::shared_ptr<State> state)
       : state_(std::move(state)), req_(std::move(req)) {
     stub.async()->HoldKvWrite(&ctx_, this);
-    // The owner's hold: OnDone (which deletes this) waits until Close.
-    AddHold();
     StartWrite(&req_);
     StartRead(&resp_);
     StartCall();
   }
 
-  // The owner is done with the hold: half-close (once the request's write
-  // completed), then let the call end.
+  // The owner is done with the hold: half-close (now, or once the
+  // request's write completed); deletes this if the call already ended.
   void Close() {
     bool half_close = false;
+    bool done = false;
     {
       std::lock_guard<std::mutex> lock(state_->mu);
       state_->closing = true;
       half_close = TakeHalfCloseLocked();
+      state_->owner_in_call = half_close;
+      done = state_->done;
     }
-    if (half_close) StartWritesDone();
-    RemoveHold();
+    if (half_close) {
+      StartWritesDone();
+      std::lock_guard<std::mutex> lock(state_->mu);
+      state_->owner_in_call = false;
+      done = state_->done;
+    }
+    if (done) delete this;
   }
 
   void OnWriteDone(bool ok) override {
@@ -107,7 +118,9 @@ class KvWriteHold::Call final : public grpc::ClientBidiReactor<v1::KvWriteHoldRe
     StartRead(&resp_);
   }
 
+  // The last reaction (none runs after or beside it).
   void OnDone(const grpc::Status& s) override {
+    bool owner_gone = false;
     {
       std::lock_guard<std::mutex> lock(state_->mu);
       state_->done = true;
@@ -115,9 +128,10 @@ class KvWriteHold::Call final : public grpc::ClientBidiReactor<v1::KvWriteHoldRe
         state_->answered = true;
         state_->refusal = RefusalOf(s);
       }
+      owner_gone = state_->closing && !state_->owner_in_call;
     }
     state_->answered_cv.notify_all();
-    delete this;
+    if (owner_gone) delete this;
   }
 
  private:

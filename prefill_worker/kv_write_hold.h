@@ -57,10 +57,10 @@ class KvWriteHold {
   absl::Status Held() const;
 
  private:
-  class Call;  // the gRPC reactor; deletes itself when the call is done
+  class Call;  // the gRPC reactor; deleted by the later of the call's end and ~KvWriteHold
   struct State;
   std::shared_ptr<State> state_;
-  Call* call_;  // alive until ~KvWriteHold releases its hold on it
+  Call* call_;  // alive until ~KvWriteHold closed it
 };
 
 // Opens holds against decode workers by address, keeping one stub (and

@@ -28,7 +28,7 @@ using testing::StreamResult;
 
 constexpr absl::Duration kBlocksBackWithin = absl::Seconds(2);
 
-class KvWriteHoldTest : public ::testing::Test {
+class KvWriteHoldClusterTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     model_dir_ = new testing::TempDir();
@@ -65,7 +65,7 @@ class KvWriteHoldTest : public ::testing::Test {
   testing::TempDir logs_;
 };
 
-testing::TempDir* KvWriteHoldTest::model_dir_ = nullptr;
+testing::TempDir* KvWriteHoldClusterTest::model_dir_ = nullptr;
 
 RequestSpec Greedy(std::string prompt, int32_t max_new_tokens) {
   RequestSpec s;
@@ -86,7 +86,7 @@ std::string LongPrompt(int i) {
 // KV lands in the blocks the cancelled ones gave back: every bystander
 // gets the single-process tokens, the decode worker granted holds, none is
 // open at the end, and every block is back.
-TEST_F(KvWriteHoldTest, CancelsMidTransferNeverReachABystandersBlocks) {
+TEST_F(KvWriteHoldClusterTest, CancelsMidTransferNeverReachABystandersBlocks) {
   auto cluster = StartCluster();
   ASSERT_NE(cluster, nullptr);
   const std::vector<std::string> prompts = {"The first bystander says", "A second bystander asks",
@@ -168,7 +168,7 @@ TEST_F(KvWriteHoldTest, CancelsMidTransferNeverReachABystandersBlocks) {
 // prefilling in 64-token chunks, each holding its destination from its
 // first chunk): its hold streams break, and the decode worker has every
 // block back within 2 s of the kill, not at the hold's maximum.
-TEST_F(KvWriteHoldTest, APrefillWorkerKilledWhileHoldingGivesEveryDecodeBlockBack) {
+TEST_F(KvWriteHoldClusterTest, APrefillWorkerKilledWhileHoldingGivesEveryDecodeBlockBack) {
   auto cluster = StartCluster();
   ASSERT_NE(cluster, nullptr);
   std::vector<StreamResult> got(6);

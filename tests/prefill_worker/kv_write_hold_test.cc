@@ -1,0 +1,149 @@
+// The prefill side of DecodeService.HoldKvWrite (KvWriteHold) against the
+// decode side's real KvWriteHolds and KvReservations over gRPC on
+// loopback: a granted hold keeps a released reservation's blocks until the
+// KvWriteHold is destroyed, without the destructor waiting; a refusal or
+// an unreachable decode worker comes back as a status naming no address;
+// a hold stops counting as held before the decode side's maximum. Every
+// test ends with every block back in the allocator.
+#include "prefill_worker/kv_write_hold.h"
+
+#include <memory>
+
+#include "decode_worker/kv_reservations.h"
+#include "decode_worker/kv_write_holds.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+
+namespace tandem {
+namespace {
+
+constexpr int32_t kBlocks = 8;
+
+// The DecodeService with only its HoldKvWrite method, served by the decode
+// worker's own class.
+class HoldOnlyService final : public v1::DecodeService::Service {
+ public:
+  explicit HoldOnlyService(KvWriteHolds& holds) : holds_(holds) {}
+  grpc::Status HoldKvWrite(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<v1::KvWriteHoldResponse, v1::KvWriteHoldRequest>* stream) override {
+    return holds_.Serve(ctx, stream);
+  }
+
+ private:
+  KvWriteHolds& holds_;
+};
+
+class KvWriteHoldTest : public ::testing::Test {
+ protected:
+  void SetUp() override { StartServer(KvWriteHolds::kDefaultMaxHold); }
+
+  void StartServer(absl::Duration max_hold) {
+    holds_ = std::make_unique<KvWriteHolds>(reservations_, max_hold);
+    service_ = std::make_unique<HoldOnlyService>(*holds_);
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    stub_ = v1::DecodeService::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials()));
+  }
+
+  void StopServer() {
+    if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    server_.reset();
+    service_.reset();
+    holds_.reset();
+  }
+
+  void TearDown() override {
+    EXPECT_TRUE(ReservedBlocksReach(0, absl::Seconds(2)));
+    StopServer();
+    EXPECT_EQ(allocator_.num_free(), kBlocks);
+  }
+
+  bool ReservedBlocksReach(int64_t blocks, absl::Duration within) {
+    const absl::Time give_up = absl::Now() + within;
+    while (reservations_.reserved_blocks() != blocks) {
+      if (absl::Now() >= give_up) return false;
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+    return true;
+  }
+
+  absl::Time Soon() { return absl::Now() + absl::Seconds(5); }
+  absl::Time Later() { return absl::Now() + absl::Seconds(30); }
+
+  BlockAllocator allocator_{kBlocks};
+  KvReservations reservations_{allocator_};
+  std::unique_ptr<KvWriteHolds> holds_;
+  std::unique_ptr<HoldOnlyService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::DecodeService::Stub> stub_;
+  int port_ = 0;
+};
+
+TEST_F(KvWriteHoldTest, AGrantedHoldKeepsAReleasedReservationsBlocksUntilItIsDestroyed) {
+  auto blocks = reservations_.Reserve("t1", 5, Later());
+  ASSERT_TRUE(blocks.ok());
+  auto hold = std::make_unique<KvWriteHold>(*stub_, "t1", *blocks);
+  ASSERT_TRUE(hold->WaitGranted(Soon()).ok());
+  EXPECT_TRUE(hold->Held().ok());
+  reservations_.Release("t1");
+  absl::SleepFor(absl::Milliseconds(30));
+  EXPECT_EQ(reservations_.reserved_blocks(), 5) << "released while held: the blocks must stay out of the pool";
+  EXPECT_TRUE(hold->Held().ok());
+  // The transfer is over: the destructor half-closes without waiting, and
+  // the decode side unpins as soon as it reads that.
+  const absl::Time before = absl::Now();
+  hold.reset();
+  EXPECT_LT(absl::Now() - before, absl::Milliseconds(100));
+  EXPECT_TRUE(ReservedBlocksReach(0, absl::Seconds(2)));
+  EXPECT_EQ(holds_->active(), 0);
+}
+
+TEST_F(KvWriteHoldTest, AHoldOnAReleasedReservationIsRefused) {
+  auto blocks = reservations_.Reserve("t1", 2, Later());
+  ASSERT_TRUE(blocks.ok());
+  reservations_.Release("t1");
+  KvWriteHold hold(*stub_, "t1", *blocks);
+  absl::Status granted = hold.WaitGranted(Soon());
+  EXPECT_EQ(granted.code(), absl::StatusCode::kNotFound) << granted;
+  EXPECT_FALSE(hold.Held().ok());
+}
+
+TEST_F(KvWriteHoldTest, AnUnreachableDecodeWorkerIsUnavailableNamingNoAddress) {
+  StopServer();  // nothing listens on the port any more
+  KvWriteHold hold(*stub_, "t1", {1, 2});
+  absl::Status granted = hold.WaitGranted(Soon());
+  EXPECT_EQ(granted.code(), absl::StatusCode::kUnavailable) << granted;
+  EXPECT_EQ(granted.message().find("127.0.0.1"), std::string::npos) << granted;
+  EXPECT_FALSE(hold.Held().ok());
+}
+
+TEST_F(KvWriteHoldTest, AHoldStopsCountingBeforeTheDecodeSidesMaximum) {
+  StopServer();
+  constexpr absl::Duration kMax = absl::Milliseconds(400);
+  StartServer(kMax);
+  auto blocks = reservations_.Reserve("t1", 2, Later());
+  ASSERT_TRUE(blocks.ok());
+  KvWriteHold hold(*stub_, "t1", *blocks);
+  ASSERT_TRUE(hold.WaitGranted(Soon()).ok());
+  // No put may be issued once Held fails: it fails first (a quarter of the
+  // maximum before it, counted from before the request went out) ...
+  const absl::Time give_up = absl::Now() + absl::Seconds(2);
+  while (hold.Held().ok() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(2));
+  EXPECT_FALSE(hold.Held().ok());
+  // ... then the decode side ends the hold and frees the released blocks.
+  reservations_.Release("t1");
+  EXPECT_TRUE(ReservedBlocksReach(0, absl::Seconds(2)));
+  const absl::Time ended_by = absl::Now() + absl::Seconds(2);
+  while (hold.Held().code() != absl::StatusCode::kUnavailable && absl::Now() < ended_by) {
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  EXPECT_EQ(hold.Held().code(), absl::StatusCode::kUnavailable) << hold.Held() << ": the end was not seen";
+}
+
+}  // namespace
+}  // namespace tandem
