@@ -369,9 +369,7 @@ class CudaIpcTransport final : public KvTransport, private KvReceiver {
 
   absl::StatusOr<v1::KvPoolDescriptor> ExportPool(KvPoolView& pool, const KvEndpointInfo& self) override {
     if (!pool.on_device()) return NotOnDevice("this");
-    if (pool.layout().num_layers <= 0 || pool.num_blocks() <= 0) {
-      return absl::InvalidArgumentError("cannot export an empty KV pool");
-    }
+    TANDEM_RETURN_IF_ERROR(CheckExportablePool(pool, kTransportCudaIpc));
     TANDEM_ASSIGN_OR_RETURN(int device, DeviceOfPointer(pool.KeyBlock(0, 0)));
     TANDEM_ASSIGN_OR_RETURN(CudaDeviceScope scope, CudaDeviceScope::Enter(device));
     exported_device_.store(device);

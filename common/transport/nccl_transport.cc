@@ -129,9 +129,7 @@ class NcclTransport final : public KvTransport, public NcclTransportStats, priva
     if (options_.require_device_pools && !pool.on_device()) {
       return absl::FailedPreconditionError("the NCCL KV transport moves GPU memory only; this KV pool is in host memory");
     }
-    if (pool.layout().num_layers <= 0 || pool.num_blocks() <= 0) {
-      return absl::InvalidArgumentError("cannot export an empty KV pool");
-    }
+    TANDEM_RETURN_IF_ERROR(CheckExportablePool(pool, kTransportNccl));
     TANDEM_ASSIGN_OR_RETURN(int device, ops_->DeviceOf(pool.KeyBlock(0, 0)));
     NcclExport e;
     e.control_address = self.worker_id;  // the decode worker's id is its gRPC address

@@ -10,6 +10,14 @@
 
 namespace tandem {
 
+absl::Status CheckExportablePool(KvPoolView& pool, std::string_view transport) {
+  const KvLayout& layout = pool.layout();
+  if (layout.num_layers > 0 && pool.num_blocks() > 0 && layout.block_bytes() > 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("cannot export an empty KV pool over ", std::string(transport), " (",
+                                                 layout.num_layers, " layers, ", layout.block_bytes(),
+                                                 " bytes per block, ", pool.num_blocks(), " blocks)"));
+}
+
 absl::Status CheckDestinationBlocks(const v1::KvPoolDescriptor& remote, std::span<const int32_t> dst_blocks) {
   constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
   const uint64_t stride = remote.block_stride();

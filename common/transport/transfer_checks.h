@@ -26,7 +26,14 @@
 
 namespace tandem {
 
+class KvPoolView;
 struct KvTransferSpec;
+
+// What every ExportPool checks first: INVALID_ARGUMENT "cannot export an
+// empty KV pool over <transport> (...)" for a pool with no
+// layer, no block or no bytes per block (a descriptor of it would describe
+// nothing a peer could write).
+absl::Status CheckExportablePool(KvPoolView& pool, std::string_view transport);
 
 // INVALID_ARGUMENT naming the block when one is outside [0, num_blocks),
 // appears twice, or its byte range in some layer overflows 64 bits.

@@ -7,6 +7,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/transport/transfer_checks.h"
+#include "common/transport/transport_selection.h"
 #include "common/util/logging.h"
 #include "common/util/status_macros.h"
 
@@ -35,10 +37,9 @@ absl::Status RegisterHandler(ucp_worker_h worker, unsigned id, ucp_am_recv_callb
 absl::StatusOr<std::unique_ptr<StagedReceiver>> StagedReceiver::Start(ucp_context_h context, KvPoolView& pool,
                                                                        const StagedOptions& options,
                                                                        KvWriteGate* gate) {
+  TANDEM_RETURN_IF_ERROR(CheckExportablePool(pool, kTransportUcxStaged));
+  if (options.slots == 0) return absl::InvalidArgumentError("no staging slots to export a KV pool over ucx_staged with");
   const uint64_t block_bytes = static_cast<uint64_t>(pool.layout().block_bytes());
-  if (pool.layout().num_layers <= 0 || pool.num_blocks() <= 0 || block_bytes == 0 || options.slots == 0) {
-    return absl::InvalidArgumentError("cannot export an empty KV pool (or no staging slots) over ucx_staged");
-  }
   std::unique_ptr<StagedReceiver> r(new StagedReceiver(pool, gate));
   r->slot_bytes_ = std::max<uint64_t>(options.slot_bytes, 2 * block_bytes);
   TANDEM_ASSIGN_OR_RETURN(r->staging_, AllocateStaging(pool, r->slot_bytes_ * options.slots));

@@ -206,12 +206,9 @@ absl::StatusOr<v1::KvPoolDescriptor> UcxTransport::ExportPool(KvPoolView& pool, 
   if (pool.on_device()) {
     return absl::UnimplementedError("the UCX KV transport of this build moves host memory only; the pool is on a GPU");
   }
+  TANDEM_RETURN_IF_ERROR(CheckExportablePool(pool, "ucx"));
   const KvLayout& layout = pool.layout();
   const uint64_t array_bytes = static_cast<uint64_t>(layout.block_bytes()) * pool.num_blocks();
-  if (layout.num_layers <= 0 || array_bytes == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot export an empty KV pool (", layout.DebugString(), ", ",
-                                                   pool.num_blocks(), " blocks)"));
-  }
   std::lock_guard<std::mutex> lock(export_mu_);
   if (target_worker_ == nullptr) {
     TANDEM_ASSIGN_OR_RETURN(UcxWorker worker, CreateUcxWorker(context_.get(), UCS_THREAD_MODE_MULTI));

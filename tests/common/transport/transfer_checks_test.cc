@@ -108,6 +108,23 @@ TEST(TransferChecksTest, SourceBlocksMustBeInTheLocalPoolAndMatchTheDestinations
   EXPECT_NE(lengths.message().find("2 source blocks but 3 destinations"), std::string::npos) << lengths;
 }
 
+TEST(TransferChecksTest, AnEmptyPoolIsNotExported) {
+  TestPool fine(SmallLayout(), 2, 0.0f);
+  EXPECT_TRUE(CheckExportablePool(fine, "ucx").ok());
+  TestPool no_blocks(SmallLayout(), 0, 0.0f);
+  absl::Status s = CheckExportablePool(no_blocks, "ucx_staged");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("cannot export an empty KV pool over ucx_staged"), std::string::npos) << s;
+  KvLayout no_layers = SmallLayout();
+  no_layers.num_layers = 0;
+  TestPool layerless(no_layers, 2, 0.0f);
+  EXPECT_EQ(CheckExportablePool(layerless, "nccl").code(), absl::StatusCode::kInvalidArgument);
+  KvLayout no_bytes = SmallLayout();
+  no_bytes.head_dim = 0;
+  TestPool byteless(no_bytes, 2, 0.0f);
+  EXPECT_EQ(CheckExportablePool(byteless, "cuda_ipc").code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(TransferChecksTest, ADescriptorOfAnotherTransportIsRefused) {
   v1::KvPoolDescriptor d = Descriptor(8, 4096, 256);
   d.set_transport("ucx_staged");
