@@ -84,6 +84,22 @@ grpc::Status ReserveKv(const std::shared_ptr<grpc::Channel>& channel) {
   return v1::DecodeService::NewStub(channel)->ReserveKv(&ctx, req, &resp);
 }
 
+// A prefill worker's KV write hold (issue 19): pins a reservation's blocks.
+grpc::Status HoldKvWrite(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Soon());
+  auto stream = v1::DecodeService::NewStub(channel)->HoldKvWrite(&ctx);
+  v1::KvWriteHoldRequest req;
+  req.set_transfer_id("intruder");
+  req.add_dst_blocks(0);
+  stream->Write(req);
+  stream->WritesDone();
+  v1::KvWriteHoldResponse resp;
+  while (stream->Read(&resp)) {
+  }
+  return stream->Finish();
+}
+
 grpc::Status Prefill(const std::shared_ptr<grpc::Channel>& channel) {
   v1::PrefillRequest req;
   req.set_request_id("intruder");
@@ -282,12 +298,14 @@ TEST_F(TlsClusterTest, InternalRpcsWithoutTheClusterCredentialAreRefused) {
     EXPECT_THAT(s.error_message(), HasSubstr("client certificate"));
   }
   EXPECT_EQ(ReserveKv(anonymous(decode)).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(HoldKvWrite(anonymous(decode)).error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(Prefill(anonymous(prefill)).error_code(), grpc::StatusCode::UNAVAILABLE);
 
   // The cluster's certificate but not its token.
   const auto cert_only = CertificateOnly();
   for (const grpc::Status& s : {RegisterWorker(cert_only->Dial(router)), ReportLoad(cert_only->Dial(router)),
-                                ReserveKv(cert_only->Dial(decode)), Prefill(cert_only->Dial(prefill))}) {
+                                ReserveKv(cert_only->Dial(decode)), HoldKvWrite(cert_only->Dial(decode)),
+                                Prefill(cert_only->Dial(prefill))}) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << s.error_message();
     EXPECT_THAT(s.error_message(), HasSubstr("cluster token"));
   }
