@@ -30,9 +30,9 @@ class KvPoolView;
 struct KvTransferSpec;
 
 // What every ExportPool checks first: INVALID_ARGUMENT "cannot export an
-// empty KV pool over <transport> (...)" for a pool with no
-// layer, no block or no bytes per block (a descriptor of it would describe
-// nothing a peer could write).
+// empty KV pool over <transport> (...)" for a pool with no layer, no block
+// or no bytes per block (its descriptor would describe nothing a peer could
+// write).
 absl::Status CheckExportablePool(KvPoolView& pool, std::string_view transport);
 
 // INVALID_ARGUMENT naming the block when one is outside [0, num_blocks),
@@ -65,9 +65,10 @@ absl::Status MissedDeadline(std::string_view transfer);
 bool PastDeadline(const KvTransferSpec& spec, absl::Time now = absl::Now());
 
 // DEADLINE_EXCEEDED ("KV transfer <id> missed its deadline") once the
-// transfer's deadline passed (`now` for tests). Every transport checks it
+// transfer's deadline passed (`now` for tests). The senders check it
 // before issuing a write: past the deadline the destination may already be
-// another request's.
+// another request's. (Staged UCX leaves it to the decode side's write gate,
+// which turns a late chunk away without dropping the shared connection.)
 absl::Status CheckTransferDeadline(const KvTransferSpec& spec, absl::Time now = absl::Now());
 
 // When a Finish that starts at `now` must give up waiting for its writes to
