@@ -5,31 +5,19 @@
 // generation prompt, renders to identical text, and where the reference
 // raises (raise_exception, or a type error Python would raise too) so does
 // tandem.
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <functional>
-#include <sstream>
-
-#include <unistd.h>
 
 #include "common/chat_template/chat_template.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/js_reference.h"
 #include "tests/testing/paths.h"
 
 namespace tandem {
 namespace {
 
-using testing::BinaryDir;
+using testing::ReadBinaryFile;
 using testing::SourceDir;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 class ChatTemplateReferenceTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -49,32 +37,10 @@ class ChatTemplateReferenceTest : public ::testing::TestWithParam<std::string> {
   static void LoadReference(const std::string& js, std::string* error) {
     const std::string corpus = SourceDir() + "/tests/common/chat_template/testdata/conversations.json";
     const std::string script = js + "/chat_template_reference.mjs";
-    // Node's output is cached in the build tree, keyed by all it depends
-    // on, so the per-case test processes CTest starts run node once.
-    const size_t key =
-        std::hash<std::string>()(ReadFile(corpus) + ReadFile(script) + ReadFile(js + "/package-lock.json"));
-    const std::filesystem::path cache =
-        std::filesystem::path(BinaryDir()) / ("chat_template_js_reference_" + std::to_string(key) + ".json");
-    std::string out = ReadFile(cache.string());
-    if (out.empty()) {
-      const std::string cmd = "node '" + script + "' '" + corpus + "'";
-      FILE* f = popen(cmd.c_str(), "r");
-      if (f == nullptr) {
-        *error = "cannot run: " + cmd;
-        return;
-      }
-      char buf[65536];
-      while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
-      if (pclose(f) != 0) {
-        *error = "node failed: " + cmd;
-        return;
-      }
-      const std::string tmp = cache.string() + "." + std::to_string(::getpid());
-      std::ofstream(tmp, std::ios::binary) << out;
-      std::filesystem::rename(tmp, cache);
-    }
+    std::string out;
+    if (!testing::RunJsReference(script, corpus, "chat_template_js_reference", &out, error)) return;
     // Ordered: the conversations' key order reaches `tojson` as in the reference.
-    corpus_ = new nlohmann::ordered_json(nlohmann::ordered_json::parse(ReadFile(corpus)));
+    corpus_ = new nlohmann::ordered_json(nlohmann::ordered_json::parse(ReadBinaryFile(corpus)));
     reference_ = new nlohmann::json(nlohmann::json::parse(out));
   }
 

