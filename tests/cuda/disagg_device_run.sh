@@ -38,20 +38,8 @@ BINARIES="tandem tandem-router tandem-prefill-worker tandem-decode-worker tandem
 
 if [[ ${1:-} == stage ]]; then
   set -e
-  BUILD=${2:-build-ipc}
-  rm -rf "$D" "$PACK"
-  bash tools/stage_device.sh "$BUILD" "$D" $BINARIES
-  # UCX loads its transport plugins (here: CMA) from a module directory,
-  # not through the binaries' link map, so stage_device.sh misses them.
-  mkdir -p "$D/lib/ucx"
-  for m in /usr/lib/x86_64-linux-gnu/ucx/libuct_cma.so.0; do
-    cp -L "$m" "$D/lib/ucx/$(basename "$m")"
-    cp -L "$m" "$D/lib/ucx/$(basename "$m" .0)"
-  done
-  [[ -d .device/model8b ]] && cp -r .device/model8b "$D/model8b"
-  mkdir -p "$(dirname "$PACK")"
-  tar -C "$ROOT" -czf "$PACK" .device-disagg
-  ls -la "$PACK"
+  source "$ROOT/tests/cuda/stage_pack.sh"
+  stage_pack "${2:-build-ipc}" "$D" "$PACK" --ucx_modules --model8b=device -- $BINARIES
   exit 0
 fi
 

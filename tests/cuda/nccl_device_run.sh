@@ -34,18 +34,8 @@ BINARIES="tandem tandem-router tandem-prefill-worker tandem-decode-worker nccl_g
 
 if [[ ${1:-} == stage ]]; then
   set -e
-  BUILD=${2:-build-nccl}
-  rm -rf "$D" "$PACK"
-  bash tools/stage_device.sh "$BUILD" "$D" $BINARIES
-  mkdir -p "$D/lib/ucx"
-  for m in /usr/lib/x86_64-linux-gnu/ucx/libuct_cma.so.0; do
-    cp -L "$m" "$D/lib/ucx/$(basename "$m")"
-    cp -L "$m" "$D/lib/ucx/$(basename "$m" .0)"
-  done
-  [[ -d .device/model8b ]] && cp -r .device/model8b "$D/model8b"
-  mkdir -p "$(dirname "$PACK")"
-  tar -C "$ROOT" -czf "$PACK" .device-nccl
-  ls -la "$PACK"
+  source "$ROOT/tests/cuda/stage_pack.sh"
+  stage_pack "${2:-build-nccl}" "$D" "$PACK" --ucx_modules --model8b=device -- $BINARIES
   exit 0
 fi
 

