@@ -10,8 +10,8 @@
 
 namespace tandem {
 
-KvWriteHolds::KvWriteHolds(KvWriteGate& gate, absl::Duration max_hold)
-    : gate_(gate), max_hold_(max_hold), watchdog_([this] { Watchdog(); }) {}
+KvWriteHolds::KvWriteHolds(KvReservations& reservations, absl::Duration max_hold)
+    : reservations_(reservations), max_hold_(max_hold), watchdog_([this] { Watchdog(); }) {}
 
 KvWriteHolds::~KvWriteHolds() {
   {
@@ -38,6 +38,14 @@ void KvWriteHolds::SetMetrics(MetricsServer& server) {
                        .Labels(server.const_labels())
                        .Register(server.registry())
                        .Add({});
+  outlived_release_counter_ =
+      &prometheus::BuildCounter()
+           .Name("tandem_kv_write_holds_outlived_release_total")
+           .Help("Holds whose reservation was released or expired while held (a cancel, a deadline, a lost "
+                 "router): its blocks went back to the pool only when the writer's hold ended.")
+           .Labels(server.const_labels())
+           .Register(server.registry())
+           .Add({});
 }
 
 grpc::Status KvWriteHolds::Serve(
@@ -53,7 +61,7 @@ grpc::Status KvWriteHolds::Serve(
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a KV write hold names no blocks");
   }
   const std::vector<int32_t> blocks(req.dst_blocks().begin(), req.dst_blocks().end());
-  if (absl::Status pinned = gate_.PinForWrite(req.transfer_id(), blocks); !pinned.ok()) {
+  if (absl::Status pinned = reservations_.PinForWrite(req.transfer_id(), blocks); !pinned.ok()) {
     if (refused_ != nullptr) refused_->Increment();
     return ToGrpcStatus(pinned);
   }
@@ -77,7 +85,13 @@ grpc::Status KvWriteHolds::Serve(
     extra_request = stream->Read(&more);
   }
   const bool expired = Unwatch(ctx);
-  gate_.Unpin(req.transfer_id());
+  // Still pinned here, so a reservation unknown to WritableBlocks is one
+  // released or expired meanwhile, its blocks held back by this pin alone.
+  if (!reservations_.WritableBlocks(req.transfer_id()).ok()) {
+    outlived_release_.fetch_add(1);
+    if (outlived_release_counter_ != nullptr) outlived_release_counter_->Increment();
+  }
+  reservations_.Unpin(req.transfer_id());
   if (active_gauge_ != nullptr) active_gauge_->Decrement();
   if (expired) {
     if (expired_ != nullptr) expired_->Increment();

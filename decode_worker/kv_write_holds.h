@@ -19,6 +19,7 @@
 // Serve (it unregisters before it returns, so the ServerContext is alive).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <thread>
 
@@ -27,7 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/metrics/metrics_server.h"
-#include "common/transport/kv_transport.h"
+#include "decode_worker/kv_reservations.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -39,15 +40,15 @@ class KvWriteHolds {
  public:
   static constexpr absl::Duration kDefaultMaxHold = absl::Seconds(60);
 
-  // `gate` (the worker's KvReservations) must outlive this.
-  explicit KvWriteHolds(KvWriteGate& gate, absl::Duration max_hold = kDefaultMaxHold);
+  // `reservations` (the write gate) must outlive this.
+  explicit KvWriteHolds(KvReservations& reservations, absl::Duration max_hold = kDefaultMaxHold);
   ~KvWriteHolds();  // joins the watchdog; every Serve must have returned
   KvWriteHolds(const KvWriteHolds&) = delete;
   KvWriteHolds& operator=(const KvWriteHolds&) = delete;
 
   // Before serving: the longest a hold may last, and (optional) where
-  // tandem_kv_write_holds_total{outcome} and tandem_kv_write_holds_active
-  // are published.
+  // tandem_kv_write_holds_total{outcome}, tandem_kv_write_holds_active and
+  // tandem_kv_write_holds_outlived_release_total are published.
   void set_max_hold(absl::Duration max_hold) { max_hold_ = max_hold; }
   void SetMetrics(MetricsServer& server);
 
@@ -59,6 +60,9 @@ class KvWriteHolds {
 
   // Holds granted and not yet ended.
   int active() const;
+  // Holds whose reservation was released or expired while they held it
+  // (its blocks went back only at the hold's end): the case holds exist for.
+  int64_t outlived_release() const { return outlived_release_.load(); }
 
  private:
   struct Watched {
@@ -69,12 +73,14 @@ class KvWriteHolds {
   bool Unwatch(grpc::ServerContext* ctx);
   void Watchdog();
 
-  KvWriteGate& gate_;
+  KvReservations& reservations_;
   absl::Duration max_hold_;  // set before serving
   prometheus::Counter* granted_ = nullptr;   // set before serving; may stay null
   prometheus::Counter* refused_ = nullptr;
   prometheus::Counter* expired_ = nullptr;
   prometheus::Gauge* active_gauge_ = nullptr;
+  prometheus::Counter* outlived_release_counter_ = nullptr;
+  std::atomic<int64_t> outlived_release_{0};
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<grpc::ServerContext*, Watched> watched_ ABSL_GUARDED_BY(mu_);

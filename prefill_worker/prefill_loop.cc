@@ -325,10 +325,6 @@ void PrefillLoop::Complete(SeqId id, const SampleResult* first, absl::Time compu
   active_.erase(id);
 }
 
-}  // namespace tandem
-
-namespace tandem {
-
 void PrefillLoop::OpenWriteHold(Active& a) {
   if (write_holder_ == nullptr || a.hold != nullptr) return;
   const v1::ReserveKvResponse& dest = a.job->destination;

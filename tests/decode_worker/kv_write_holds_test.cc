@@ -143,6 +143,7 @@ TEST_F(KvWriteHoldsTest, AReleaseWhileHeldKeepsTheBlocksUntilTheHoldEnds) {
   EXPECT_TRUE(End(*h).ok());
   EXPECT_EQ(reservations_.reserved_blocks(), 0);
   EXPECT_EQ(holds_->active(), 0);
+  EXPECT_EQ(holds_->outlived_release(), 1);
   auto bystander = reservations_.Reserve("bystander", 3, Later());
   ASSERT_TRUE(bystander.ok()) << bystander.status();
   reservations_.Release("bystander");
@@ -162,6 +163,7 @@ TEST_F(KvWriteHoldsTest, AHoldEndedBeforeAnyReleaseLeavesTheReservationToItsClai
   end.join();
   ASSERT_TRUE(claimed.ok()) << claimed.status();
   EXPECT_EQ(*claimed, *blocks);
+  EXPECT_EQ(holds_->outlived_release(), 0);
   EXPECT_TRUE(allocator_.Release(*claimed).ok());
 }
 

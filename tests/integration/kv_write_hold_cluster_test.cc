@@ -37,8 +37,11 @@ class KvWriteHoldClusterTest : public ::testing::Test {
   static void TearDownTestSuite() { delete model_dir_; }
 
   // Prompt chunks of at most 64 tokens: a long prompt takes several steps,
-  // so cancels land between and during its chunks and its transfer. A
-  // small decode pool: freed blocks go to the next request at once.
+  // so cancels land between and during its chunks and its transfer. The
+  // decode pool hands out the blocks freed last first (the allocator is
+  // LIFO), so a cancelled request's blocks are the next request's; it is
+  // large enough for the cancelled reservations still held by their
+  // writers when a loaded machine makes prefill steps slow.
   std::unique_ptr<LocalCluster> StartCluster() {
     LocalClusterOptions o;
     o.security = testing::TestSecurity();  // TANDEM_TEST_TLS=1: the hold RPC under mutual TLS and tokens
@@ -48,7 +51,7 @@ class KvWriteHoldClusterTest : public ::testing::Test {
     o.bin_dir = testing::BinDir();
     o.log_dir = logs_.str();
     o.prefill_args = {"--num_threads=1", "--max_batch_tokens=128", "--max_chunk_tokens=64"};
-    o.decode_args = {"--num_threads=1", "--num_kv_blocks=160"};
+    o.decode_args = {"--num_threads=1", "--num_kv_blocks=512"};
     auto c = LocalCluster::Start(o);
     EXPECT_TRUE(c.ok()) << c.status();
     return c.ok() ? std::move(*c) : nullptr;
@@ -158,6 +161,11 @@ TEST_F(KvWriteHoldClusterTest, CancelsMidTransferNeverReachABystandersBlocks) {
   EXPECT_GE(DecodeMetric(*cluster, "tandem_kv_write_holds_total", {"outcome=\"granted\""}),
             static_cast<double>(prompts.size() * kRounds))
       << "the prefill worker wrote without holding the decode worker's blocks";
+  // And some cancel's release came while the prefill worker still held the
+  // blocks: the case the holds exist for, which without them frees blocks
+  // a put may still land in.
+  EXPECT_GT(DecodeMetric(*cluster, "tandem_kv_write_holds_outlived_release_total"), 0)
+      << "no reservation was released while held: the cancels missed the prefill window";
   EXPECT_EQ(DecodeMetric(*cluster, "tandem_kv_write_holds_active"), 0);
   EXPECT_EQ(DecodeMetric(*cluster, "tandem_kv_write_holds_total", {"outcome=\"expired\""}), 0);
   absl::Status stopped = cluster->Stop();
