@@ -47,6 +47,7 @@ struct KvWriteHold::State {
   absl::Status refusal;   // when answered && !granted
   absl::Time sent;        // before the request went out
   absl::Time safe_until = absl::InfinitePast();  // once granted
+  absl::Time renew_after = absl::InfinitePast();  // once granted: half-way to safe_until
   // Sequencing of the half-close: one write outstanding at a time, and
   // WritesDone once, after the request's write completed.
   bool write_done = false;
@@ -111,6 +112,7 @@ class KvWriteHold::Call final : public grpc::ClientBidiReactor<v1::KvWriteHoldRe
         state_->granted = true;
         const absl::Duration max_hold = absl::Seconds(std::max(0.0, resp_.max_hold_seconds()));
         state_->safe_until = state_->sent + max_hold - SafetyMargin(max_hold);
+        state_->renew_after = state_->sent + (max_hold - SafetyMargin(max_hold)) / 2;
       }
     }
     state_->answered_cv.notify_all();
@@ -180,6 +182,11 @@ absl::Status KvWriteHold::Held() const {
     return absl::DeadlineExceededError("the KV write hold reached the decode worker's maximum");
   }
   return absl::OkStatus();
+}
+
+bool KvWriteHold::renewal_due() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->granted && (state_->done || absl::Now() >= state_->renew_after);
 }
 
 std::unique_ptr<KvWriteHold> KvWriteHolder::Open(const std::string& decode_address, const std::string& transfer_id,

@@ -55,6 +55,12 @@ class KvWriteHold {
   // maximum (counted from before the request was sent, so never later than
   // the decode side's own clock): a put is safe only while this is OK.
   absl::Status Held() const;
+  // Granted, and either ended by the decode side or past half of its safe
+  // span: before any put, the loop replaces such a hold with a fresh one,
+  // so the decode side's maximum bounds the transfer (a step and the
+  // transfer's end), not a long prompt's compute. A refused hold is never
+  // due (a new one would be refused too).
+  bool renewal_due() const;
 
  private:
   class Call;  // the gRPC reactor; deleted by the later of the call's end and ~KvWriteHold

@@ -202,6 +202,13 @@ void PrefillLoop::RunStep(const StepPlan& plan) {
       a.first_chunk = start;
       // The hold's round trip overlaps this and later chunks' compute.
       OpenWriteHold(a);
+    } else if (a.transfer == nullptr && a.hold != nullptr && a.hold->renewal_due()) {
+      // Nothing written yet, and a long prompt's chunks used up half of the
+      // hold's span: take a fresh one, so that the transfer (which may
+      // start in this step) has a whole span before the decode side's
+      // maximum ends it.
+      a.hold.reset();
+      OpenWriteHold(a);
     }
     if (!c.samples()) continue;
     shipping.push_back(&a);

@@ -9,6 +9,7 @@
 // without exercising them, and ends with every block back within 2 s.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <thread>
@@ -42,7 +43,8 @@ class KvWriteHoldClusterTest : public ::testing::Test {
   // LIFO), so a cancelled request's blocks are the next request's; it is
   // large enough for the cancelled reservations still held by their
   // writers when a loaded machine makes prefill steps slow.
-  std::unique_ptr<LocalCluster> StartCluster() {
+  std::unique_ptr<LocalCluster> StartCluster(std::vector<std::string> extra_prefill_args = {},
+                                             std::vector<std::string> extra_decode_args = {}) {
     LocalClusterOptions o;
     o.security = testing::TestSecurity();  // TANDEM_TEST_TLS=1: the hold RPC under mutual TLS and tokens
     o.num_prefill = 1;
@@ -52,6 +54,8 @@ class KvWriteHoldClusterTest : public ::testing::Test {
     o.log_dir = logs_.str();
     o.prefill_args = {"--num_threads=1", "--max_batch_tokens=128", "--max_chunk_tokens=64"};
     o.decode_args = {"--num_threads=1", "--num_kv_blocks=512"};
+    o.prefill_args.insert(o.prefill_args.end(), extra_prefill_args.begin(), extra_prefill_args.end());
+    o.decode_args.insert(o.decode_args.end(), extra_decode_args.begin(), extra_decode_args.end());
     auto c = LocalCluster::Start(o);
     EXPECT_TRUE(c.ok()) << c.status();
     return c.ok() ? std::move(*c) : nullptr;
@@ -209,5 +213,54 @@ TEST_F(KvWriteHoldClusterTest, APrefillWorkerKilledWhileHoldingGivesEveryDecodeB
   EXPECT_EQ(DecodeMetric(*cluster, "tandem_kv_write_holds_active"), 0);
 }
 
+// The decode side's maximum bounds a hold's transfer, not a long prompt's
+// compute: with a 0.3 s maximum and prompts whose chunks take longer (one
+// 16-token chunk per step), the prefill worker replaces a hold half-way
+// through before its first put, so every request is served with the
+// single-process tokens and no hold is ended by the maximum.
+TEST_F(KvWriteHoldClusterTest, AHoldLapsedDuringALongPromptIsRenewedBeforeAnyPut) {
+  auto cluster = StartCluster({"--max_chunk_tokens=16"}, {"--kv_write_hold_max_seconds=0.3"});
+  ASSERT_NE(cluster, nullptr);
+  std::vector<std::string> prompts;
+  for (int i = 0; i < 3; ++i) prompts.push_back(LongPrompt(40 + i) + " " + LongPrompt(50 + i));  // ~500 tokens
+  const RequestSpec base = Greedy("", 6);
+  const std::vector<std::vector<int32_t>> reference = testing::MonolithicTokens(model_dir_->str(), base, prompts);
+  std::vector<StreamResult> got(prompts.size());
+  std::vector<absl::Duration> took(prompts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    threads.emplace_back([&, i] {
+      // A channel per client, closed when it is done: an open one keeps
+      // the router's shutdown waiting out its grace.
+      auto stub = testing::RouterStub(cluster->router_address());
+      const absl::Time start = absl::Now();
+      got[i] = testing::StreamGenerate(*stub, testing::ToGenerateRequest(Greedy(prompts[i], 6)));
+      took[i] = absl::Now() - start;
+    });
+  }
+  for (auto& t : threads) t.join();
+  absl::Duration longest;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_TRUE(got[i].status.ok()) << got[i].status.error_code() << " " << got[i].status.error_message();
+    EXPECT_EQ(got[i].tokens, reference[i]) << "request " << i;
+    longest = std::max(longest, took[i]);
+  }
+  const double granted = DecodeMetric(*cluster, "tandem_kv_write_holds_total", {"outcome=\"granted\""});
+  EXPECT_GE(granted, static_cast<double>(prompts.size()));
+  if (longest > absl::Milliseconds(400)) {
+    // A prompt computed past its first hold's half-way point (about
+    // 0.11 s) before its transfer: its hold was renewed.
+    EXPECT_GT(granted, static_cast<double>(prompts.size())) << "the requests took up to " << longest;
+  }
+  EXPECT_EQ(DecodeMetric(*cluster, "tandem_kv_write_holds_total", {"outcome=\"expired\""}), 0)
+      << "a hold was left to the decode side's maximum";
+  absl::Status no_blocks =
+      testing::WaitForNoUsedBlocks(cluster->decode_addresses(), cluster->prefill_addresses(), kBlocksBackWithin);
+  EXPECT_TRUE(no_blocks.ok()) << no_blocks;
+  absl::Status stopped = cluster->Stop();
+  EXPECT_TRUE(stopped.ok()) << stopped;
+}
+
 }  // namespace
 }  // namespace tandem
+

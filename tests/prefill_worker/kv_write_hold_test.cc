@@ -3,7 +3,8 @@
 // loopback: a granted hold keeps a released reservation's blocks until the
 // KvWriteHold is destroyed, without the destructor waiting; a refusal or
 // an unreachable decode worker comes back as a status naming no address;
-// a hold stops counting as held before the decode side's maximum. Every
+// a hold is due for renewal half-way and stops counting as held before the
+// decode side's maximum. Every
 // test ends with every block back in the allocator.
 #include "prefill_worker/kv_write_hold.h"
 
@@ -90,6 +91,7 @@ TEST_F(KvWriteHoldTest, AGrantedHoldKeepsAReleasedReservationsBlocksUntilItIsDes
   auto hold = std::make_unique<KvWriteHold>(*stub_, "t1", *blocks);
   ASSERT_TRUE(hold->WaitGranted(Soon()).ok());
   EXPECT_TRUE(hold->Held().ok());
+  EXPECT_FALSE(hold->renewal_due());
   reservations_.Release("t1");
   absl::SleepFor(absl::Milliseconds(30));
   EXPECT_EQ(reservations_.reserved_blocks(), 5) << "released while held: the blocks must stay out of the pool";
@@ -111,6 +113,7 @@ TEST_F(KvWriteHoldTest, AHoldOnAReleasedReservationIsRefused) {
   absl::Status granted = hold.WaitGranted(Soon());
   EXPECT_EQ(granted.code(), absl::StatusCode::kNotFound) << granted;
   EXPECT_FALSE(hold.Held().ok());
+  EXPECT_FALSE(hold.renewal_due());  // refused, never granted: not renewed
 }
 
 TEST_F(KvWriteHoldTest, AnUnreachableDecodeWorkerIsUnavailableNamingNoAddress) {
@@ -135,6 +138,7 @@ TEST_F(KvWriteHoldTest, AHoldStopsCountingBeforeTheDecodeSidesMaximum) {
   const absl::Time give_up = absl::Now() + absl::Seconds(2);
   while (hold.Held().ok() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(2));
   EXPECT_FALSE(hold.Held().ok());
+  EXPECT_TRUE(hold.renewal_due());  // the loop takes a fresh one if nothing was written yet
   // ... then the decode side ends the hold and frees the released blocks.
   reservations_.Release("t1");
   EXPECT_TRUE(ReservedBlocksReach(0, absl::Seconds(2)));
