@@ -214,43 +214,50 @@ TEST_F(KvWriteHoldClusterTest, APrefillWorkerKilledWhileHoldingGivesEveryDecodeB
 }
 
 // The decode side's maximum bounds a hold's transfer, not a long prompt's
-// compute: with a 0.3 s maximum and prompts whose chunks take longer (one
-// 16-token chunk per step), the prefill worker replaces a hold half-way
-// through before its first put, so every request is served with the
-// single-process tokens and no hold is ended by the maximum.
-TEST_F(KvWriteHoldClusterTest, AHoldLapsedDuringALongPromptIsRenewedBeforeAnyPut) {
-  auto cluster = StartCluster({"--max_chunk_tokens=16"}, {"--kv_write_hold_max_seconds=0.3"});
+// compute: with a 1 s maximum (its safe span 0.75 s, renewed half-way) and
+// prompts computed in 8-token chunks, the prefill worker replaces a hold
+// that is due before its first put, so every request is served with the
+// single-process tokens and no hold is ended by the maximum. A prompt that
+// computed longer than the renewal point had its hold renewed.
+TEST_F(KvWriteHoldClusterTest, AHoldDueDuringALongPromptIsRenewedBeforeAnyPut) {
+  constexpr absl::Duration kMaxHold = absl::Seconds(1);
+  auto cluster = StartCluster({"--max_chunk_tokens=8"},
+                              {absl::StrCat("--kv_write_hold_max_seconds=", absl::ToDoubleSeconds(kMaxHold))});
   ASSERT_NE(cluster, nullptr);
   std::vector<std::string> prompts;
   for (int i = 0; i < 3; ++i) prompts.push_back(LongPrompt(40 + i) + " " + LongPrompt(50 + i));  // ~500 tokens
   const RequestSpec base = Greedy("", 6);
   const std::vector<std::vector<int32_t>> reference = testing::MonolithicTokens(model_dir_->str(), base, prompts);
   std::vector<StreamResult> got(prompts.size());
-  std::vector<absl::Duration> took(prompts.size());
+  std::vector<double> prefill_seconds(prompts.size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < prompts.size(); ++i) {
     threads.emplace_back([&, i] {
       // A channel per client, closed when it is done: an open one keeps
       // the router's shutdown waiting out its grace.
       auto stub = testing::RouterStub(cluster->router_address());
-      const absl::Time start = absl::Now();
-      got[i] = testing::StreamGenerate(*stub, testing::ToGenerateRequest(Greedy(prompts[i], 6)));
-      took[i] = absl::Now() - start;
+      grpc::ClientContext ctx;
+      auto reader = stub->Generate(&ctx, testing::ToGenerateRequest(Greedy(prompts[i], 6)));
+      v1::GenerateResponse resp;
+      while (reader->Read(&resp)) {
+        for (const v1::GeneratedToken& t : resp.tokens()) got[i].tokens.push_back(t.id());
+        if (resp.has_timing()) prefill_seconds[i] = resp.timing().prefill_seconds();
+      }
+      got[i].status = reader->Finish();
     });
   }
   for (auto& t : threads) t.join();
-  absl::Duration longest;
+  double longest_prefill = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
     EXPECT_TRUE(got[i].status.ok()) << got[i].status.error_code() << " " << got[i].status.error_message();
     EXPECT_EQ(got[i].tokens, reference[i]) << "request " << i;
-    longest = std::max(longest, took[i]);
+    longest_prefill = std::max(longest_prefill, prefill_seconds[i]);
   }
   const double granted = DecodeMetric(*cluster, "tandem_kv_write_holds_total", {"outcome=\"granted\""});
   EXPECT_GE(granted, static_cast<double>(prompts.size()));
-  if (longest > absl::Milliseconds(400)) {
-    // A prompt computed past its first hold's half-way point (about
-    // 0.11 s) before its transfer: its hold was renewed.
-    EXPECT_GT(granted, static_cast<double>(prompts.size())) << "the requests took up to " << longest;
+  // The first hold goes out at the first chunk and is due 0.375 s later.
+  if (longest_prefill > 0.5) {
+    EXPECT_GT(granted, static_cast<double>(prompts.size())) << "a prefill took " << longest_prefill << " s";
   }
   EXPECT_EQ(DecodeMetric(*cluster, "tandem_kv_write_holds_total", {"outcome=\"expired\""}), 0)
       << "a hold was left to the decode side's maximum";
