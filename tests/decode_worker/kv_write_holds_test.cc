@@ -12,26 +12,14 @@
 #include "decode_worker/kv_reservations.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/decode_worker/hold_only_service.h"
 
 namespace tandem {
 namespace {
 
 constexpr int32_t kBlocks = 8;
 
-// The DecodeService with only its HoldKvWrite method: the test's adapter
-// from the generated service to the class under test.
-class HoldOnlyService final : public v1::DecodeService::Service {
- public:
-  explicit HoldOnlyService(KvWriteHolds& holds) : holds_(holds) {}
-  grpc::Status HoldKvWrite(
-      grpc::ServerContext* ctx,
-      grpc::ServerReaderWriter<v1::KvWriteHoldResponse, v1::KvWriteHoldRequest>* stream) override {
-    return holds_.Serve(ctx, stream);
-  }
-
- private:
-  KvWriteHolds& holds_;
-};
+using testing::HoldOnlyService;
 
 using HoldStream = grpc::ClientReaderWriter<v1::KvWriteHoldRequest, v1::KvWriteHoldResponse>;
 

@@ -31,6 +31,14 @@ struct RequestSpec {
   std::vector<std::string> stop;
 };
 
+// A greedy request of `max_new_tokens` for `prompt`.
+inline RequestSpec Greedy(std::string prompt, int32_t max_new_tokens) {
+  RequestSpec s;
+  s.prompt = std::move(prompt);
+  s.max_new_tokens = max_new_tokens;
+  return s;
+}
+
 struct StreamResult {
   std::vector<int32_t> tokens;
   std::string text;

@@ -28,6 +28,7 @@
 namespace tandem {
 namespace {
 
+using testing::Greedy;
 using testing::RequestSpec;
 using testing::StreamResult;
 
@@ -100,13 +101,6 @@ class IsolationTest : public ::testing::Test {
 };
 
 testing::TempDir* IsolationTest::model_dir_ = nullptr;
-
-RequestSpec Greedy(std::string prompt, int32_t max_new_tokens) {
-  RequestSpec s;
-  s.prompt = std::move(prompt);
-  s.max_new_tokens = max_new_tokens;
-  return s;
-}
 
 // A prompt long enough that prefill and its transfer take a few ms.
 std::string LongPrompt(int i) {

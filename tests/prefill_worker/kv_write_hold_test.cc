@@ -14,26 +14,14 @@
 #include "decode_worker/kv_write_holds.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/decode_worker/hold_only_service.h"
 
 namespace tandem {
 namespace {
 
 constexpr int32_t kBlocks = 8;
 
-// The DecodeService with only its HoldKvWrite method, served by the decode
-// worker's own class.
-class HoldOnlyService final : public v1::DecodeService::Service {
- public:
-  explicit HoldOnlyService(KvWriteHolds& holds) : holds_(holds) {}
-  grpc::Status HoldKvWrite(
-      grpc::ServerContext* ctx,
-      grpc::ServerReaderWriter<v1::KvWriteHoldResponse, v1::KvWriteHoldRequest>* stream) override {
-    return holds_.Serve(ctx, stream);
-  }
-
- private:
-  KvWriteHolds& holds_;
-};
+using testing::HoldOnlyService;
 
 class KvWriteHoldTest : public ::testing::Test {
  protected:
