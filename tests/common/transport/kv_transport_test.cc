@@ -144,8 +144,8 @@ TEST_P(TransportTest, ConnectionsAreReusedAndRebuiltAfterDisconnect) {
 }
 
 TEST_P(TransportTest, HandshakeRefusesEachMismatchedFieldByName) {
+  TestPool dst(SmallLayout(), 6, 0);  // first: a pool outlives the transport it is exported over
   auto sender = Make(), receiver = Make();
-  TestPool dst(SmallLayout(), 6, 0);
   auto desc = receiver->ExportPool(dst, kDecode);
   ASSERT_TRUE(desc.ok()) << desc.status();
   struct Case {
@@ -181,8 +181,8 @@ TEST_P(TransportTest, HandshakeRefusesEachMismatchedFieldByName) {
 }
 
 TEST_P(TransportTest, BadBlockListsAreInvalidArguments) {
+  TestPool src(SmallLayout(), 6, 0), dst(SmallLayout(), 6, 0);  // first: pools outlive the transports
   auto sender = Make(), receiver = Make();
-  TestPool src(SmallLayout(), 6, 0), dst(SmallLayout(), 6, 0);
   auto desc = receiver->ExportPool(dst, kDecode);
   ASSERT_TRUE(desc.ok()) << desc.status();
   const absl::Time deadline = absl::Now() + absl::Seconds(5);
@@ -197,8 +197,10 @@ TEST_P(TransportTest, BadBlockListsAreInvalidArguments) {
 }
 
 TEST_P(TransportTest, APassedDeadlineIsDeadlineExceeded) {
-  auto sender = Make(), receiver = Make();
+  // The pools first: a receiver's thread may still touch its pool (a late
+  // chunk) until the transport is destroyed.
   TestPool src(SmallLayout(), 6, 0), dst(SmallLayout(), 6, kDestTag);
+  auto sender = Make(), receiver = Make();
   auto desc = receiver->ExportPool(dst, kDecode);
   ASSERT_TRUE(desc.ok()) << desc.status();
   auto t = sender->StartTransfer(src, kPrefill, *desc, {"late", {0, 1}, {2, 3}, absl::Now() - absl::Seconds(1)});
@@ -210,8 +212,8 @@ TEST_P(TransportTest, APassedDeadlineIsDeadlineExceeded) {
 }
 
 TEST_P(TransportTest, AGonePeerIsAnErrorNotAHang) {
+  TestPool src(SmallLayout(), 6, 0), dst(SmallLayout(), 6, 0);  // first: pools outlive the transports
   auto sender = Make();
-  TestPool src(SmallLayout(), 6, 0), dst(SmallLayout(), 6, 0);
   v1::KvPoolDescriptor desc;
   {
     auto receiver = Make();
@@ -247,9 +249,9 @@ TEST(TransportFactoryTest, KnownNamesAndRefusals) {
 }
 
 TEST(TransportMismatchTest, ADescriptorOfAnotherTransportIsRefused) {
+  TestPool src(SmallLayout(), 6, 0), dst(SmallLayout(), 6, 0);  // first: pools outlive the transports
   auto inproc = *CreateKvTransport("inproc");
   auto ucx = *CreateKvTransport("ucx");
-  TestPool src(SmallLayout(), 6, 0), dst(SmallLayout(), 6, 0);
   auto desc = inproc->ExportPool(dst, kDecode);
   ASSERT_TRUE(desc.ok());
   auto t = ucx->StartTransfer(src, kPrefill, *desc, {"t", {0}, {1}, absl::InfiniteFuture()});
