@@ -28,7 +28,8 @@ absl::Status RefusalOf(const grpc::Status& s) {
     case absl::StatusCode::kOk:
       return absl::UnavailableError("the decode worker ended the KV write hold before granting it");
     case absl::StatusCode::kUnimplemented:
-      return absl::FailedPreconditionError("the decode worker takes no KV write holds (an older version)");
+      // The prefill loop then writes without a hold (a rolling upgrade).
+      return absl::UnimplementedError("the decode worker takes no KV write holds (an older version)");
     case absl::StatusCode::kUnauthenticated:
       return absl::UnauthenticatedError("the decode worker did not accept this worker's cluster credentials");
     default:

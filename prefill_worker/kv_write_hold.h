@@ -46,7 +46,8 @@ class KvWriteHold {
   // OK once the decode worker granted the hold; its refusal otherwise
   // (NOT_FOUND: the reservation was released, expired or claimed;
   // PERMISSION_DENIED: a block is not the reservation's; UNAVAILABLE: the
-  // decode worker is unreachable), or DEADLINE_EXCEEDED if no answer came
+  // decode worker is unreachable; UNIMPLEMENTED: it is of a version before
+  // holds), or DEADLINE_EXCEEDED if no answer came
   // by `deadline`. Messages are the decode worker's own or name nothing
   // internal.
   absl::Status WaitGranted(absl::Time deadline);

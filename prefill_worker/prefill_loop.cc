@@ -365,6 +365,18 @@ absl::Status PrefillLoop::SecureWrites(Active& a) {
       transfer_finish_timeout_ == absl::InfiniteDuration() ? absl::Seconds(5) : transfer_finish_timeout_;
   absl::Status granted = a.hold->WaitGranted(std::min(a.job->deadline, absl::Now() + answer_within));
   if (granted.ok()) return granted;
+  if (absl::IsUnimplemented(granted)) {
+    // A decode worker of a version before holds (a rolling upgrade): its
+    // pool is written unguarded, as that version always was, rather than
+    // every request placed on it failing until it is upgraded too.
+    const std::string& worker = a.job->destination.pool().worker_id();
+    if (without_holds_.insert(worker).second) {
+      TANDEM_LOG(WARNING) << "decode worker " << worker << " takes no KV write holds (an older version): "
+                          << "its one-sided KV writes are not guarded against a release mid-transfer";
+    }
+    a.hold.reset();
+    return absl::OkStatus();
+  }
   return HoldFailure(a, std::move(granted));
 }
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "common/engine/engine.h"
@@ -141,6 +142,9 @@ class PrefillLoop {
   PrefillMetrics* metrics_;
   TransferCounter* transfers_;
   KvWriteHolder* write_holder_ = nullptr;  // fixed once Start() ran; loop thread only
+  // Decode workers that answered a hold UNIMPLEMENTED (an older version,
+  // during a rolling upgrade), each logged once. Loop thread only.
+  absl::flat_hash_set<std::string> without_holds_;
   Scheduler scheduler_;                          // loop thread only
   absl::flat_hash_map<SeqId, Active> active_;    // loop thread only
   SeqId next_id_ = 1;                            // loop thread only

@@ -113,6 +113,28 @@ TEST_F(KvWriteHoldTest, AnUnreachableDecodeWorkerIsUnavailableNamingNoAddress) {
   EXPECT_FALSE(hold.Held().ok());
 }
 
+// A decode worker of a version before holds (its DecodeService leaves
+// HoldKvWrite to gRPC's default): UNIMPLEMENTED, which the prefill loop
+// takes as "write unguarded" during a rolling upgrade, not as a refusal.
+TEST_F(KvWriteHoldTest, ADecodeWorkerWithoutHoldsIsUnimplemented) {
+  v1::DecodeService::Service older;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&older);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::DecodeService::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  {
+    KvWriteHold hold(*stub, "t1", {1, 2});
+    absl::Status granted = hold.WaitGranted(Soon());
+    EXPECT_EQ(granted.code(), absl::StatusCode::kUnimplemented) << granted;
+    EXPECT_FALSE(hold.Held().ok());
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+}
+
 TEST_F(KvWriteHoldTest, AHoldStopsCountingBeforeTheDecodeSidesMaximum) {
   StopServer();
   constexpr absl::Duration kMax = absl::Milliseconds(400);
