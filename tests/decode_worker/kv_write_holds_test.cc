@@ -12,14 +12,10 @@
 #include "decode_worker/kv_reservations.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "tests/decode_worker/hold_only_service.h"
+#include "tests/decode_worker/hold_server_test_base.h"
 
 namespace tandem {
 namespace {
-
-constexpr int32_t kBlocks = 8;
-
-using testing::HoldOnlyService;
 
 using HoldStream = grpc::ClientReaderWriter<v1::KvWriteHoldRequest, v1::KvWriteHoldResponse>;
 
@@ -31,31 +27,8 @@ struct RawHold {
   bool was_granted = false;
 };
 
-class KvWriteHoldsTest : public ::testing::Test {
+class KvWriteHoldsTest : public testing::HoldServerTest {
  protected:
-  void SetUp() override { StartServer(KvWriteHolds::kDefaultMaxHold); }
-
-  void StartServer(absl::Duration max_hold) {
-    StopServer();
-    holds_ = std::make_unique<KvWriteHolds>(reservations_, max_hold);
-    service_ = std::make_unique<HoldOnlyService>(*holds_);
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    builder.RegisterService(service_.get());
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    stub_ = v1::DecodeService::NewStub(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
-  }
-
-  void StopServer() {
-    if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-    server_.reset();
-    service_.reset();
-    holds_.reset();
-  }
-
   void TearDown() override {
     StopServer();
     EXPECT_EQ(reservations_.reserved_blocks(), 0);
@@ -87,26 +60,6 @@ class KvWriteHoldsTest : public ::testing::Test {
     EXPECT_FALSE(h.stream->Read(&more));
     return h.stream->Finish();
   }
-
-  // Polls the reservations (locked; the allocator is not ours to read
-  // while a handler thread may free into it) until `blocks` are held.
-  bool ReservedBlocksReach(int64_t blocks, absl::Duration within) {
-    const absl::Time give_up = absl::Now() + within;
-    while (reservations_.reserved_blocks() != blocks) {
-      if (absl::Now() >= give_up) return false;
-      absl::SleepFor(absl::Milliseconds(2));
-    }
-    return true;
-  }
-
-  absl::Time Later() { return absl::Now() + absl::Seconds(30); }
-
-  BlockAllocator allocator_{kBlocks};
-  KvReservations reservations_{allocator_};
-  std::unique_ptr<KvWriteHolds> holds_;
-  std::unique_ptr<HoldOnlyService> service_;
-  std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<v1::DecodeService::Stub> stub_;
 };
 
 TEST_F(KvWriteHoldsTest, AReleaseWhileHeldKeepsTheBlocksUntilTheHoldEnds) {

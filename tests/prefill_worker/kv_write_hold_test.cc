@@ -14,63 +14,18 @@
 #include "decode_worker/kv_write_holds.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "tests/decode_worker/hold_only_service.h"
+#include "tests/decode_worker/hold_server_test_base.h"
 
 namespace tandem {
 namespace {
 
-constexpr int32_t kBlocks = 8;
-
-using testing::HoldOnlyService;
-
-class KvWriteHoldTest : public ::testing::Test {
+class KvWriteHoldTest : public testing::HoldServerTest {
  protected:
-  void SetUp() override { StartServer(KvWriteHolds::kDefaultMaxHold); }
-
-  void StartServer(absl::Duration max_hold) {
-    holds_ = std::make_unique<KvWriteHolds>(reservations_, max_hold);
-    service_ = std::make_unique<HoldOnlyService>(*holds_);
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
-    builder.RegisterService(service_.get());
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    stub_ = v1::DecodeService::NewStub(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials()));
-  }
-
-  void StopServer() {
-    if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-    server_.reset();
-    service_.reset();
-    holds_.reset();
-  }
-
   void TearDown() override {
     EXPECT_TRUE(ReservedBlocksReach(0, absl::Seconds(2)));
     StopServer();
     EXPECT_EQ(allocator_.num_free(), kBlocks);
   }
-
-  bool ReservedBlocksReach(int64_t blocks, absl::Duration within) {
-    const absl::Time give_up = absl::Now() + within;
-    while (reservations_.reserved_blocks() != blocks) {
-      if (absl::Now() >= give_up) return false;
-      absl::SleepFor(absl::Milliseconds(2));
-    }
-    return true;
-  }
-
-  absl::Time Soon() { return absl::Now() + absl::Seconds(5); }
-  absl::Time Later() { return absl::Now() + absl::Seconds(30); }
-
-  BlockAllocator allocator_{kBlocks};
-  KvReservations reservations_{allocator_};
-  std::unique_ptr<KvWriteHolds> holds_;
-  std::unique_ptr<HoldOnlyService> service_;
-  std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<v1::DecodeService::Stub> stub_;
-  int port_ = 0;
 };
 
 TEST_F(KvWriteHoldTest, AGrantedHoldKeepsAReleasedReservationsBlocksUntilItIsDestroyed) {
@@ -118,21 +73,16 @@ TEST_F(KvWriteHoldTest, AnUnreachableDecodeWorkerIsUnavailableNamingNoAddress) {
 // takes as "write unguarded" during a rolling upgrade, not as a refusal.
 TEST_F(KvWriteHoldTest, ADecodeWorkerWithoutHoldsIsUnimplemented) {
   v1::DecodeService::Service older;
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&older);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::unique_ptr<v1::DecodeService::Stub> stub;
+  std::unique_ptr<grpc::Server> server = testing::ServeOnLoopback(older, &stub);
   ASSERT_NE(server, nullptr);
-  auto stub = v1::DecodeService::NewStub(
-      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
   {
     KvWriteHold hold(*stub, "t1", {1, 2});
     absl::Status granted = hold.WaitGranted(Soon());
     EXPECT_EQ(granted.code(), absl::StatusCode::kUnimplemented) << granted;
     EXPECT_FALSE(hold.Held().ok());
   }
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  testing::StopLoopbackServer(*server);
 }
 
 TEST_F(KvWriteHoldTest, AHoldStopsCountingBeforeTheDecodeSidesMaximum) {
