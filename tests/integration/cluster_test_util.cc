@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/default_model/default_model.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "nlohmann/json.hpp"
@@ -75,6 +76,17 @@ std::string ReadFile(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+absl::Status WriteDefaultModelWithChatTemplate(const std::string& dir, const std::string& chat_template) {
+  if (absl::Status s = WriteDefaultModel(dir); !s.ok()) return s;
+  const std::string config_path = dir + "/tokenizer_config.json";
+  nlohmann::json config = nlohmann::json::parse(ReadFile(config_path), nullptr, /*allow_exceptions=*/false);
+  if (config.is_discarded()) return absl::InternalError(config_path + " is not JSON");
+  config["chat_template"] = chat_template;
+  std::ofstream out(config_path);
+  out << config.dump(2);
+  return out ? absl::OkStatus() : absl::InternalError("cannot write " + config_path);
 }
 
 v1::GenerateRequest ToGenerateRequest(const RequestSpec& spec) {

@@ -75,6 +75,10 @@ constexpr int SanitizerTimeScale() {
 #endif
 }
 
+// The bound for every KV block to be back after a request's
+// failure (cancel, deadline, kill), stretched only in sanitizer builds.
+constexpr absl::Duration kBlocksBackWithin = absl::Seconds(2 * SanitizerTimeScale());
+
 // The router's public API with TestSecurity()'s credentials.
 std::unique_ptr<v1::GenerationService::Stub> RouterStub(const std::string& address);
 
@@ -113,5 +117,9 @@ double SumMetric(const std::string& text, const std::string& name, const std::ve
 
 std::string BinDir();
 std::string ReadFile(const std::string& path);
+
+// The built-in default model written to `dir`, with `chat_template` in its
+// tokenizer_config.json (the default model ships none).
+absl::Status WriteDefaultModelWithChatTemplate(const std::string& dir, const std::string& chat_template);
 
 }  // namespace tandem::testing

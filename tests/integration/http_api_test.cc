@@ -262,11 +262,7 @@ class HttpChatTest : public ::testing::Test {
       "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
       "{% if add_generation_prompt %}assistant:{% endif %}";
   void SetUp() override {
-    ASSERT_TRUE(WriteDefaultModel(dir_.str()).ok());
-    const std::string config_path = dir_.str() + "/tokenizer_config.json";
-    json config = json::parse(testing::ReadFile(config_path));
-    config["chat_template"] = kTemplate;
-    std::ofstream(config_path) << config.dump(2);
+    ASSERT_TRUE(testing::WriteDefaultModelWithChatTemplate(dir_.str(), kTemplate).ok());
     absl::StatusOr<ChatTemplate> t = ChatTemplate::FromModelDir(dir_.str());
     if (t.status().code() == absl::StatusCode::kUnimplemented) GTEST_SKIP() << "chat template renderer not built";
     ASSERT_TRUE(t.ok()) << t.status();

@@ -31,9 +31,7 @@ namespace {
 using testing::Greedy;
 using testing::RequestSpec;
 using testing::StreamResult;
-
-// The bound, stretched only in sanitizer builds.
-constexpr absl::Duration kBlocksBackWithin = absl::Seconds(2 * testing::SanitizerTimeScale());
+using testing::kBlocksBackWithin;
 
 class IsolationTest : public ::testing::Test {
  protected:

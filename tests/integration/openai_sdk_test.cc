@@ -57,11 +57,7 @@ class OpenAiSdkTest : public ::testing::Test {
     if (!std::filesystem::exists(js_dir_ + "/node_modules/openai")) {
       GTEST_SKIP() << "the openai npm package is not installed: run `npm ci --prefix tests/js` (tools/setup.sh does)";
     }
-    ASSERT_TRUE(WriteDefaultModel(dir_.str()).ok());
-    const std::string config_path = dir_.str() + "/tokenizer_config.json";
-    json config = json::parse(testing::ReadFile(config_path));
-    config["chat_template"] = kTemplate;
-    std::ofstream(config_path) << config.dump(2);
+    ASSERT_TRUE(testing::WriteDefaultModelWithChatTemplate(dir_.str(), kTemplate).ok());
     absl::StatusOr<ChatTemplate> t = ChatTemplate::FromModelDir(dir_.str());
     if (t.status().code() == absl::StatusCode::kUnimplemented) GTEST_SKIP() << "chat template renderer not built";
     ASSERT_TRUE(t.ok()) << t.status();

@@ -18,6 +18,11 @@ namespace tandem::testing {
 
 using Clock = std::chrono::system_clock;
 
+// A worker's registration as the fakes' router tests expect it: model "m",
+// fingerprint "fp", a 2-layer float32 KV layout of 16-token blocks and
+// `blocks` KV blocks.
+v1::WorkerInfo FakeWorkerInfo(const std::string& address, v1::WorkerRole role, int64_t blocks);
+
 struct DecodeScript {
   grpc::Status reserve_status = grpc::Status::OK;
   // Streamed by Decode, one token per message.

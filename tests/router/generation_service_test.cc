@@ -88,18 +88,7 @@ class GenerationServiceTest : public ::testing::Test {
   }
 
   static v1::WorkerInfo Info(const std::string& address, v1::WorkerRole role, int64_t blocks) {
-    v1::WorkerInfo i;
-    i.set_address(address);
-    i.set_role(role);
-    i.set_model_name("m");
-    i.set_model_fingerprint("fp");
-    i.mutable_kv_layout()->set_num_layers(2);
-    i.mutable_kv_layout()->set_num_kv_heads(2);
-    i.mutable_kv_layout()->set_head_dim(16);
-    i.mutable_kv_layout()->set_block_size(16);
-    i.mutable_kv_layout()->set_dtype("float32");
-    i.set_kv_blocks_total(blocks);
-    return i;
+    return testing::FakeWorkerInfo(address, role, blocks);
   }
 
   grpc::Status Register(const v1::WorkerInfo& info) {

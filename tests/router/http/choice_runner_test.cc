@@ -46,18 +46,7 @@ class ChoiceRunnerTest : public ::testing::Test {
   }
 
   void Register(const std::string& address, v1::WorkerRole role, int64_t blocks) {
-    v1::WorkerInfo i;
-    i.set_address(address);
-    i.set_role(role);
-    i.set_model_name("m");
-    i.set_model_fingerprint("fp");
-    i.mutable_kv_layout()->set_num_layers(2);
-    i.mutable_kv_layout()->set_num_kv_heads(2);
-    i.mutable_kv_layout()->set_head_dim(16);
-    i.mutable_kv_layout()->set_block_size(16);
-    i.mutable_kv_layout()->set_dtype("float32");
-    i.set_kv_blocks_total(blocks);
-    ASSERT_TRUE(registry_->Register(i).ok());
+    ASSERT_TRUE(registry_->Register(testing::FakeWorkerInfo(address, role, blocks)).ok());
   }
 
   static v1::GenerateRequest Request(const std::string& id) {
