@@ -4,6 +4,7 @@
 #include <chrono>
 #include <span>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/request/request_validation.h"
 #include "common/rpc/proto_convert.h"
@@ -146,6 +147,8 @@ grpc::Status DecodeServiceImpl::HoldKvWrite(
 
 grpc::Status DecodeServiceImpl::Decode(grpc::ServerContext* ctx, const v1::DecodeRequest* req,
                                        grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  ++open_decode_calls_;
+  absl::Cleanup closed = [this] { --open_decode_calls_; };
   // Every exit before the claim below frees the reservation: it is this
   // call's from here on (the router's release of it is a no-op by then).
   if (faults_ != nullptr) {

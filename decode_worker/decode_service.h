@@ -63,6 +63,12 @@ class DecodeServiceImpl final : public v1::DecodeService::Service {
   void SetPrefixCache(KvCacheManager* kv) { prefix_cache_ = kv; }
   // Draining: new reservations are refused, running streams finish.
   void SetDraining() { draining_ = true; }
+  // Decode calls in progress, from their first line to their last: a
+  // request counts here while it waits for its KV, between its claim and
+  // the loop's admission, and while it streams. With the reservations
+  // (which cover a request from ReserveKv to its claim inside Decode) this
+  // is what a drain waits for; the loop's own stats lag admission by a step.
+  int64_t open_decode_calls() const { return open_decode_calls_.load(); }
 
   // --fault_rpc_failure_rate: ReserveKv and Decode fail that fraction of
   // calls (set before serving; null: none).
@@ -82,6 +88,7 @@ class DecodeServiceImpl final : public v1::DecodeService::Service {
   absl::Mutex pool_mu_;
   std::optional<v1::KvPoolDescriptor> pool_ ABSL_GUARDED_BY(pool_mu_);
   std::atomic<bool> draining_{false};
+  std::atomic<int64_t> open_decode_calls_{0};
   std::function<v1::LoadReport()> load_;
   std::atomic<int64_t> next_transfer_{0};
   FaultInjector* faults_ = nullptr;

@@ -123,7 +123,7 @@ absl::Status Run(const DecodeWorkerConfig& c) {
   registration.ReportNow();
   WaitUntilIdle(absl::Seconds(c.worker.drain_timeout_seconds), absl::Milliseconds(50), [&] {
     const DecodeLoopStats s = loop.stats();
-    return s.running == 0 && s.waiting == 0 && reservations.size() == 0;
+    return service.open_decode_calls() == 0 && reservations.size() == 0 && s.running == 0 && s.waiting == 0;
   });
   server->Shutdown(absl::Seconds(1));
   loop.Stop();

@@ -78,6 +78,16 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
+std::string LogTail(const std::string& path, int lines) {
+  const std::string log = ReadFile(path);
+  size_t from = log.size();
+  for (int n = 0; from > 0 && n < lines; ++n) {
+    from = log.rfind('\n', from - 1);
+    if (from == std::string::npos) return log;
+  }
+  return log.substr(from);
+}
+
 absl::Status WriteDefaultModelWithChatTemplate(const std::string& dir, const std::string& chat_template) {
   if (absl::Status s = WriteDefaultModel(dir); !s.ok()) return s;
   const std::string config_path = dir + "/tokenizer_config.json";

@@ -117,6 +117,9 @@ double SumMetric(const std::string& text, const std::string& name, const std::ve
 
 std::string BinDir();
 std::string ReadFile(const std::string& path);
+// The last `lines` lines of the file at `path` (a process's log), for a
+// failure message.
+std::string LogTail(const std::string& path, int lines = 40);
 
 // The built-in default model written to `dir`, with `chat_template` in its
 // tokenizer_config.json (the default model ships none).

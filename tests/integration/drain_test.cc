@@ -64,6 +64,10 @@ TEST(DrainTest, ADrainingDecodeWorkerFinishesItsRequestsAndExitsZero) {
     on_drained += r.decode_worker == draining;
   }
   EXPECT_GT(on_drained, 0) << "no request ran on the drained worker; the test lost its point";
+  if (::testing::Test::HasFailure()) {
+    ADD_FAILURE() << "router.log:\n" << testing::LogTail((*cluster)->LogPath("router"))  //
+                  << "decode0.log:\n" << testing::LogTail((*cluster)->LogPath("decode0"));
+  }
   EXPECT_EQ(exit_code, 0);
   EXPECT_TRUE(testing::WaitForNoUsedBlocks({survivor}, (*cluster)->prefill_addresses()).ok());
   EXPECT_TRUE((*cluster)->Stop().ok());

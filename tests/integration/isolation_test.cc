@@ -447,17 +447,6 @@ TEST_F(IsolationTest, ARouterKilledUnderLoadFreesEveryBlockAndANewOneServes) {
   ExpectHealthyAndStop(std::move(cluster), 1, 1);
 }
 
-// The last 40 lines of one process's log, for a failure message.
-std::string LogTail(const LocalCluster& cluster, const std::string& name) {
-  const std::string log = testing::ReadFile(cluster.LogPath(name));
-  size_t from = log.size();
-  for (int lines = 0; from > 0 && lines < 40; ++lines) {
-    from = log.rfind('\n', from - 1);
-    if (from == std::string::npos) return log;
-  }
-  return log.substr(from);
-}
-
 // Starts `tandem client` streaming one greedy request; returns its pid.
 // Its output goes to /dev/null: the test only kills it.
 pid_t StartClientProcess(const std::string& router, const std::string& prompt, int32_t max_new_tokens) {
@@ -516,9 +505,9 @@ TEST_F(IsolationTest, ClientsKilledInEveryPhaseFreeEverything) {
   absl::Status no_blocks = testing::WaitForNoUsedBlocks(cluster->decode_addresses(), cluster->prefill_addresses(),
                                                         kBlocksBackWithin);
   EXPECT_TRUE(no_blocks.ok()) << no_blocks << " (" << absl::Now() - last_kill << " after the last kill)\n"
-                              << "router.log:\n" << LogTail(*cluster, "router")  //
-                              << "prefill0.log:\n" << LogTail(*cluster, "prefill0")  //
-                              << "decode0.log:\n" << LogTail(*cluster, "decode0");
+                              << "router.log:\n" << testing::LogTail(cluster->LogPath("router"))  //
+                              << "prefill0.log:\n" << testing::LogTail(cluster->LogPath("prefill0"))  //
+                              << "decode0.log:\n" << testing::LogTail(cluster->LogPath("decode0"));
   absl::StatusOr<std::string> metrics = testing::HttpGet(cluster->metrics_addresses()[0], "/metrics");
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   EXPECT_GT(testing::SumMetric(*metrics, "tandem_requests_total", {"outcome=\"cancelled\""}), 0)
