@@ -56,11 +56,13 @@ class KvWriteHold {
   // maximum (counted from before the request was sent, so never later than
   // the decode side's own clock): a put is safe only while this is OK.
   absl::Status Held() const;
-  // Granted, and either ended by the decode side or past half of its safe
-  // span: before any put, the loop replaces such a hold with a fresh one,
-  // so the decode side's maximum bounds the transfer (a step and the
-  // transfer's end), not a long prompt's compute. A refused hold is never
-  // due (a new one would be refused too).
+  // Granted, and either ended by the decode side or past a quarter of its
+  // safe span: the loop then asks for a fresh one, so the decode side's maximum
+  // bounds the time between two layers' puts, not a long prompt's compute
+  // or a long step. Before any put it replaces the hold outright; while a
+  // transfer writes it keeps this one until the fresh one is granted (two
+  // pins overlap). A refused hold is never due (a new one would be
+  // refused too).
   bool renewal_due() const;
 
  private:

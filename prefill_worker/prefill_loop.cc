@@ -138,8 +138,7 @@ void PrefillLoop::DropCancelled() {
                                           : absl::DeadlineExceededError("the request's deadline passed during prefill");
     // The transfer ends (its queued copies waited for) before its source
     // blocks go back.
-    a.transfer.reset();
-    a.hold.reset();
+    a.EndTransfer();
     scheduler_.Remove(id);
     a.job->Complete(Failed(std::move(why)));
     active_.erase(id);
@@ -176,8 +175,7 @@ void PrefillLoop::Loop() {
     PublishStats();
   }
   for (auto& [id, a] : active_) {
-    a.transfer.reset();
-    a.hold.reset();
+    a.EndTransfer();
     scheduler_.Remove(id);
     a.job->Complete(Failed(absl::UnavailableError("prefill worker is shutting down")));
   }
@@ -203,7 +201,7 @@ void PrefillLoop::RunStep(const StepPlan& plan) {
       // The hold's round trip overlaps this and later chunks' compute.
       OpenWriteHold(a);
     } else if (a.transfer == nullptr && a.hold != nullptr && a.hold->renewal_due()) {
-      // Nothing written yet, and a long prompt's chunks used up half of the
+      // Nothing written yet, and a long prompt's chunks used up a quarter of the
       // hold's span: take a fresh one, so that the transfer (which may
       // start in this step) has a whole span before the decode side's
       // maximum ends it.
@@ -254,6 +252,7 @@ void PrefillLoop::RunStep(const StepPlan& plan) {
       // The decode side may have ended the hold (shut down, or its
       // maximum): no put may follow.
       if (a->hold != nullptr) {
+        RenewWriteHoldWhileWriting(*a);
         if (absl::Status held = a->hold->Held(); !held.ok()) {
           a->error = HoldFailure(*a, std::move(held));
           continue;
@@ -271,8 +270,7 @@ void PrefillLoop::RunStep(const StepPlan& plan) {
     TANDEM_LOG(ERROR) << "prefill step failed: " << sampled.status();
     for (const ScheduledChunk& c : plan.chunks) {
       Active& a = active_.at(c.seq->id);
-      a.transfer.reset();
-      a.hold.reset();
+      a.EndTransfer();
       a.job->Complete(Failed(sampled.status()));
       scheduler_.Remove(c.seq->id);
       active_.erase(c.seq->id);
@@ -323,30 +321,43 @@ void PrefillLoop::Complete(SeqId id, const SampleResult* first, absl::Time compu
   // The transfer ends (its copies still queued on the GPU waited for)
   // before its source blocks go back and before the router hears of a
   // failure and lets the decode worker reuse the destination blocks.
-  a.transfer.reset();
-  // Only now may the decode worker free the blocks (a release while held
-  // waits for this), or let Decode claim them.
-  a.hold.reset();
+  // Only once it has may the decode worker free the blocks (a release
+  // while held waits for the hold's end), or let Decode claim them.
+  a.EndTransfer();
   scheduler_.Remove(id);
   a.job->Complete(std::move(r));
   active_.erase(id);
 }
 
 void PrefillLoop::OpenWriteHold(Active& a) {
-  if (write_holder_ == nullptr || a.hold != nullptr) return;
+  if (a.hold == nullptr) a.hold = NewWriteHold(a);
+}
+
+void PrefillLoop::RenewWriteHoldWhileWriting(Active& a) {
+  if (a.renewal != nullptr) {
+    // Granted: the old hold's pin is still on, so dropping it now leaves
+    // the blocks pinned throughout.
+    if (a.renewal->Held().ok()) a.hold = std::move(a.renewal);
+    return;
+  }
+  if (a.hold->renewal_due()) a.renewal = NewWriteHold(a);
+}
+
+std::unique_ptr<KvWriteHold> PrefillLoop::NewWriteHold(const Active& a) {
+  if (write_holder_ == nullptr) return nullptr;
   const v1::ReserveKvResponse& dest = a.job->destination;
   absl::StatusOr<std::vector<TransportOffer>> offers = OffersOf(dest.pool());
-  if (!offers.ok()) return;  // StartTransfer refuses the descriptor with the reason
+  if (!offers.ok()) return nullptr;  // StartTransfer refuses the descriptor with the reason
   if (std::none_of(offers->begin(), offers->end(), [](const TransportOffer& o) { return WritesOneSided(o.transport); })) {
-    return;
+    return nullptr;
   }
   // Every block the transfer may write: all but the cached prefix, which
   // the decode worker never lets a transfer write.
   const int skip = std::clamp(dest.num_cached_blocks(), 0, dest.block_ids_size());
   std::vector<int32_t> writable;
   for (int i = skip; i < dest.block_ids_size(); ++i) writable.push_back(dest.block_ids(i));
-  if (writable.empty()) return;
-  a.hold = write_holder_->Open(dest.pool().worker_id(), dest.transfer_id(), writable);
+  if (writable.empty()) return nullptr;
+  return write_holder_->Open(dest.pool().worker_id(), dest.transfer_id(), writable);
 }
 
 absl::Status PrefillLoop::SecureWrites(Active& a) {

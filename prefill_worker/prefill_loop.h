@@ -113,8 +113,19 @@ class PrefillLoop {
     // written one-sidedly; ended only after `transfer` is gone (its puts
     // drained or dropped): declared before it, so also destroyed after it.
     std::unique_ptr<KvWriteHold> hold;
+    // A fresh hold asked for while `transfer` writes under `hold` (a step
+    // longer than a quarter of the hold's span); it replaces `hold` once granted,
+    // so the two pins overlap and the blocks are never unpinned between.
+    std::unique_ptr<KvWriteHold> renewal;
     std::unique_ptr<KvTransfer> transfer;
     absl::Status error;
+
+    // The transfer ends (its puts drained or dropped) before its holds do.
+    void EndTransfer() {
+      transfer.reset();
+      renewal.reset();
+      hold.reset();
+    }
   };
   void Loop();
   // Moves newly submitted jobs into the scheduler; ends cancelled and
@@ -124,10 +135,17 @@ class PrefillLoop {
   // Opens `a`'s KV write hold when its destination offers a one-sided
   // transport (the transfer's own pick is known only when it starts).
   void OpenWriteHold(Active& a);
+  // A new hold on `a`'s writable destination blocks; null when its
+  // destination offers no one-sided transport (or there is no holder).
+  std::unique_ptr<KvWriteHold> NewWriteHold(const Active& a);
   // Once `a`'s transfer started: OK when its writes may go (a two-sided
   // transport, whose writes the decode side gates itself: the hold is
   // dropped; or a granted hold); else why not, as the request's status.
   absl::Status SecureWrites(Active& a);
+  // Between two layers' puts of `a`'s transfer: asks for a fresh hold
+  // once `a.hold` is due for renewal, and swaps it in once granted. A
+  // refused renewal is not retried; `a.hold` then runs out and Held says so.
+  void RenewWriteHoldWhileWriting(Active& a);
   // The request's status for a hold that is refused or lost.
   absl::Status HoldFailure(const Active& a, absl::Status why) const;
   void RunStep(const StepPlan& plan);

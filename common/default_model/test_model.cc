@@ -84,7 +84,8 @@ std::string TestModelTokenizerJson() {
                                         {"<|begin_of_text|>", "<|end_of_text|>"});
 }
 
-absl::Status WriteTestModel(const std::string& dir) {
+absl::Status WriteTestModel(const std::string& dir, int num_hidden_layers) {
+  if (num_hidden_layers < 1) return absl::InvalidArgumentError("the test model needs at least one layer");
   const fs::path out(dir);
   std::error_code ec;
   fs::create_directories(out, ec);
@@ -94,6 +95,7 @@ absl::Status WriteTestModel(const std::string& dir) {
   TANDEM_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
                           Tokenizer::FromJson(tokenizer_json, "", "default tokenizer.json"));
   ModelConfig config = TestModelConfig(tokenizer->vocab_size());
+  config.num_hidden_layers = num_hidden_layers;
   config.bos_token_id = *tokenizer->TokenToId("<|begin_of_text|>");
   config.eos_token_ids = {*tokenizer->TokenToId("<|end_of_text|>")};
 

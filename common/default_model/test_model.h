@@ -25,7 +25,9 @@ ModelConfig TestModelConfig(int64_t vocab_size);
 std::string TestModelTokenizerJson();
 
 // Writes the checkpoint into `dir` (created; existing files replaced). The
-// same bytes on every machine and every call.
-absl::Status WriteTestModel(const std::string& dir);
+// same bytes on every machine and every call. `num_hidden_layers` other
+// than 4 gives a deeper or shallower model of the same shape otherwise
+// (tests that need many layer boundaries in one step).
+absl::Status WriteTestModel(const std::string& dir, int num_hidden_layers = 4);
 
 }  // namespace tandem

@@ -43,13 +43,15 @@ class KvWriteHoldClusterTest : public ::testing::Test {
   // LIFO), so a cancelled request's blocks are the next request's; it is
   // large enough for the cancelled reservations still held by their
   // writers when a loaded machine makes prefill steps slow.
+  // `model_dir` empty: the suite's default model.
   std::unique_ptr<LocalCluster> StartCluster(std::vector<std::string> extra_prefill_args = {},
-                                             std::vector<std::string> extra_decode_args = {}) {
+                                             std::vector<std::string> extra_decode_args = {},
+                                             const std::string& model_dir = "") {
     LocalClusterOptions o;
     o.security = testing::TestSecurity();  // TANDEM_TEST_TLS=1: the hold RPC under mutual TLS and tokens
     o.num_prefill = 1;
     o.num_decode = 1;
-    o.model_dir = model_dir_->str();
+    o.model_dir = model_dir.empty() ? model_dir_->str() : model_dir;
     o.bin_dir = testing::BinDir();
     o.log_dir = logs_.str();
     o.prefill_args = {"--num_threads=1", "--max_batch_tokens=128", "--max_chunk_tokens=64"};
@@ -207,7 +209,7 @@ TEST_F(KvWriteHoldClusterTest, APrefillWorkerKilledWhileHoldingGivesEveryDecodeB
 }
 
 // The decode side's maximum bounds a hold's transfer, not a long prompt's
-// compute: with a 1 s maximum (its safe span 0.75 s, renewed half-way) and
+// compute: with a 1 s maximum (its safe span 0.75 s, renewal due a quarter in) and
 // prompts computed in 8-token chunks, the prefill worker replaces a hold
 // that is due before its first put, so every request is served with the
 // single-process tokens and no hold is ended by the maximum. A prompt that
@@ -248,12 +250,60 @@ TEST_F(KvWriteHoldClusterTest, AHoldDueDuringALongPromptIsRenewedBeforeAnyPut) {
   }
   const double granted = DecodeMetric(*cluster, "tandem_kv_write_holds_total", {"outcome=\"granted\""});
   EXPECT_GE(granted, static_cast<double>(prompts.size()));
-  // The first hold goes out at the first chunk and is due 0.375 s later.
+  // The first hold goes out at the first chunk and is due 0.1875 s later.
   if (longest_prefill > 0.5) {
     EXPECT_GT(granted, static_cast<double>(prompts.size())) << "a prefill took " << longest_prefill << " s";
   }
   EXPECT_EQ(DecodeMetric(*cluster, "tandem_kv_write_holds_total", {"outcome=\"expired\""}), 0)
       << "a hold was left to the decode side's maximum";
+  absl::Status no_blocks =
+      testing::WaitForNoUsedBlocks(cluster->decode_addresses(), cluster->prefill_addresses(), kBlocksBackWithin);
+  EXPECT_TRUE(no_blocks.ok()) << no_blocks;
+  absl::Status stopped = cluster->Stop();
+  EXPECT_TRUE(stopped.ok()) << stopped;
+}
+
+// A hold due while its transfer writes is renewed without a gap: a
+// 32-layer test model computes a ~750-token prompt in one step whose every
+// layer ends with its puts, and the decode side's maximum (0.5 s; 1.5 s
+// sanitized) is a fraction of that step. The prefill worker asks for a
+// fresh hold at a layer's end once a quarter of the safe span is gone and
+// drops the old one only once the new one is granted (two pins overlap),
+// so the request gets the single-process tokens, no hold is ended by the
+// maximum, and more holds were granted than requests. Before renewals
+// while writing, such a step failed with "the KV write hold reached the
+// decode worker's maximum".
+TEST_F(KvWriteHoldClusterTest, AHoldDueWhileItsTransferWritesIsRenewedWithoutAGap) {
+  const absl::Duration max_hold = absl::Milliseconds(500) * testing::SanitizerTimeScale();
+  testing::TempDir deep_model;
+  ASSERT_TRUE(WriteTestModel(deep_model.str(), /*num_hidden_layers=*/32).ok());
+  auto cluster = StartCluster({"--max_batch_tokens=4096", "--max_chunk_tokens=4096"},
+                              {absl::StrCat("--kv_write_hold_max_seconds=", absl::ToDoubleSeconds(max_hold))},
+                              deep_model.str());
+  ASSERT_NE(cluster, nullptr);
+  const std::string prompt = LongPrompt(60) + " " + LongPrompt(61) + " " + LongPrompt(62);
+  RequestSpec spec = Greedy(prompt, 6);
+  spec.ignore_eos = true;
+  const std::vector<std::vector<int32_t>> reference = testing::MonolithicTokens(deep_model.str(), spec, {prompt});
+  auto stub = testing::RouterStub(cluster->router_address());
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, testing::ToGenerateRequest(spec));
+  v1::GenerateResponse resp;
+  StreamResult got;
+  double prefill_seconds = 0;
+  while (reader->Read(&resp)) {
+    for (const v1::GeneratedToken& t : resp.tokens()) got.tokens.push_back(t.id());
+    if (resp.has_timing()) prefill_seconds = resp.timing().prefill_seconds();
+  }
+  got.status = reader->Finish();
+  std::printf("the prompt's one prefill step took %.2f s; the hold's maximum is %.2f s\n", prefill_seconds,
+              absl::ToDoubleSeconds(max_hold));
+  EXPECT_TRUE(got.status.ok()) << got.status.error_code() << " " << got.status.error_message();
+  EXPECT_EQ(got.tokens, reference[0]);
+  EXPECT_EQ(DecodeMetric(*cluster, "tandem_kv_write_holds_total", {"outcome=\"expired\""}), 0)
+      << "a hold was left to the decode side's maximum";
+  EXPECT_GT(prefill_seconds, absl::ToDoubleSeconds(max_hold)) << "the step must outlast a hold to test renewal";
+  EXPECT_GT(DecodeMetric(*cluster, "tandem_kv_write_holds_total", {"outcome=\"granted\""}), 1);
   absl::Status no_blocks =
       testing::WaitForNoUsedBlocks(cluster->decode_addresses(), cluster->prefill_addresses(), kBlocksBackWithin);
   EXPECT_TRUE(no_blocks.ok()) << no_blocks;

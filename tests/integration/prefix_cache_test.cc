@@ -86,6 +86,15 @@ class PrefixCacheTest : public ::testing::Test {
     EXPECT_TRUE(s.ok()) << s;
   }
 
+  // A failure shows what each process logged last.
+  void TearDown() override {
+    if (HasFailure() && cluster_ != nullptr) {
+      for (const char* name : {"router", "prefill0", "decode0"}) {
+        std::printf("%s.log:\n%s\n", name, testing::LogTail(cluster_->LogPath(name)).c_str());
+      }
+    }
+  }
+
   static testing::TempDir* model_dir_;
   testing::TempDir logs_;
   std::unique_ptr<LocalCluster> cluster_;

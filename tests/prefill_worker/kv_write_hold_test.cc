@@ -3,7 +3,7 @@
 // loopback: a granted hold keeps a released reservation's blocks until the
 // KvWriteHold is destroyed, without the destructor waiting; a refusal or
 // an unreachable decode worker comes back as a status naming no address;
-// a hold is due for renewal half-way and stops counting as held before the
+// a hold is due for renewal a quarter of the way and stops counting as held before the
 // decode side's maximum. Every
 // test ends with every block back in the allocator.
 #include "prefill_worker/kv_write_hold.h"
