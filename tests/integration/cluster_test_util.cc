@@ -4,9 +4,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -86,6 +88,21 @@ std::string LogTail(const std::string& path, int lines) {
     if (from == std::string::npos) return log;
   }
   return log.substr(from);
+}
+
+std::string LogTails(const std::string& log_dir, int lines) {
+  std::vector<std::string> logs;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(log_dir, ec)) {
+    if (e.path().extension() == ".log") logs.push_back(e.path().string());
+  }
+  std::sort(logs.begin(), logs.end());
+  std::string out;
+  for (const std::string& path : logs) {
+    absl::StrAppend(&out, "---- ", std::filesystem::path(path).filename().string(), " (last ", lines, " lines)\n",
+                    LogTail(path, lines), "\n");
+  }
+  return out;
 }
 
 absl::Status WriteDefaultModelWithChatTemplate(const std::string& dir, const std::string& chat_template) {

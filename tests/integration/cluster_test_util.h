@@ -120,6 +120,9 @@ std::string ReadFile(const std::string& path);
 // The last `lines` lines of the file at `path` (a process's log), for a
 // failure message.
 std::string LogTail(const std::string& path, int lines = 40);
+// LogTail of every *.log in `log_dir` (a LocalCluster's), each under its
+// name, for a failing test's TearDown.
+std::string LogTails(const std::string& log_dir, int lines = 40);
 
 // The built-in default model written to `dir`, with `chat_template` in its
 // tokenizer_config.json (the default model ships none).

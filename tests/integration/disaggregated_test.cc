@@ -2,6 +2,7 @@
 // the monolithic `tandem generate`: same tokens in every layout, correct
 // statuses for cancellation, deadlines, no room and dead workers, no leaked
 // KV block anywhere afterwards, and refused pairing of mismatched layouts.
+#include <cstdio>
 #include <signal.h>
 
 #include <algorithm>
@@ -34,6 +35,11 @@ class DisaggregatedTest : public ::testing::Test {
     ASSERT_TRUE(WriteTestModel(model_dir_->str()).ok());
   }
   static void TearDownTestSuite() { delete model_dir_; }
+  // A failure shows what each process logged last (the logs are the
+  // fixture's, so they outlive the test's cluster).
+  void TearDown() override {
+    if (HasFailure()) std::printf("%s", testing::LogTails(logs_.str()).c_str());
+  }
 
   std::unique_ptr<LocalCluster> StartCluster(int prefill, int decode,
                                              std::vector<std::string> decode_args = {},

@@ -1,5 +1,6 @@
 // SIGTERM drains a worker: it finishes the requests it is running, takes no
 // new ones (the router stops placing on it), and exits 0.
+#include <cstdio>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -64,10 +65,7 @@ TEST(DrainTest, ADrainingDecodeWorkerFinishesItsRequestsAndExitsZero) {
     on_drained += r.decode_worker == draining;
   }
   EXPECT_GT(on_drained, 0) << "no request ran on the drained worker; the test lost its point";
-  if (::testing::Test::HasFailure()) {
-    ADD_FAILURE() << "router.log:\n" << testing::LogTail((*cluster)->LogPath("router"))  //
-                  << "decode0.log:\n" << testing::LogTail((*cluster)->LogPath("decode0"));
-  }
+  if (::testing::Test::HasFailure()) std::printf("%s", testing::LogTails(logs.str()).c_str());
   EXPECT_EQ(exit_code, 0);
   EXPECT_TRUE(testing::WaitForNoUsedBlocks({survivor}, (*cluster)->prefill_addresses()).ok());
   EXPECT_TRUE((*cluster)->Stop().ok());

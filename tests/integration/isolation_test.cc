@@ -3,6 +3,7 @@
 // cancellation or failure never fails another request, never takes a
 // worker out of placement, and never leaks a KV block. Each test ends
 // with every worker back at zero blocks in use within 2 s.
+#include <cstdio>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -40,6 +41,11 @@ class IsolationTest : public ::testing::Test {
     ASSERT_TRUE(WriteTestModel(model_dir_->str()).ok());
   }
   static void TearDownTestSuite() { delete model_dir_; }
+  // A failure shows what each process logged last (the logs are the
+  // fixture's, so they outlive the test's cluster).
+  void TearDown() override {
+    if (HasFailure()) std::printf("%s", testing::LogTails(logs_.str()).c_str());
+  }
 
   std::unique_ptr<LocalCluster> StartCluster(int prefill, int decode, std::vector<std::string> prefill_args = {},
                                              std::vector<std::string> decode_args = {}) {
@@ -305,7 +311,8 @@ TEST_F(IsolationTest, ADecodeWorkerKilledMidTransferFailsOnlyItsRequestsAndFrees
   // The prefill worker gives a transfer 2 s after its last layer for the
   // decode worker to confirm the writes, rather than the 15-20 s UCX takes
   // to notice a dead peer: the prefill loop never pauses longer than that
-  // (plus slack) between two requests' ends.
+  // for each of the (at most two) prompts a 512-token step ends, plus
+  // slack, between two requests' ends.
   constexpr absl::Duration kFinishTimeout = absl::Seconds(2);
   constexpr absl::Duration kSlack = absl::Seconds(3);
   // Steps of at most 512 tokens, so that a gap between two ends is a
@@ -344,7 +351,7 @@ TEST_F(IsolationTest, ADecodeWorkerKilledMidTransferFailsOnlyItsRequestsAndFrees
   std::sort(events.begin(), events.end());
   const auto from_kill = std::find(events.begin(), events.end(), killed);
   for (auto it = from_kill; it + 1 != events.end(); ++it) {
-    EXPECT_LT(*(it + 1) - *it, kFinishTimeout + kSlack) << "the prefill loop stalled on the dead decode worker";
+    EXPECT_LT(*(it + 1) - *it, 2 * kFinishTimeout + kSlack) << "the prefill loop stalled on the dead decode worker";
   }
   int failed = 0, served = 0;
   for (const StreamResult& r : got) {
@@ -504,10 +511,7 @@ TEST_F(IsolationTest, ClientsKilledInEveryPhaseFreeEverything) {
   const absl::Time last_kill = absl::Now();
   absl::Status no_blocks = testing::WaitForNoUsedBlocks(cluster->decode_addresses(), cluster->prefill_addresses(),
                                                         kBlocksBackWithin);
-  EXPECT_TRUE(no_blocks.ok()) << no_blocks << " (" << absl::Now() - last_kill << " after the last kill)\n"
-                              << "router.log:\n" << testing::LogTail(cluster->LogPath("router"))  //
-                              << "prefill0.log:\n" << testing::LogTail(cluster->LogPath("prefill0"))  //
-                              << "decode0.log:\n" << testing::LogTail(cluster->LogPath("decode0"));
+  EXPECT_TRUE(no_blocks.ok()) << no_blocks << " (" << absl::Now() - last_kill << " after the last kill)";
   absl::StatusOr<std::string> metrics = testing::HttpGet(cluster->metrics_addresses()[0], "/metrics");
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   EXPECT_GT(testing::SumMetric(*metrics, "tandem_requests_total", {"outcome=\"cancelled\""}), 0)

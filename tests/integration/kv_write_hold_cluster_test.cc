@@ -7,6 +7,7 @@
 // KV. Real processes on loopback; every test checks that holds were taken
 // (the decode worker's tandem_kv_write_holds_total), so none passes
 // without exercising them, and ends with every block back within 2 s.
+#include <cstdio>
 #include <signal.h>
 
 #include <algorithm>
@@ -36,6 +37,11 @@ class KvWriteHoldClusterTest : public ::testing::Test {
     ASSERT_TRUE(WriteTestModel(model_dir_->str()).ok());
   }
   static void TearDownTestSuite() { delete model_dir_; }
+  // A failure shows what each process logged last (the logs are the
+  // fixture's, so they outlive the test's cluster).
+  void TearDown() override {
+    if (HasFailure()) std::printf("%s", testing::LogTails(logs_.str()).c_str());
+  }
 
   // Prompt chunks of at most 64 tokens: a long prompt takes several steps,
   // so cancels land between and during its chunks and its transfer. The

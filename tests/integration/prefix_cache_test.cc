@@ -6,6 +6,7 @@
 // equal the monolithic `tandem generate`'s. Under a small KV pool the
 // caches are evicted to make room and no request is lost. Every test ends
 // with no KV block held anywhere.
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -88,11 +89,7 @@ class PrefixCacheTest : public ::testing::Test {
 
   // A failure shows what each process logged last.
   void TearDown() override {
-    if (HasFailure() && cluster_ != nullptr) {
-      for (const char* name : {"router", "prefill0", "decode0"}) {
-        std::printf("%s.log:\n%s\n", name, testing::LogTail(cluster_->LogPath(name)).c_str());
-      }
-    }
+    if (HasFailure()) std::printf("%s", testing::LogTails(logs_.str()).c_str());
   }
 
   static testing::TempDir* model_dir_;

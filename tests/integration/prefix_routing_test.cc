@@ -44,6 +44,11 @@ class PrefixRoutingTest : public ::testing::Test {
     ASSERT_TRUE(WriteDefaultModel(model_dir_->str()).ok());
   }
   static void TearDownTestSuite() { delete model_dir_; }
+  // A failure shows what each process logged last (the logs are the
+  // fixture's, so they outlive the test's cluster).
+  void TearDown() override {
+    if (HasFailure()) std::printf("%s", testing::LogTails(logs_.str()).c_str());
+  }
 
   void StartCluster(const std::string& placement) {
     LocalClusterOptions o;

@@ -44,6 +44,11 @@ class ServingTest : public ::testing::Test {
     delete model_;
     delete model_dir_;
   }
+  // A failure shows what each process logged last (the logs are the
+  // fixture's, so they outlive the test's cluster).
+  void TearDown() override {
+    if (HasFailure()) std::printf("%s", testing::LogTails(logs_.str()).c_str());
+  }
 
   std::unique_ptr<LocalCluster> StartCluster(LocalClusterOptions o) {
     o.model_dir = model_dir_->str();
