@@ -80,6 +80,9 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
+namespace {
+
+// The last `lines` lines of the file at `path`.
 std::string LogTail(const std::string& path, int lines) {
   const std::string log = ReadFile(path);
   size_t from = log.size();
@@ -89,6 +92,8 @@ std::string LogTail(const std::string& path, int lines) {
   }
   return log.substr(from);
 }
+
+}  // namespace
 
 std::string LogTails(const std::string& log_dir, int lines) {
   std::vector<std::string> logs;

@@ -117,11 +117,8 @@ double SumMetric(const std::string& text, const std::string& name, const std::ve
 
 std::string BinDir();
 std::string ReadFile(const std::string& path);
-// The last `lines` lines of the file at `path` (a process's log), for a
-// failure message.
-std::string LogTail(const std::string& path, int lines = 40);
-// LogTail of every *.log in `log_dir` (a LocalCluster's), each under its
-// name, for a failing test's TearDown.
+// The last `lines` lines of every *.log in `log_dir` (a LocalCluster's),
+// each under its name, for a failing test's output.
 std::string LogTails(const std::string& log_dir, int lines = 40);
 
 // The built-in default model written to `dir`, with `chat_template` in its

@@ -2,7 +2,6 @@
 // the monolithic `tandem generate`: same tokens in every layout, correct
 // statuses for cancellation, deadlines, no room and dead workers, no leaked
 // KV block anywhere afterwards, and refused pairing of mismatched layouts.
-#include <cstdio>
 #include <signal.h>
 
 #include <algorithm>
@@ -18,6 +17,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
+#include "tests/integration/cluster_logs_test.h"
 #include "tests/integration/cluster_test_util.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/cli/local_cluster.h"
@@ -28,18 +28,13 @@ namespace {
 using testing::RequestSpec;
 using testing::StreamResult;
 
-class DisaggregatedTest : public ::testing::Test {
+class DisaggregatedTest : public testing::ClusterLogsTest {
  protected:
   static void SetUpTestSuite() {
     model_dir_ = new testing::TempDir();
     ASSERT_TRUE(WriteTestModel(model_dir_->str()).ok());
   }
   static void TearDownTestSuite() { delete model_dir_; }
-  // A failure shows what each process logged last (the logs are the
-  // fixture's, so they outlive the test's cluster).
-  void TearDown() override {
-    if (HasFailure()) std::printf("%s", testing::LogTails(logs_.str()).c_str());
-  }
 
   std::unique_ptr<LocalCluster> StartCluster(int prefill, int decode,
                                              std::vector<std::string> decode_args = {},
@@ -83,7 +78,6 @@ class DisaggregatedTest : public ::testing::Test {
   }
 
   static testing::TempDir* model_dir_;
-  testing::TempDir logs_;
 };
 
 testing::TempDir* DisaggregatedTest::model_dir_ = nullptr;

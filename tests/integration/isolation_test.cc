@@ -3,7 +3,6 @@
 // cancellation or failure never fails another request, never takes a
 // worker out of placement, and never leaks a KV block. Each test ends
 // with every worker back at zero blocks in use within 2 s.
-#include <cstdio>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -22,6 +21,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
+#include "tests/integration/cluster_logs_test.h"
 #include "tests/integration/cluster_test_util.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/cli/local_cluster.h"
@@ -34,18 +34,13 @@ using testing::RequestSpec;
 using testing::StreamResult;
 using testing::kBlocksBackWithin;
 
-class IsolationTest : public ::testing::Test {
+class IsolationTest : public testing::ClusterLogsTest {
  protected:
   static void SetUpTestSuite() {
     model_dir_ = new testing::TempDir();
     ASSERT_TRUE(WriteTestModel(model_dir_->str()).ok());
   }
   static void TearDownTestSuite() { delete model_dir_; }
-  // A failure shows what each process logged last (the logs are the
-  // fixture's, so they outlive the test's cluster).
-  void TearDown() override {
-    if (HasFailure()) std::printf("%s", testing::LogTails(logs_.str()).c_str());
-  }
 
   std::unique_ptr<LocalCluster> StartCluster(int prefill, int decode, std::vector<std::string> prefill_args = {},
                                              std::vector<std::string> decode_args = {}) {
@@ -101,7 +96,6 @@ class IsolationTest : public ::testing::Test {
   }
 
   static testing::TempDir* model_dir_;
-  testing::TempDir logs_;
 };
 
 testing::TempDir* IsolationTest::model_dir_ = nullptr;

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/default_model/test_model.h"
 #include "gtest/gtest.h"
+#include "tests/integration/cluster_logs_test.h"
 #include "tests/integration/cluster_test_util.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/cli/local_cluster.h"
@@ -30,18 +31,13 @@ using testing::RequestSpec;
 using testing::StreamResult;
 using testing::kBlocksBackWithin;
 
-class KvWriteHoldClusterTest : public ::testing::Test {
+class KvWriteHoldClusterTest : public testing::ClusterLogsTest {
  protected:
   static void SetUpTestSuite() {
     model_dir_ = new testing::TempDir();
     ASSERT_TRUE(WriteTestModel(model_dir_->str()).ok());
   }
   static void TearDownTestSuite() { delete model_dir_; }
-  // A failure shows what each process logged last (the logs are the
-  // fixture's, so they outlive the test's cluster).
-  void TearDown() override {
-    if (HasFailure()) std::printf("%s", testing::LogTails(logs_.str()).c_str());
-  }
 
   // Prompt chunks of at most 64 tokens: a long prompt takes several steps,
   // so cancels land between and during its chunks and its transfer. The
@@ -77,7 +73,6 @@ class KvWriteHoldClusterTest : public ::testing::Test {
   }
 
   static testing::TempDir* model_dir_;
-  testing::TempDir logs_;
 };
 
 testing::TempDir* KvWriteHoldClusterTest::model_dir_ = nullptr;

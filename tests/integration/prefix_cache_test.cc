@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/default_model/default_model.h"
 #include "gtest/gtest.h"
+#include "tests/integration/cluster_logs_test.h"
 #include "tests/integration/cluster_test_util.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/cli/local_cluster.h"
@@ -35,7 +36,7 @@ struct WorkerCounters {
   }
 };
 
-class PrefixCacheTest : public ::testing::Test {
+class PrefixCacheTest : public testing::ClusterLogsTest {
  protected:
   static void SetUpTestSuite() {
     model_dir_ = new testing::TempDir();
@@ -87,13 +88,7 @@ class PrefixCacheTest : public ::testing::Test {
     EXPECT_TRUE(s.ok()) << s;
   }
 
-  // A failure shows what each process logged last.
-  void TearDown() override {
-    if (HasFailure()) std::printf("%s", testing::LogTails(logs_.str()).c_str());
-  }
-
   static testing::TempDir* model_dir_;
-  testing::TempDir logs_;
   std::unique_ptr<LocalCluster> cluster_;
   std::unique_ptr<v1::GenerationService::Stub> stub_;
 };

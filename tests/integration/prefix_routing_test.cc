@@ -20,6 +20,7 @@
 #include "bench/tandem_bench/workload.h"
 #include "common/default_model/default_model.h"
 #include "gtest/gtest.h"
+#include "tests/integration/cluster_logs_test.h"
 #include "tests/integration/cluster_test_util.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/cli/local_cluster.h"
@@ -37,18 +38,13 @@ struct WorkerHits {
   WorkerHits operator-(const WorkerHits& o) const { return {queried - o.queried, hit - o.hit}; }
 };
 
-class PrefixRoutingTest : public ::testing::Test {
+class PrefixRoutingTest : public testing::ClusterLogsTest {
  protected:
   static void SetUpTestSuite() {
     model_dir_ = new testing::TempDir();
     ASSERT_TRUE(WriteDefaultModel(model_dir_->str()).ok());
   }
   static void TearDownTestSuite() { delete model_dir_; }
-  // A failure shows what each process logged last (the logs are the
-  // fixture's, so they outlive the test's cluster).
-  void TearDown() override {
-    if (HasFailure()) std::printf("%s", testing::LogTails(logs_.str()).c_str());
-  }
 
   void StartCluster(const std::string& placement) {
     LocalClusterOptions o;
@@ -155,7 +151,6 @@ class PrefixRoutingTest : public ::testing::Test {
   }
 
   static testing::TempDir* model_dir_;
-  testing::TempDir logs_;
   std::unique_ptr<LocalCluster> cluster_;
   std::unique_ptr<v1::GenerationService::Stub> stub_;
 };

@@ -21,6 +21,7 @@
 #include "common/engine/model_loader.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/integration/cluster_logs_test.h"
 #include "tests/integration/cluster_test_util.h"
 #include "tests/testing/temp_dir.h"
 #include "tools/cli/local_cluster.h"
@@ -31,7 +32,7 @@ namespace {
 using testing::RequestSpec;
 using testing::StreamResult;
 
-class ServingTest : public ::testing::Test {
+class ServingTest : public testing::ClusterLogsTest {
  protected:
   static void SetUpTestSuite() {
     model_dir_ = new testing::TempDir();
@@ -43,11 +44,6 @@ class ServingTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete model_;
     delete model_dir_;
-  }
-  // A failure shows what each process logged last (the logs are the
-  // fixture's, so they outlive the test's cluster).
-  void TearDown() override {
-    if (HasFailure()) std::printf("%s", testing::LogTails(logs_.str()).c_str());
   }
 
   std::unique_ptr<LocalCluster> StartCluster(LocalClusterOptions o) {
@@ -151,7 +147,6 @@ class ServingTest : public ::testing::Test {
 
   static testing::TempDir* model_dir_;
   static LoadedModel* model_;
-  testing::TempDir logs_;
 };
 
 testing::TempDir* ServingTest::model_dir_ = nullptr;
