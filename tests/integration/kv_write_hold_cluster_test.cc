@@ -265,21 +265,24 @@ TEST_F(KvWriteHoldClusterTest, AHoldDueDuringALongPromptIsRenewedBeforeAnyPut) {
 }
 
 // A hold due while its transfer writes is renewed without a gap: a
-// 32-layer test model computes a ~750-token prompt in one step whose every
-// layer ends with its puts, and the decode side's maximum (0.5 s; 1.5 s
-// sanitized) is a fraction of that step. The prefill worker asks for a
-// fresh hold at a layer's end once a quarter of the safe span is gone and
-// drops the old one only once the new one is granted (two pins overlap),
-// so the request gets the single-process tokens, no hold is ended by the
-// maximum, and more holds were granted than requests. Before renewals
-// while writing, such a step failed with "the KV write hold reached the
-// decode worker's maximum".
+// 64-layer test model computes a ~750-token prompt in one step (~6 s here)
+// whose every layer ends with its puts, and the decode side's maximum is
+// 2 s (6 s sanitized): a fraction of that step, with room for a renewal's
+// round trip on a loaded machine under mutual TLS (a 0.5 s maximum was
+// not). The prefill worker asks for a fresh hold at a layer's end once a
+// quarter of the safe span is gone and drops the old one only once the
+// new one is granted (two pins overlap), so the request gets the
+// single-process tokens, no hold is ended by the maximum, and more holds
+// were granted than requests. Before renewals while writing, such a step
+// failed with "the KV write hold reached the decode worker's maximum".
 TEST_F(KvWriteHoldClusterTest, AHoldDueWhileItsTransferWritesIsRenewedWithoutAGap) {
-  const absl::Duration max_hold = absl::Milliseconds(500) * testing::SanitizerTimeScale();
+  const absl::Duration max_hold = absl::Seconds(2) * testing::SanitizerTimeScale();
   testing::TempDir deep_model;
-  ASSERT_TRUE(WriteTestModel(deep_model.str(), /*num_hidden_layers=*/32).ok());
-  auto cluster = StartCluster({"--max_batch_tokens=4096", "--max_chunk_tokens=4096"},
-                              {absl::StrCat("--kv_write_hold_max_seconds=", absl::ToDoubleSeconds(max_hold))},
+  ASSERT_TRUE(WriteTestModel(deep_model.str(), /*num_hidden_layers=*/64).ok());
+  // A pool for this prompt only: 64 layers make each block large.
+  auto cluster = StartCluster({"--max_batch_tokens=4096", "--max_chunk_tokens=4096", "--num_kv_blocks=128"},
+                              {absl::StrCat("--kv_write_hold_max_seconds=", absl::ToDoubleSeconds(max_hold)),
+                               "--num_kv_blocks=128"},
                               deep_model.str());
   ASSERT_NE(cluster, nullptr);
   const std::string prompt = LongPrompt(60) + " " + LongPrompt(61) + " " + LongPrompt(62);
